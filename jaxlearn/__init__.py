@@ -1,0 +1,24 @@
+"""jaxlearn: the craft of training a network well, as fast and exact JAX.
+
+Gradient checks, sanity checks, update rules, learning-rate annealing, babysitting a run,
+hyperparameter search and ensembles, all as pure functions over pytrees.
+
+The public API of each part is re-exported here from its module's ``__all__``; parts with
+many names of their own (``jaxlearn.sanity``, ``jaxlearn.search``, ``jaxlearn.ensemble``)
+are reached as submodules.
+"""
+
+from jaxlearn import losses, models, optim, schedules
+from jaxlearn.losses import *  # noqa: F403
+from jaxlearn.models import *  # noqa: F403
+from jaxlearn.optim import *  # noqa: F403
+from jaxlearn.schedules import *  # noqa: F403
+
+__version__ = "0.1.0"
+
+__all__ = [
+    *optim.__all__,
+    *schedules.__all__,
+    *losses.__all__,
+    *models.__all__,
+]

@@ -1,0 +1,58 @@
+"""Small shims over jax versions and helpers shared by every layer.
+
+jaxlearn supports jax 0.10 and newer. Anything whose spelling differs between versions
+lives here, so the rest of the package has one way to say it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = ["enable_x64", "is_tracer", "concrete_or_none", "path_str", "default_float"]
+
+
+def enable_x64(new_val: bool = True):
+    """Context manager turning float64 on (or off) for the code inside it only.
+
+    Uses ``jax.enable_x64`` where it exists and ``jax.experimental.enable_x64`` on older
+    jax. The user's global ``jax_enable_x64`` setting is never changed.
+    """
+    if hasattr(jax, "enable_x64"):
+        return jax.enable_x64(new_val)
+    experimental = getattr(jax, "experimental", None)
+    if experimental is not None and hasattr(experimental, "enable_x64"):
+        return experimental.enable_x64(new_val)  # pragma: no cover - older jax
+    raise RuntimeError(  # pragma: no cover
+        "This jax has neither jax.enable_x64 nor jax.experimental.enable_x64; "
+        "jaxlearn needs jax>=0.10."
+    )
+
+
+def is_tracer(x: Any) -> bool:
+    """True when ``x`` is an abstract value inside a jax transformation (jit, vmap...)."""
+    return isinstance(x, jax.core.Tracer)
+
+
+def concrete_or_none(x: Any) -> np.ndarray | None:
+    """The value of ``x`` as a NumPy array when it is known now, else None (traced)."""
+    if callable(x) or is_tracer(x):
+        return None
+    try:
+        return np.asarray(x)
+    except Exception:  # noqa: BLE001 - anything abstract is "not known now"
+        return None
+
+
+def path_str(path: tuple) -> str:
+    """A key path as users write it, e.g. ``['layer1']['w']`` or ``[0].velocity``."""
+    s = jax.tree_util.keystr(path)
+    return s if s else "<root>"
+
+
+def default_float() -> jnp.dtype:
+    """float64 inside ``enable_x64``, float32 otherwise."""
+    return jnp.zeros((), dtype=float).dtype

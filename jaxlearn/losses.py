@@ -1,0 +1,207 @@
+"""Losses of the notes: softmax cross-entropy, the multiclass SVM, L1/L2 penalties, accuracy.
+
+Every function is pure and jit-able. Shapes are checked when the function is traced, and
+labels are range-checked whenever they are concrete (outside ``jit``); under ``jit`` a label
+out of range cannot be detected before running, and contributes a non-finite or
+meaningless loss, so check your data once outside ``jit`` (``jaxlearn.data`` does).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlearn._compat import concrete_or_none, path_str
+
+__all__ = [
+    "softmax_cross_entropy",
+    "multiclass_svm",
+    "l2_penalty",
+    "l1_penalty",
+    "accuracy",
+    "check_labels",
+]
+
+
+def check_labels(scores: Any, labels: Any, fn: str) -> None:
+    """Raise a ``ValueError`` from ``fn`` when ``scores`` (N, C) and ``labels`` (N,) disagree.
+
+    Shapes and dtypes are checked always; the label range [0, C) when labels are concrete.
+    """
+    s_shape, l_shape = jnp.shape(scores), jnp.shape(labels)
+    if len(s_shape) != 2:
+        raise ValueError(
+            f"{fn}: scores must have shape (N, C) (one row of class scores per example), "
+            f"got shape {s_shape}."
+        )
+    if len(l_shape) != 1 or l_shape[0] != s_shape[0]:
+        raise ValueError(
+            f"{fn}: labels must have shape (N,) = ({s_shape[0]},) to match scores of shape "
+            f"{s_shape}, got shape {l_shape}."
+        )
+    if s_shape[0] == 0:
+        raise ValueError(f"{fn}: got an empty batch (N = 0); the mean loss is undefined.")
+    l_dtype = jnp.result_type(labels)
+    if not jnp.issubdtype(l_dtype, jnp.integer):
+        raise ValueError(
+            f"{fn}: labels must be integer class indices, got dtype {l_dtype}. "
+            "Convert one-hot labels with argmax(axis=-1)."
+        )
+    v = concrete_or_none(labels)
+    if v is not None and v.size:
+        lo, hi = int(v.min()), int(v.max())
+        if lo < 0 or hi >= s_shape[1]:
+            bad = lo if lo < 0 else hi
+            raise ValueError(
+                f"{fn}: labels must lie in [0, {s_shape[1]}) for {s_shape[1]} classes; found "
+                f"label {bad}."
+            )
+
+
+def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Mean softmax cross-entropy (the Softmax classifier's data loss).
+
+    ``L = mean_i -log(exp(f_{y_i}) / sum_j exp(f_j))``, computed stably (log-sum-exp).
+    At chance (all scores equal) it is ``log(C)``: 2.302 for 10 classes.
+
+    **Arguments:**
+    - `logits`: class scores of shape (N, C).
+    - `labels`: integer classes of shape (N,), in [0, C).
+
+    **Returns:** the mean loss, a scalar of the logits' dtype.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxlearn
+        >>> float(jaxlearn.softmax_cross_entropy(jnp.zeros((4, 10)), jnp.arange(4)))
+        2.302585...
+    """
+    check_labels(logits, labels, "softmax_cross_entropy")
+    logz = jax.nn.logsumexp(logits, axis=-1)
+    correct = jnp.take_along_axis(logits, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
+    return jnp.mean(logz - correct)
+
+
+def multiclass_svm(scores: jax.Array, labels: jax.Array, margin: float = 1.0) -> jax.Array:
+    """Mean multiclass SVM (Weston-Watkins hinge) loss.
+
+    ``L = mean_i sum_{j != y_i} max(0, s_j - s_{y_i} + margin)``. At chance (all scores
+    equal) it is ``(C - 1) * margin``: 9 for 10 classes with margin 1.
+
+    **Arguments:**
+    - `scores`: class scores of shape (N, C).
+    - `labels`: integer classes of shape (N,), in [0, C).
+    - `margin`: the desired margin (delta), > 0.
+
+    **Returns:** the mean loss, a scalar.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxlearn
+        >>> s = jnp.array([[3.2, 5.1, -1.7]])  # the notes' cat example
+        >>> round(float(jaxlearn.multiclass_svm(s, jnp.array([0]))), 4)
+        2.9
+    """
+    check_labels(scores, labels, "multiclass_svm")
+    m = concrete_or_none(margin)
+    if m is not None and not (np.all(np.isfinite(m)) and np.all(m > 0)):
+        raise ValueError(f"multiclass_svm: `margin` must be a finite number > 0, got {margin!r}.")
+    n, c = scores.shape
+    correct = jnp.take_along_axis(scores, labels[:, None].astype(jnp.int32), axis=-1)
+    margins = jnp.maximum(0, scores - correct + margin)
+    margins = jnp.where(jax.nn.one_hot(labels, c, dtype=bool), 0, margins)
+    return jnp.sum(margins) / n
+
+
+def _penalized_leaves(
+    params: Any, exclude_biases: bool, mask: Any | None, fn: str
+) -> list[jax.Array]:
+    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    if mask is not None:
+        mask_leaves = jax.tree.leaves(mask)
+        if len(mask_leaves) != len(leaves):
+            raise ValueError(
+                f"{fn}: `mask` must have one boolean per parameter leaf ({len(leaves)}), got "
+                f"{len(mask_leaves)}."
+            )
+        keep = [bool(m) for m in mask_leaves]
+    else:
+        keep = [not (exclude_biases and jnp.ndim(leaf) < 2) for _, leaf in leaves]
+    out = []
+    for (path, leaf), k in zip(leaves, keep):
+        if not k:
+            continue
+        if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
+            raise ValueError(
+                f"{fn}: leaf {path_str(path)} is not floating point "
+                f"({jnp.result_type(leaf)}); exclude it with `mask`."
+            )
+        out.append(leaf)
+    return out
+
+
+def l2_penalty(
+    params: Any, *, exclude_biases: bool = True, mask: Any | None = None
+) -> jax.Array:
+    """L2 regularization ``0.5 * sum(w**2)`` over a pytree of parameters.
+
+    The factor 1/2 makes the gradient ``w`` (the notes' convention); multiply by the
+    regularization strength ``lambda`` yourself: ``loss = data_loss + reg * l2_penalty(p)``.
+
+    **Arguments:**
+    - `params`: any pytree of float arrays.
+    - `exclude_biases`: skip leaves with fewer than 2 dimensions (biases, gains), as is
+      customary. Ignored when `mask` is given.
+    - `mask`: a pytree of booleans with the params' structure: True leaves are penalized.
+
+    **Returns:** a scalar.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxlearn
+        >>> p = {"W": jnp.ones((2, 3)), "b": jnp.ones(3)}
+        >>> float(jaxlearn.l2_penalty(p)), float(jaxlearn.l2_penalty(p, exclude_biases=False))
+        (3.0, 4.5)
+    """
+    leaves = _penalized_leaves(params, exclude_biases, mask, "l2_penalty")
+    if not leaves:
+        return jnp.zeros(())
+    return 0.5 * sum(jnp.sum(jnp.square(w)) for w in leaves)
+
+
+def l1_penalty(
+    params: Any, *, exclude_biases: bool = True, mask: Any | None = None
+) -> jax.Array:
+    """L1 regularization ``sum(|w|)`` over a pytree of parameters.
+
+    **Arguments:** as :func:`l2_penalty`.
+
+    **Returns:** a scalar.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxlearn
+        >>> float(jaxlearn.l1_penalty({"W": -jnp.ones((2, 2)), "b": jnp.ones(2)}))
+        4.0
+    """
+    leaves = _penalized_leaves(params, exclude_biases, mask, "l1_penalty")
+    if not leaves:
+        return jnp.zeros(())
+    return sum(jnp.sum(jnp.abs(w)) for w in leaves)
+
+
+def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
+    """Fraction of rows whose highest score is the label's.
+
+    **Arguments:**
+    - `logits`: scores (or probabilities) of shape (N, C).
+    - `labels`: integer classes of shape (N,).
+
+    **Returns:** a float scalar in [0, 1].
+
+    Example:
+        >>> import jax.numpy as jnp, jaxlearn
+        >>> float(jaxlearn.accuracy(jnp.array([[0.1, 0.9], [0.8, 0.2]]), jnp.array([1, 1])))
+        0.5
+    """
+    check_labels(logits, labels, "accuracy")
+    return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))

@@ -1,0 +1,171 @@
+"""Small reference models as pure ``(init, apply)`` pairs: a linear classifier and a ReLU MLP.
+
+Parameters are flat dicts named as the notes name them (``W1``, ``b1``, ``W2``...), so
+``exclude_biases`` in the penalties and per-leaf reports read naturally. ``apply`` takes an
+optional ``key``: with a key and ``dropout > 0`` it applies inverted dropout, without one it
+is deterministic (evaluation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+__all__ = ["Model", "linear", "mlp"]
+
+Params = dict[str, jax.Array]
+
+
+class Model(NamedTuple):
+    """A model as pure functions.
+
+    - ``init(key) -> params``
+    - ``apply(params, x, key=None) -> scores`` of shape (N, num_classes); dropout is active
+      only when a key is given.
+    - ``activations(params, x) -> list of hidden activations`` (for activation statistics),
+      or None for models without hidden layers.
+    """
+
+    init: Callable[[jax.Array], Params]
+    apply: Callable[..., jax.Array]
+    activations: Callable[[Params, jax.Array], list[jax.Array]] | None = None
+
+
+def _check_dims(fn: str, **dims: Any) -> None:
+    for name, v in dims.items():
+        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+            raise ValueError(f"{fn}: `{name}` must be a positive int, got {v!r}.")
+
+
+def _weight(key: jax.Array, fan_in: int, fan_out: int, scale: float | str, dtype) -> jax.Array:
+    std = (2.0 / fan_in) ** 0.5 if scale == "he" else scale
+    return (std * jax.random.normal(key, (fan_in, fan_out))).astype(dtype)
+
+
+def _check_scale(fn: str, weight_scale: float | str) -> None:
+    if weight_scale == "he":
+        return
+    if isinstance(weight_scale, bool) or not isinstance(weight_scale, (int, float)) or not (
+        weight_scale >= 0
+    ):
+        raise ValueError(
+            f"{fn}: `weight_scale` must be 'he' or a number >= 0 (the std of the initial "
+            f"weights), got {weight_scale!r}."
+        )
+
+
+def _flatten(x: jax.Array) -> jax.Array:
+    return x.reshape(x.shape[0], -1)
+
+
+def linear(
+    input_dim: int, num_classes: int, *, weight_scale: float | str = 1e-3, dtype=jnp.float32
+) -> Model:
+    """A linear classifier ``scores = x W + b`` (Softmax or SVM, by the loss you pick).
+
+    **Arguments:**
+    - `input_dim`: features per example (inputs of other shapes are flattened per row).
+    - `num_classes`: number of classes.
+    - `weight_scale`: std of the initial weights, or ``"he"`` for ``sqrt(2 / fan_in)``. The
+      notes' small random numbers (1e-3) make the initial loss sit at chance.
+    - `dtype`: parameter dtype.
+
+    **Returns:** a :class:`Model` with params ``{"W1": (D, C), "b1": (C,)}``.
+
+    Example:
+        >>> import jax, jaxlearn
+        >>> model = jaxlearn.linear(64, 10)
+        >>> params = model.init(jax.random.key(0))
+        >>> model.apply(params, jax.numpy.ones((5, 64))).shape
+        (5, 10)
+    """
+    _check_dims("linear", input_dim=input_dim, num_classes=num_classes)
+    _check_scale("linear", weight_scale)
+
+    def init(key: jax.Array) -> Params:
+        return {
+            "W1": _weight(key, input_dim, num_classes, weight_scale, dtype),
+            "b1": jnp.zeros((num_classes,), dtype),
+        }
+
+    def apply(params: Params, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        del key
+        return _flatten(x) @ params["W1"] + params["b1"]
+
+    return Model(init, apply, None)
+
+
+def mlp(
+    input_dim: int,
+    hidden: Sequence[int] = (100,),
+    num_classes: int = 10,
+    *,
+    weight_scale: float | str = "he",
+    dropout: float = 0.0,
+    dtype=jnp.float32,
+) -> Model:
+    """A fully connected ReLU network ``affine - relu - ... - affine``.
+
+    **Arguments:**
+    - `input_dim`: features per example (inputs of other shapes are flattened per row).
+    - `hidden`: widths of the hidden layers.
+    - `num_classes`: number of classes.
+    - `weight_scale`: ``"he"`` (std ``sqrt(2 / fan_in)``, the notes' advice for ReLU) or a
+      fixed std.
+    - `dropout`: probability of *dropping* a hidden unit during training (inverted dropout:
+      kept units are scaled by ``1 / (1 - dropout)``, so evaluation needs no rescaling).
+    - `dtype`: parameter dtype.
+
+    **Returns:** a :class:`Model` with params ``W1, b1, ..., W{L}, b{L}``.
+
+    Example:
+        >>> import jax, jaxlearn
+        >>> model = jaxlearn.mlp(64, hidden=(32,), num_classes=10, dropout=0.5)
+        >>> params = model.init(jax.random.key(0))
+        >>> sorted(params)
+        ['W1', 'W2', 'b1', 'b2']
+        >>> model.apply(params, jax.numpy.ones((3, 64)), key=jax.random.key(1)).shape
+        (3, 10)
+    """
+    hidden = tuple(hidden)
+    _check_dims("mlp", input_dim=input_dim, num_classes=num_classes)
+    for i, h in enumerate(hidden):
+        _check_dims("mlp", **{f"hidden[{i}]": h})
+    _check_scale("mlp", weight_scale)
+    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not (
+        0 <= dropout < 1
+    ):
+        raise ValueError(f"mlp: `dropout` must be a probability in [0, 1), got {dropout!r}.")
+    dims = (input_dim, *hidden, num_classes)
+    n_layers = len(dims) - 1
+
+    def init(key: jax.Array) -> Params:
+        keys = jax.random.split(key, n_layers)
+        params: Params = {}
+        for i in range(n_layers):
+            params[f"W{i + 1}"] = _weight(keys[i], dims[i], dims[i + 1], weight_scale, dtype)
+            params[f"b{i + 1}"] = jnp.zeros((dims[i + 1],), dtype)
+        return params
+
+    def forward(params: Params, x: jax.Array, key: jax.Array | None):
+        h = _flatten(x)
+        acts = []
+        keys = jax.random.split(key, n_layers) if key is not None and dropout > 0 else None
+        for i in range(n_layers - 1):
+            h = jax.nn.relu(h @ params[f"W{i + 1}"] + params[f"b{i + 1}"])
+            if keys is not None:
+                keep = jax.random.bernoulli(keys[i], 1.0 - dropout, h.shape)
+                h = jnp.where(keep, h / (1.0 - dropout), 0).astype(h.dtype)
+            acts.append(h)
+        return h @ params[f"W{n_layers}"] + params[f"b{n_layers}"], acts
+
+    def apply(params: Params, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
+        return forward(params, x, key)[0]
+
+    def activations(params: Params, x: jax.Array) -> list[jax.Array]:
+        return forward(params, x, None)[1]
+
+    return Model(init, apply, activations)

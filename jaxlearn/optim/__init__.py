@@ -1,0 +1,34 @@
+"""Update rules as optax-compatible transforms over pytrees."""
+
+from jaxlearn.optim._base import Rule, compute_dtype
+from jaxlearn.optim.rules import (
+    RULES,
+    AdagradState,
+    AdamState,
+    MomentumState,
+    RMSPropState,
+    SgdState,
+    adagrad,
+    adam,
+    momentum,
+    nesterov,
+    rmsprop,
+    sgd,
+)
+
+__all__ = [
+    "Rule",
+    "compute_dtype",
+    "RULES",
+    "AdagradState",
+    "AdamState",
+    "MomentumState",
+    "RMSPropState",
+    "SgdState",
+    "adagrad",
+    "adam",
+    "momentum",
+    "nesterov",
+    "rmsprop",
+    "sgd",
+]

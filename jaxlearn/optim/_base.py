@@ -1,0 +1,203 @@
+"""The machinery every update rule shares.
+
+An update rule of the notes is elementwise: each parameter coordinate's new state and
+update depend only on its own gradient and state, plus a few scalar hyperparameters and
+the step number. So a rule is written once as a :class:`Rule` -- a kernel over arrays --
+and :func:`transform` turns it into an optax ``GradientTransformationExtraArgs`` over any
+pytree. The fused many-leaf path reuses the very same kernel on contiguous buffers, so
+both paths compute the same numbers by construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxlearn._compat import concrete_or_none, path_str
+
+Scalar = float | int | jax.Array | np.ndarray
+Schedule = Callable[[jax.Array], Any]
+Hyper = Scalar | Schedule
+
+# A kernel: (grad, slots, hparams, t) -> (update, new_slots). ``grad`` and every slot are
+# arrays of the compute dtype; ``hparams`` maps names to scalars of that dtype; ``t`` is the
+# number of the update being taken (1 for the first) in that dtype.
+Kernel = Callable[[jax.Array, tuple[jax.Array, ...], Mapping[str, jax.Array], jax.Array],
+                  tuple[jax.Array, tuple[jax.Array, ...]]]
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """An update rule as one elementwise kernel.
+
+    **Arguments:**
+    - `name`: the rule's public name, used in error messages.
+    - `slots`: names of the per-parameter state arrays (``velocity``, ``cache``...), in the
+      order the kernel takes and returns them.
+    - `kernel`: ``(g, slots, hparams, t) -> (update, new_slots)``, elementwise.
+    - `state`: the NamedTuple class of the state; its fields are ``slots`` then ``t``.
+    """
+
+    name: str
+    slots: tuple[str, ...]
+    kernel: Kernel
+    state: type
+
+
+def compute_dtype(dtype: Any) -> jnp.dtype:
+    """The dtype a rule's state and arithmetic use for parameters of ``dtype``.
+
+    Half-precision parameters (bfloat16, float16) keep their state in float32, as mixed
+    precision training expects; float32 and float64 parameters keep their own dtype.
+    """
+    dtype = jnp.dtype(dtype)
+    if jnp.finfo(dtype).bits < 32:
+        return jnp.dtype(jnp.float32)
+    return dtype
+
+
+# --------------------------------------------------------------------------- checks
+
+_CHECKS: dict[str, tuple[Callable[[np.ndarray], bool], str]] = {
+    "nonnegative": (lambda v: bool(np.all(v >= 0)), "a finite number >= 0"),
+    "positive": (lambda v: bool(np.all(v > 0)), "a finite number > 0"),
+    "unit": (lambda v: bool(np.all((v >= 0) & (v < 1))), "a number in [0, 1)"),
+}
+
+
+def check_hyper(rule: str, name: str, value: Any, kind: str) -> None:
+    """Raise a ``ValueError`` naming ``name`` when a concrete ``value`` is out of range.
+
+    Schedules and traced values (under ``jit`` or ``vmap``) cannot be judged before they
+    run and are accepted as they are.
+    """
+    if value is None:
+        raise ValueError(f"{rule}: `{name}` must be given, got None.")
+    if isinstance(value, bool):
+        raise ValueError(f"{rule}: `{name}` must be a number, got the boolean {value!r}.")
+    v = concrete_or_none(value)
+    if v is None:
+        return
+    if not np.issubdtype(v.dtype, np.number):
+        raise ValueError(f"{rule}: `{name}` must be a number, got {value!r}.")
+    ok, expected = _CHECKS[kind]
+    if not np.all(np.isfinite(v)) or not ok(v):
+        raise ValueError(f"{rule}: `{name}` must be {expected}, got {value!r}.")
+
+
+def _first_difference(expected: Any, got: Any) -> str:
+    """Describe where two pytrees first differ in structure."""
+    exp = jax.tree_util.tree_flatten_with_path(expected)[0]
+    gtt = jax.tree_util.tree_flatten_with_path(got)[0]
+    for (pe, _), (pg, _) in zip(exp, gtt):
+        if pe != pg:
+            return f"the state has a leaf at {path_str(pe)} where the gradients have {path_str(pg)}"
+    if len(exp) != len(gtt):
+        longer, which = (exp, "state") if len(exp) > len(gtt) else (gtt, "gradients")
+        extra = longer[min(len(exp), len(gtt))][0]
+        return f"only the {which} have a leaf at {path_str(extra)}"
+    return (
+        f"the containers differ: state {jax.tree.structure(expected)} against "
+        f"gradients {jax.tree.structure(got)}"
+    )
+
+
+def _check_float_leaves(tree: Any, what: str, rule: str) -> None:
+    for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+        dtype = getattr(leaf, "dtype", None)
+        if dtype is None:
+            dtype = np.asarray(leaf).dtype
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(
+                f"{rule}: {what} leaf {path_str(path)} has dtype {dtype}; update rules apply "
+                "to floating-point leaves only. Keep integer and boolean arrays out of the "
+                "tree you optimize, or exclude them with "
+                "`optax.masked(rule, mask)` where `mask` is False at that leaf."
+            )
+
+
+# --------------------------------------------------------------------------- engine
+
+
+def resolve(value: Hyper, t: jax.Array) -> Any:
+    """A hyperparameter's value at step count ``t``: schedules are called, values kept."""
+    return value(t) if callable(value) else value
+
+
+def apply_kernel(
+    rule: Rule, g: jax.Array, slots: tuple[jax.Array, ...], hparams: Mapping[str, Any],
+    t: jax.Array,
+) -> tuple[jax.Array, tuple[jax.Array, ...]]:
+    """Run ``rule``'s kernel on one array in its compute dtype; the update keeps g's dtype."""
+    cdt = compute_dtype(g.dtype)
+    hp = {k: jnp.asarray(v, dtype=cdt) for k, v in hparams.items()}
+    u, new = rule.kernel(g.astype(cdt), slots, hp, t.astype(cdt))
+    return u.astype(g.dtype), new
+
+
+def transform(rule: Rule, hparams: Mapping[str, Hyper]) -> optax.GradientTransformationExtraArgs:
+    """Turn an elementwise :class:`Rule` into an optax transform over pytrees."""
+
+    def init_fn(params: Any) -> NamedTuple:
+        _check_float_leaves(params, "parameter", rule.name)
+        slot_trees = [
+            jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), compute_dtype(p.dtype)), params)
+            for _ in rule.slots
+        ]
+        return rule.state(*slot_trees, jnp.zeros([], jnp.int32))
+
+    def update_fn(updates: Any, state: NamedTuple, params: Any = None, **extra: Any):
+        del params, extra
+        _check_float_leaves(updates, "gradient", rule.name)
+        g_leaves, treedef = jax.tree.flatten(updates)
+        slot_leaves = []
+        for name in rule.slots:
+            tree = getattr(state, name)
+            if jax.tree.structure(tree) != treedef:
+                raise ValueError(
+                    f"{rule.name}: the gradients' tree does not match the state's `{name}` "
+                    f"(made by init from the params): {_first_difference(tree, updates)}."
+                )
+            slot_leaves.append(jax.tree.leaves(tree))
+        t = state.t
+        hp = {k: resolve(v, t) for k, v in hparams.items()}
+        step = t + 1
+        out_u, out_slots = [], [[] for _ in rule.slots]
+        for i, g in enumerate(g_leaves):
+            u, new = apply_kernel(rule, g, tuple(s[i] for s in slot_leaves), hp, step)
+            out_u.append(u)
+            for j, s in enumerate(new):
+                out_slots[j].append(s)
+        new_state = rule.state(
+            *(jax.tree.unflatten(treedef, s) for s in out_slots), step
+        )
+        return jax.tree.unflatten(treedef, out_u), new_state
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# --------------------------------------------------------------------------- numerics
+
+
+@jax.custom_jvp
+def safe_sqrt(x: jax.Array) -> jax.Array:
+    """``sqrt`` whose derivative at 0 is 0 instead of inf.
+
+    The forward value is the plain square root (no extra work in the update step); only
+    differentiation through an update, where a zero gradient coordinate would otherwise give
+    ``0 * inf = nan``, sees the difference.
+    """
+    return jnp.sqrt(x)
+
+
+@safe_sqrt.defjvp
+def _safe_sqrt_jvp(primals, tangents):
+    (x,), (dx,) = primals, tangents
+    y = jnp.sqrt(x)
+    return y, jnp.where(x > 0, dx / (2 * jnp.where(x > 0, y, 1)), jnp.zeros_like(dx))
