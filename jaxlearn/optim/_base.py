@@ -95,7 +95,7 @@ def _first_difference(expected: Any, got: Any) -> str:
     """Describe where two pytrees first differ in structure."""
     exp = jax.tree_util.tree_flatten_with_path(expected)[0]
     gtt = jax.tree_util.tree_flatten_with_path(got)[0]
-    for (pe, _), (pg, _) in zip(exp, gtt):
+    for (pe, _), (pg, _) in zip(exp, gtt, strict=False):
         if pe != pg:
             return f"the state has a leaf at {path_str(pe)} where the gradients have {path_str(pg)}"
     if len(exp) != len(gtt):
