@@ -8,7 +8,8 @@ many names of their own (``jaxlearn.sanity``, ``jaxlearn.search``, ``jaxlearn.en
 are reached as submodules.
 """
 
-from jaxlearn import losses, models, optim, schedules
+from jaxlearn import data, losses, models, optim, schedules
+from jaxlearn.data import *  # noqa: F403
 from jaxlearn.losses import *  # noqa: F403
 from jaxlearn.models import *  # noqa: F403
 from jaxlearn.optim import *  # noqa: F403
@@ -21,4 +22,5 @@ __all__ = [
     *schedules.__all__,
     *losses.__all__,
     *models.__all__,
+    *data.__all__,
 ]
