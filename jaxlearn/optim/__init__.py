@@ -1,6 +1,7 @@
 """Update rules as optax-compatible transforms over pytrees."""
 
 from jaxlearn.optim._base import Rule, compute_dtype
+from jaxlearn.optim.averaging import AverageState, averaged_params, param_average
 from jaxlearn.optim.rules import (
     RULES,
     AdagradState,
@@ -17,6 +18,9 @@ from jaxlearn.optim.rules import (
 )
 
 __all__ = [
+    "AverageState",
+    "averaged_params",
+    "param_average",
     "Rule",
     "compute_dtype",
     "RULES",
