@@ -8,12 +8,13 @@ many names of their own (``jaxlearn.sanity``, ``jaxlearn.search``, ``jaxlearn.en
 are reached as submodules.
 """
 
-from jaxlearn import data, losses, models, optim, schedules
+from jaxlearn import data, losses, models, optim, schedules, train
 from jaxlearn.data import *  # noqa: F403
 from jaxlearn.losses import *  # noqa: F403
 from jaxlearn.models import *  # noqa: F403
 from jaxlearn.optim import *  # noqa: F403
 from jaxlearn.schedules import *  # noqa: F403
+from jaxlearn.train import *  # noqa: F403
 
 __version__ = "0.1.0"
 
@@ -23,4 +24,5 @@ __all__ = [
     *losses.__all__,
     *models.__all__,
     *data.__all__,
+    *train.__all__,
 ]
