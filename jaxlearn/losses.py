@@ -1,9 +1,10 @@
 """Losses of the notes: softmax cross-entropy, the multiclass SVM, L1/L2 penalties, accuracy.
 
 Every function is pure and jit-able. Shapes are checked when the function is traced, and
-labels are range-checked whenever they are concrete (outside ``jit``); under ``jit`` a label
-out of range cannot be detected before running, and contributes a non-finite or
-meaningless loss, so check your data once outside ``jit`` (``jaxlearn.data`` does).
+labels are range-checked whenever they are concrete (outside ``jit``). Under ``jit`` a label
+out of range cannot be detected before running; it makes the loss (and the accuracy) NaN
+rather than a plausible number, and you should check your data once outside ``jit``
+(``jaxlearn.check_dataset``).
 """
 
 from __future__ import annotations
@@ -30,6 +31,19 @@ def check_labels(scores: Any, labels: Any, fn: str) -> None:
     """Raise a ``ValueError`` from ``fn`` when ``scores`` (N, C) and ``labels`` (N,) disagree.
 
     Shapes and dtypes are checked always; the label range [0, C) when labels are concrete.
+
+    **Arguments:**
+    - `scores`: class scores of shape (N, C), C >= 1.
+    - `labels`: integer classes of shape (N,).
+    - `fn`: the name of the calling function, for the error message.
+
+    **Returns:** None.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxlearn
+        >>> jaxlearn.check_labels(jnp.zeros((2, 3)), jnp.array([0, 3]), "my_loss")
+        Traceback (most recent call last):
+        ValueError: my_loss: labels must lie in [0, 3) for 3 classes; found label 3.
     """
     s_shape, l_shape = jnp.shape(scores), jnp.shape(labels)
     if len(s_shape) != 2:
@@ -44,6 +58,11 @@ def check_labels(scores: Any, labels: Any, fn: str) -> None:
         )
     if s_shape[0] == 0:
         raise ValueError(f"{fn}: got an empty batch (N = 0); the mean loss is undefined.")
+    if s_shape[1] == 0:
+        raise ValueError(f"{fn}: scores have no classes (shape {s_shape}); expected C >= 1.")
+    s_dtype = jnp.result_type(scores)
+    if not jnp.issubdtype(s_dtype, jnp.floating):
+        raise ValueError(f"{fn}: scores must be floating point, got dtype {s_dtype}.")
     l_dtype = jnp.result_type(labels)
     if not jnp.issubdtype(l_dtype, jnp.integer):
         raise ValueError(
@@ -59,6 +78,16 @@ def check_labels(scores: Any, labels: Any, fn: str) -> None:
                 f"{fn}: labels must lie in [0, {s_shape[1]}) for {s_shape[1]} classes; found "
                 f"label {bad}."
             )
+
+
+def _valid(labels: jax.Array, num_classes: int) -> jax.Array:
+    # Under jit, out-of-range labels cannot raise; they turn the result into NaN instead of
+    # a wrapped-around (negative) or clipped index that would give a plausible number.
+    return (labels >= 0) & (labels < num_classes)
+
+
+def _nan_unless(valid: jax.Array, x: jax.Array) -> jax.Array:
+    return jnp.where(valid, x, jnp.nan).astype(x.dtype)
 
 
 def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -78,10 +107,11 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
         >>> float(jaxlearn.softmax_cross_entropy(jnp.zeros((4, 10)), jnp.arange(4)))
         2.302585...
     """
+    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     check_labels(logits, labels, "softmax_cross_entropy")
     logz = jax.nn.logsumexp(logits, axis=-1)
     correct = jnp.take_along_axis(logits, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
-    return jnp.mean(logz - correct)
+    return jnp.mean(_nan_unless(_valid(labels, logits.shape[1]), logz - correct))
 
 
 def multiclass_svm(scores: jax.Array, labels: jax.Array, margin: float = 1.0) -> jax.Array:
@@ -103,6 +133,7 @@ def multiclass_svm(scores: jax.Array, labels: jax.Array, margin: float = 1.0) ->
         >>> round(float(jaxlearn.multiclass_svm(s, jnp.array([0]))), 4)
         2.9
     """
+    scores, labels = jnp.asarray(scores), jnp.asarray(labels)
     check_labels(scores, labels, "multiclass_svm")
     m = concrete_or_none(margin)
     if m is not None and not (np.all(np.isfinite(m)) and np.all(m > 0)):
@@ -111,25 +142,32 @@ def multiclass_svm(scores: jax.Array, labels: jax.Array, margin: float = 1.0) ->
     correct = jnp.take_along_axis(scores, labels[:, None].astype(jnp.int32), axis=-1)
     margins = jnp.maximum(0, scores - correct + margin)
     margins = jnp.where(jax.nn.one_hot(labels, c, dtype=bool), 0, margins)
-    return jnp.sum(margins) / n
+    per_example = _nan_unless(_valid(labels, c), jnp.sum(margins, axis=-1))
+    return jnp.sum(per_example) / n
 
 
 def _penalized_leaves(
     params: Any, exclude_biases: bool, mask: Any | None, fn: str
 ) -> list[jax.Array]:
-    leaves = jax.tree_util.tree_flatten_with_path(params)[0]
+    leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     if mask is not None:
-        mask_leaves = jax.tree.leaves(mask)
-        if len(mask_leaves) != len(leaves):
+        mask_leaves, mask_def = jax.tree_util.tree_flatten(mask)
+        if mask_def != treedef:
             raise ValueError(
-                f"{fn}: `mask` must have one boolean per parameter leaf ({len(leaves)}), got "
-                f"{len(mask_leaves)}."
+                f"{fn}: `mask` must have the structure of `params` with one boolean per leaf; "
+                f"params have {treedef}, mask has {mask_def}."
             )
-        keep = [bool(m) for m in mask_leaves]
+        keep = []
+        for (path, _), m in zip(leaves, mask_leaves, strict=True):
+            if not isinstance(m, (bool, np.bool_)):
+                raise ValueError(
+                    f"{fn}: `mask` leaf {path_str(path)} must be a Python bool, got {m!r}."
+                )
+            keep.append(bool(m))
     else:
         keep = [not (exclude_biases and jnp.ndim(leaf) < 2) for _, leaf in leaves]
     out = []
-    for (path, leaf), k in zip(leaves, keep):
+    for (path, leaf), k in zip(leaves, keep, strict=True):
         if not k:
             continue
         if not jnp.issubdtype(jnp.result_type(leaf), jnp.floating):
@@ -141,9 +179,7 @@ def _penalized_leaves(
     return out
 
 
-def l2_penalty(
-    params: Any, *, exclude_biases: bool = True, mask: Any | None = None
-) -> jax.Array:
+def l2_penalty(params: Any, *, exclude_biases: bool = True, mask: Any | None = None) -> jax.Array:
     """L2 regularization ``0.5 * sum(w**2)`` over a pytree of parameters.
 
     The factor 1/2 makes the gradient ``w`` (the notes' convention); multiply by the
@@ -169,9 +205,7 @@ def l2_penalty(
     return 0.5 * sum(jnp.sum(jnp.square(w)) for w in leaves)
 
 
-def l1_penalty(
-    params: Any, *, exclude_biases: bool = True, mask: Any | None = None
-) -> jax.Array:
+def l1_penalty(params: Any, *, exclude_biases: bool = True, mask: Any | None = None) -> jax.Array:
     """L1 regularization ``sum(|w|)`` over a pytree of parameters.
 
     **Arguments:** as :func:`l2_penalty`.
@@ -203,5 +237,7 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
         >>> float(jaxlearn.accuracy(jnp.array([[0.1, 0.9], [0.8, 0.2]]), jnp.array([1, 1])))
         0.5
     """
+    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     check_labels(logits, labels, "accuracy")
-    return jnp.mean((jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32))
+    hit = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    return jnp.mean(_nan_unless(_valid(labels, logits.shape[1]), hit))

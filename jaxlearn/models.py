@@ -8,7 +8,9 @@ is deterministic (evaluation).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
+from numbers import Real
 from typing import Any, NamedTuple
 
 import jax
@@ -40,16 +42,18 @@ def _check_dims(fn: str, **dims: Any) -> None:
             raise ValueError(f"{fn}: `{name}` must be a positive int, got {v!r}.")
 
 
-def _weight(key: jax.Array, fan_in: int, fan_out: int, scale: float | str, dtype) -> jax.Array:
-    std = (2.0 / fan_in) ** 0.5 if scale == "he" else scale
+def _weight(key: jax.Array, fan_in: int, fan_out: int, scale: float | str, dtype: Any) -> jax.Array:
+    std = (2.0 / fan_in) ** 0.5 if isinstance(scale, str) else float(scale)
     return (std * jax.random.normal(key, (fan_in, fan_out))).astype(dtype)
 
 
 def _check_scale(fn: str, weight_scale: float | str) -> None:
-    if weight_scale == "he":
+    if isinstance(weight_scale, str) and weight_scale == "he":
         return
-    if isinstance(weight_scale, bool) or not isinstance(weight_scale, (int, float)) or not (
-        weight_scale >= 0
+    if (
+        isinstance(weight_scale, (bool, str))
+        or not isinstance(weight_scale, Real)
+        or not (math.isfinite(weight_scale) and weight_scale >= 0)
     ):
         raise ValueError(
             f"{fn}: `weight_scale` must be 'he' or a number >= 0 (the std of the initial "
@@ -57,12 +61,18 @@ def _check_scale(fn: str, weight_scale: float | str) -> None:
         )
 
 
-def _flatten(x: jax.Array) -> jax.Array:
-    return x.reshape(x.shape[0], -1)
+def _flatten(fn: str, x: jax.Array, input_dim: int) -> jax.Array:
+    shape = jnp.shape(x)
+    if len(shape) < 2 or math.prod(shape[1:]) != input_dim:
+        raise ValueError(
+            f"{fn}: `x` must have shape (N, ...) with {input_dim} features per example "
+            f"(input_dim), got shape {shape}."
+        )
+    return jnp.reshape(x, (shape[0], input_dim))
 
 
 def linear(
-    input_dim: int, num_classes: int, *, weight_scale: float | str = 1e-3, dtype=jnp.float32
+    input_dim: int, num_classes: int, *, weight_scale: float | str = 1e-3, dtype: Any = jnp.float32
 ) -> Model:
     """A linear classifier ``scores = x W + b`` (Softmax or SVM, by the loss you pick).
 
@@ -93,7 +103,7 @@ def linear(
 
     def apply(params: Params, x: jax.Array, key: jax.Array | None = None) -> jax.Array:
         del key
-        return _flatten(x) @ params["W1"] + params["b1"]
+        return _flatten("linear", x, input_dim) @ params["W1"] + params["b1"]
 
     return Model(init, apply, None)
 
@@ -105,7 +115,7 @@ def mlp(
     *,
     weight_scale: float | str = "he",
     dropout: float = 0.0,
-    dtype=jnp.float32,
+    dtype: Any = jnp.float32,
 ) -> Model:
     """A fully connected ReLU network ``affine - relu - ... - affine``.
 
@@ -135,9 +145,7 @@ def mlp(
     for i, h in enumerate(hidden):
         _check_dims("mlp", **{f"hidden[{i}]": h})
     _check_scale("mlp", weight_scale)
-    if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not (
-        0 <= dropout < 1
-    ):
+    if isinstance(dropout, bool) or not isinstance(dropout, Real) or not (0 <= dropout < 1):
         raise ValueError(f"mlp: `dropout` must be a probability in [0, 1), got {dropout!r}.")
     dims = (input_dim, *hidden, num_classes)
     n_layers = len(dims) - 1
@@ -151,7 +159,7 @@ def mlp(
         return params
 
     def forward(params: Params, x: jax.Array, key: jax.Array | None):
-        h = _flatten(x)
+        h = _flatten("mlp", x, input_dim)
         acts = []
         keys = jax.random.split(key, n_layers) if key is not None and dropout > 0 else None
         for i in range(n_layers - 1):
