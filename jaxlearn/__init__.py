@@ -8,8 +8,9 @@ many names of their own (``jaxlearn.sanity``, ``jaxlearn.search``, ``jaxlearn.en
 are reached as submodules.
 """
 
-from jaxlearn import data, losses, models, optim, sanity, schedules, train
+from jaxlearn import data, gradcheck, losses, models, optim, sanity, schedules, train
 from jaxlearn.data import *  # noqa: F403
+from jaxlearn.gradcheck import *  # noqa: F403
 from jaxlearn.losses import *  # noqa: F403
 from jaxlearn.models import *  # noqa: F403
 from jaxlearn.optim import *  # noqa: F403
@@ -25,4 +26,5 @@ __all__ = [
     *models.__all__,
     *data.__all__,
     *train.__all__,
+    *gradcheck.__all__,
 ]

@@ -1,0 +1,639 @@
+"""``check_grad``: the notes' gradient check, per parameter, in float64, kinks detected."""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlearn._compat import enable_x64, is_tracer
+from jaxlearn.gradcheck import numerical as nm
+from jaxlearn.gradcheck.kinks import (
+    evaluate_with_decisions,
+    find_primitives,
+    lowered_precisions,
+    plan_kinks,
+)
+from jaxlearn.gradcheck.report import (
+    FAIL,
+    GOOD,
+    KINK,
+    NOISE,
+    GradCheckReport,
+    LeafCheck,
+    StepSizeSweep,
+)
+
+__all__ = ["check_grad", "step_size_sweep", "RegularizationWarning"]
+
+_EPS = {
+    64: float(np.finfo(np.float64).eps),
+    32: float(np.finfo(np.float32).eps),
+    16: float(np.finfo(np.float16).eps),
+}
+_MODES = ("coordinates", "directions")
+# Runs of the compiled check whose median is reported as timings["run"] (benchmarks raise it).
+_RUN_REPEATS = 1
+_FORWARD = ("auto", "coordinates", "directions", "none")
+
+
+class RegularizationWarning(UserWarning):
+    """The regularization gradient dwarfs the data gradient on some parameter leaf."""
+
+
+def _check_positive_int(fn: str, name: str, v: Any, allow_none: bool = False) -> None:
+    if v is None and allow_none:
+        return
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        extra = " or None (every coordinate)" if allow_none else ""
+        raise ValueError(f"{fn}: `{name}` must be a positive int{extra}, got {v!r}.")
+
+
+def _check_positive(fn: str, name: str, v: Any) -> None:
+    try:
+        ok = math.isfinite(float(v)) and float(v) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"{fn}: `{name}` must be a finite number > 0, got {v!r}.")
+
+
+def spread_indices(n: int, k: int | None, rng: np.random.Generator) -> np.ndarray:
+    """``k`` indices of ``range(n)``, one drawn in each of ``k`` equal strata (all if None)."""
+    if k is None or k >= n:
+        return np.arange(n, dtype=np.int32)
+    edges = np.linspace(0, n, k + 1)
+    lo, hi = np.ceil(edges[:-1]).astype(np.int64), np.ceil(edges[1:]).astype(np.int64)
+    hi = np.maximum(hi, lo + 1)
+    return (lo + np.floor(rng.random(k) * (hi - lo)).astype(np.int64)).astype(np.int32)
+
+
+def _forward_available(prob: nm.Problem, closed: Any) -> str | None:
+    """None when ``jax.jvp`` can differentiate ``f``, else the reason it cannot."""
+    vjps = find_primitives(closed, {"custom_vjp_call", "custom_vjp_call_jaxpr"})
+    if vjps:
+        return (
+            f"forward mode not compared: f contains {', '.join(sorted(set(vjps)))}, and a "
+            "custom_vjp has no forward mode"
+        )
+    try:
+        jax.eval_shape(
+            lambda ls: jax.jvp(lambda x: prob.call(x, prob.others), (ls,), (ls,)), prob.leaves
+        )
+    except Exception as e:  # noqa: BLE001 - any failure means forward mode is unavailable
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        return f"forward mode not compared ({type(e).__name__}: {first[:160]})"
+    return None
+
+
+def _run(
+    prob: nm.Problem,
+    evaluate: nm.Evaluate,
+    n_sites: int,
+    coords: Sequence[np.ndarray | None],
+    batches: Sequence[int],
+    mode: str,
+    forward: str,
+    num_directions: int,
+    seed: int,
+    h: float,
+) -> dict[str, Any]:
+    """One compiled program: f, its gradient, every perturbed evaluation, forward mode."""
+    counts = [None if c is None else len(c) for c in coords]
+
+    def program(leaves: list[Any], others: list[Any], chunks: list[Any], hh: jax.Array):
+        value = prob.call(leaves, others)
+        grads = jax.grad(lambda ls: prob.call(ls, others))(list(leaves))
+        out: dict[str, Any] = {
+            "value": value,
+            "grad_norm": [jnp.linalg.norm(g.reshape(-1)) for g in grads],
+            "leaves": [],
+        }
+        key = jax.random.key(seed)
+        for i, n in enumerate(counts):
+            if n is None:
+                out["leaves"].append(None)
+                continue
+            g = grads[i].reshape(-1)
+            r: dict[str, Any] = {}
+            if mode == "coordinates":
+                idx = chunks[i].reshape(-1)[:n]
+                vals, steps, crossed, _ = nm.perturbed(
+                    evaluate, leaves, others, i, chunks[i], n, hh
+                )
+                r.update(vals=vals, steps=steps, crossed=crossed, analytic=g[idx])
+                if forward == "coordinates":
+                    r["forward"] = nm.forward_coordinates(
+                        prob.call, leaves, others, i, chunks[i], n
+                    )
+                    r["reverse"] = g[idx]
+            else:
+                v = jax.random.normal(jax.random.fold_in(key, i), (n, g.size), g.dtype)
+                v = v / jnp.linalg.norm(v, axis=1, keepdims=True)
+                vals, crossed = nm.along_directions(evaluate, leaves, others, i, v, hh)
+                r.update(vals=vals, steps=jnp.full((n,), 2 * hh), crossed=crossed, analytic=v @ g)
+            if forward == "directions":
+                m = num_directions
+                w = jax.random.normal(jax.random.fold_in(key, 10**6 + i), (m, g.size), g.dtype)
+                if mode == "coordinates":  # directions spanning the checked coordinates
+                    w = jnp.zeros_like(w).at[:, idx].set(w[:, :n])
+                w = w / jnp.linalg.norm(w, axis=1, keepdims=True)
+                r["forward"] = nm.forward_directions(prob.call, leaves, others, i, w)
+                r["reverse"] = w @ g
+            elif forward == "coordinates" and mode == "directions":
+                r["forward"] = nm.forward_directions(prob.call, leaves, others, i, v)
+                r["reverse"] = r["analytic"]
+            out["leaves"].append(r)
+        return out
+
+    chunks = [
+        None if c is None else jnp.asarray(nm.chunk(c, b))
+        for c, b in zip(coords, batches, strict=True)
+    ]
+    inputs = (prob.leaves, prob.others, chunks, jnp.asarray(h, jnp.float64))
+    t0 = time.perf_counter()
+    lowered = jax.jit(program).lower(*inputs)
+    t1 = time.perf_counter()
+    compiled = lowered.compile()
+    t2 = time.perf_counter()
+    runs = []
+    for _ in range(max(1, _RUN_REPEATS)):
+        t = time.perf_counter()
+        res = jax.device_get(compiled(*inputs))
+        runs.append(time.perf_counter() - t)
+    res["timings"] = {"trace": t1 - t0, "compile": t2 - t1, "run": float(np.median(runs))}
+    for r in res["leaves"]:
+        if r is not None and r["crossed"].shape[-1] != n_sites:  # pragma: no cover
+            raise AssertionError("kink fingerprints do not match the planned sites")
+    return res
+
+
+@dataclass
+class _Part:
+    """The check of one function (the loss, or the data loss or regularization part)."""
+
+    rows: list[LeafCheck]
+    value: float
+    casts: list[str]
+    site_counts: dict[str, int]
+    notes: list[str]
+    forward: str
+    grad_norms: list[float]
+    timings: dict[str, float]
+
+
+def _judge(
+    vals: np.ndarray,
+    steps: np.ndarray,
+    crossed: np.ndarray,
+    analytic: np.ndarray,
+    threshold: float,
+    eps: float,
+    noise_factor: float,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    vals = np.asarray(vals, np.float64)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        num = (vals[:, 0] - vals[:, 1]) / steps
+        atol = noise_factor * eps * np.max(np.abs(vals), axis=1) / np.abs(steps)
+    err = nm._relative_error_np(analytic, num)
+    kink = crossed.any(axis=1) if crossed.size else np.zeros(len(num), bool)
+    with np.errstate(invalid="ignore"):
+        within = np.abs(analytic - num) <= atol
+    status = np.where(
+        kink, KINK, np.where(err < threshold, GOOD, np.where(within, NOISE, FAIL))
+    ).astype("<U5")
+    return num, err, atol, status
+
+
+def _check_one(
+    fn: str,
+    prob: nm.Problem,
+    *,
+    part: str,
+    num_checks: int | None,
+    h: float,
+    threshold: float,
+    batch_size: int | None,
+    seed: int,
+    kinks: bool,
+    retry_kinks: int,
+    forward: str,
+    mode: str,
+    num_directions: int,
+    noise_factor: float,
+) -> _Part:
+    for leaf in prob.leaves:
+        if is_tracer(leaf):
+            raise ValueError(
+                f"{fn}: `params` must be concrete arrays (check_grad returns a report, it "
+                "cannot run under jit/vmap); use jaxlearn.numerical_grad inside "
+                "transformations."
+            )
+    closed = jax.make_jaxpr(prob.call)(prob.leaves, prob.others)
+    lowered = lowered_precisions(closed)
+    bits = min([64] + [16 if "16" in d else 32 for d, _ in lowered])
+    eps = _EPS[bits]
+    casts = [
+        f"f casts float64 to {d} at {w or '?'}: its derivatives carry {d} rounding, so the "
+        f"noise floor uses eps = {_EPS[16 if '16' in d else 32]:.1e}"
+        for d, w in lowered
+    ]
+    notes: list[str] = []
+    if kinks:
+        nl = len(prob.leaves)
+        plan = plan_kinks(closed, [True] * nl + [False] * (len(closed.jaxpr.invars) - nl))
+        sites = plan.sites
+        for o in sorted(set(plan.opaque)):
+            notes.append(f"kinks inside `{o}` are not tracked (opaque primitive)")
+
+        def evaluate(ls: Sequence[Any], os: Sequence[Any]) -> tuple[jax.Array, jax.Array]:
+            outs, fps = evaluate_with_decisions(plan, closed.consts, [*ls, *os])
+            fp = jnp.stack(fps) if fps else jnp.zeros((0,), jnp.uint32)
+            return outs[0], fp
+
+    else:
+        sites = []
+        evaluate = nm.plain_evaluate(prob.call)
+    if forward == "auto":
+        forward = (
+            "coordinates" if (num_checks is not None or mode == "directions") else ("directions")
+        )
+    if forward != "none":
+        reason = _forward_available(prob, closed)
+        if reason is not None:
+            notes.append(reason)
+            forward = "none"
+    sizes = [int(np.prod(jnp.shape(x), dtype=np.int64)) for x in prob.leaves]
+    if mode == "coordinates":
+        coords = [
+            spread_indices(n, num_checks, np.random.default_rng([seed, i]))
+            for i, n in enumerate(sizes)
+        ]
+    else:
+        coords = [np.arange(num_directions, dtype=np.int32) for _ in sizes]
+    if batch_size is None:
+        per_eval = nm.eval_bytes(prob.call, prob.leaves, prob.others)
+        batches = [nm.auto_batch(per_eval, len(c)) for c in coords]
+    else:
+        batches = [batch_size] * len(coords)
+    res = _run(prob, evaluate, len(sites), coords, batches, mode, forward, num_directions, seed, h)
+    timings = dict(res["timings"])
+    value = float(res["value"])
+    if not math.isfinite(value):
+        raise ValueError(
+            f"{fn}: f(params, ...) = {value} at the check point; a gradient check needs a "
+            "finite loss."
+        )
+    raw = [dict(r) for r in res["leaves"]]
+    retried = [np.zeros(len(c), bool) for c in coords]
+    step = h
+    for _ in range(retry_kinks if mode == "coordinates" else 0):
+        todo = [
+            np.flatnonzero(r["crossed"].any(axis=1)) if r["crossed"].size else np.zeros(0, np.int64)
+            for r in raw
+        ]
+        if not any(t.size for t in todo):
+            break
+        step = step / 10
+        sub = [c[t] if t.size else None for c, t in zip(coords, todo, strict=True)]
+        again = _run(
+            prob, evaluate, len(sites), sub, batches, mode, "none", num_directions, seed, step
+        )
+        for k, v in again["timings"].items():
+            timings[k] += v
+        for r, t, a, rt in zip(raw, todo, again["leaves"], retried, strict=True):
+            if a is None:
+                continue
+            fixed = ~a["crossed"].any(axis=1)
+            for k in ("vals", "steps", "crossed"):
+                r[k] = np.array(r[k])
+                r[k][t[fixed]] = a[k][fixed]
+            rt[t[fixed]] = True
+    rows = []
+    site_counts: dict[str, int] = {}
+    for i, (r, c) in enumerate(zip(raw, coords, strict=True)):
+        num, err, atol, status = _judge(
+            r["vals"],
+            r["steps"],
+            r["crossed"],
+            np.asarray(r["analytic"], np.float64),
+            threshold,
+            eps,
+            noise_factor,
+        )
+        counts: dict[str, int] = {}
+        if r["crossed"].size:
+            kinked = r["crossed"][status == KINK]
+            for s, cnt in zip(sites, kinked.sum(axis=0), strict=True):
+                if cnt:
+                    counts[str(s)] = counts.get(str(s), 0) + int(cnt)
+                    site_counts[str(s)] = site_counts.get(str(s), 0) + int(cnt)
+        fwd = ferr = fok = None
+        if "forward" in r:
+            fwd = np.asarray(r["forward"], np.float64)
+            rev = np.asarray(r["reverse"], np.float64)
+            ferr = nm._relative_error_np(rev, fwd)
+            ftol = noise_factor * eps * abs(value) / (2 * h)
+            fok = (ferr < threshold) | (np.abs(rev - fwd) <= ftol)
+        rows.append(
+            LeafCheck(
+                path=prob.paths[i],
+                shape=tuple(jnp.shape(prob.leaves[i])),
+                mode=mode,
+                indices=np.asarray(c),
+                analytic=np.asarray(r["analytic"], np.float64),
+                numerical=num,
+                errors=err,
+                atol=atol,
+                status=status,
+                threshold=threshold,
+                part=part,
+                forward=fwd,
+                forward_errors=ferr,
+                forward_ok=fok,
+                retried=int(retried[i].sum()),
+                kink_sites=tuple(sorted(counts.items(), key=lambda kv: -kv[1])),
+            )
+        )
+    return _Part(
+        rows=rows,
+        value=value,
+        casts=casts,
+        site_counts=site_counts,
+        notes=notes,
+        forward=forward,
+        grad_norms=[float(x) for x in res["grad_norm"]],
+        timings=timings,
+    )
+
+
+def check_grad(
+    f: Callable[..., Any],
+    params: Any,
+    *args: Any,
+    num_checks: int | None = 10,
+    h: float = 1e-5,
+    key: Any = None,
+    threshold: float = 1e-7,
+    batch_size: int | None = None,
+    seed: int = 0,
+    kinks: bool = True,
+    retry_kinks: int = 0,
+    forward: str = "auto",
+    mode: str = "coordinates",
+    num_directions: int = 1,
+    regularization: Callable[[Any], Any] | None = None,
+    dominance: float = 10.0,
+    noise_factor: float = 16.0,
+) -> GradCheckReport:
+    """Check the gradient of ``f`` against centered differences, per parameter leaf.
+
+    For each checked coordinate ``k``, the analytic gradient (``jax.grad``) is compared
+    with ``(f(x + h e_k) - f(x - h e_k)) / 2h`` by the relative error
+    ``|a - n| / max(|a|, |n|)``. Everything runs in float64 (inside ``enable_x64``,
+    whatever the dtypes of `params` and float `args`), all perturbed evaluations in one
+    compiled ``vmap`` over coordinates. The same pass records every non-smooth decision of
+    ``f`` (max winners, comparisons, abs, sort order, ...): a coordinate whose ``x + h``
+    and ``x - h`` evaluations decided differently crossed a kink and is reported as such,
+    not as a wrong gradient. Gradients below the floating-point noise floor of the
+    difference quotient (``noise_factor * eps * |f| / 2h``) are judged by that absolute
+    tolerance and counted as "noise", never as failures. Forward mode (``jax.jvp``) is
+    compared with reverse mode too, which catches ``custom_jvp`` rules that disagree with
+    their transpose.
+
+    **Arguments:**
+    - `f`: ``f(params, *args) -> scalar`` (``f(params, *args, key=key)`` with a `key`).
+    - `params`: a pytree of floating-point arrays (the point to check at).
+    - `*args`: further arguments of `f` (data, labels).
+    - `num_checks`: coordinates checked per leaf, spread over the leaf reproducibly
+      (`seed`); ``None`` checks every coordinate.
+    - `h`: the step, > 0.
+    - `key`: a PRNG key passed to every evaluation of `f`, the same each time, so dropout
+      cannot masquerade as a wrong gradient.
+    - `threshold`: the relative error below which a coordinate is good (the notes' 1e-7).
+    - `batch_size`: coordinates per vmapped chunk (bounds memory); default sized to a
+      memory target for the backend.
+    - `seed`: chooses the coordinates (and directions).
+    - `kinks`: record non-smooth decisions to detect kinks (costs a little time).
+    - `retry_kinks`: rounds of retrying coordinates that crossed a kink with ``h / 10``;
+      those that no longer cross one are judged at the smaller step.
+    - `forward`: ``"coordinates"`` (jvp along each checked coordinate), ``"directions"``
+      (`num_directions` random directions per leaf), ``"none"``, or ``"auto"``
+      (coordinates when checking a sample, directions when checking every coordinate).
+    - `mode`: ``"coordinates"``, or ``"directions"`` for very large models: per leaf,
+      `num_directions` random unit directions ``v``, two evaluations each, compared with
+      ``grad . v`` and the JVP.
+    - `num_directions`: directions per leaf (directions mode and forward directions).
+    - `regularization`: ``R(params) -> scalar``. When given, `f` is the data loss and the
+      two are checked separately (rows labelled ``data`` and ``reg``), as the notes
+      advise; a :class:`RegularizationWarning` is issued when on some leaf
+      ``|grad R| > dominance * |grad f|``.
+    - `dominance`: the ratio for that warning.
+    - `noise_factor`: multiple of ``eps * |f| / 2h`` used as the absolute tolerance.
+
+    **Returns:** a :class:`GradCheckReport` (``.ok``, ``.max_relative_error``, ``.kinks``,
+    ``.rows``, ``.assert_ok()``; ``print`` it for a table).
+
+    Example:
+        >>> import jax.numpy as jnp, jaxlearn
+        >>> f = lambda p, x: jnp.sum(jnp.tanh(x @ p["W"]) ** 2)
+        >>> p, x = {"W": jnp.ones((3, 2)) * 0.1}, jnp.arange(6.0).reshape(2, 3)
+        >>> report = jaxlearn.check_grad(f, p, x)
+        >>> report.ok, report.max_relative_error < 1e-7, report.kinks
+        (True, True, 0)
+    """
+    fn = "check_grad"
+    nm.check_step(fn, h)
+    _check_positive_int(fn, "num_checks", num_checks, allow_none=True)
+    if batch_size is not None:
+        nm.check_batch_size(fn, batch_size)
+    _check_positive(fn, "threshold", threshold)
+    _check_positive(fn, "noise_factor", noise_factor)
+    _check_positive(fn, "dominance", dominance)
+    _check_positive_int(fn, "num_directions", num_directions)
+    if (
+        isinstance(retry_kinks, bool)
+        or not isinstance(retry_kinks, (int, np.integer))
+        or (retry_kinks < 0)
+    ):
+        raise ValueError(f"{fn}: `retry_kinks` must be an int >= 0, got {retry_kinks!r}.")
+    if mode not in _MODES:
+        raise ValueError(f"{fn}: `mode` must be one of {_MODES}, got {mode!r}.")
+    if forward not in _FORWARD:
+        raise ValueError(f"{fn}: `forward` must be one of {_FORWARD}, got {forward!r}.")
+    if regularization is not None and not callable(regularization):
+        raise ValueError(
+            f"{fn}: `regularization` must be a callable R(params) -> scalar, got "
+            f"{regularization!r}."
+        )
+    opts = dict(
+        num_checks=num_checks,
+        h=float(h),
+        threshold=float(threshold),
+        batch_size=batch_size,
+        seed=int(seed),
+        kinks=bool(kinks),
+        retry_kinks=int(retry_kinks),
+        forward=forward,
+        mode=mode,
+        num_directions=int(num_directions),
+        noise_factor=float(noise_factor),
+    )
+    with enable_x64():
+        prob = nm.prepare(fn, f, params, args, key)
+        parts = [("data" if regularization is not None else "", prob)]
+        if regularization is not None:
+            reg = nm.prepare(
+                f"{fn} (regularization)", lambda p: regularization(p), params, (), None
+            )
+            parts.append(("reg", reg))
+        results = [_check_one(fn, pr, part=name, **opts) for name, pr in parts]
+    rows = [r for res in results for r in res.rows]
+    casts = [c for res in results for c in res.casts]
+    site_counts: dict[str, int] = {}
+    timings = {"trace": 0.0, "compile": 0.0, "run": 0.0}
+    notes: list[str] = []
+    for res in results:
+        for s, c in res.site_counts.items():
+            site_counts[s] = site_counts.get(s, 0) + c
+        for k, v in res.timings.items():
+            timings[k] += v
+        notes.extend(n for n in res.notes if n not in notes)
+    if regularization is not None:
+        big = []
+        for path, d, r in zip(
+            prob.paths, results[0].grad_norms, results[1].grad_norms, strict=True
+        ):
+            if r > dominance * d:
+                ratio = "inf" if d == 0 else f"{r / d:.0f}x"
+                big.append(f"{path} (|grad R| = {r:.2e} vs |grad f| = {d:.2e}, {ratio})")
+        if big:
+            msg = (
+                "the regularization gradient dwarfs the data gradient on "
+                + ", ".join(big)
+                + "; in a combined check a bug in the data gradient would hide under it. "
+                "The parts are checked separately here; lower the regularization strength "
+                "for a combined check."
+            )
+            notes.append(msg)
+            warnings.warn(f"{fn}: {msg}", RegularizationWarning, stacklevel=2)
+    return GradCheckReport(
+        rows=tuple(rows),
+        threshold=float(threshold),
+        h=float(h),
+        value=results[0].value,
+        dtype="float64",
+        mode=mode,
+        forward=results[0].forward,
+        casts=tuple(casts),
+        kink_sites=tuple(sorted(site_counts.items(), key=lambda kv: -kv[1])),
+        notes=tuple(notes),
+        timings=timings,
+    )
+
+
+def step_size_sweep(
+    f: Callable[..., Any],
+    params: Any,
+    *args: Any,
+    hs: Sequence[float] | None = None,
+    num_checks: int = 3,
+    key: Any = None,
+    seed: int = 0,
+) -> StepSizeSweep:
+    """Relative error of the centered difference against ``h``, in float32 and float64.
+
+    The notes' point about precision, as data a plot can use: for each step ``h`` in
+    `hs`, ``(f(x+h) - f(x-h)) / 2h`` is computed with `params` and float `args` cast to
+    float32, and again in float64, for `num_checks` coordinates per leaf, and compared with
+    the float64 analytic gradient. Truncation error falls as ``h**2``; rounding error grows
+    as ``eps * |f| / h``, so float32 bottoms out near ``h ~ 1e-3`` far above float64.
+
+    **Arguments:**
+    - `f`, `params`, `*args`, `key`: as :func:`check_grad`.
+    - `hs`: the steps (default ``1e-1 ... 1e-12``).
+    - `num_checks`: coordinates per leaf.
+    - `seed`: chooses the coordinates.
+
+    **Returns:** a :class:`StepSizeSweep` with ``h``, ``error_float32``, ``error_float64``
+    (median relative errors) and ``max_float32``, ``max_float64``.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxlearn
+        >>> f = lambda p: jnp.sum(jnp.sin(p))
+        >>> s = jaxlearn.step_size_sweep(f, jnp.linspace(0.1, 1.0, 5), hs=[1e-2, 1e-4, 1e-6])
+        >>> bool(s.error_float64[1] < 1e-8 < s.error_float32[1])
+        True
+    """
+    fn = "step_size_sweep"
+    _check_positive_int(fn, "num_checks", num_checks)
+    hs_arr = np.asarray(10.0 ** -np.arange(1, 13) if hs is None else hs, np.float64)
+    if hs_arr.ndim != 1 or not hs_arr.size:
+        raise ValueError(f"{fn}: `hs` must be a non-empty list of steps, got {hs!r}.")
+    for v in hs_arr:
+        nm.check_step(fn, float(v), "hs")
+    with enable_x64():
+        prob = nm.prepare(fn, f, params, args, key)
+        sizes = [int(np.prod(jnp.shape(x), dtype=np.int64)) for x in prob.leaves]
+        coords = [
+            spread_indices(n, num_checks, np.random.default_rng([seed, i]))
+            for i, n in enumerate(sizes)
+        ]
+        grads = jax.jit(jax.grad(lambda ls: prob.call(ls, prob.others)))(prob.leaves)
+        analytic = np.concatenate(
+            [np.asarray(g).reshape(-1)[c] for g, c in zip(grads, coords, strict=True)]
+        )
+        num64 = _sweep_numerical(prob.call, prob.leaves, prob.others, coords, hs_arr)
+    with enable_x64(False):
+        leaves32 = [jnp.asarray(np.asarray(x, np.float32)) for x in prob.leaves]
+        others32 = [
+            jnp.asarray(np.asarray(x, np.float32))
+            if hasattr(x, "dtype") and jnp.issubdtype(x.dtype, jnp.floating)
+            else x
+            for x in prob.others
+        ]
+        num32 = _sweep_numerical(prob.call, leaves32, others32, coords, hs_arr)
+    e32 = nm._relative_error_np(analytic[None, :], num32)
+    e64 = nm._relative_error_np(analytic[None, :], num64)
+    return StepSizeSweep(
+        h=hs_arr,
+        error_float32=np.median(e32, axis=1),
+        error_float64=np.median(e64, axis=1),
+        max_float32=e32.max(axis=1),
+        max_float64=e64.max(axis=1),
+    )
+
+
+def _sweep_numerical(
+    call: Callable, leaves: list[Any], others: list[Any], coords: list[np.ndarray], hs: np.ndarray
+) -> np.ndarray:
+    """Centered differences at every (h, coordinate), as an array (len(hs), coordinates)."""
+    dtype = jnp.result_type(leaves[0])
+
+    def program(leaves: list[Any], others: list[Any], hh: jax.Array) -> jax.Array:
+        evaluate = nm.plain_evaluate(call)
+        cols = []
+        for i, c in enumerate(coords):
+            chunks = jnp.asarray(c)[None, :]
+
+            def one_h(h: jax.Array, i: int = i, chunks: jax.Array = chunks) -> jax.Array:
+                vals, steps, _, _ = nm.perturbed(
+                    evaluate, leaves, others, i, chunks, len(coords[i]), h
+                )
+                # Where x + h rounds back to x no step was taken: the quotient is 0, as
+                # the textbook (f(x+h) - f(x-h)) / 2h gives.
+                safe = jnp.where(steps == 0, 1, steps)
+                return jnp.where(steps == 0, 0, (vals[:, 0] - vals[:, 1]) / safe)
+
+            cols.append(jax.vmap(one_h)(hh))
+        return jnp.concatenate(cols, axis=1)
+
+    out = jax.jit(program)(leaves, others, jnp.asarray(hs, dtype))
+    return np.asarray(out, np.float64)

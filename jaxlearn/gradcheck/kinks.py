@@ -1,0 +1,518 @@
+"""Kink detection: evaluate ``f`` while recording every non-smooth decision it takes.
+
+The notes warn that a centered difference is wrong wherever ``f(x+h)`` and ``f(x-h)`` sit on
+two sides of a kink (a ReLU at 0, the hinge of an SVM, the winner of a max). To know it,
+``f`` is traced to its jaxpr once and evaluated by a small interpreter that also computes,
+for every *decision* (the winner of ``max``/``min``, comparisons and ``select_n``
+predicates, ``abs``/``sign``, ``argmax``, ``sort`` order, ``floor``/``round``,
+``clamp``, float-to-int casts, ``cond`` branch indices, ``while`` trip counts), a 32-bit
+fingerprint of its outcome. Two evaluations crossed a kink exactly when a fingerprint
+differs, which the checker tests inside the same vmapped pass that computes ``f(x +- h)``.
+
+Only decisions that matter are recorded: their inputs must depend on the parameters and
+their result must reach the output through a path not cut by ``stop_gradient`` (so the
+max of a stable ``logsumexp`` is never a false alarm). The interpreter descends into
+``jit``, ``custom_jvp_call``, ``custom_vjp_call``, ``remat``, ``cond``, ``scan`` and
+``while``. A fingerprint is ``sum_i d_i * w_i mod 2**32`` with odd pseudo-random weights
+``w_i``: one flipped decision always changes it, several collide with probability about
+``2**-32``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import jax
+import jax.extend  # noqa: F401 - registers jax.extend.core / source_info_util
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+__all__ = [
+    "Site",
+    "KinkPlan",
+    "plan_kinks",
+    "evaluate_with_decisions",
+    "lowered_precisions",
+    "find_primitives",
+]
+
+_CORE = jax.extend.core
+_COMPARISONS = {"gt", "lt", "ge", "le", "eq", "ne"}
+_DECISIONS = _COMPARISONS | {
+    "max",
+    "min",
+    "select_n",
+    "abs",
+    "sign",
+    "argmax",
+    "argmin",
+    "reduce_max",
+    "reduce_min",
+    "sort",
+    "floor",
+    "ceil",
+    "round",
+    "clamp",
+    "cummax",
+    "cummin",
+    "top_k",
+    "rem",
+    "convert_element_type",
+}
+# Call-like primitives whose body is evaluated inline (parameter holding the body).
+_CALLS = {
+    "jit": "jaxpr",
+    "pjit": "jaxpr",
+    "closed_call": "call_jaxpr",
+    "core_call": "call_jaxpr",
+    "remat2": "jaxpr",
+    "checkpoint": "jaxpr",
+    "custom_jvp_call": "call_jaxpr",
+    "custom_vjp_call": "call_jaxpr",
+    "custom_vjp_call_jaxpr": "fun_jaxpr",
+}
+_MIX = np.uint32(0x01000193)  # FNV prime: folds one fingerprint per loop iteration
+
+
+@dataclass(frozen=True)
+class Site:
+    """One recorded non-smooth decision of ``f``: which primitive, in which call, where."""
+
+    primitive: str
+    context: str
+    where: str
+
+    def __str__(self) -> str:
+        ctx = f" in {self.context}" if self.context else ""
+        at = f" at {self.where}" if self.where else ""
+        return f"{self.primitive}{ctx}{at}"
+
+
+@dataclass
+class KinkPlan:
+    """What to record while evaluating one jaxpr (mirrors its nesting).
+
+    ``record`` maps an equation index to its :class:`Site`; ``subs`` maps an equation
+    index to the plans of its sub-jaxprs (one for calls, scan and while bodies, one per
+    branch for cond). ``sites`` lists every recorded site in evaluation order, which is the
+    order of the fingerprints :func:`evaluate_with_decisions` returns.
+    """
+
+    jaxpr: Any
+    record: dict[int, Site] = field(default_factory=dict)
+    subs: dict[int, tuple[KinkPlan, ...]] = field(default_factory=dict)
+    sites: list[Site] = field(default_factory=list)
+    opaque: list[str] = field(default_factory=list)
+
+
+def _where(eqn: Any) -> str:
+    try:
+        s = jax.extend.source_info_util.summarize(eqn.source_info)
+    except Exception:  # noqa: BLE001 - source info is a nicety
+        return ""
+    # "/long/path/file.py:12:4 (fn)" -> "file.py:12 (fn)"
+    head, _, tail = s.partition(" ")
+    parts = head.split(":")
+    if len(parts) >= 2:
+        head = f"{os.path.basename(parts[0])}:{parts[1]}"
+    return f"{head} {tail}".strip()
+
+
+def _is_float(aval: Any) -> bool:
+    return hasattr(aval, "dtype") and jnp.issubdtype(aval.dtype, jnp.floating)
+
+
+def _is_decision(eqn: Any) -> bool:
+    name = eqn.primitive.name
+    if name not in _DECISIONS:
+        return False
+    if name == "convert_element_type":
+        # Only float -> int/bool truncation is a step; float -> float is smooth.
+        return _is_float(eqn.invars[0].aval) and not _is_float(eqn.outvars[0].aval)
+    if name == "abs":
+        return _is_float(eqn.invars[0].aval)
+    return True
+
+
+def _sub_jaxprs(eqn: Any) -> tuple[list[Any], str] | None:
+    """The bodies of a higher-order equation and how to treat them, or None."""
+    name = eqn.primitive.name
+    if name in _CALLS and _CALLS[name] in eqn.params:
+        return [eqn.params[_CALLS[name]]], "call"
+    if name == "cond":
+        return list(eqn.params["branches"]), "cond"
+    if name == "scan":
+        return [eqn.params["jaxpr"]], "scan"
+    if name == "while":
+        return [eqn.params["body_jaxpr"]], "while"
+    return None
+
+
+def _open(j: Any) -> Any:
+    return j.jaxpr if hasattr(j, "consts") else j
+
+
+def plan_kinks(
+    jaxpr: Any,
+    tainted_in: list[bool],
+    live_out: list[bool] | None = None,
+    context: str = "",
+    where: str = "",
+) -> KinkPlan:
+    """Decide which decisions of ``jaxpr`` to record.
+
+    **Arguments:**
+    - `jaxpr`: a ``Jaxpr`` or ``ClosedJaxpr``.
+    - `tainted_in`: per input, whether it depends on the parameters being checked.
+    - `live_out`: per output, whether it matters (default: all).
+    - `context`: a label for the enclosing calls, used in site descriptions.
+    - `where`: the source location of the enclosing call, used when an equation has none
+      of its own (equations inside jax's own functions).
+
+    **Returns:** a :class:`KinkPlan`.
+    """
+    jaxpr = _open(jaxpr)
+    if live_out is None:
+        live_out = [True] * len(jaxpr.outvars)
+    tainted: set[Any] = {v for v, t in zip(jaxpr.invars, tainted_in, strict=True) if t}
+
+    def is_tainted(v: Any) -> bool:
+        return not isinstance(v, _CORE.Literal) and v in tainted
+
+    for eqn in jaxpr.eqns:
+        if any(is_tainted(v) for v in eqn.invars):
+            tainted.update(v for v in eqn.outvars if not isinstance(v, _CORE.DropVar))
+    # Backward liveness: stop_gradient cuts the path from a decision to the output.
+    live: set[Any] = {
+        v
+        for v, lo in zip(jaxpr.outvars, live_out, strict=True)
+        if lo and not isinstance(v, _CORE.Literal)
+    }
+    eqn_live = [False] * len(jaxpr.eqns)
+    for i in range(len(jaxpr.eqns) - 1, -1, -1):
+        eqn = jaxpr.eqns[i]
+        if any(v in live for v in eqn.outvars if not isinstance(v, _CORE.DropVar)):
+            eqn_live[i] = True
+            if eqn.primitive.name != "stop_gradient":
+                live.update(v for v in eqn.invars if not isinstance(v, _CORE.Literal))
+    plan = KinkPlan(jaxpr)
+    comparison_outs: set[Any] = set()
+    for i, eqn in enumerate(jaxpr.eqns):
+        if not eqn_live[i] or not any(is_tainted(v) for v in eqn.invars):
+            continue
+        name = eqn.primitive.name
+        at = _where(eqn) or where
+        subs = _sub_jaxprs(eqn)
+        if subs is not None:
+            bodies, kind = subs
+            label = eqn.params.get("name", "") if kind == "call" else ""
+            here = f"{name}({label})" if label else name
+            ctx = f"{context} > {here}" if context else here
+            outs_live = [not isinstance(v, _CORE.DropVar) and v in live for v in eqn.outvars]
+            ins_tainted = [is_tainted(v) for v in eqn.invars]
+            if kind == "call":
+                child = plan_kinks(bodies[0], ins_tainted, outs_live, ctx, at)
+                plan.subs[i] = (child,)
+                plan.sites.extend(child.sites)
+                plan.opaque.extend(child.opaque)
+            elif kind == "cond":
+                if is_tainted(eqn.invars[0]):
+                    site = Site("cond branch", context, at)
+                    plan.record[i] = site
+                    plan.sites.append(site)
+                kids = tuple(
+                    plan_kinks(b, ins_tainted[1:], outs_live, f"{ctx}[{k}]", at)
+                    for k, b in enumerate(bodies)
+                )
+                plan.subs[i] = kids
+                for kid in kids:
+                    plan.sites.extend(kid.sites)
+                    plan.opaque.extend(kid.opaque)
+            else:  # scan / while: carries feed back, so stay conservative
+                n_in = len(_open(bodies[0]).invars)
+                site = Site("while trip count", context, at)
+                if kind == "while":
+                    plan.record[i] = site
+                    plan.sites.append(site)
+                child = plan_kinks(bodies[0], [True] * n_in, None, ctx, at)
+                plan.subs[i] = (child,)
+                plan.sites.extend(child.sites)
+                plan.opaque.extend(child.opaque)
+            continue
+        if any(isinstance(p, (_CORE.Jaxpr, _CORE.ClosedJaxpr)) for p in eqn.params.values()):
+            plan.opaque.append(name)
+            continue
+        if not _is_decision(eqn):
+            continue
+        if name in _COMPARISONS:
+            comparison_outs.add(eqn.outvars[0])
+        if name == "select_n" and (
+            eqn.invars[0] in comparison_outs or not is_tainted(eqn.invars[0])
+        ):
+            continue  # a fixed predicate, or its comparison is recorded already
+        site = Site(name, context, at)
+        plan.record[i] = site
+        plan.sites.append(site)
+    return plan
+
+
+def _hash_weights(n: int) -> jax.Array:
+    x = lax.iota(jnp.uint32, n) * jnp.uint32(0x9E3779B1) + jnp.uint32(0x7F4A7C15)
+    x = x ^ (x >> jnp.uint32(15))
+    x = x * jnp.uint32(0x85EBCA77)
+    x = x ^ (x >> jnp.uint32(13))
+    return x | jnp.uint32(1)
+
+
+def _as_uint32(d: jax.Array) -> jax.Array:
+    d = jnp.asarray(d)
+    if d.dtype == jnp.bool_:
+        return d.astype(jnp.uint32)
+    if jnp.issubdtype(d.dtype, jnp.floating):
+        d = jnp.where(d == 0, jnp.zeros((), d.dtype), d)  # -0.0 and 0.0 are one outcome
+        bits = {2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[d.dtype.itemsize]
+        return lax.bitcast_convert_type(d, bits).astype(jnp.uint32)
+    if d.dtype.itemsize == 8:
+        return lax.bitcast_convert_type(d, jnp.uint32)
+    if d.dtype.itemsize == 4:
+        return lax.bitcast_convert_type(d, jnp.uint32)
+    return d.astype(jnp.int32).astype(jnp.uint32)
+
+
+def _fingerprint(d: jax.Array) -> jax.Array:
+    u = _as_uint32(d).reshape(-1)
+    if u.size == 0:
+        return jnp.zeros((), jnp.uint32)
+    return jnp.sum(u * _hash_weights(u.size), dtype=jnp.uint32)
+
+
+def _winner(x: jax.Array, axes: tuple[int, ...], largest: bool) -> jax.Array:
+    keep = [a for a in range(x.ndim) if a not in axes]
+    xt = jnp.transpose(x, (*keep, *axes)).reshape(*[x.shape[a] for a in keep], -1)
+    return jnp.argmax(xt, axis=-1) if largest else jnp.argmin(xt, axis=-1)
+
+
+def _bind(eqn: Any, invals: list[Any]) -> list[Any]:
+    bound = eqn.primitive.get_bind_params(eqn.params)
+    # jax >= 0.10 returns the params; older jax returned (subfuns, params).
+    subfuns, params = bound if isinstance(bound, tuple) else ((), bound)
+    ctx = getattr(getattr(eqn, "ctx", None), "manager", None)
+    if ctx is not None:
+        with ctx:
+            out = eqn.primitive.bind(*subfuns, *invals, **params)
+    else:  # pragma: no cover - older jax
+        out = eqn.primitive.bind(*subfuns, *invals, **params)
+    return list(out) if eqn.primitive.multiple_results else [out]
+
+
+def _decision(eqn: Any, invals: list[Any], outs: list[Any]) -> Any:
+    name = eqn.primitive.name
+    if name in ("max", "min"):
+        a, b = invals
+        return jnp.greater(a, b) if name == "max" else jnp.less(a, b)
+    if name == "select_n":
+        return invals[0]
+    if name == "abs":
+        return jnp.less(invals[0], 0)
+    if name in ("reduce_max", "reduce_min"):
+        return _winner(invals[0], tuple(eqn.params["axes"]), name == "reduce_max")
+    if name == "clamp":
+        lo, x, hi = invals
+        return jnp.less(x, lo).astype(jnp.int32) + 2 * jnp.greater(x, hi).astype(jnp.int32)
+    if name in ("cummax", "cummin"):
+        return jnp.equal(outs[0], invals[0])
+    if name == "top_k":
+        return outs[1]
+    if name == "rem":
+        x, y = invals
+        return jnp.trunc(x / y)
+    return outs[0]  # comparisons, sign, argmax/argmin, floor/ceil/round, float->int casts
+
+
+def _sort_with_order(eqn: Any, invals: list[Any]) -> tuple[list[Any], Any]:
+    dim = eqn.params["dimension"]
+    order = lax.broadcasted_iota(jnp.int32, jnp.shape(invals[0]), dim)
+    out = lax.sort(
+        (*invals, order),
+        dimension=dim,
+        is_stable=eqn.params["is_stable"],
+        num_keys=eqn.params["num_keys"],
+    )
+    return list(out[:-1]), out[-1]
+
+
+def evaluate_with_decisions(
+    plan: KinkPlan, consts: list[Any], args: list[Any]
+) -> tuple[list[Any], list[jax.Array]]:
+    """Evaluate ``plan.jaxpr`` on ``args``, returning its outputs and one fingerprint per site.
+
+    **Arguments:**
+    - `plan`: from :func:`plan_kinks`.
+    - `consts`: the jaxpr's constants (``closed_jaxpr.consts``).
+    - `args`: its inputs.
+
+    **Returns:** ``(outputs, fingerprints)``, fingerprints as uint32 scalars in the order of
+    ``plan.sites``. Works under ``jit``, ``vmap`` and ``grad``-free transformations.
+    """
+    jaxpr = plan.jaxpr
+    env: dict[Any, Any] = {}
+
+    def read(v: Any) -> Any:
+        return v.val if isinstance(v, _CORE.Literal) else env[v]
+
+    for v, x in zip(jaxpr.constvars, consts, strict=True):
+        env[v] = x
+    for v, x in zip(jaxpr.invars, args, strict=True):
+        env[v] = x
+    fps: list[jax.Array] = []
+    for i, eqn in enumerate(jaxpr.eqns):
+        invals = [read(v) for v in eqn.invars]
+        if i in plan.subs:
+            outs = _eval_higher_order(eqn, invals, plan, i, fps)
+        elif i in plan.record and eqn.primitive.name == "sort":
+            outs, order = _sort_with_order(eqn, invals)
+            fps.append(_fingerprint(order))
+        else:
+            outs = _bind(eqn, invals)
+            if i in plan.record:
+                fps.append(_fingerprint(_decision(eqn, invals, outs)))
+        for v, x in zip(eqn.outvars, outs, strict=True):
+            if not isinstance(v, _CORE.DropVar):
+                env[v] = x
+    return [read(v) for v in jaxpr.outvars], fps
+
+
+def _consts(j: Any) -> list[Any]:
+    return list(j.consts) if hasattr(j, "consts") else []
+
+
+def _eval_higher_order(
+    eqn: Any, invals: list[Any], plan: KinkPlan, i: int, fps: list[jax.Array]
+) -> list[Any]:
+    name = eqn.primitive.name
+    kids = plan.subs[i]
+    if name in _CALLS:
+        body = eqn.params[_CALLS[name]]
+        outs, inner = evaluate_with_decisions(kids[0], _consts(body), invals)
+        fps.extend(inner)
+        return outs
+    if name == "cond":
+        index, ops = invals[0], invals[1:]
+        branches = eqn.params["branches"]
+        if i in plan.record:
+            fps.append(_fingerprint(index))
+        sizes = [len(k.sites) for k in kids]
+
+        def make(k: int):
+            def branch(*ops: Any):
+                outs, inner = evaluate_with_decisions(kids[k], _consts(branches[k]), list(ops))
+                full: list[jax.Array] = []
+                for j, n in enumerate(sizes):
+                    full.extend(inner if j == k else [jnp.zeros((), jnp.uint32)] * n)
+                return outs, full
+
+            return branch
+
+        outs, inner = lax.switch(index, [make(k) for k in range(len(branches))], *ops)
+        fps.extend(inner)
+        return list(outs)
+    if name == "scan":
+        body = eqn.params["jaxpr"]
+        nc, ncarry = eqn.params["num_consts"], eqn.params["num_carry"]
+        consts, init, xs = invals[:nc], invals[nc : nc + ncarry], invals[nc + ncarry :]
+        n = len(kids[0].sites)
+
+        def scan_body(carry: Any, x: Any):
+            vals, acc = carry
+            outs, inner = evaluate_with_decisions(kids[0], _consts(body), [*consts, *vals, *x])
+            acc = [a * _MIX + f for a, f in zip(acc, inner, strict=True)]
+            return (outs[:ncarry], acc), outs[ncarry:]
+
+        zeros = [jnp.zeros((), jnp.uint32)] * n
+        (carry, acc), ys = lax.scan(
+            scan_body,
+            (list(init), zeros),
+            list(xs),
+            length=eqn.params["length"],
+            reverse=eqn.params["reverse"],
+            unroll=eqn.params["unroll"],
+        )
+        fps.extend(acc)
+        return [*carry, *ys]
+    if name == "while":
+        cond_j, body_j = eqn.params["cond_jaxpr"], eqn.params["body_jaxpr"]
+        cn, bn = eqn.params["cond_nconsts"], eqn.params["body_nconsts"]
+        cconsts, bconsts, init = invals[:cn], invals[cn : cn + bn], invals[cn + bn :]
+        n = len(kids[0].sites)
+
+        def cond_fn(c: Any):
+            plain = KinkPlan(_open(cond_j))
+            return evaluate_with_decisions(plain, _consts(cond_j), [*cconsts, *c[0]])[0][0]
+
+        def body_fn(c: Any):
+            vals, acc, trips = c
+            outs, inner = evaluate_with_decisions(kids[0], _consts(body_j), [*bconsts, *vals])
+            return outs, [a * _MIX + f for a, f in zip(acc, inner, strict=True)], trips + 1
+
+        zeros = [jnp.zeros((), jnp.uint32)] * n
+        vals, acc, trips = lax.while_loop(
+            cond_fn, body_fn, (list(init), zeros, jnp.zeros((), jnp.int32))
+        )
+        if i in plan.record:
+            fps.append(_fingerprint(trips))
+        fps.extend(acc)
+        return list(vals)
+    raise NotImplementedError(name)  # pragma: no cover - plan_kinks only plans the above
+
+
+def find_primitives(jaxpr: Any, names: set[str]) -> list[str]:
+    """Labels (``name(function)``) of the equations of ``jaxpr`` whose primitive is in ``names``,
+    nested jaxprs included."""
+    found: list[str] = []
+    for eqn in _open(jaxpr).eqns:
+        if eqn.primitive.name in names:
+            label = eqn.params.get("name", "")
+            found.append(f"{eqn.primitive.name}({label})" if label else eqn.primitive.name)
+        for p in eqn.params.values():
+            for s in p if isinstance(p, (tuple, list)) else (p,):
+                if isinstance(s, (_CORE.Jaxpr, _CORE.ClosedJaxpr)):
+                    found.extend(find_primitives(s, names))
+    return found
+
+
+def lowered_precisions(jaxpr: Any, dtype: Any = jnp.float64) -> list[tuple[str, str]]:
+    """Where ``jaxpr`` casts a ``dtype`` float down to a lower precision.
+
+    **Arguments:**
+    - `jaxpr`: a ``Jaxpr`` or ``ClosedJaxpr``.
+    - `dtype`: the working precision.
+
+    **Returns:** a list of ``(lower dtype name, "file.py:line (fn)")``.
+    """
+    jaxpr = _open(jaxpr)
+    bits = jnp.finfo(dtype).bits
+    found: list[tuple[str, str]] = []
+    for eqn in jaxpr.eqns:
+        name = eqn.primitive.name
+        if name in ("convert_element_type", "reduce_precision"):
+            src, dst = eqn.invars[0].aval, eqn.outvars[0].aval
+            if _is_float(src) and _is_float(dst) and jnp.finfo(src.dtype).bits >= bits:
+                if name == "reduce_precision":
+                    found.append(
+                        (f"reduce_precision(mantissa={eqn.params['mantissa_bits']})", _where(eqn))
+                    )
+                elif jnp.finfo(dst.dtype).bits < bits:
+                    found.append((str(dst.dtype), _where(eqn)))
+        elif name == "dot_general" and eqn.params.get("preferred_element_type") is not None:
+            pet = eqn.params["preferred_element_type"]
+            if jnp.issubdtype(pet, jnp.floating) and jnp.finfo(pet).bits < bits:
+                found.append((str(jnp.dtype(pet)), _where(eqn)))
+        for p in eqn.params.values():
+            subs = p if isinstance(p, (tuple, list)) else (p,)
+            for s in subs:
+                if isinstance(s, (_CORE.Jaxpr, _CORE.ClosedJaxpr)):
+                    found.extend(lowered_precisions(s, dtype))
+    return found

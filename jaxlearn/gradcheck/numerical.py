@@ -1,0 +1,397 @@
+"""The numerical side of a gradient check: centered differences, vmapped and chunked.
+
+``df/dx_k ~ (f(x + h e_k) - f(x - h e_k)) / 2h`` for every checked coordinate ``k``, all
+evaluations in one compiled program: for each parameter leaf a ``vmap`` over its checked
+coordinates (and over the sign of ``h``), chunked by ``lax.map`` so memory stays bounded.
+Only the perturbed leaf carries the batch axis, so work that does not depend on it (the
+first layer when checking the last one) is done once, not once per coordinate.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxlearn._compat import enable_x64, is_tracer, path_str
+
+__all__ = ["relative_error", "numerical_grad"]
+
+# Working-set target for one chunk of perturbed evaluations. On a CPU a chunk that stays
+# in cache beats a big one (measured on the benchmark MLP); accelerators want big chunks.
+_CPU_CHUNK_BYTES = 8 * 2**20
+_ACCEL_CHUNK_BYTES = 1 * 2**30
+
+
+def relative_error(analytic: Any, numerical: Any) -> Any:
+    """Relative error ``|a - n| / max(|a|, |n|)`` of two gradients, elementwise.
+
+    The notes' measure for comparing an analytic gradient with a numerical one: it is 0
+    where both are exactly 0, and it is scale free (1e-7 means seven digits agree).
+
+    **Arguments:**
+    - `analytic`: an array or pytree of arrays (e.g. ``jax.grad(f)(params)``).
+    - `numerical`: an array or pytree of the same structure.
+
+    **Returns:** an array (or pytree of arrays) of relative errors in [0, 2] (2 for
+    opposite signs), or ``inf``
+    where either input is not finite.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxlearn
+        >>> jaxlearn.relative_error(jnp.array([1.0, 0.0, 2.0]), jnp.array([1.5, 0.0, -2.0]))
+        Array([0.33333334, 0. , 2. ], dtype=float32)
+    """
+
+    def one(a: Any, n: Any) -> Any:
+        a, n = jnp.asarray(a), jnp.asarray(n)
+        if a.shape != n.shape:
+            raise ValueError(
+                "relative_error: `analytic` and `numerical` must have the same shape, got "
+                f"{a.shape} and {n.shape}."
+            )
+        den = jnp.maximum(jnp.abs(a), jnp.abs(n))
+        safe = jnp.where(den > 0, den, 1)
+        err = jnp.where(den > 0, jnp.abs(a - n) / safe, 0)
+        return jnp.where(jnp.isfinite(a) & jnp.isfinite(n), err, jnp.inf)
+
+    return jax.tree.map(one, analytic, numerical)
+
+
+def _relative_error_np(a: np.ndarray, n: np.ndarray) -> np.ndarray:
+    with np.errstate(invalid="ignore", divide="ignore"):
+        den = np.maximum(np.abs(a), np.abs(n))
+        err = np.where(den > 0, np.abs(a - n) / np.where(den > 0, den, 1), 0.0)
+    return np.where(np.isfinite(a) & np.isfinite(n), err, np.inf)
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def _is_array(x: Any) -> bool:
+    return isinstance(x, (jax.Array, np.ndarray, np.generic)) or is_tracer(x)
+
+
+@dataclass
+class Problem:
+    """``f`` with its parameters flattened to float64 leaves and its array args split off.
+
+    ``call(leaves, others)`` evaluates ``f`` at the unflattened leaves and arrays ``others``
+    (the array leaves of ``args`` and ``key``; everything else is held static).
+    """
+
+    fn: str
+    call: Callable[[Sequence[Any], Sequence[Any]], jax.Array]
+    treedef: Any
+    paths: list[str]
+    dtypes: list[Any]
+    leaves: list[Any]
+    others: list[Any]
+
+
+def check_step(fn: str, h: Any, name: str = "h") -> None:
+    """Raise a ``ValueError`` unless the (concrete) step ``h`` is a finite number > 0."""
+    if is_tracer(h):
+        return
+    try:
+        v = float(h)
+    except (TypeError, ValueError):
+        raise ValueError(f"{fn}: `{name}` must be a number > 0, got {h!r}.") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(
+            f"{fn}: `{name}` must be a finite step > 0 (the notes use 1e-5), got {h!r}."
+        )
+
+
+def prepare(fn: str, f: Any, params: Any, args: tuple, key: Any) -> Problem:
+    """Validate ``f(params, *args[, key=key])`` and cast it to float64. Call inside x64."""
+    if not callable(f):
+        raise ValueError(f"{fn}: `f` must be a callable f(params, *args) -> scalar, got {f!r}.")
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    if not flat:
+        raise ValueError(f"{fn}: `params` has no array leaves to check, got {params!r}.")
+    paths, dtypes, leaves = [], [], []
+    for path, leaf in flat:
+        name = path_str(path)
+        dtype = jnp.result_type(leaf)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(
+                f"{fn}: params leaf {name} has dtype {dtype}; only floating-point leaves can "
+                "be checked. Pass integer or boolean values (step counts, masks, indices) "
+                "through `*args` instead (f(params, *args)), or close over them in `f`."
+            )
+        if not is_tracer(leaf):
+            v = np.asarray(leaf)
+            bad = int(np.size(v) - np.count_nonzero(np.isfinite(v)))
+            if bad:
+                raise ValueError(
+                    f"{fn}: params leaf {name} has {bad} non-finite value(s) (nan/inf) at the "
+                    "check point; a gradient check needs a finite point."
+                )
+        paths.append(name)
+        dtypes.append(dtype)
+        leaves.append(jnp.asarray(leaf, jnp.float64))
+    arg_leaves, arg_def = jax.tree_util.tree_flatten((args, key))
+    dynamic = [_is_array(x) for x in arg_leaves]
+    others = []
+    for x, d in zip(arg_leaves, dynamic, strict=True):
+        if not d:
+            continue
+        if jnp.issubdtype(jnp.result_type(x), jnp.floating):
+            x = jnp.asarray(x, jnp.float64)
+        others.append(x)
+
+    def call(ls: Sequence[Any], os: Sequence[Any]) -> jax.Array:
+        it = iter(os)
+        full = [next(it) if d else x for x, d in zip(arg_leaves, dynamic, strict=True)]
+        a, k = jax.tree_util.tree_unflatten(arg_def, full)
+        p = jax.tree_util.tree_unflatten(treedef, list(ls))
+        return f(p, *a, key=k) if key is not None else f(p, *a)
+
+    out = jax.eval_shape(call, leaves, others)
+    shape = getattr(out, "shape", None)
+    dtype = getattr(out, "dtype", None)
+    if shape != () or dtype is None or not jnp.issubdtype(dtype, jnp.floating):
+        got = f"shape {shape} {dtype}" if shape is not None else type(out).__name__
+        raise ValueError(
+            f"{fn}: `f` must return a real scalar (the loss), got {got}. Reduce it to a "
+            "scalar, e.g. with jnp.mean or jnp.sum."
+        )
+    return Problem(fn, call, treedef, paths, dtypes, leaves, others)
+
+
+# ----------------------------------------------------------------------------- engine
+
+Evaluate = Callable[[Sequence[Any], Sequence[Any]], tuple[jax.Array, jax.Array]]
+
+
+def plain_evaluate(call: Callable) -> Evaluate:
+    """Wrap ``call`` as an evaluation that records no decisions."""
+
+    def evaluate(ls: Sequence[Any], os: Sequence[Any]) -> tuple[jax.Array, jax.Array]:
+        return call(ls, os), jnp.zeros((0,), jnp.uint32)
+
+    return evaluate
+
+
+def eval_bytes(call: Callable, leaves: Sequence[Any], others: Sequence[Any]) -> int:
+    """Bytes written by one evaluation of ``call`` (sum over its jaxpr's outputs)."""
+    spec = [jax.ShapeDtypeStruct(jnp.shape(x), jnp.result_type(x)) for x in leaves]
+    ospec = [
+        x if not hasattr(x, "shape") else jax.ShapeDtypeStruct(x.shape, x.dtype) for x in others
+    ]
+    jaxpr = jax.make_jaxpr(call)(spec, ospec).jaxpr
+    total = 0
+    for eqn in jaxpr.eqns:
+        for v in eqn.outvars:
+            aval = v.aval
+            if hasattr(aval, "shape") and hasattr(aval, "dtype"):
+                total += int(np.prod(aval.shape, dtype=np.int64)) * aval.dtype.itemsize
+    return max(total, 1)
+
+
+def auto_batch(per_eval_bytes: int, n: int, evals_per_coordinate: int = 2) -> int:
+    """A chunk size (coordinates per vmapped call) whose working set fits the target."""
+    on_cpu = jax.default_backend() == "cpu"
+    budget = _CPU_CHUNK_BYTES if on_cpu else _ACCEL_CHUNK_BYTES
+    return int(max(1, min(n, budget // (evals_per_coordinate * per_eval_bytes))))
+
+
+def chunk(idx: np.ndarray, batch: int) -> np.ndarray:
+    """``idx`` padded with its last entry to a multiple of ``batch``, as (chunks, batch)."""
+    n = len(idx)
+    b = max(1, min(batch, n))
+    m = -(-n // b) * b
+    padded = np.concatenate([idx, np.full(m - n, idx[-1], idx.dtype)]) if m > n else idx
+    return padded.reshape(-1, b)
+
+
+def map_chunks(fn: Callable[[Any], Any], chunks: jax.Array, n: int) -> Any:
+    """``vmap(fn)`` over each row of ``chunks`` (a ``lax.map`` over rows), first ``n`` kept."""
+    if chunks.shape[0] == 1:
+        out = jax.vmap(fn)(chunks[0])
+    else:
+        out = lax.map(jax.vmap(fn), chunks)
+        out = jax.tree.map(lambda a: a.reshape(a.shape[0] * a.shape[1], *a.shape[2:]), out)
+    return jax.tree.map(lambda a: a[:n], out)
+
+
+def _replace(leaves: Sequence[Any], i: int, x: Any) -> list[Any]:
+    new = list(leaves)
+    new[i] = x
+    return new
+
+
+def perturbed(
+    evaluate: Evaluate,
+    leaves: Sequence[Any],
+    others: Sequence[Any],
+    i: int,
+    chunks: jax.Array,
+    n: int,
+    h: Any,
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """``f(x +- h e_k)`` for the coordinates ``k`` of leaf ``i`` listed in ``chunks``.
+
+    **Returns:** ``(values (n, 2), steps (n,), crossed (n, sites), x (n,))``: the values at
+    ``x + h`` and ``x - h``, the exact step ``(x + h) - (x - h)`` in floating point, which
+    decisions differ between the two evaluations, and the unperturbed coordinate values.
+    """
+    leaf = leaves[i]
+    shape = jnp.shape(leaf)
+    flat = leaf.reshape(-1)
+    iota = lax.iota(jnp.int32, flat.size)
+
+    def body(k: jax.Array):
+        xk = flat[k]
+        xs = jnp.stack([xk + h, xk - h])
+
+        def at(x: jax.Array):
+            return evaluate(
+                _replace(leaves, i, jnp.where(iota == k, x, flat).reshape(shape)), others
+            )
+
+        vals, fps = jax.vmap(at)(xs)
+        return vals, xs[0] - xs[1], fps[0] != fps[1], xk
+
+    return map_chunks(body, chunks, n)
+
+
+def along_directions(
+    evaluate: Evaluate,
+    leaves: Sequence[Any],
+    others: Sequence[Any],
+    i: int,
+    directions: jax.Array,
+    h: Any,
+) -> tuple[jax.Array, jax.Array]:
+    """``f(x +- h v)`` for unit directions ``v`` (rows of ``directions``) in leaf ``i``.
+
+    **Returns:** ``(values (d, 2), crossed (d, sites))``.
+    """
+    leaf = leaves[i]
+    shape = jnp.shape(leaf)
+
+    def body(v: jax.Array):
+        def at(s: jax.Array):
+            return evaluate(_replace(leaves, i, leaf + (s * h) * v.reshape(shape)), others)
+
+        vals, fps = jax.vmap(at)(jnp.array([1.0, -1.0], jnp.float64))
+        return vals, fps[0] != fps[1]
+
+    return jax.vmap(body)(directions)
+
+
+def forward_coordinates(
+    call: Callable, leaves: Sequence[Any], others: Sequence[Any], i: int, chunks: jax.Array, n: int
+) -> jax.Array:
+    """Forward mode: ``jvp(f, x; e_k)`` for the coordinates ``k`` of leaf ``i``."""
+    leaf = leaves[i]
+    size = int(np.prod(jnp.shape(leaf), dtype=np.int64))
+
+    def tangent(k: jax.Array) -> jax.Array:
+        t = jnp.zeros(size, leaf.dtype).at[k].set(1).reshape(leaf.shape)
+        return jax.jvp(lambda x: call(_replace(leaves, i, x), others), (leaf,), (t,))[1]
+
+    return map_chunks(tangent, chunks, n)
+
+
+def forward_directions(
+    call: Callable, leaves: Sequence[Any], others: Sequence[Any], i: int, directions: jax.Array
+) -> jax.Array:
+    """Forward mode: ``jvp(f, x; v)`` for the rows ``v`` of ``directions`` in leaf ``i``."""
+    leaf = leaves[i]
+
+    def tangent(v: jax.Array) -> jax.Array:
+        return jax.jvp(
+            lambda x: call(_replace(leaves, i, x), others), (leaf,), (v.reshape(leaf.shape),)
+        )[1]
+
+    return jax.vmap(tangent)(directions)
+
+
+# ----------------------------------------------------------------------------- public
+
+
+def numerical_grad(
+    f: Callable[..., Any],
+    params: Any,
+    *args: Any,
+    h: float = 1e-5,
+    key: Any = None,
+    batch_size: int | None = None,
+) -> Any:
+    """The centered-difference gradient of ``f`` at ``params``, every coordinate.
+
+    ``df/dx_k = (f(x + h e_k) - f(x - h e_k)) / 2h``, evaluated in float64 (inside
+    ``enable_x64``, whatever the dtypes of ``params`` and float ``args``) as one compiled
+    ``vmap`` over coordinates per parameter leaf, chunked by `batch_size`. The denominator
+    is the step actually taken, ``(x + h) - (x - h)`` in floating point. A pure function:
+    it works under ``jax.jit`` and ``jax.vmap``.
+
+    **Arguments:**
+    - `f`: ``f(params, *args) -> scalar`` (``f(params, *args, key=key)`` when `key` is given).
+    - `params`: a pytree of floating-point arrays.
+    - `*args`: further arguments of `f` (data, labels); float arrays are cast to float64.
+    - `h`: the step, > 0.
+    - `key`: a PRNG key passed to every evaluation (the same key each time, so dropout
+      masks stay fixed).
+    - `batch_size`: coordinates per vmapped chunk; default sized to a memory target.
+
+    **Returns:** a pytree like `params`, each leaf in its original dtype.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, jaxlearn
+        >>> f = lambda p, x: jnp.sum(jnp.sin(p["w"] * x))
+        >>> p, x = {"w": jnp.array([0.5, 1.0])}, jnp.array([2.0, 3.0])
+        >>> jaxlearn.numerical_grad(f, p, x)["w"]
+        Array([ 1.0806046, -2.9699774], dtype=float32)
+        >>> jax.jit(lambda p: jaxlearn.numerical_grad(f, p, x))(p)["w"]
+        Array([ 1.0806046, -2.9699774], dtype=float32)
+    """
+    fn = "numerical_grad"
+    check_step(fn, h)
+    if batch_size is not None:
+        check_batch_size(fn, batch_size)
+    with enable_x64():
+        prob = prepare(fn, f, params, args, key)
+        evaluate = plain_evaluate(prob.call)
+        if batch_size is None:
+            per_eval = eval_bytes(prob.call, prob.leaves, prob.others)
+        plans = []
+        for leaf in prob.leaves:
+            n = int(np.prod(jnp.shape(leaf), dtype=np.int64))
+            b = batch_size if batch_size is not None else auto_batch(per_eval, n)
+            plans.append((n, chunk(np.arange(n, dtype=np.int32), b)))
+
+        def program(leaves: list[Any], others: list[Any], hh: jax.Array) -> list[jax.Array]:
+            out = []
+            for i, (n, chunks) in enumerate(plans):
+                vals, steps, _, _ = perturbed(
+                    evaluate, leaves, others, i, jnp.asarray(chunks), n, hh
+                )
+                g = (vals[:, 0] - vals[:, 1]) / steps
+                out.append(g.reshape(jnp.shape(leaves[i])).astype(prob.dtypes[i]))
+            return out
+
+        out = jax.jit(program)(prob.leaves, prob.others, jnp.asarray(h, jnp.float64))
+        return jax.tree_util.tree_unflatten(prob.treedef, out)
+
+
+def check_batch_size(fn: str, batch_size: Any) -> None:
+    """Raise a ``ValueError`` unless `batch_size` is a positive int."""
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or (batch_size < 1)
+    ):
+        raise ValueError(
+            f"{fn}: `batch_size` must be a positive int (coordinates per vmapped chunk), got "
+            f"{batch_size!r}."
+        )
