@@ -8,7 +8,18 @@ many names of their own (``jaxlearn.sanity``, ``jaxlearn.search``, ``jaxlearn.en
 are reached as submodules.
 """
 
-from jaxlearn import data, gradcheck, losses, models, optim, sanity, schedules, train
+from jaxlearn import (  # noqa: F401  (submodules reached as jaxlearn.search.*)
+    data,
+    gradcheck,
+    losses,
+    models,
+    optim,
+    population,
+    sanity,
+    schedules,
+    search,
+    train,
+)
 from jaxlearn.data import *  # noqa: F403
 from jaxlearn.gradcheck import *  # noqa: F403
 from jaxlearn.losses import *  # noqa: F403

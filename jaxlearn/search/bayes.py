@@ -1,0 +1,129 @@
+"""Bayesian (model-based) search through Optuna's ask/tell, a batch at a time.
+
+Optuna proposes a batch of trials (``ask``), jaxlearn evaluates the batch as one vmapped
+population, and the results go back (``tell``); failed trials are told as failed. Optuna
+is an optional dependency (the ``search`` extra), imported only when this runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlearn.search.engine import _finish, _key_data, evaluate_trials
+from jaxlearn.search.space import Dimension, _check_key, check_space
+from jaxlearn.search.study import Study, Trial, _check_mode
+
+__all__ = ["optuna_search"]
+
+
+def _import_optuna() -> Any:
+    try:
+        import optuna
+    except ImportError as e:
+        raise ImportError(
+            "optuna_search needs Optuna, an optional dependency: pip install 'jaxlearn[search]' "
+            "(or pip install optuna)."
+        ) from e
+    return optuna
+
+
+def _suggest(trial: Any, name: str, dim: Dimension) -> Any:
+    if dim.kind in ("log_uniform", "uniform"):
+        return trial.suggest_float(name, dim.low, dim.high, log=dim.log)
+    if dim.kind == "int_uniform":
+        return trial.suggest_int(name, int(dim.low), int(dim.high), log=dim.log)
+    return trial.suggest_categorical(name, list(dim.values))
+
+
+def optuna_search(
+    objective: Callable[..., Any],
+    space: Mapping[str, Dimension],
+    num_trials: int,
+    key: jax.Array,
+    *,
+    batch_size: int = 16,
+    sampler: Any = None,
+    metric: str | None = None,
+    mode: str = "max",
+    settings: Mapping[str, Any] | None = None,
+    strategy: str = "auto",
+    chunk_size: int | None = None,
+    devices: Sequence[Any] | None = None,
+    path: str | os.PathLike | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    keep_params: bool = False,
+    callback: Callable[[Study, list[Trial]], None] | None = None,
+    warn: bool = True,
+) -> Study:
+    """Optuna-driven search: ask a batch, evaluate it as one population, tell the results.
+
+    **Arguments:**
+    - `objective`, `space`, `num_trials`, `key`, `metric`, `mode`, `settings`, `strategy`,
+      `chunk_size`, `devices`, `checkpoint_dir`, `keep_params`, `callback`, `warn`: as
+      :func:`jaxlearn.search.random_search`.
+    - `batch_size`: trials asked per batch (one compiled population, reused for every
+      batch; the last one is padded). Larger batches use the accelerator better, smaller
+      ones let the sampler learn more often.
+    - `sampler`: an ``optuna.samplers`` instance; default ``TPESampler`` seeded from `key`.
+    - `path`: save the study there after every batch (an Optuna search is not resumed:
+      the sampler's state is Optuna's).
+
+    **Returns:** a :class:`jaxlearn.search.Study`; ``study.optuna`` is the
+    ``optuna.Study`` that drove it.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxlearn.search import optuna_search, log_uniform
+        >>> obj = lambda hp, key: {"loss": (jnp.log10(hp["lr"]) + 3.0) ** 2}
+        >>> s = optuna_search(obj, {"lr": log_uniform(1e-6, 1.0)}, 16, jax.random.key(0),
+        ...                   batch_size=8, mode="min")  # doctest: +SKIP
+        >>> len(s.trials), s.optuna.best_trial.number >= 0  # doctest: +SKIP
+        (16, True)
+    """
+    fn = "optuna_search"
+    optuna = _import_optuna()
+    if not callable(objective):
+        raise ValueError(f"{fn}: `objective` must be a function, got {type(objective).__name__}.")
+    space = check_space(space, fn)
+    key = _check_key(fn, key)
+    _check_mode(fn, mode)
+    for name, v in (("num_trials", num_trials), ("batch_size", batch_size)):
+        if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+            raise ValueError(f"{fn}: `{name}` must be an int >= 1, got {v!r}.")
+    k_seed, k_trials = jax.random.split(key)
+    if sampler is None:
+        seed = int(np.asarray(jax.random.randint(k_seed, (), 0, 2**31 - 1)))
+        sampler = optuna.samplers.TPESampler(seed=seed)
+    ostudy = optuna.create_study(
+        direction="maximize" if mode == "max" else "minimize", sampler=sampler
+    )
+    study = Study(metric, mode, space, path=path,
+                  info={"search": "optuna", "key": _key_data(key),
+                        "sampler": type(sampler).__name__})
+    done = 0
+    while done < num_trials:
+        b = min(batch_size, num_trials - done)
+        asked = [ostudy.ask() for _ in range(b)]
+        points = [{n: _suggest(t, n, d) for n, d in space.items()} for t in asked]
+        numbers = list(range(done, done + b))
+        keys = jax.vmap(lambda n: jax.random.fold_in(k_trials, n))(jnp.asarray(numbers))
+        new = evaluate_trials(
+            objective, points, keys, numbers, space, study, settings=settings,
+            strategy=strategy, chunk_size=chunk_size, devices=devices,
+            trials_per_call=batch_size, checkpoint_dir=checkpoint_dir,
+            keep_params=keep_params, callback=callback,
+        )
+        for asked_trial, t in zip(asked, new, strict=True):
+            if t.status == "failed":
+                ostudy.tell(asked_trial, state=optuna.trial.TrialState.FAIL)
+            else:
+                ostudy.tell(asked_trial, t.value)
+        done += b
+    study.optuna = ostudy  # type: ignore[attr-defined]
+    return _finish(study, warn, "optuna search")

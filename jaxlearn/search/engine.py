@@ -1,0 +1,582 @@
+"""Random and grid search: trials evaluated as vmapped populations, saved as they finish.
+
+The objective is a pure function ``objective(hparams, key) -> dict`` whose values are
+scalars (metrics: ``val_acc``, ``train_loss``...) or 1-D arrays (per-epoch histories:
+``val_acc_history``...), optionally with ``"params"`` (the trial's best parameters, kept
+as a checkpoint). Traced hyperparameters (floats) arrive as scalar arrays, static ones
+(ints, names, fixed ``settings`` such as ``epochs``) as Python values. Trials with the same
+static values form a group; each group runs through :func:`jaxlearn.population.population_map`
+as one compiled program over the stacked traced hyperparameters and keys (vmapped on
+accelerators, in turn inside the program on CPU, chunked or sharded as asked), and the
+program is reused whenever only values change.
+
+A trial whose metrics or histories hold NaN or infinity is marked ``failed`` with the
+reason and ranked last; the other members of its population are unaffected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from jaxlearn._compat import default_float
+from jaxlearn.population import population_map
+from jaxlearn.search.border import warn_borders
+from jaxlearn.search.space import Dimension, _check_key, check_space, grid_points, sample
+from jaxlearn.search.study import Study, Trial, _check_mode, _json_safe, load_study
+
+__all__ = ["random_search", "grid_search", "evaluate_trials", "load_params"]
+
+Objective = Callable[[dict[str, Any], jax.Array], Mapping[str, Any]]
+Callback = Callable[[Study, list[Trial]], None]
+
+_TRACE_ERRORS: tuple[type[BaseException], ...] = tuple(
+    e
+    for e in (
+        getattr(jax.errors, "ConcretizationTypeError", None),
+        getattr(jax.errors, "TracerIntegerConversionError", None),
+        getattr(jax.errors, "TracerBoolConversionError", None),
+        getattr(jax.errors, "TracerArrayConversionError", None),
+    )
+    if e is not None
+)
+
+# objective -> {(static values, traced names and dtypes, options): PopulationFn}: the same
+# objective with the same static values reuses one compiled program per population size.
+_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _program(
+    objective: Objective,
+    static: tuple[tuple[str, Any], ...],
+    order: tuple[str, ...],
+    options: tuple,
+) -> Any:
+    try:
+        per = _PROGRAMS.setdefault(objective, {})
+    except TypeError:  # not weak-referable
+        per = {}
+    cache_key = (static, order, options)
+    run = per.get(cache_key)
+    if run is not None:
+        return run
+    fixed = dict(static)
+
+    def member(m: dict[str, Any]) -> Any:
+        traced = m["hparams"]
+        hp = {name: (traced[name] if name in traced else fixed[name]) for name in order}
+        return objective(hp, m["key"])
+
+    strategy, chunk_size, devices = options
+    run = population_map(member, strategy=strategy, chunk_size=chunk_size, devices=devices)
+    per[cache_key] = run
+    return run
+
+
+def _about_tracers(e: BaseException) -> bool:
+    text = str(e)
+    return "Tracer" in text or "concrete" in text
+
+
+def _hashable(name: str, v: Any) -> Any:
+    try:
+        hash(v)
+    except TypeError as e:
+        raise ValueError(
+            f"search: the static hyperparameter {name!r} has the unhashable value {v!r}; "
+            "static values must be hashable (numbers, strings, tuples)."
+        ) from e
+    return v
+
+
+def _split_outputs(
+    out: Mapping[str, Any], n: int, metric: str | None
+) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], Any, str]:
+    if not isinstance(out, Mapping):
+        raise ValueError(
+            "search: the objective must return a dict of scalars (metrics) and 1-D arrays "
+            f"(per-epoch histories), got {type(out).__name__}."
+        )
+    scalars: dict[str, np.ndarray] = {}
+    histories: dict[str, np.ndarray] = {}
+    params = None
+    for name, v in out.items():
+        if name == "params":
+            params = v
+            continue
+        a = np.asarray(v)
+        if a.ndim == 1:
+            scalars[name] = a.astype(np.float64)
+        elif a.ndim == 2:
+            histories[name] = a.astype(np.float64)
+        else:
+            raise ValueError(
+                f"search: the objective's output {name!r} has shape {a.shape[1:]} per trial; "
+                "expected a scalar (a metric) or a 1-D array (a per-epoch history)."
+            )
+    names = sorted([*scalars, *histories])
+    if metric is None:
+        if len(scalars) != 1:
+            raise ValueError(
+                "search: pass `metric=` to say which output ranks the trials; the objective "
+                f"returned {names}."
+            )
+        metric = next(iter(scalars))
+    elif metric not in scalars and metric not in histories:
+        raise ValueError(
+            f"search: `metric` {metric!r} is not among the objective's outputs {names}."
+        )
+    return scalars, histories, params, metric
+
+
+def _failure(metrics: Mapping[str, float], history: Mapping[str, np.ndarray]) -> str | None:
+    for name, v in metrics.items():
+        if not math.isfinite(v):
+            return f"{name} is {v}"
+    for name, h in history.items():
+        bad = np.flatnonzero(~np.isfinite(h))
+        if bad.size:
+            return f"{name} is {h[bad[0]]} from epoch {int(bad[0])}"
+    return None
+
+
+def _value(
+    metric: str, mode: str, metrics: Mapping[str, float], history: Mapping[str, np.ndarray]
+) -> tuple[float, int | None]:
+    if metric in metrics:
+        return metrics[metric], None
+    h = history[metric]
+    i = int(np.argmax(h) if mode == "max" else np.argmin(h))
+    return float(h[i]), i
+
+
+def _key_data(key: jax.Array) -> list[int]:
+    return [int(v) for v in np.asarray(jax.random.key_data(key)).ravel()]
+
+
+def _checkpoint_name(number: int, metric: str, value: float) -> str:
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in metric)
+    return f"trial_{number:04d}_{safe}_{value:.4f}.npz"
+
+
+def evaluate_trials(
+    objective: Objective,
+    points: Sequence[Mapping[str, Any]],
+    keys: jax.Array,
+    numbers: Sequence[int],
+    space: Mapping[str, Dimension],
+    study: Study,
+    *,
+    settings: Mapping[str, Any] | None = None,
+    stage: int = 0,
+    strategy: str = "auto",
+    chunk_size: int | None = None,
+    devices: Sequence[Any] | None = None,
+    trials_per_call: int | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    keep_params: bool = False,
+    callback: Callback | None = None,
+) -> list[Trial]:
+    """Evaluate trials as populations and append them to ``study`` (saved after each call).
+
+    The engine under :func:`random_search`, :func:`grid_search` and the staged searches.
+    Points with the same static values (and `settings`) form one group; a group is cut
+    into populations of `trials_per_call` (the last one padded with copies, so every call
+    reuses one program), each run with :func:`jaxlearn.population.population_map`.
+
+    **Arguments:**
+    - `objective`: ``(hparams, key) -> dict`` (see the module docstring).
+    - `points`: the trials' hyperparameters.
+    - `keys`: the trials' keys, stacked (one per point).
+    - `numbers`: the trials' numbers.
+    - `space`: the space the points come from (says which names are static).
+    - `study`: the study to add the trials to; its ``metric`` may be None (then set from
+      the objective's single scalar output).
+    - `settings`: fixed static hyperparameters added to every trial (``{"epochs": 5}``).
+    - `stage`: recorded in each trial.
+    - `strategy`, `chunk_size`, `devices`: as :func:`jaxlearn.population.population_map`.
+    - `trials_per_call`: trials per compiled call (None: a whole group at once); the study
+      is saved after each call.
+    - `checkpoint_dir`: save each successful trial's ``"params"`` output there, the metric
+      and its value in the file name.
+    - `keep_params`: keep each successful trial's params in ``study.params[number]``.
+    - `callback`: ``callback(study, new_trials)`` after each call.
+
+    **Returns:** the new trials, in the order of `points`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxlearn.search import Study, evaluate_trials, uniform
+        >>> space = {"x": uniform(-1.0, 1.0)}
+        >>> study = Study("loss", "min", space)
+        >>> keys = jax.random.split(jax.random.key(0), 2)
+        >>> new = evaluate_trials(lambda hp, k: {"loss": hp["x"] ** 2},
+        ...                       [{"x": 0.5}, {"x": -0.25}], keys, [0, 1], space, study)
+        >>> [t.value for t in new]
+        [0.25, 0.0625]
+    """
+    space = check_space(space, "evaluate_trials")
+    settings = dict(settings or {})
+    if len(points) != len(numbers) or len(points) != keys.shape[0]:
+        raise ValueError(
+            f"evaluate_trials: got {len(points)} points, {len(numbers)} numbers and "
+            f"{keys.shape[0]} keys; expected one of each per trial."
+        )
+    if trials_per_call is not None and (
+        isinstance(trials_per_call, bool) or not isinstance(trials_per_call, int)
+        or trials_per_call < 1
+    ):
+        raise ValueError(
+            f"search: `trials_per_call` must be an int >= 1 or None, got {trials_per_call!r}."
+        )
+    clash = sorted(set(settings) & set(space))
+    if clash:
+        raise ValueError(f"search: `settings` {clash} are also searched in the space.")
+    order = (*space, *settings)
+    static_names = [n for n, d in space.items() if d.static]
+    traced_names = [n for n, d in space.items() if not d.static]
+    fdt = default_float()
+    groups: dict[tuple, list[int]] = {}
+    for i, p in enumerate(points):
+        static = tuple((n, _hashable(n, p[n])) for n in static_names)
+        static += tuple((n, _hashable(n, v)) for n, v in settings.items())
+        groups.setdefault(static, []).append(i)
+    options = (strategy, chunk_size, None if devices is None else tuple(devices))
+    results: dict[int, Trial] = {}
+    for static, idx in groups.items():
+        run = _program(objective, static, order, options)
+        per_call = trials_per_call or len(idx)
+        for start in range(0, len(idx), per_call):
+            batch = idx[start : start + per_call]
+            padded = batch + [batch[0]] * (per_call - len(batch))
+            hp = {}
+            for n in traced_names:
+                dim = space[n]
+                dtype = np.int32 if dim.is_int else fdt
+                hp[n] = jnp.asarray(np.asarray([points[i][n] for i in padded]), dtype=dtype)
+            members = {"hparams": hp, "key": keys[np.asarray(padded)]}
+            try:
+                out = run(members)
+            except (*_TRACE_ERRORS, TypeError) as e:
+                if isinstance(e, TypeError) and not _about_tracers(e):
+                    raise
+                raise ValueError(
+                    "search: the objective used a traced hyperparameter where a Python value "
+                    f"is needed (traced here: {traced_names}). Mark hyperparameters that "
+                    "change shapes or loop lengths static: choice([...], static=True), "
+                    f"int_uniform(..., static=True), or pass them in `settings`. ({e})"
+                ) from e
+            scalars, histories, params, metric = _split_outputs(out, len(padded), study.metric)
+            study.metric = metric
+            new = []
+            for j, i in enumerate(batch):
+                number = int(numbers[i])
+                metrics = {k: float(v[j]) for k, v in scalars.items()}
+                history = {k: v[j] for k, v in histories.items()}
+                reason = _failure(metrics, history)
+                if reason is None:
+                    value, best_epoch = _value(metric, study.mode, metrics, history)
+                    status = "complete"
+                else:
+                    value, best_epoch, status = math.nan, None, "failed"
+                hparams = {n: _python(points[i][n], space[n], fdt) for n in space}
+                hparams.update(settings)
+                trial = Trial(
+                    number, hparams, status, value, metrics,
+                    {k: [float(x) for x in h] for k, h in history.items()}, best_epoch,
+                    reason, stage, None, None, _key_data(keys[i]),
+                )
+                if params is not None and status == "complete":
+                    one = jax.tree.map(lambda a, j=j: a[j], params)
+                    if keep_params:
+                        study.params[number] = one
+                    if checkpoint_dir is not None:
+                        trial.checkpoint = _save_params(
+                            checkpoint_dir, trial, metric, one
+                        )
+                study.trials = [t for t in study.trials if t.number != number]
+                study.trials.append(trial)
+                results[i] = trial
+                new.append(trial)
+            study.save()
+            if callback is not None:
+                callback(study, new)
+    return [results[i] for i in range(len(points))]
+
+
+def _python(v: Any, dim: Dimension, fdt: Any) -> Any:
+    """The value as the objective received it (floats rounded to the traced dtype)."""
+    if dim.static:
+        return v
+    if dim.is_int:
+        return int(v)
+    return float(np.asarray(v, dtype=fdt))
+
+
+def _save_params(folder: str | os.PathLike, trial: Trial, metric: str, params: Any) -> str:
+    from jaxlearn.train.checkpoint import save_checkpoint
+
+    path = os.path.join(os.fspath(folder), _checkpoint_name(trial.number, metric, trial.value))
+    save_checkpoint(
+        path, params,
+        metadata={"number": trial.number, "hparams": trial.hparams, "metric": metric,
+                  "value": trial.value, "best_epoch": trial.best_epoch},
+    )
+    return path
+
+
+def load_params(study: Study, trial: Trial | int, like: Any = None) -> Any:
+    """A trial's best params: kept in memory (``keep_params``) or read from its checkpoint.
+
+    **Arguments:**
+    - `study`: the study the trial belongs to.
+    - `trial`: a :class:`Trial` or its number.
+    - `like`: a template pytree for the checkpoint (see ``jaxlearn.load_checkpoint``).
+
+    **Returns:** the params pytree.
+
+    Example:
+        >>> import jax
+        >>> from jaxlearn.search import random_search, uniform, load_params
+        >>> obj = lambda hp, k: {"loss": hp["x"] ** 2, "params": {"x": hp["x"]}}
+        >>> s = random_search(obj, {"x": uniform(-1.0, 1.0)}, 4, jax.random.key(0),
+        ...                   mode="min", keep_params=True, warn=False)
+        >>> float(load_params(s, s.best)["x"]) == s.best.hparams["x"]
+        True
+    """
+    number = trial.number if isinstance(trial, Trial) else int(trial)
+    if number in study.params:
+        return study.params[number]
+    t = study.trial(number)
+    if t.checkpoint is None:
+        raise ValueError(
+            f"load_params: trial {number} kept no params; run the search with "
+            "keep_params=True or checkpoint_dir=..., and return 'params' from the objective."
+        )
+    from jaxlearn.train.checkpoint import load_checkpoint
+
+    return load_checkpoint(t.checkpoint, like=like).tree
+
+
+def _check_objective(objective: Any) -> None:
+    if not callable(objective):
+        raise ValueError(
+            "search: `objective` must be a function (hparams, key) -> dict of metrics, got "
+            f"{type(objective).__name__}."
+        )
+
+
+def _open_study(
+    path: str | os.PathLike | None,
+    metric: str | None,
+    mode: str,
+    space: Mapping[str, Dimension],
+    info: Mapping[str, Any],
+) -> Study:
+    if path is not None and os.path.exists(path):
+        study = load_study(path)
+        theirs = json.loads(json.dumps(_json_safe(study.info)))
+        ours = json.loads(json.dumps(_json_safe(dict(info))))
+        same = (
+            study.mode == mode
+            and (metric is None or study.metric in (None, metric))
+            and study.space == dict(space)
+            and theirs == ours
+        )
+        if not same:
+            raise ValueError(
+                f"search: {os.fspath(path)!r} holds another search (metric {study.metric!r}, "
+                f"mode {study.mode!r}, info {theirs}); it cannot be resumed with metric "
+                f"{metric!r}, mode {mode!r}, info {ours} and this space. Remove the file or "
+                "choose another `path`."
+            )
+        return study
+    return Study(metric, mode, space, path=path, info=info)  # type: ignore[arg-type]
+
+
+def _finish(study: Study, warn: bool, where: str) -> Study:
+    study.border_warnings = (
+        warn_borders(study.ranked(), study.space, where=where) if warn else []
+    )
+    study.save()
+    return study
+
+
+def _run(
+    objective: Objective,
+    space: dict[str, Dimension],
+    points: list[dict[str, Any]],
+    trial_key: jax.Array,
+    study: Study,
+    where: str,
+    warn: bool,
+    **kw: Any,
+) -> Study:
+    done = {t.number for t in study.trials}
+    for t in study.trials:  # a resumed study must be the same search
+        if t.number >= len(points) or any(
+            not _close(t.hparams.get(n), points[t.number][n]) for n in space
+        ):
+            raise ValueError(
+                f"search: trial {t.number} of the saved study ({t.hparams}) is not this "
+                "search's trial (another key or space?); remove the file or choose another "
+                "`path`."
+            )
+    todo = [n for n in range(len(points)) if n not in done]
+    if todo:
+        keys = jax.vmap(lambda n: jax.random.fold_in(trial_key, n))(jnp.asarray(todo))
+        evaluate_trials(objective, [points[n] for n in todo], keys, todo, space, study, **kw)
+    return _finish(study, warn, where)
+
+
+def _close(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return math.isclose(float(a), float(b), rel_tol=1e-6, abs_tol=1e-12)
+    return a == b
+
+
+def random_search(
+    objective: Objective,
+    space: Mapping[str, Dimension],
+    num_trials: int,
+    key: jax.Array,
+    *,
+    metric: str | None = None,
+    mode: str = "max",
+    settings: Mapping[str, Any] | None = None,
+    strategy: str = "auto",
+    chunk_size: int | None = None,
+    devices: Sequence[Any] | None = None,
+    trials_per_call: int | None = None,
+    path: str | os.PathLike | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    keep_params: bool = False,
+    callback: Callback | None = None,
+    warn: bool = True,
+    stage: int = 0,
+) -> Study:
+    """Random search: ``num_trials`` points of `space` evaluated as vmapped populations.
+
+    The notes prefer random to grid search (with few dimensions that matter, random trials
+    try more distinct values of each) and search learning rates and regularization on a
+    log scale: ``{"learning_rate": log_uniform(1e-6, 1e1)}`` is ``10 ** uniform(-6, 1)``.
+    Trial ``n`` has the point ``sample(space, k1, ..., start=n)`` and the key
+    ``fold_in(k2, n)`` where ``k1, k2 = split(key)``, so the same key gives the same trials
+    and a resumed search (same `path`) runs only the trials the file lacks. After the
+    search, a :class:`BorderWarning` is issued for every hyperparameter whose best trial
+    sits on the edge of the range explored.
+
+    **Arguments:**
+    - `objective`: ``(hparams, key) -> dict`` of scalars and 1-D histories (and
+      ``"params"``), pure and traceable (see the module docstring).
+    - `space`: dict name -> dimension (:func:`log_uniform`, :func:`uniform`...).
+    - `num_trials`: the number of trials, an int >= 1.
+    - `key`: a ``jax.random`` key.
+    - `metric`: the output that ranks the trials (a history ranks by its best epoch);
+      None when the objective returns one scalar.
+    - `mode`: ``"max"`` (accuracy) or ``"min"`` (loss).
+    - `settings`: fixed static values passed in ``hparams`` (``{"epochs": 1}``).
+    - `strategy`, `chunk_size`, `devices`: how populations run
+      (:func:`jaxlearn.population.population_map`).
+    - `trials_per_call`: trials per compiled call, the unit of saving; None: all at once.
+    - `path`: a JSON file the study is saved to after every call, and resumed from.
+    - `checkpoint_dir`: keep each trial's ``"params"`` there (metric in the file name).
+    - `keep_params`: keep each trial's ``"params"`` in memory (:func:`load_params`).
+    - `callback`: ``callback(study, new_trials)`` after every call (progress, logging).
+    - `warn`: issue border warnings (they are in ``study.border_warnings`` either way
+      when True).
+    - `stage`: recorded in every trial (coarse-to-fine stages).
+
+    **Returns:** a :class:`Study`.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxlearn.search import random_search, log_uniform
+        >>> def objective(hp, key):  # best at lr = 1e-3
+        ...     return {"loss": (jnp.log10(hp["lr"]) + 3.0) ** 2}
+        >>> study = random_search(objective, {"lr": log_uniform(1e-6, 1e0)}, 64,
+        ...                       jax.random.key(0), mode="min")
+        >>> abs(jnp.log10(study.best.hparams["lr"]) + 3.0) < 0.2
+        Array(True, dtype=bool)
+    """
+    fn = "random_search"
+    _check_objective(objective)
+    space = check_space(space, fn)
+    key = _check_key(fn, key)
+    _check_mode(fn, mode)
+    if isinstance(num_trials, bool) or not isinstance(num_trials, int) or num_trials < 1:
+        raise ValueError(f"{fn}: `num_trials` must be an int >= 1, got {num_trials!r}.")
+    k_points, k_trials = jax.random.split(key)
+    points = sample(space, k_points, num_trials)
+    info = {"search": "random", "key": _key_data(key), "settings": dict(settings or {}),
+            "stage": stage}
+    study = _open_study(path, metric, mode, space, info)
+    return _run(
+        objective, space, points, k_trials, study, "random search" if not stage else
+        f"stage {stage}", warn, settings=settings, stage=stage, strategy=strategy,
+        chunk_size=chunk_size, devices=devices, trials_per_call=trials_per_call,
+        checkpoint_dir=checkpoint_dir, keep_params=keep_params, callback=callback,
+    )
+
+
+def grid_search(
+    objective: Objective,
+    space: Mapping[str, Dimension],
+    key: jax.Array,
+    *,
+    points: int = 3,
+    metric: str | None = None,
+    mode: str = "max",
+    settings: Mapping[str, Any] | None = None,
+    strategy: str = "auto",
+    chunk_size: int | None = None,
+    devices: Sequence[Any] | None = None,
+    trials_per_call: int | None = None,
+    path: str | os.PathLike | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    keep_params: bool = False,
+    callback: Callback | None = None,
+    warn: bool = True,
+) -> Study:
+    """Grid search: every point of :func:`grid_points` (``points`` per range), as populations.
+
+    The notes prefer random search; a grid is for few values known in advance (a
+    ``grid([...])`` of widths) or for a final check. Trial ``n`` has the ``n``-th grid point
+    and the key ``fold_in(key, n)``.
+
+    **Arguments:** as :func:`random_search`, with `points` (an int >= 2: values per range
+    dimension, geometric for log ranges) instead of `num_trials`.
+
+    **Returns:** a :class:`Study`.
+
+    Example:
+        >>> import jax
+        >>> from jaxlearn.search import grid_search, grid, uniform
+        >>> s = grid_search(lambda hp, k: {"acc": 1.0 - (hp["x"] - 0.5) ** 2},
+        ...                 {"x": uniform(0.0, 1.0)}, jax.random.key(0), points=5)
+        >>> [t.hparams["x"] for t in s.ranked()][:3], s.border_warnings
+        ([0.5, 0.25, 0.75], [])
+    """
+    fn = "grid_search"
+    _check_objective(objective)
+    space = check_space(space, fn)
+    key = _check_key(fn, key)
+    _check_mode(fn, mode)
+    pts = grid_points(space, points)
+    info = {"search": "grid", "key": _key_data(key), "points": points,
+            "settings": dict(settings or {})}
+    study = _open_study(path, metric, mode, space, info)
+    return _run(
+        objective, space, pts, key, study, "grid search", warn, settings=settings,
+        strategy=strategy, chunk_size=chunk_size, devices=devices,
+        trials_per_call=trials_per_call, checkpoint_dir=checkpoint_dir,
+        keep_params=keep_params, callback=callback,
+    )

@@ -1,0 +1,413 @@
+"""Hyperparameter search on synthetic objectives: spaces, populations, failures, stages,
+border warnings, studies, resuming and checkpoints."""
+
+from __future__ import annotations
+
+import json
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxlearn import search
+from jaxlearn.search import (
+    BorderWarning,
+    Stage,
+    choice,
+    coarse_to_fine,
+    grid,
+    grid_points,
+    grid_search,
+    int_uniform,
+    load_params,
+    load_study,
+    log_uniform,
+    random_search,
+    sample,
+    successive_halving,
+    uniform,
+)
+
+# --------------------------------------------------------------------------- spaces
+
+
+def test_log_uniform_samples_are_uniform_in_log_space():
+    n = 4000
+    pts = sample({"lr": log_uniform(1e-6, 1e1)}, jax.random.key(0), n)
+    u = np.sort(np.log10([p["lr"] for p in pts]))
+    assert u.min() >= -6 and u.max() <= 1
+    # Kolmogorov-Smirnov distance to U(-6, 1), below the 5% critical value 1.36 / sqrt(n).
+    cdf = (u + 6.0) / 7.0
+    ks = max(np.max(np.arange(1, n + 1) / n - cdf), np.max(cdf - np.arange(n) / n))
+    assert ks < 1.36 / math.sqrt(n), ks
+    # Three of the seven decades lie below 1e-3: 3/7 of the draws, not ~1e-4 of them as a
+    # uniform draw in value space would give.
+    assert abs(np.mean(u < -3) - 3 / 7) < 0.025
+
+
+def test_sampling_is_fixed_by_the_key_and_the_trial_number():
+    space = {"lr": log_uniform(1e-4, 1e-1), "width": int_uniform(8, 64), "rule": choice(["a", "b"])}
+    ten = sample(space, jax.random.key(3), 10)
+    assert sample(space, jax.random.key(3), 10) == ten
+    assert sample(space, jax.random.key(3), 2, start=4) == ten[4:6]
+    assert sample(space, jax.random.key(4), 10) != ten
+    many = sample({"w": int_uniform(1, 3), "c": choice([0.1, 0.2])}, jax.random.key(0), 300)
+    assert sorted({p["w"] for p in many}) == [1, 2, 3]
+    assert sorted({p["c"] for p in many}) == [0.1, 0.2]
+
+
+def test_static_defaults_follow_what_the_values_are():
+    assert not log_uniform(1e-3, 1.0).static and not uniform(0.0, 0.5).static
+    assert int_uniform(16, 256).static and choice(["adam", "sgd"]).static
+    assert not choice([0.0, 0.5]).static and choice([32, 64]).static
+    assert not int_uniform(1, 4, static=False).static
+
+
+def test_grid_points_are_the_product_with_geometric_spacing_on_log_ranges():
+    pts = grid_points({"lr": log_uniform(1e-4, 1e-2), "w": grid([16, 32])}, points=3)
+    assert len(pts) == 6
+    assert [p["lr"] for p in pts[::2]] == pytest.approx([1e-4, 1e-3, 1e-2])
+    assert [p["w"] for p in pts[:2]] == [16, 32]
+
+
+def test_bad_spaces_are_named():
+    with pytest.raises(ValueError, match=r"`low` must be > 0 on a log scale, got 0"):
+        log_uniform(0, 1.0)
+    with pytest.raises(ValueError, match="`low` must be below `high`, got low=1.0, high=0.5"):
+        uniform(1.0, 0.5)
+    with pytest.raises(ValueError, match="`low` must be an int, got 1.5"):
+        int_uniform(1.5, 3)
+    with pytest.raises(ValueError, match="non-numeric values .* cannot be traced"):
+        choice(["a", "b"], static=False)
+    with pytest.raises(ValueError, match=r"space\['lr'\] must be a Dimension"):
+        sample({"lr": 0.1}, jax.random.key(0), 2)
+    with pytest.raises(ValueError, match="`key` must be a jax.random key"):
+        sample({"lr": log_uniform(1e-3, 1.0)}, 0, 2)
+
+
+def test_narrow_works_in_log_space_and_stays_within_the_original_bounds():
+    d = search.narrow(log_uniform(1e-6, 1e1), [1e-4, 1e-2], margin=0.5)
+    assert (math.log10(d.low), math.log10(d.high)) == pytest.approx((-5.0, -1.0))
+    edge = search.narrow(uniform(0.0, 1.0), [0.0, 0.1], margin=1.0)
+    assert (edge.low, edge.high) == pytest.approx((0.0, 0.2))
+    assert search.narrow(choice(["a", "b", "c"]), ["c", "a"]).values == ("a", "c")
+
+
+# --------------------------------------------------------------------------- populations
+
+
+def _train_objective(hp, key):
+    """A tiny least-squares model trained 20 steps: depends on lr, l2 and the key."""
+    x = jax.random.normal(jax.random.key(7), (32, 4))
+    y = x @ jnp.array([1.0, -1.0, 0.5, 2.0])
+    w = 0.5 * jax.random.normal(key, (4,))
+
+    def loss(w):
+        return jnp.mean((x @ w - y) ** 2) + hp["l2"] * jnp.sum(w**2)
+
+    def step(w, _):
+        lv, g = jax.value_and_grad(loss)(w)
+        return w - hp["lr"] * g, lv
+
+    w, losses = jax.lax.scan(step, w, None, length=20)
+    return {"loss": loss(w), "neg_loss": -loss(w), "loss_history": losses[4::5]}
+
+
+SPACE = {"lr": log_uniform(1e-3, 3e-1), "l2": log_uniform(1e-5, 1e-1)}
+
+
+@pytest.mark.parametrize("strategy", ["vmap", "sequential"])
+def test_a_population_equals_the_same_trials_run_one_by_one(strategy):
+    study = random_search(
+        _train_objective, SPACE, 6, jax.random.key(1), metric="loss", mode="min",
+        strategy=strategy, warn=False,
+    )
+    one = jax.jit(_train_objective)
+    for t in study.trials:
+        hp = {k: jnp.float32(v) for k, v in t.hparams.items()}
+        out = one(hp, t.key)
+        assert t.metrics["loss"] == pytest.approx(float(out["loss"]), rel=1e-5)
+        np.testing.assert_allclose(t.history["loss_history"], out["loss_history"], rtol=1e-5)
+    assert len({t.metrics["loss"] for t in study.trials}) == 6
+
+
+def test_new_values_reuse_the_program_and_static_values_group_trials():
+    traces = []
+
+    def objective(hp, key):
+        traces.append(hp["width"])
+        h = jnp.ones(hp["width"]) * hp["lr"]  # the width fixes a shape: static
+        return {"score": jnp.sum(h) + 0.0 * jax.random.normal(key)}
+
+    space = {"lr": log_uniform(1e-3, 1e-1), "width": choice([4, 8])}
+    s1 = random_search(objective, space, 8, jax.random.key(0), metric="score", warn=False)
+    assert sorted(traces) == [4, 8]  # one program per width
+    for t in s1.trials:
+        assert t.metrics["score"] == pytest.approx(t.hparams["lr"] * t.hparams["width"], rel=1e-5)
+    fours = sum(t.hparams["width"] == 4 for t in s1.trials)
+    other = [k for k in range(1, 50) if sum(
+        p["width"] == 4 for p in sample(space, jax.random.split(jax.random.key(k))[0], 8)
+    ) == fours][0]
+    random_search(objective, space, 8, jax.random.key(other), metric="score", warn=False)
+    assert sorted(traces) == [4, 8]  # same group sizes, other values: no new trace
+
+
+def test_a_static_value_used_as_traced_says_how_to_fix_it():
+    def objective(hp, key):
+        return {"s": jnp.sum(jnp.ones(hp["width"]))}
+
+    with pytest.raises(ValueError, match="Mark hyperparameters that change shapes"):
+        random_search(objective, {"width": int_uniform(2, 8, static=False)}, 2,
+                      jax.random.key(0), warn=False)
+
+
+def test_diverged_trials_are_marked_failed_ranked_last_and_do_not_spoil_the_others():
+    def objective(hp, key):
+        loss = (jnp.log10(hp["lr"]) + 2.0) ** 2
+        loss = jnp.where(hp["lr"] > 0.1, jnp.nan, loss)  # diverges above 0.1
+        hist = jnp.stack([loss + 1.0, jnp.where(hp["lr"] > 0.05, jnp.inf, loss)])
+        return {"loss": loss, "val_hist": hist}
+
+    study = random_search(objective, {"lr": log_uniform(1e-4, 1.0)}, 24, jax.random.key(2),
+                          metric="loss", mode="min", warn=False)
+    failed = [t for t in study.trials if t.hparams["lr"] > 0.05]
+    assert failed and all(t.status == "failed" for t in failed)
+    nan_reasons = {t.reason for t in failed if t.hparams["lr"] > 0.1}
+    assert nan_reasons == {"loss is nan"}
+    edge = [t for t in failed if t.hparams["lr"] <= 0.1]
+    assert all(t.reason == "val_hist is inf from epoch 1" for t in edge)
+    ranked = study.ranked()
+    assert [t.status for t in ranked[-len(failed):]] == ["failed"] * len(failed)
+    ok = [t for t in study.trials if t.hparams["lr"] <= 0.05]
+    assert all(t.status == "complete" and math.isfinite(t.value) for t in ok)
+    assert study.best.status == "complete" and study.best not in failed
+    assert all(t.status != "failed" for t in study.top_k(len(ok)))
+
+
+def test_outputs_that_are_not_scalars_or_histories_are_refused():
+    with pytest.raises(ValueError, match=r"output 'm' has shape \(2, 2\) per trial"):
+        random_search(lambda hp, k: {"m": jnp.ones((2, 2)) * hp["x"]},
+                      {"x": uniform(0.0, 1.0)}, 2, jax.random.key(0), warn=False)
+    with pytest.raises(ValueError, match=r"`metric` 'acc' is not among .*\['loss'\]"):
+        random_search(lambda hp, k: {"loss": hp["x"]}, {"x": uniform(0.0, 1.0)}, 2,
+                      jax.random.key(0), metric="acc", warn=False)
+    with pytest.raises(ValueError, match="pass `metric=`"):
+        random_search(lambda hp, k: {"a": hp["x"], "b": hp["x"]}, {"x": uniform(0.0, 1.0)},
+                      2, jax.random.key(0), warn=False)
+    with pytest.raises(ValueError, match="`mode` must be 'max' or 'min', got 'best'"):
+        random_search(lambda hp, k: {"a": hp["x"]}, {"x": uniform(0.0, 1.0)}, 2,
+                      jax.random.key(0), mode="best")
+    with pytest.raises(ValueError, match="`num_trials` must be an int >= 1, got 0"):
+        random_search(lambda hp, k: {"a": hp["x"]}, {"x": uniform(0.0, 1.0)}, 0,
+                      jax.random.key(0))
+
+
+# --------------------------------------------------------------------------- borders
+
+
+def _bowl(center_lr, center_l2=None):
+    def objective(hp, key):
+        d = (jnp.log10(hp["lr"]) - math.log10(center_lr)) ** 2
+        if center_l2 is not None:
+            d = d + (jnp.log10(hp["l2"]) - math.log10(center_l2)) ** 2
+        return {"val_acc": 1.0 - 0.01 * d}
+
+    return objective
+
+
+@pytest.mark.parametrize("center,edge,direction,bound", [
+    (1e-8, "low", "below", "1e-06"), (10.0, "high", "above", "0.1"),
+])
+def test_the_border_warning_fires_and_names_the_edge_when_the_optimum_is_outside(
+    center, edge, direction, bound
+):
+    space = {"lr": log_uniform(1e-6, 1e-1), "l2": log_uniform(1e-5, 1e-1)}
+    with pytest.warns(BorderWarning) as rec:
+        study = random_search(_bowl(center, 1e-3), space, 32, jax.random.key(0),
+                              metric="val_acc")
+    msgs = study.border_warnings
+    assert len(msgs) == 1 and len(rec) == 1 and str(rec[0].message) == msgs[0]
+    assert "has lr = " in msgs[0] and f"at the {edge} edge of the range explored" in msgs[0]
+    assert "(log scale;" in msgs[0]
+    assert f"widen the range of lr {direction} " in msgs[0]
+    # The bound is the edge actually explored, close to (not exactly) the asked bound.
+    explored = float(msgs[0].rsplit(" ", 1)[1].rstrip("."))
+    assert 0 < abs(math.log10(explored) - math.log10(float(bound))) < 0.5
+
+
+def test_the_border_warning_is_silent_when_the_best_lies_inside():
+    space = {"lr": log_uniform(1e-6, 1e-1), "l2": log_uniform(1e-5, 1e-1)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BorderWarning)
+        study = random_search(_bowl(1e-3, 1e-3), space, 32, jax.random.key(0),
+                              metric="val_acc")
+    assert study.border_warnings == []
+
+
+def test_a_grid_warns_when_its_best_is_its_last_point():
+    with pytest.warns(BorderWarning, match="high edge .* widen the range of w above 64"):
+        grid_search(lambda hp, k: {"acc": jnp.log(hp["w"] * 1.0)}, {"w": grid([16, 32, 64])},
+                    jax.random.key(0))
+
+
+# --------------------------------------------------------------------------- stages
+
+
+def test_coarse_to_fine_ends_near_a_known_optimum_in_log_space():
+    lr0, l20 = 10**-3.3, 10**-4.6
+
+    def objective(hp, key):
+        d = (jnp.log10(hp["lr"]) + 3.3) ** 2 + (jnp.log10(hp["l2"]) + 4.6) ** 2
+        noise = 0.3 * jax.random.normal(key) / hp["epochs"]  # short runs are noisy
+        return {"val_loss": d + noise}
+
+    space = {"lr": log_uniform(1e-6, 1e1), "l2": log_uniform(1e-7, 1e0)}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", BorderWarning)
+        study = coarse_to_fine(
+            objective, space, [Stage(48, epochs=1), Stage(32, epochs=5), Stage(32, epochs=20)],
+            jax.random.key(0), metric="val_loss", mode="min",
+        )
+    assert len(study.stages) == 3 and all(t.stage == 3 for t in study.trials)
+    assert {t.hparams["epochs"] for s in study.stages for t in s.trials} == {1, 5, 20}
+    best = study.best.hparams
+    assert abs(math.log10(best["lr"]) - math.log10(lr0)) < 0.2
+    assert abs(math.log10(best["l2"]) - math.log10(l20)) < 0.2
+    last = study.spaces[-1]["lr"]
+    assert math.log10(last.high / last.low) < 7 / 2  # the ranges narrowed
+
+
+def test_successive_halving_keeps_the_true_best_trial():
+    def init(hp, key):
+        return jnp.zeros(())
+
+    def step(hp, epochs, key):
+        epochs = epochs + 1.0
+        truth = -((jnp.log10(hp["lr"]) + 2.0) ** 2)
+        return epochs, {"val_acc": truth + 0.05 * jax.random.normal(key) / epochs}
+
+    space = {"lr": log_uniform(1e-5, 1e0)}
+    study = successive_halving(init, step, space, 27, jax.random.key(0), metric="val_acc",
+                               eta=3, warn=False)
+    pts = sample(space, jax.random.split(jax.random.key(0))[0], 27)
+    truth = [-((math.log10(p["lr"]) + 2.0) ** 2) for p in pts]
+    assert study.best.number == int(np.argmax(truth))
+    assert [sum(t.epochs == e for t in study.trials) for e in (1, 3, 9, 27)] == [18, 6, 2, 1]
+    assert [t.status for t in study.ranked()[:2]] == ["complete", "pruned"]
+    assert len(study.best.history["val_acc"]) == 27
+    assert study.trial(int(np.argmin(truth))).reason == "pruned at rung 0 after 1 epochs"
+
+
+def test_successive_halving_refuses_static_hyperparameters():
+    with pytest.raises(ValueError, match=r"\['width'\] are static"):
+        successive_halving(lambda hp, k: 0.0, lambda hp, s, k: (s, {}),
+                           {"width": int_uniform(2, 8)}, 4, jax.random.key(0), metric="a")
+
+
+# --------------------------------------------------------------------------- studies
+
+
+def test_study_table_history_export_and_reload(tmp_path):
+    def objective(hp, key):
+        curve = 1.0 - hp["lr"] * jnp.array([3.0, 1.0, 2.0])  # best epoch: 1
+        return {"val_acc": curve, "train_loss": hp["lr"]}
+
+    study = random_search(objective, {"lr": log_uniform(1e-3, 1e-1)}, 5, jax.random.key(0),
+                          metric="val_acc", warn=False)
+    for t in study.trials:
+        assert t.best_epoch == 1 and t.value == pytest.approx(1.0 - t.hparams["lr"], rel=1e-6)
+        assert len(t.history["val_acc"]) == 3
+    assert study.best.hparams["lr"] == min(t.hparams["lr"] for t in study.trials)
+    assert [t.number for t in study.top_k(2)] == [t.number for t in study.ranked()[:2]]
+    text = study.table()
+    assert text.splitlines()[0].split()[:4] == ["number", "status", "val_acc", "lr"]
+    csv_text = study.to_csv(tmp_path / "s.csv")
+    assert (tmp_path / "s.csv").read_text() == csv_text
+    assert csv_text.splitlines()[0].startswith("number,status,val_acc,lr,train_loss,best_epoch")
+    assert len(csv_text.splitlines()) == 6
+    study.to_json(tmp_path / "s.json")
+    back = load_study(tmp_path / "s.json")
+    assert [t.to_dict() for t in back.ranked()] == [t.to_dict() for t in study.ranked()]
+    assert json.loads((tmp_path / "s.json").read_text())["metric"] == "val_acc"
+
+
+def test_plot_uses_a_log_axis_for_log_parameters(tmp_path):
+    pytest.importorskip("matplotlib", reason="plots need the plot extra (matplotlib)")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    study = random_search(
+        lambda hp, k: {"acc": hp["x"] - jnp.log10(hp["lr"]) ** 2},
+        {"lr": log_uniform(1e-4, 1e-1), "x": uniform(0.0, 1.0), "rule": choice(["a", "b"])},
+        8, jax.random.key(0), warn=False,
+    )
+    fig = study.plot(path=tmp_path / "plot.png")
+    assert [ax.get_xscale() for ax in fig.axes] == ["log", "linear"]
+    assert [ax.get_xlabel() for ax in fig.axes] == ["lr", "x"]
+    assert (tmp_path / "plot.png").stat().st_size > 1000
+
+
+def test_a_resumed_search_runs_only_the_missing_trials(tmp_path):
+    path = tmp_path / "study.json"
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_first_call(study, new):
+        raise Crash
+
+    with pytest.raises(Crash):
+        random_search(_train_objective, SPACE, 12, jax.random.key(5), metric="loss",
+                      mode="min", trials_per_call=4, path=path, callback=crash_after_first_call,
+                      warn=False)
+    saved = load_study(path)
+    assert sorted(t.number for t in saved.trials) == [0, 1, 2, 3]
+
+    ran = []
+    resumed = random_search(_train_objective, SPACE, 12, jax.random.key(5), metric="loss",
+                            mode="min", trials_per_call=4, path=path, warn=False,
+                            callback=lambda s, new: ran.extend(t.number for t in new))
+    assert sorted(ran) == list(range(4, 12))
+    fresh = random_search(_train_objective, SPACE, 12, jax.random.key(5), metric="loss",
+                          mode="min", trials_per_call=4, warn=False)
+    assert [t.metrics for t in resumed.ranked()] == [t.metrics for t in fresh.ranked()]
+    assert len(load_study(path).trials) == 12
+
+    with pytest.raises(ValueError, match="holds another search"):
+        random_search(_train_objective, SPACE, 12, jax.random.key(6), metric="loss",
+                      mode="min", path=path)
+
+
+def test_each_trial_keeps_its_best_params_with_the_metric_in_the_file_name(tmp_path):
+    def objective(hp, key):
+        w = jnp.full((2,), hp["x"])
+        return {"val_acc": 1.0 - (hp["x"] - 0.5) ** 2, "params": {"w": w}}
+
+    study = random_search(objective, {"x": uniform(0.0, 1.0)}, 4, jax.random.key(0),
+                          metric="val_acc", checkpoint_dir=tmp_path, warn=False)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    expected = sorted(f"trial_{t.number:04d}_val_acc_{t.value:.4f}.npz" for t in study.trials)
+    assert names == expected
+    best = study.best
+    params = load_params(study, best, like={"w": jnp.zeros(2)})
+    np.testing.assert_allclose(params["w"], [best.hparams["x"]] * 2, rtol=1e-6)
+
+
+def test_optuna_ask_tell_drives_batches_of_populations():
+    optuna = pytest.importorskip("optuna", reason="Optuna is the optional `search` extra")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def objective(hp, key):
+        loss = (jnp.log10(hp["lr"]) + 3.0) ** 2
+        return {"loss": jnp.where(hp["lr"] > 0.3, jnp.nan, loss)}
+
+    study = search.optuna_search(objective, {"lr": log_uniform(1e-6, 1.0)}, 32,
+                                 jax.random.key(0), batch_size=8, mode="min", warn=False)
+    assert len(study.trials) == 32 and len(study.optuna.trials) == 32
+    assert abs(math.log10(study.best.hparams["lr"]) + 3.0) < 0.3
+    states = {t.number: t.state.name for t in study.optuna.trials}
+    for t in study.trials:
+        assert states[t.number] == ("FAIL" if t.status == "failed" else "COMPLETE")
