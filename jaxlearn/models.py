@@ -3,7 +3,8 @@
 Parameters are flat dicts named as the notes name them (``W1``, ``b1``, ``W2``...), so
 ``exclude_biases`` in the penalties and per-leaf reports read naturally. ``apply`` takes an
 optional ``key``: with a key and ``dropout > 0`` it applies inverted dropout, without one it
-is deterministic (evaluation).
+is deterministic (evaluation). ``init`` is jitted: drawing all the layers' weights is one
+compiled program rather than one per random op.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 __all__ = ["Model", "linear", "mlp"]
 
@@ -42,9 +44,17 @@ def _check_dims(fn: str, **dims: Any) -> None:
             raise ValueError(f"{fn}: `{name}` must be a positive int, got {v!r}.")
 
 
-def _weight(key: jax.Array, fan_in: int, fan_out: int, scale: float | str, dtype: Any) -> jax.Array:
-    std = (2.0 / fan_in) ** 0.5 if isinstance(scale, str) else float(scale)
-    return (std * jax.random.normal(key, (fan_in, fan_out))).astype(dtype)
+def _std(fan_in: int, scale: float | str) -> float:
+    return (2.0 / fan_in) ** 0.5 if isinstance(scale, str) else float(scale)
+
+
+def _normal_draws(key: jax.Array, sizes: Sequence[int], dtype: Any) -> list[jax.Array]:
+    # One random op for all layers: each random op is a sizeable program to compile, so
+    # drawing per layer would make init (and any jit around it) several times slower.
+    gen = dtype if jnp.dtype(dtype) in (jnp.dtype(jnp.float32), jnp.dtype(jnp.float64)) else None
+    z = jax.random.normal(key, (sum(sizes),), dtype=gen or jnp.float32)
+    offsets = np.cumsum([0, *sizes])
+    return [z[offsets[i] : offsets[i + 1]] for i in range(len(sizes))]
 
 
 def _check_scale(fn: str, weight_scale: float | str) -> None:
@@ -96,8 +106,9 @@ def linear(
     _check_scale("linear", weight_scale)
 
     def init(key: jax.Array) -> Params:
+        (w,) = _normal_draws(key, [input_dim * num_classes], dtype)
         return {
-            "W1": _weight(key, input_dim, num_classes, weight_scale, dtype),
+            "W1": (_std(input_dim, weight_scale) * w.reshape(input_dim, num_classes)).astype(dtype),
             "b1": jnp.zeros((num_classes,), dtype),
         }
 
@@ -105,7 +116,7 @@ def linear(
         del key
         return _flatten("linear", x, input_dim) @ params["W1"] + params["b1"]
 
-    return Model(init, apply, None)
+    return Model(jax.jit(init), apply, None)
 
 
 def mlp(
@@ -151,21 +162,25 @@ def mlp(
     n_layers = len(dims) - 1
 
     def init(key: jax.Array) -> Params:
-        keys = jax.random.split(key, n_layers)
+        draws = _normal_draws(key, [dims[i] * dims[i + 1] for i in range(n_layers)], dtype)
         params: Params = {}
-        for i in range(n_layers):
-            params[f"W{i + 1}"] = _weight(keys[i], dims[i], dims[i + 1], weight_scale, dtype)
+        for i, z in enumerate(draws):
+            w = _std(dims[i], weight_scale) * z.reshape(dims[i], dims[i + 1])
+            params[f"W{i + 1}"] = w.astype(dtype)
             params[f"b{i + 1}"] = jnp.zeros((dims[i + 1],), dtype)
         return params
 
     def forward(params: Params, x: jax.Array, key: jax.Array | None):
         h = _flatten("mlp", x, input_dim)
         acts = []
-        keys = jax.random.split(key, n_layers) if key is not None and dropout > 0 else None
+        if key is not None and dropout > 0 and hidden:
+            # One uniform draw for every hidden unit of every layer (one random op).
+            u = jax.random.uniform(key, (h.shape[0], sum(hidden)))
+            offsets = np.cumsum([0, *hidden])
         for i in range(n_layers - 1):
             h = jax.nn.relu(h @ params[f"W{i + 1}"] + params[f"b{i + 1}"])
-            if keys is not None:
-                keep = jax.random.bernoulli(keys[i], 1.0 - dropout, h.shape)
+            if key is not None and dropout > 0:
+                keep = u[:, offsets[i] : offsets[i + 1]] >= dropout
                 h = jnp.where(keep, h / (1.0 - dropout), 0).astype(h.dtype)
             acts.append(h)
         return h @ params[f"W{n_layers}"] + params[f"b{n_layers}"], acts
@@ -176,4 +191,4 @@ def mlp(
     def activations(params: Params, x: jax.Array) -> list[jax.Array]:
         return forward(params, x, None)[1]
 
-    return Model(init, apply, activations)
+    return Model(jax.jit(init), apply, activations)

@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxlearn.data import check_dataset
+from jaxlearn.data import _numpy_rng, check_dataset
 from jaxlearn.losses import l2_penalty, softmax_cross_entropy
 from jaxlearn.models import Model
 from jaxlearn.optim import adam
@@ -288,7 +288,7 @@ def initial_loss(
     expected, how = _chance(fn, chance, c, margin)
     if isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 < rtol < 1:
         raise ValueError(f"{fn}: `rtol` must be a number in (0, 1), got {rtol!r}.")
-    loss, scores = loss_fn(params, jnp.asarray(x), jnp.asarray(y), 0.0)
+    loss, scores = jax.jit(loss_fn)(params, jnp.asarray(x), jnp.asarray(y), 0.0)
     obs = float(loss)
     score_std = float(jnp.std(scores))
     n = int(np.shape(y)[0])
@@ -520,7 +520,7 @@ def overfit_small(
     if key is None:
         idx = np.arange(num_examples)
     else:
-        idx = np.sort(np.asarray(jax.random.choice(key, n_all, (num_examples,), replace=False)))
+        idx = np.sort(_numpy_rng(key).choice(n_all, num_examples, replace=False))
     xs, ys = jnp.asarray(np.asarray(x)[idx]), jnp.asarray(np.asarray(y)[idx])
     c = _shapes(fn, loss_fn, params, xs, ys)
     opt = adam(1e-2) if optimizer is None else optimizer

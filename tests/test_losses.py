@@ -28,22 +28,23 @@ def test_softmax_matches_the_definition_and_is_stable():
     y = np.array([0, 3, 1, 1, 2])
     p = np.exp(f) / np.exp(f).sum(1, keepdims=True)
     expected = -np.log(p[np.arange(5), y]).mean()
+    ce = jax.jit(jaxlearn.softmax_cross_entropy)
     with enable_x64():
-        got = jaxlearn.softmax_cross_entropy(jnp.asarray(f), jnp.asarray(y))
+        got = ce(jnp.asarray(f), jnp.asarray(y))
         assert got.dtype == jnp.float64
         assert float(got) == pytest.approx(expected, rel=1e-12)
     # Shifting all scores of a row leaves the loss unchanged, even by 1e4 (no overflow).
-    shifted = jaxlearn.softmax_cross_entropy(jnp.asarray(f + 1e4, jnp.float32), jnp.asarray(y))
+    shifted = ce(jnp.asarray(f + 1e4, jnp.float32), jnp.asarray(y))
     assert float(shifted) == pytest.approx(expected, rel=1e-3)
     # The notes' example: scores [-2.85, 0.86, 0.28], correct class 2 -> 1.04.
-    ex = jaxlearn.softmax_cross_entropy(jnp.array([[-2.85, 0.86, 0.28]]), jnp.array([2]))
+    ex = ce(jnp.array([[-2.85, 0.86, 0.28]]), jnp.array([2]))
     assert float(ex) == pytest.approx(1.04, abs=5e-3)
 
 
 def test_softmax_gradient_is_p_minus_onehot_over_n():
     f = jnp.array([[1.0, 2.0, 0.5], [0.0, 0.0, 0.0]])
     y = jnp.array([1, 2])
-    g = jax.grad(jaxlearn.softmax_cross_entropy)(f, y)
+    g = jax.jit(jax.grad(jaxlearn.softmax_cross_entropy))(f, y)
     expected = (jax.nn.softmax(f) - jax.nn.one_hot(y, 3)) / 2
     np.testing.assert_allclose(g, expected, rtol=1e-6)
 
@@ -86,9 +87,11 @@ def test_svm_matches_a_loop_and_its_gradient():
         [sum(max(0.0, s[i, j] - s[i, y[i]] + 1) for j in range(5) if j != y[i]) for i in range(8)]
     )
     with enable_x64():
-        got = jaxlearn.multiclass_svm(jnp.asarray(s), jnp.asarray(y))
+        got, g = jax.jit(jax.value_and_grad(jaxlearn.multiclass_svm))(
+            jnp.asarray(s), jnp.asarray(y)
+        )
         assert float(got) == pytest.approx(expected, rel=1e-12)
-        g = np.asarray(jax.grad(jaxlearn.multiclass_svm)(jnp.asarray(s), jnp.asarray(y)))
+        g = np.asarray(g)
     # dL/ds_j = 1[margin_j > 0] / N for j != y; dL/ds_y = -(number of positive margins) / N.
     pos = (s - s[np.arange(8), y][:, None] + 1 > 0).astype(float)
     pos[np.arange(8), y] = 0
@@ -127,10 +130,10 @@ def test_l2_and_l1_with_and_without_biases():
 
 def test_l2_gradient_is_the_weights():
     p = _params()
-    g = jax.grad(jaxlearn.l2_penalty)(p)
+    g = jax.jit(jax.grad(jaxlearn.l2_penalty))(p)
     np.testing.assert_array_equal(g["W1"], p["W1"])
     np.testing.assert_array_equal(g["b1"], jnp.zeros(2))
-    g1 = jax.grad(jaxlearn.l1_penalty)(p)
+    g1 = jax.jit(jax.grad(jaxlearn.l1_penalty))(p)
     np.testing.assert_array_equal(g1["W2"], jnp.sign(p["W2"]))
 
 

@@ -122,17 +122,17 @@ def test_dropout_drops_the_right_fraction_and_keeps_the_expectation():
     def many(keys):
         return jax.vmap(lambda k: model.apply(p_id, x, key=k))(keys)
 
-    out = many(jax.random.split(jax.random.key(5), 4000))
+    out = many(jax.random.split(jax.random.key(5), 2000))
     h = jax.nn.relu(x @ p["W1"] + p["b1"])[:, :3]
     # Inverted dropout: a kept unit is h / (1 - rate), a dropped one 0.
     vals = np.asarray(out)
     kept = np.isclose(vals, np.asarray(h)[None] / (1 - rate), rtol=1e-4, atol=1e-6)
     dropped = vals == 0
-    active = np.asarray(h)[None].repeat(4000, 0) > 0
+    active = np.asarray(h)[None].repeat(2000, 0) > 0
     assert np.all((kept | dropped)[active])
-    assert dropped[active].mean() == pytest.approx(rate, abs=0.01)
+    assert dropped[active].mean() == pytest.approx(rate, abs=0.015)
     # The expectation equals the evaluation output (no rescaling needed at test time).
-    np.testing.assert_allclose(vals.mean(0), h, rtol=0.05, atol=1e-3)
+    np.testing.assert_allclose(vals.mean(0), h, rtol=0.07, atol=2e-3)
 
 
 def test_apply_is_jittable_with_and_without_key():
