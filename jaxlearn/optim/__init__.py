@@ -2,6 +2,15 @@
 
 from jaxlearn.optim._base import Rule, compute_dtype
 from jaxlearn.optim.averaging import AverageState, averaged_params, param_average
+from jaxlearn.optim.packed import (
+    PACKING_COST,
+    Layout,
+    Packed,
+    pack,
+    packed_value_and_grad,
+    should_pack,
+    unpack,
+)
 from jaxlearn.optim.rules import (
     RULES,
     AdagradState,
@@ -16,8 +25,19 @@ from jaxlearn.optim.rules import (
     rmsprop,
     sgd,
 )
+from jaxlearn.optim.second_order import NewtonState, hessian_free, newton
 
 __all__ = [
+    "NewtonState",
+    "hessian_free",
+    "newton",
+    "PACKING_COST",
+    "Layout",
+    "Packed",
+    "pack",
+    "packed_value_and_grad",
+    "should_pack",
+    "unpack",
     "AverageState",
     "averaged_params",
     "param_average",

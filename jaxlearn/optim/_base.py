@@ -135,10 +135,32 @@ def apply_kernel(
     t: jax.Array,
 ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """Run ``rule``'s kernel on one array in its compute dtype; the update keeps g's dtype."""
-    cdt = compute_dtype(g.dtype)
-    hp = {k: jnp.asarray(v, dtype=cdt) for k, v in hparams.items()}
-    u, new = rule.kernel(g.astype(cdt), slots, hp, t.astype(cdt))
-    return u.astype(g.dtype), new
+    hp, tc = _cast_scalars(hparams, t, compute_dtype(g.dtype))
+    return _leaf_kernel(rule.kernel)(g, slots, hp, tc)
+
+
+def _cast_scalars(
+    hparams: Mapping[str, Any], t: jax.Array, cdt: jnp.dtype
+) -> tuple[dict[str, jax.Array], jax.Array]:
+    return {k: jnp.asarray(v, dtype=cdt) for k, v in hparams.items()}, t.astype(cdt)
+
+
+# One jitted wrapper per kernel, so a tree of many leaves that share a shape and dtype traces
+# and lowers the kernel once (XLA inlines the calls and fuses exactly as if written out);
+# tracing it afresh for each of 2000 leaves was most of the update's trace time.
+_LEAF_KERNELS: dict[Kernel, Callable] = {}
+
+
+def _leaf_kernel(kernel: Kernel) -> Callable:
+    fn = _LEAF_KERNELS.get(kernel)
+    if fn is None:
+
+        def run(g, slots, hp, t):
+            u, new = kernel(g.astype(t.dtype), slots, hp, t)
+            return u.astype(g.dtype), new
+
+        fn = _LEAF_KERNELS[kernel] = jax.jit(run)
+    return fn
 
 
 def transform(rule: Rule, hparams: Mapping[str, Hyper]) -> optax.GradientTransformationExtraArgs:
@@ -168,9 +190,15 @@ def transform(rule: Rule, hparams: Mapping[str, Hyper]) -> optax.GradientTransfo
         t = state.t
         hp = {k: resolve(v, t) for k, v in hparams.items()}
         step = t + 1
+        # Hyperparameters are cast once per compute dtype, not once per leaf.
+        scalars: dict[jnp.dtype, tuple[dict[str, jax.Array], jax.Array]] = {}
+        run = _leaf_kernel(rule.kernel)
         out_u, out_slots = [], [[] for _ in rule.slots]
         for i, g in enumerate(g_leaves):
-            u, new = apply_kernel(rule, g, tuple(s[i] for s in slot_leaves), hp, step)
+            cdt = compute_dtype(g.dtype)
+            if cdt not in scalars:
+                scalars[cdt] = _cast_scalars(hp, step, cdt)
+            u, new = run(g, tuple(s[i] for s in slot_leaves), *scalars[cdt])
             out_u.append(u)
             for j, s in enumerate(new):
                 out_slots[j].append(s)

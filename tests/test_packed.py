@@ -1,0 +1,299 @@
+"""Packed parameters: the same numbers as the tree path, the same pytree in and out, and one
+fused kernel per buffer instead of one per leaf."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import jaxlearn
+
+RULES = {
+    "sgd": lambda: jaxlearn.sgd(0.05),
+    "momentum": lambda: jaxlearn.momentum(0.05, 0.9),
+    "nesterov": lambda: jaxlearn.nesterov(0.05, 0.9),
+    "adagrad": lambda: jaxlearn.adagrad(0.05),
+    "rmsprop": lambda: jaxlearn.rmsprop(0.01, 0.9),
+    "adam": lambda: jaxlearn.adam(0.01),
+    "adam_scheduled": lambda: jaxlearn.adam(jaxlearn.exponential_decay(0.01, 0.1)),
+    "optax.adam": lambda: optax.adam(0.01),
+    "clip+momentum": lambda: optax.chain(
+        optax.clip_by_global_norm(0.5), jaxlearn.momentum(0.05, 0.9)
+    ),
+}
+
+
+class Block(NamedTuple):
+    w: jax.Array
+    scale: jax.Array
+
+
+def _tree(key=0):
+    """Mixed dtypes (float32, bfloat16, float16), a scalar, a size-0 leaf, nested containers."""
+    ks = jax.random.split(jax.random.key(key), 6)
+    return {
+        "conv": [
+            Block(jax.random.normal(ks[0], (3, 3, 2)), jnp.ones(2)),
+            Block(
+                jax.random.normal(ks[1], (3, 3, 4)).astype(jnp.bfloat16), jnp.ones(4, jnp.bfloat16)
+            ),
+        ],
+        "head": {"W": jax.random.normal(ks[2], (4, 5)), "b": jnp.zeros(5)},
+        "temp": jnp.asarray(1.5),
+        "half": jax.random.normal(ks[3], (7,)).astype(jnp.float16),
+        "empty": jnp.zeros((0, 3)),
+    }
+
+
+def _loss(params, x):
+    h = jnp.tanh(x @ params["head"]["W"] + params["head"]["b"]) * params["temp"]
+    reg = sum(
+        jnp.sum(b.w.astype(jnp.float32) ** 2) * jnp.mean(b.scale.astype(jnp.float32))
+        for b in params["conv"]
+    )
+    return jnp.mean(h**2) + 1e-2 * reg + jnp.sum(params["half"].astype(jnp.float32) ** 2)
+
+
+def _assert_same_tree(a, b, rtol=0.0):
+    assert jax.tree.structure(a) == jax.tree.structure(b)
+    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
+        assert x.dtype == y.dtype and x.shape == y.shape
+        np.testing.assert_allclose(
+            np.asarray(x, np.float64), np.asarray(y, np.float64), rtol=rtol, atol=0
+        )
+
+
+def test_pack_then_unpack_gives_back_the_same_tree_leaf_for_leaf():
+    tree = _tree()
+    packed = jaxlearn.pack(tree)
+    assert isinstance(packed, jaxlearn.Packed)
+    # One buffer per dtype, in order of first appearance.
+    assert [b.dtype for b in packed.buffers] == [jnp.float32, jnp.bfloat16, jnp.float16]
+    n32 = sum(x.size for x in jax.tree.leaves(tree) if x.dtype == jnp.float32)
+    assert packed.buffers[0].shape == (n32,)
+    assert packed.num_leaves == len(jax.tree.leaves(tree)) == 9
+    _assert_same_tree(packed.unpack(), tree)
+    _assert_same_tree(jax.jit(lambda p: p.unpack())(packed), tree)
+    assert repr(packed) == "Packed(9 leaves in 3 buffers: float32[46], bfloat16[40], float16[7])"
+
+
+@pytest.mark.parametrize("name", sorted(RULES))
+def test_every_rule_gives_the_tree_paths_numbers_on_packed_params(name):
+    opt = RULES[name]()
+    x = jax.random.normal(jax.random.key(1), (8, 4))
+
+    def tree_step(p, s):
+        g = jax.grad(_loss)(p, x)
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    def packed_step(p, s):
+        _, g = jaxlearn.packed_value_and_grad(_loss)(p, x)
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    tree = _tree()
+    packed = jaxlearn.pack(tree)
+    ts, ps = opt.init(tree), opt.init(packed)
+    tstep, pstep = jax.jit(tree_step), jax.jit(packed_step)
+    for _ in range(5):
+        tree, ts = tstep(tree, ts)
+        packed, ps = pstep(packed, ps)
+    # Elementwise rules compute each coordinate as on its own leaf: equal to float rounding.
+    _assert_same_tree(packed.unpack(), tree, rtol=1e-6)
+    _assert_same_tree(jaxlearn.unpack(ps), ts, rtol=1e-6)
+
+
+def test_packed_value_and_grad_is_the_tree_gradient_laid_end_to_end():
+    tree = _tree()
+    x = jnp.ones((2, 4))
+    packed = jaxlearn.pack(tree)
+    value, grads = jaxlearn.packed_value_and_grad(_loss)(packed, x)
+    tvalue, tgrads = jax.value_and_grad(_loss)(tree, x)
+    assert isinstance(grads, jaxlearn.Packed) and grads.layout == packed.layout
+    np.testing.assert_allclose(value, tvalue, rtol=1e-6)
+    _assert_same_tree(grads.unpack(), tgrads, rtol=1e-6)
+    _assert_same_tree(grads, jaxlearn.pack(tgrads, like=packed), rtol=1e-6)
+    # With aux, and on a plain tree (then it is jax.value_and_grad).
+    (v, aux), g = jaxlearn.packed_value_and_grad(lambda p, x: (_loss(p, x), 7), has_aux=True)(
+        packed, x
+    )
+    assert aux == 7 and isinstance(g, jaxlearn.Packed)
+    _, g_plain = jaxlearn.packed_value_and_grad(_loss)(tree, x)
+    _assert_same_tree(g_plain, tgrads)
+
+
+def test_vmap_over_members_matches_the_tree_path_and_batch_ndim_packing():
+    members = jax.tree.map(lambda *xs: jnp.stack(xs), *[_tree(k) for k in range(3)])
+    opt = jaxlearn.adam(0.01)
+    x = jnp.ones((2, 4))
+
+    def tree_step(p, s):
+        u, s = opt.update(jax.grad(_loss)(p, x), s, p)
+        return optax.apply_updates(p, u), s
+
+    def packed_step(p, s):
+        u, s = opt.update(jaxlearn.packed_value_and_grad(_loss)(p, x)[1], s, p)
+        return optax.apply_updates(p, u), s
+
+    packed = jaxlearn.pack(members, batch_ndim=1)
+    assert packed.buffers[0].shape[0] == 3
+    assert jax.vmap(jaxlearn.pack)(members).layout == packed.layout
+    t_state = jax.vmap(opt.init)(members)
+    p_state = jax.vmap(opt.init)(packed)
+    for _ in range(3):
+        members, t_state = jax.jit(jax.vmap(tree_step))(members, t_state)
+        packed, p_state = jax.jit(jax.vmap(packed_step))(packed, p_state)
+    _assert_same_tree(packed.unpack(), members, rtol=1e-6)
+
+
+def test_jit_with_donation_reuses_the_buffers_and_keeps_results():
+    opt = jaxlearn.adam(0.01)
+    x = jnp.ones((2, 4))
+
+    @partial(jax.jit, donate_argnums=(0, 1))
+    def step(p, s):
+        _, g = jaxlearn.packed_value_and_grad(_loss)(p, x)
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    tree = _tree()
+    packed = jaxlearn.pack(tree)
+    state = opt.init(packed)
+    old = packed.buffers[0]
+    new, state = step(packed, state)
+    assert old.is_deleted()
+    new, state = step(new, state)  # a second call takes the same compiled program
+    assert step._cache_size() == 1
+    reference = jaxlearn.pack(tree)
+    rs = opt.init(reference)
+    for _ in range(2):
+        g = jaxlearn.packed_value_and_grad(_loss)(reference, x)[1]
+        u, rs = opt.update(g, rs, reference)
+        reference = optax.apply_updates(reference, u)
+    _assert_same_tree(new, reference, rtol=1e-6)
+
+
+def _fusions(fn, *args) -> int:
+    hlo = jax.jit(fn).lower(*args).compile().as_text()
+    entry = hlo[hlo.index("ENTRY") :]
+    return len(re.findall(r"\bfusion\(", entry))
+
+
+def test_an_update_of_many_leaves_compiles_to_a_few_kernels():
+    tree = {f"layer{i}": {"W": jnp.ones((8, 8)), "b": jnp.zeros(8)} for i in range(100)}
+    opt = jaxlearn.adam(1e-3)
+
+    def step(p, s, g):
+        u, s = opt.update(g, s, p)
+        return optax.apply_updates(p, u), s
+
+    packed = jaxlearn.pack(tree)
+    tree_kernels = _fusions(step, tree, opt.init(tree), tree)
+    packed_kernels = _fusions(step, packed, opt.init(packed), packed)
+    assert tree_kernels >= 200  # at least one per leaf
+    assert packed_kernels <= 8  # one buffer: the moments, the update, a few scalars
+
+
+def test_pack_like_groups_and_errors():
+    tree = _tree()
+    packed = jaxlearn.pack(tree)
+    again = jaxlearn.pack(jax.tree.map(lambda x: x + 1, tree), like=packed)
+    assert again.layout == packed.layout
+    # A custom grouping splits one dtype into several buffers.
+    grouped = jaxlearn.pack(tree["head"], group=lambda leaf: leaf.ndim)
+    assert [b.shape for b in grouped.buffers] == [(20,), (5,)]
+    _assert_same_tree(grouped.unpack(), tree["head"])
+    with pytest.raises(ValueError, match=r"leaf \['head'\]\['b'\] has shape \(6,\)"):
+        bad = dict(tree, head={"W": tree["head"]["W"], "b": jnp.zeros(6)})
+        jaxlearn.pack(bad, like=packed)
+    with pytest.raises(ValueError, match="does not have the structure of `like`"):
+        jaxlearn.pack({"a": jnp.ones(2)}, like=packed)
+    with pytest.raises(ValueError, match="already a Packed"):
+        jaxlearn.pack(packed)
+    with pytest.raises(ValueError, match="`batch_ndim` must be an int >= 0, got -1"):
+        jaxlearn.pack(tree, batch_ndim=-1)
+    with pytest.raises(ValueError, match=r"leaf \['b'\] has leading axes \(3,\), but the first"):
+        jaxlearn.pack({"a": jnp.ones((2, 3)), "b": jnp.ones((3, 3))}, batch_ndim=1)
+    with pytest.raises(ValueError, match=r"leaf \['s'\] is str, not an array"):
+        jaxlearn.pack({"s": "text"})
+
+
+def test_unpack_reads_optimizer_state_in_the_models_shape():
+    tree = _tree()
+    opt = jaxlearn.momentum(0.1)
+    packed = jaxlearn.pack(tree)
+    state = opt.init(packed)
+    plain = jaxlearn.unpack(state)
+    assert jax.tree.structure(plain.velocity) == jax.tree.structure(tree)
+    # bfloat16 parameters keep float32 state, in the packed path as in the tree path.
+    assert plain.velocity["conv"][1].w.dtype == jnp.float32
+    assert jaxlearn.unpack(tree) is not None and jaxlearn.unpack(3) == 3
+
+
+def test_integer_leaves_are_packed_apart_and_refused_by_rules_with_the_reason():
+    packed = jaxlearn.pack({"w": jnp.ones(3), "count": jnp.array([1, 2], jnp.int32)})
+    assert [b.dtype for b in packed.buffers] == [jnp.int32, jnp.float32]  # "count" < "w"
+    with pytest.raises(ValueError, match=r"leaf \.buffers\[0\] has dtype int32"):
+        jaxlearn.adam(0.1).init(packed)
+
+
+def test_should_pack_follows_the_cost_model():
+    many_small = {f"b{i}": jnp.zeros(64) for i in range(200)}
+    few_large = {"W1": jnp.zeros((1000, 1000)), "W2": jnp.zeros((1000, 1000))}
+    assert jaxlearn.should_pack(many_small, platform="cpu")
+    assert not jaxlearn.should_pack(few_large, platform="cpu")
+    assert jaxlearn.should_pack(few_large, platform="gpu") is False
+    assert jaxlearn.should_pack(
+        {f"W{i}": jnp.zeros((256, 256)) for i in range(100)}, platform="gpu"
+    )
+    assert not jaxlearn.should_pack({"W": jnp.zeros(10)}, platform="cpu")  # one leaf
+    assert not jaxlearn.should_pack({}, platform="cpu")
+    shapes = jax.eval_shape(lambda: many_small)  # shape structs work too
+    assert jaxlearn.should_pack(shapes, platform="cpu")
+    with pytest.raises(ValueError, match="`platform` must be one of"):
+        jaxlearn.should_pack(many_small, platform="abacus")
+
+
+def test_leaves_on_different_shardings_go_to_different_buffers():
+    # Two host devices need a fresh process (the flag is read when jax starts).
+    code = textwrap.dedent(
+        """
+        import jax, jax.numpy as jnp, numpy as np, optax, jaxlearn
+        from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+        mesh = Mesh(np.array(jax.devices()), ("d",))
+        split = NamedSharding(mesh, P("d"))
+        tree = {"a": jax.device_put(jnp.arange(1.0, 9.0), split), "b": jnp.ones(3),
+                "c": jax.device_put(jnp.ones(4), split)}
+        packed = jaxlearn.pack(tree)
+        assert len(packed.buffers) == 2, packed
+        assert packed.layout.keys[1] is None and packed.layout.keys[0] == split
+        assert packed.buffers[0].shape == (12,)
+        opt = jaxlearn.adam(0.1)
+        u, _ = jax.jit(opt.update)(packed, opt.init(packed))
+        out = optax.apply_updates(packed, u).unpack()
+        np.testing.assert_allclose(out["a"], np.arange(1.0, 9.0) - 0.1, rtol=1e-6)
+        print("ok", len(jax.devices()))
+        """
+    )
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok 2"
