@@ -14,6 +14,7 @@ from jaxlearn import (  # noqa: F401  (submodules reached as jaxlearn.search.*)
     losses,
     models,
     optim,
+    plots,
     population,
     sanity,
     schedules,

@@ -1,5 +1,6 @@
 """Training: the pure core (state, step, epoch), ``fit``, history, diagnosis, checkpoints."""
 
+from jaxlearn.train.checkpoint import Checkpoint, Checkpointer, load_checkpoint, save_checkpoint
 from jaxlearn.train.core import (
     OPTIMIZERS,
     EvalMetrics,
@@ -9,6 +10,9 @@ from jaxlearn.train.core import (
     leaf_names,
     trainer,
 )
+from jaxlearn.train.diagnose import Diagnosis, Finding, diagnose
+from jaxlearn.train.fit import FitResult, activation_stats, fit
+from jaxlearn.train.history import History
 
 __all__ = [
     "OPTIMIZERS",
@@ -18,4 +22,15 @@ __all__ = [
     "TrainState",
     "leaf_names",
     "trainer",
+    "History",
+    "Checkpoint",
+    "Checkpointer",
+    "save_checkpoint",
+    "load_checkpoint",
+    "Finding",
+    "Diagnosis",
+    "diagnose",
+    "FitResult",
+    "fit",
+    "activation_stats",
 ]

@@ -59,7 +59,7 @@ import numpy as np
 import optax
 
 from jaxlearn import optim
-from jaxlearn._compat import concrete_or_none, default_float
+from jaxlearn._compat import concrete_or_none, default_float, is_tracer
 from jaxlearn.data import batch_indices
 from jaxlearn.losses import l1_penalty, l2_penalty, softmax_cross_entropy
 
@@ -347,16 +347,24 @@ class Trainer:
             >>> sorted(state.params), int(state.step), float(state.hparams["learning_rate"])
             (['W1', 'b1'], 0, 0.1)
         """
-        init_key, run_key = jax.random.split(key)
-        if params is None:
-            if self.init_params is None:
-                raise ValueError(
-                    "Trainer.init: the model has no init function; pass `params`."
-                )
-            params = self.init_params(init_key)
+        if params is None and self.init_params is None:
+            raise ValueError("Trainer.init: the model has no init function; pass `params`.")
         hp = self.make_hparams(hparams)
-        opt_state = self.make_optimizer(hp).init(params)
-        return TrainState(params, opt_state, jnp.zeros((), jnp.int32), run_key, hp)
+        if not any(is_tracer(v) for v in hp.values()):
+            self.make_optimizer(hp)  # the rule checks concrete values (e.g. mu in [0, 1))
+        return self._init_jit(key, hp, params)
+
+    @functools.cached_property
+    def _init_jit(self) -> Callable[..., TrainState]:
+        # One compiled program instead of many small eager ops (and inlined under jit/vmap).
+        def impl(key: jax.Array, hp: dict[str, jax.Array], params: Params) -> TrainState:
+            init_key, run_key = jax.random.split(key)
+            if params is None:
+                params = self.init_params(init_key)
+            opt_state = self.make_optimizer(hp).init(params)
+            return TrainState(params, opt_state, jnp.zeros((), jnp.int32), run_key, hp)
+
+        return jax.jit(impl)
 
     def _objective(
         self, params: Params, x: jax.Array, y: jax.Array, key: jax.Array | None,
@@ -383,7 +391,8 @@ class Trainer:
             >>> import jax, jax.numpy as jnp, jaxlearn
             >>> tr = jaxlearn.trainer(jaxlearn.linear(4, 3), hparams={"learning_rate": 0.1})
             >>> state = tr.init(jax.random.key(0))
-            >>> state, m = tr.train_step(state, (jnp.ones((5, 4)), jnp.zeros(5, jnp.int32)))
+            >>> batch = (jnp.ones((5, 4)), jnp.zeros(5, jnp.int32))
+            >>> state, m = jax.jit(tr.train_step)(state, batch)
             >>> int(state.step), round(float(m.loss), 3), sorted(m.update_ratio)
             (1, 1.099, ['W1', 'b1'])
         """
@@ -434,7 +443,7 @@ class Trainer:
             ...                       hparams={"learning_rate": 0.1})
             >>> state = tr.init(jax.random.key(0))
             >>> data = (jnp.ones((7, 4)), jnp.zeros(7, jnp.int32))
-            >>> state, m = tr.train_epoch(state, data, jax.random.key(1))
+            >>> state, m = tr.jit_epoch(state, data, jax.random.key(1))
             >>> int(state.step), m.loss.shape
             (3, (3,))
         """
@@ -462,7 +471,7 @@ class Trainer:
             >>> tr = jaxlearn.trainer(jaxlearn.linear(4, 10, weight_scale=0.0),
             ...                       hparams={"learning_rate": 0.1})
             >>> params = tr.init(jax.random.key(0)).params
-            >>> m = tr.evaluate(params, (jnp.ones((8, 4)), jnp.arange(8)))
+            >>> m = jax.jit(tr.evaluate)(params, (jnp.ones((8, 4)), jnp.arange(8)))
             >>> round(float(m.loss), 4), float(m.accuracy)  # log(10) at chance
             (2.3026, 0.125)
         """
@@ -589,11 +598,12 @@ def trainer(
         >>> import jax, jax.numpy as jnp, jaxlearn
         >>> tr = jaxlearn.trainer(jaxlearn.mlp(4, (8,), 3), optimizer="adam", batch_size=4,
         ...                       hparams={"learning_rate": 1e-2, "l2": 1e-4})
-        >>> states = jax.vmap(tr.init)(jax.random.split(jax.random.key(0), 2),
-        ...                            {"learning_rate": jnp.array([1e-2, 1e-3])})
+        >>> states = jax.jit(jax.vmap(tr.init))(jax.random.split(jax.random.key(0), 2),
+        ...                                     {"learning_rate": jnp.array([1e-2, 1e-3])})
         >>> data = (jnp.ones((8, 4)), jnp.zeros(8, jnp.int32))
         >>> keys = jax.random.split(jax.random.key(1), 2)
-        >>> states, m = jax.vmap(tr.train_epoch, in_axes=(0, None, 0))(states, data, keys)
+        >>> epoch = jax.jit(jax.vmap(tr.train_epoch, in_axes=(0, None, 0)))  # one program
+        >>> states, m = epoch(states, data, keys)
         >>> m.loss.shape, m.learning_rate[:, 0].tolist()
         ((2, 2), [0.01, 0.001])
     """

@@ -1,0 +1,338 @@
+"""Say what is wrong with a run, the way the notes read loss and accuracy curves.
+
+:func:`diagnose` looks at a :class:`~jaxlearn.History` and returns :class:`Finding` s, each
+with the evidence (numbers from the run) and the notes' advice:
+
+- ``nonfinite``: the loss became NaN or infinite (learning rate too high), with the step;
+- ``exploding``: the loss grew far above its starting value (learning rate too high);
+- ``lr_too_low``: the loss decays linearly or barely (learning rate too low);
+- ``plateau_high``: the loss dropped at once and then plateaued at a high value
+  (learning rate too high);
+- ``noisy_loss``: the step-to-step wiggle is large next to the trend (batch too small);
+- ``overfitting``: a large train/validation accuracy gap (more regularization or data);
+- ``underfitting``: no gap but low accuracy (model too small, or too much regularization);
+- ``update_ratio_low`` / ``update_ratio_high``: a leaf's ``||update|| / ||param||`` far
+  from the notes' ~1e-3;
+- ``dead_units``: many hidden ReLUs never active (learning rate too high or a bad init).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import numpy as np
+
+from jaxlearn.train.history import History
+
+__all__ = ["Finding", "Diagnosis", "diagnose"]
+
+_SEVERITY = {"error": 0, "warning": 1, "info": 2}
+
+
+class Finding(NamedTuple):
+    """One problem found in a run.
+
+    - ``kind``: a stable identifier (``"nonfinite"``, ``"lr_too_low"``, ``"overfitting"``...).
+    - ``severity``: ``"error"``, ``"warning"`` or ``"info"``.
+    - ``message``: what is wrong and its likely cause, in one sentence.
+    - ``evidence``: the numbers from the run that show it.
+    - ``advice``: what to try, from the notes.
+    - ``step``: the step where it happened, when there is one.
+    - ``leaf``: the parameter leaf concerned (update-ratio findings), else None.
+    """
+
+    kind: str
+    severity: str
+    message: str
+    evidence: str
+    advice: str
+    step: int | None = None
+    leaf: str | None = None
+
+    def __str__(self) -> str:
+        return (f"[{self.severity}] {self.kind}: {self.message}\n"
+                f"    evidence: {self.evidence}\n    advice: {self.advice}")
+
+
+class Diagnosis(list):
+    """The findings of :func:`diagnose`, most severe first; prints as a readable report."""
+
+    def __init__(self, findings: Sequence[Finding] = (), summary: str = "") -> None:
+        super().__init__(sorted(findings, key=lambda f: _SEVERITY[f.severity]))
+        self.summary = summary
+
+    @property
+    def kinds(self) -> list[str]:
+        """The findings' kinds, in order."""
+        return [f.kind for f in self]
+
+    def __str__(self) -> str:
+        head = self.summary or "Diagnosis"
+        if not self:
+            return f"{head}: no problems found."
+        lines = [f"{head}: {len(self)} finding{'s' if len(self) > 1 else ''}."]
+        lines += [str(f) for f in self]
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, p, cycle) -> None:  # pragma: no cover - IPython display
+        p.text(str(self))
+
+
+def _smooth(x: np.ndarray, window: int) -> np.ndarray:
+    """Centered moving average (edges use the available points)."""
+    if window <= 1 or x.size < 3:
+        return x.astype(float)
+    k = np.ones(window)
+    num = np.convolve(x, k, mode="same")
+    den = np.convolve(np.ones_like(x, dtype=float), k, mode="same")
+    return num / den
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.4g}"
+
+
+def diagnose(
+    history: History,
+    *,
+    gap: float = 0.1,
+    low_accuracy: float = 0.9,
+    ratio_band: tuple[float, float] = (1e-4, 1e-2),
+    noise: float = 0.15,
+    dead_fraction: float = 0.5,
+) -> Diagnosis:
+    """Read a run's curves as the notes teach and say what is wrong, with evidence and advice.
+
+    Loss curves (per step): NaN or exploding -> rate too high (with the step); a linear or
+    barely decaying loss -> rate too low; a quick drop then a high plateau -> rate too high;
+    a wiggle large next to the trend -> batch too small. Accuracies (per epoch):
+    ``train - val > gap`` -> overfitting; ``train - val`` small and ``train < low_accuracy``
+    -> underfitting. Update ratios (per weight leaf, median over the last epoch; leaves with
+    fewer than 2 dimensions are skipped when ``history.meta["leaf_shapes"]`` names them)
+    outside ``ratio_band`` around the notes' ``~1e-3``.
+
+    **Arguments:**
+    - `history`: the :class:`~jaxlearn.History` of a run (e.g. ``fit(...).history``).
+    - `gap`: the train/validation accuracy gap that counts as overfitting.
+    - `low_accuracy`: training accuracy below which a run with no gap is underfitting.
+    - `ratio_band`: update-to-weight ratios outside ``[low, high]`` are reported.
+    - `noise`: the std of the loss around its trend, over the trend's span, that counts as
+      noisy.
+    - `dead_fraction`: share of never-active hidden units that is reported.
+
+    **Returns:** a :class:`Diagnosis`, a list of :class:`Finding` (empty when the run looks
+    healthy), most severe first; ``print`` it for a report.
+
+    Example:
+        >>> import numpy as np, jaxlearn
+        >>> h = jaxlearn.History.from_arrays({
+        ...     "loss": np.r_[np.linspace(2.3, 2.0, 30), [40.0, np.nan]],
+        ...     "finite": np.r_[np.ones(31, bool), [False]],
+        ...     "learning_rate": np.full(32, 3.0)})
+        >>> d = jaxlearn.diagnose(h)
+        >>> d.kinds[0], d[0].step
+        ('nonfinite', 31)
+    """
+    if not isinstance(history, History):
+        raise ValueError(f"diagnose: `history` must be a History, got {type(history).__name__}.")
+    lo_band, hi_band = ratio_band
+    if not (0 < lo_band < hi_band):
+        raise ValueError(f"diagnose: `ratio_band` must be (low, high) with 0 < low < high, got "
+                         f"{ratio_band!r}.")
+    findings: list[Finding] = []
+    loss = np.asarray(history.loss, dtype=float)
+    n = loss.size
+    spe = int(history.meta.get("steps_per_epoch") or 0)
+    lr = history.learning_rate
+    summary = f"Diagnosis of {n} steps, {history.num_epochs} epochs"
+
+    def epoch_of(step: int) -> str:
+        return f" (epoch {step // spe + 1})" if spe else ""
+
+    def lr_at(step: int) -> str:
+        if lr.size > step and np.isfinite(lr[step]):
+            return f"; learning rate {_fmt(float(lr[step]))} at that step"
+        return ""
+
+    last = slice(max(0, n - (spe or max(1, n // 10))), n)
+    ratio_medians: dict[str, tuple[float, int]] = {}
+    shapes = history.meta.get("leaf_shapes") or {}
+    for leaf, r in history.update_ratio.items():
+        if leaf in shapes and len(shapes[leaf]) < 2:
+            continue  # biases and gains start at zero or one: the heuristic is for weights
+        vals = np.asarray(r, dtype=float)[last]
+        vals = vals[np.isfinite(vals)]
+        if vals.size:
+            ratio_medians[leaf] = (float(np.median(vals)), int(vals.size))
+    ratios_high = bool(ratio_medians) and float(
+        np.median([v for v, _ in ratio_medians.values()])
+    ) > hi_band
+
+    # ------------------------------------------------------------------ divergence
+    finite = np.asarray(history.finite, dtype=bool) if history.finite.size == n else None
+    bad = ~np.isfinite(loss)
+    if finite is not None:
+        bad |= ~finite
+    diverged = False
+    good = loss
+    if bad.any():
+        s = int(np.argmax(bad))
+        diverged = True
+        before = loss[max(0, s - 3):s]
+        findings.append(Finding(
+            "nonfinite", "error",
+            f"The loss or an update became NaN or infinite at step {s}{epoch_of(s)}: the "
+            "learning rate is too high.",
+            (f"loss before: {', '.join(_fmt(v) for v in before) or '-'}, then "
+             f"{_fmt(float(loss[s]))}{lr_at(s)}; {int(bad.sum())} non-finite steps in all."),
+            "Lower the learning rate (by 3-10x, the notes search it on a log scale); check the "
+            "initialization scale and the data for NaN or huge values.",
+            step=s,
+        ))
+        good = loss[:s]
+    if good.size >= 4:
+        l0 = float(good[0])  # the loss at initialization
+        sm3 = _smooth(good, 3)
+        peak = int(np.argmax(sm3))
+        if l0 > 0 and sm3[peak] > 3 * l0:
+            rise = int(np.argmax(good > 2 * l0))
+            diverged = True
+            findings.append(Finding(
+                "exploding", "error",
+                f"The loss exploded from {_fmt(l0)} to {_fmt(float(good.max()))}, first "
+                f"doubling at step {rise}{epoch_of(rise)}: the learning rate is too high.",
+                f"loss {_fmt(l0)} at the start, {_fmt(float(good[rise]))} at step {rise}, "
+                f"peak {_fmt(float(good.max()))} at step {int(np.argmax(good))}{lr_at(rise)}.",
+                "Lower the learning rate (by 3-10x); gradient clipping or a warmup can help too.",
+                step=rise,
+            ))
+
+    # ------------------------------------------------------------------ shape of the curve
+    curve_explains = False
+    if not diverged and good.size >= 20:
+        m = good.size
+        w = max(3, m // 25)
+        sm = _smooth(good, w)
+        l0 = float(good[0])
+        quarters = np.array_split(good, 4)
+        q1, q2, q3, q4 = (float(np.median(v)) for v in quarters)
+        tail = q4
+        drop = l0 - tail
+        rel = drop / abs(l0) if l0 != 0 else 0.0
+        d_first, d_last = q1 - q2, q3 - q4
+        e = max(w, m // 10)
+        early = float(np.median(good[max(0, e - w):e]))
+        early_drop = l0 - early
+        final_acc = history.train_accuracy[-1] if history.num_epochs else np.nan
+        learned = final_acc >= low_accuracy
+        if rel < 0.1 and not learned:
+            curve_explains = True
+            findings.append(Finding(
+                "lr_too_low", "warning",
+                "The loss barely decreases: the learning rate is too low.",
+                f"the loss went from {_fmt(l0)} to {_fmt(tail)} ({100 * rel:.1f}% lower) in "
+                f"{m} steps.",
+                "Raise the learning rate (by 3-10x); search it on a log scale.",
+            ))
+        elif (drop > 0 and early_drop > 0.7 * drop and tail > 0.1 * l0
+              and abs(q3 - q4) < 0.1 * abs(l0) and not learned):
+            curve_explains = True
+            findings.append(Finding(
+                "plateau_high", "warning",
+                "The loss dropped at once and then plateaued at a high value: the learning "
+                "rate is too high.",
+                f"{100 * early_drop / drop:.0f}% of the decrease happened in the first {e} "
+                f"steps; the loss then stayed near {_fmt(tail)} ({100 * tail / l0:.0f}% of its "
+                f"start {_fmt(l0)}) with training accuracy {final_acc:.3f}.",
+                "Lower the learning rate, or anneal it (step or exponential decay).",
+            ))
+        elif (drop > 0 and d_first > 0 and d_last > 0.5 * d_first and rel < 0.9
+              and early_drop < 0.5 * drop and not ratios_high):
+            curve_explains = True
+            findings.append(Finding(
+                "lr_too_low", "warning",
+                "The loss decays about linearly, not exponentially: the learning rate is too "
+                "low (or the run is far from done).",
+                f"the loss fell by {_fmt(d_first)} from the first to the second quarter of the "
+                f"steps and by {_fmt(d_last)} from the third to the last ({_fmt(l0)} -> "
+                f"{_fmt(tail)}).",
+                "Raise the learning rate (by 3-10x), or train longer if that is the plan.",
+            ))
+        span = float(sm.max() - sm.min())
+        resid = good[m // 2:] - sm[m // 2:]
+        wiggle = float(np.std(resid))
+        if rel >= 0.1 and span > 0 and wiggle / span > noise:
+            findings.append(Finding(
+                "noisy_loss", "warning",
+                "The loss is very noisy from step to step: the batch size is likely too small.",
+                f"std of the loss around its trend {_fmt(wiggle)} over the second half, "
+                f"{100 * wiggle / span:.0f}% of the trend's span {_fmt(span)}.",
+                "Use larger minibatches (or a lower learning rate).",
+            ))
+
+    # ------------------------------------------------------------------ accuracies
+    if history.num_epochs:
+        tr_acc, va_acc = history.train_accuracy, history.val_accuracy
+        ok = np.isfinite(tr_acc) & np.isfinite(va_acc)
+        if ok.any():
+            i = int(np.flatnonzero(ok)[-1])
+            t, v = float(tr_acc[i]), float(va_acc[i])
+            best = int(np.nanargmax(va_acc))
+            if t - v > gap:
+                findings.append(Finding(
+                    "overfitting", "warning",
+                    "Training accuracy is far above validation accuracy: the model overfits.",
+                    f"after epoch {i + 1}: train {t:.3f}, validation {v:.3f} (gap {t - v:.3f} "
+                    f"> {gap}); validation was best, {float(va_acc[best]):.3f}, at epoch "
+                    f"{best + 1}.",
+                    "Increase regularization (L2 strength, dropout), get more data, or keep "
+                    "the best epoch's parameters (early stopping).",
+                ))
+            elif (t < low_accuracy and abs(t - v) <= gap / 2 and not diverged
+                  and not curve_explains and not ratios_high):
+                findings.append(Finding(
+                    "underfitting", "warning",
+                    "Training and validation accuracy are both low with no gap: the model "
+                    "underfits.",
+                    f"after epoch {i + 1}: train {t:.3f}, validation {v:.3f} (< {low_accuracy}).",
+                    "Use a bigger model (more or wider layers), less regularization, or train "
+                    "longer with a well-tuned learning rate.",
+                ))
+
+    # ------------------------------------------------------------------ update ratios
+    if not diverged:
+        for leaf, (med, count) in ratio_medians.items():
+            where = f"median over the last {count} steps {med:.2e}"
+            if med < lo_band:
+                findings.append(Finding(
+                    "update_ratio_low", "info",
+                    f"Updates to {leaf} are tiny next to its values: its learning rate may be "
+                    "too low.",
+                    f"||update|| / ||{leaf}||: {where} (the notes aim near 1e-3; < {lo_band:g}).",
+                    "Raise the learning rate (or check this leaf gets a gradient at all).",
+                    leaf=leaf,
+                ))
+            elif med > hi_band:
+                findings.append(Finding(
+                    "update_ratio_high", "info" if med < 10 * hi_band else "warning",
+                    f"Updates to {leaf} are large next to its values: the learning rate is "
+                    "likely too high.",
+                    f"||update|| / ||{leaf}||: {where} (the notes aim near 1e-3; > {hi_band:g}).",
+                    "Lower the learning rate.",
+                    leaf=leaf,
+                ))
+
+    # ------------------------------------------------------------------ activations
+    for layer, stats in history.activations.items():
+        dead = stats.get("dead_units")
+        if dead is not None and dead.size and float(dead[-1]) > dead_fraction:
+            findings.append(Finding(
+                "dead_units", "warning",
+                f"Most units of {layer} never activate: dead ReLUs.",
+                f"{100 * float(dead[-1]):.0f}% of the units of {layer} output zero for every "
+                "example checked after the last epoch.",
+                "Lower the learning rate; check the initialization (He init for ReLU) and the "
+                "input normalization.",
+            ))
+    return Diagnosis(findings, summary)

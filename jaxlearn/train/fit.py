@@ -1,0 +1,462 @@
+"""``fit``: the babysat training run of the notes, driven epoch by epoch from Python.
+
+Each epoch is one compiled call: the epoch's ``lax.scan`` of updates, the evaluation of a
+fixed training subset and of the validation set, the activation statistics and the
+best-params bookkeeping, with the state's buffers donated. Python then records the
+history, updates the progress bar, writes checkpoints (in a background thread) and decides
+whether to stop.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from jaxlearn.data import check_dataset
+from jaxlearn.losses import softmax_cross_entropy
+from jaxlearn.schedules import per_epoch
+from jaxlearn.train.checkpoint import Checkpointer
+from jaxlearn.train.core import EvalMetrics, Trainer, TrainState, leaf_names, trainer
+from jaxlearn.train.history import History
+
+__all__ = ["FitResult", "fit", "activation_stats"]
+
+_MONITORS = {"val_accuracy": True, "val_loss": False, "train_accuracy": True,
+             "train_loss": False}
+_FINAL_STOPS = ("early_stopping", "nonfinite")
+
+
+class FitResult(NamedTuple):
+    """What :func:`fit` returns.
+
+    - ``params``: the parameters at the end of training.
+    - ``best_params``: the parameters of the epoch with the best monitored metric (the
+      initial parameters if no epoch produced a finite one).
+    - ``history``: the run's :class:`~jaxlearn.History` (``history.meta`` holds the best
+      epoch, the stop reason and the configuration).
+    - ``state``: the final :class:`~jaxlearn.TrainState`, to continue training.
+    """
+
+    params: Any
+    best_params: Any
+    history: History
+    state: TrainState
+
+
+class _FitCheckpoint(NamedTuple):
+    """What ``last.npz`` holds: everything a resumed run needs to continue exactly."""
+
+    state: TrainState
+    best_params: Any
+    best_score: jax.Array
+    shuffle_key: jax.Array
+    subset_key: jax.Array
+
+
+def activation_stats(activations: list[jax.Array]) -> dict[str, dict[str, jax.Array]]:
+    """Statistics of hidden activations, per layer: the notes' check for dead or saturated units.
+
+    ``mean``, ``std``, ``zero_fraction`` (share of exact zeros) and ``dead_units`` (share of
+    units that are zero for every example: dead ReLUs).
+
+    **Arguments:**
+    - `activations`: one array (N, ...) per hidden layer, as a model's ``activations``
+      returns.
+
+    **Returns:** ``{"layer1": {stat: scalar}, ...}``.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxlearn
+        >>> h = jnp.array([[0.0, 1.0], [0.0, 3.0]])
+        >>> s = jaxlearn.activation_stats([h])["layer1"]
+        >>> float(s["mean"]), float(s["zero_fraction"]), float(s["dead_units"])
+        (1.0, 0.5, 0.5)
+    """
+    out = {}
+    for i, h in enumerate(activations):
+        h = jnp.asarray(h)
+        flat = h.reshape(h.shape[0], -1).astype(jnp.float32)
+        zero = flat == 0
+        out[f"layer{i + 1}"] = {
+            "mean": jnp.mean(flat),
+            "std": jnp.std(flat),
+            "zero_fraction": jnp.mean(zero.astype(jnp.float32)),
+            "dead_units": jnp.mean(jnp.all(zero, axis=0).astype(jnp.float32)),
+        }
+    return out
+
+
+@functools.partial(
+    jax.jit, static_argnames=("tr", "monitor", "min_delta"), donate_argnums=(0, 1, 2)
+)
+def _fit_epoch(
+    state: TrainState, best_params: Any, best_score: jax.Array, train: Any, train_eval: Any,
+    val: Any, act_x: Any, shuffle_key: jax.Array, epoch: jax.Array, *, tr: Trainer,
+    monitor: str, min_delta: float,
+) -> tuple[Any, ...]:
+    state, m = tr.train_epoch(state, train, jax.random.fold_in(shuffle_key, epoch))
+    te = tr.evaluate(state.params, train_eval)
+    nan = jnp.full((), jnp.nan, jnp.float32)
+    ve = tr.evaluate(state.params, val) if val is not None else EvalMetrics(nan, nan)
+    which, metric = monitor.split("_")
+    value = getattr(te if which == "train" else ve, metric)
+    score = value if _MONITORS[monitor] else -value
+    improved = jnp.all(m.finite) & jnp.isfinite(score) & (score > best_score + min_delta)
+    best_params = jax.tree.map(functools.partial(jnp.where, improved), state.params, best_params)
+    best_score = jnp.where(improved, score, best_score)
+    acts = {}
+    if tr.activations is not None and act_x is not None:
+        acts = activation_stats(tr.activations(state.params, act_x))
+    return state, best_params, best_score, (m, te, ve, acts, improved)
+
+
+@jax.jit
+def _split3(key: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    init_key, shuffle_key, subset_key = jax.random.split(key, 3)
+    return init_key, shuffle_key, subset_key
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _subset(key: jax.Array, data: tuple[jax.Array, jax.Array], m: int) -> tuple[jax.Array, ...]:
+    idx = jax.random.permutation(key, data[0].shape[0])[:m]
+    return data[0][idx], data[1][idx]
+
+
+@jax.jit
+def _initial_best(params: Any) -> tuple[Any, jax.Array]:
+    # A copy: the best params are donated separately from the state's.
+    return jax.tree.map(jnp.copy, params), jnp.full((), -jnp.inf, jnp.float32)
+
+
+def _as_key(key: Any) -> jax.Array:
+    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
+        return jax.random.key(int(key))
+    if isinstance(key, jax.Array):
+        if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+            return key
+        if key.shape == (2,) and key.dtype == jnp.uint32:
+            return jax.random.wrap_key_data(key)
+    raise ValueError(
+        f"fit: `key` must be an int seed or a jax.random key, got {key!r}."
+    )
+
+
+def _check_pair(name: str, data: Any) -> tuple[jax.Array, jax.Array]:
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError(
+            f"fit: `{name}` must be a pair (x, y) of arrays, got {type(data).__name__}."
+        )
+    return data[0], data[1]
+
+
+def _optimizer_name(opt: Any) -> str:
+    if isinstance(opt, str):
+        return opt
+    if isinstance(opt, optax.GradientTransformation):
+        return "optax transform"
+    return getattr(opt, "__name__", type(opt).__name__)
+
+
+def fit(
+    model: Any,
+    train: tuple[Any, Any],
+    val: tuple[Any, Any] | None = None,
+    *,
+    loss: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    optimizer: Any = None,
+    hparams: Mapping[str, float] | None = None,
+    learning_rate: float | None = None,
+    batch_size: int | None = None,
+    num_epochs: int = 10,
+    key: Any = 0,
+    params: Any = None,
+    schedule: Callable[[jax.Array], jax.Array] | None = None,
+    schedule_unit: str = "step",
+    monitor: str | None = None,
+    patience: int | None = None,
+    min_delta: float = 0.0,
+    train_eval_size: int = 1000,
+    activation_size: int = 256,
+    checkpoint_dir: str | None = None,
+    checkpoint_every: int = 1,
+    resume: bool = False,
+    on_nonfinite: str = "stop",
+    progress: bool = True,
+    callback: Callable[[int, History, TrainState], bool | None] | None = None,
+) -> FitResult:
+    """Train a model the way the notes babysit a run, keeping the best parameters.
+
+    Each epoch: one ``lax.scan`` over shuffled minibatches (``learning_rate *
+    schedule(step)``), then the data loss and accuracy of a fixed training subset and of
+    the validation set, per-leaf update ratios and activation statistics into the
+    :class:`~jaxlearn.History`; the parameters with the best monitored metric are kept
+    (``best.npz`` too when checkpointing), ``last.npz`` holds everything to resume.
+
+    **Arguments:**
+    - `model`: a :class:`jaxlearn.Model` (or ``(init, apply)`` / ``apply``), or a
+      :class:`~jaxlearn.Trainer` (then `loss`, `optimizer`, `batch_size` and `schedule`
+      must be left out).
+    - `train`, `val`: ``(x, y)`` pairs; `val` may be None (then the training subset is
+      monitored).
+    - `loss`: data loss ``(scores, y) -> scalar``; default softmax cross-entropy.
+    - `optimizer`: a rule's name (default ``"sgd"``), ``hparams -> optax transform``, or a
+      fixed optax transform.
+    - `hparams`: hyperparameters (``learning_rate``, ``l2``, ``l1``, the rule's own).
+    - `learning_rate`: shortcut for ``hparams["learning_rate"]``.
+    - `batch_size`: examples per minibatch (default 100).
+    - `num_epochs`: total epochs (a resumed run counts the ones already done).
+    - `key`: an int seed or a ``jax.random`` key (initialization, shuffling, the subset).
+    - `params`: initial parameters instead of the model's init.
+    - `schedule`: a multiplier of the learning rate, e.g. ``step_decay(1.0, 5, 0.5)``.
+    - `schedule_unit`: ``"step"`` (the schedule's argument is the update count) or
+      ``"epoch"`` (it is the epoch number: the notes' "halve every 5 epochs").
+    - `monitor`: ``"val_accuracy"`` (default with `val`), ``"val_loss"``,
+      ``"train_accuracy"`` (default without) or ``"train_loss"``.
+    - `patience`: stop after this many epochs without improvement (None: never).
+    - `min_delta`: the smallest change of the monitored metric that counts as improvement.
+    - `train_eval_size`: size of the fixed training subset evaluated each epoch.
+    - `activation_size`: examples used for activation statistics (models with
+      ``activations``); 0 turns them off.
+    - `checkpoint_dir`: folder for ``best.npz`` and ``last.npz`` (None: no checkpoints).
+    - `checkpoint_every`: write ``last.npz`` every this many epochs (and at the end).
+    - `resume`: continue from ``checkpoint_dir/last.npz`` when it exists; the result is
+      bit-identical to an uninterrupted run.
+    - `on_nonfinite`: ``"stop"`` (stop after the epoch where the loss became NaN or
+      infinite) or ``"skip"`` (skip those updates and go on). Either way non-finite
+      updates are not applied and never reach the best parameters or a checkpoint.
+    - `progress`: show a tqdm progress bar with loss and accuracies.
+    - `callback`: ``callback(epoch, history, state)`` after each epoch; return True to stop.
+
+    **Returns:** a :class:`FitResult` ``(params, best_params, history, state)``.
+
+    Example:
+        >>> import jax, jaxlearn
+        >>> x, y = jaxlearn.load_digits()
+        >>> s = jaxlearn.train_val_test_split(x, y, jax.random.key(0))
+        >>> r = jaxlearn.fit(jaxlearn.linear(64, 10), s.train, s.val, learning_rate=0.5,
+        ...                  batch_size=100, num_epochs=3, progress=False)
+        >>> r.history.num_epochs, r.history.num_steps, bool(r.history.val_accuracy[-1] > 0.85)
+        (3, 42, True)
+    """
+    # ------------------------------------------------------------------ arguments
+    fn = "fit"
+    x_tr, y_tr = _check_pair("train", train)
+    if val is not None:
+        x_va, y_va = _check_pair("val", val)
+    for name, v, lo in (("num_epochs", num_epochs, 0), ("checkpoint_every", checkpoint_every, 1),
+                        ("train_eval_size", train_eval_size, 1),
+                        ("activation_size", activation_size, 0)):
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+            raise ValueError(f"{fn}: `{name}` must be an int >= {lo}, got {v!r}.")
+    if patience is not None and (
+        isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 1
+    ):
+        raise ValueError(f"{fn}: `patience` must be a positive int or None, got {patience!r}.")
+    if not (isinstance(min_delta, (int, float)) and min_delta >= 0):
+        raise ValueError(f"{fn}: `min_delta` must be a number >= 0, got {min_delta!r}.")
+    if schedule_unit not in ("step", "epoch"):
+        raise ValueError(f"{fn}: `schedule_unit` must be 'step' or 'epoch', got {schedule_unit!r}.")
+    if on_nonfinite not in ("stop", "skip"):
+        raise ValueError(f"{fn}: `on_nonfinite` must be 'stop' or 'skip', got {on_nonfinite!r}.")
+    if monitor is None:
+        monitor = "val_accuracy" if val is not None else "train_accuracy"
+    if monitor not in _MONITORS:
+        raise ValueError(f"{fn}: `monitor` must be one of {sorted(_MONITORS)}, got {monitor!r}.")
+    if monitor.startswith("val") and val is None:
+        raise ValueError(
+            f"{fn}: monitor={monitor!r} needs validation data; pass `val` or monitor "
+            f"{monitor.replace('val', 'train')!r}."
+        )
+    if resume and checkpoint_dir is None:
+        raise ValueError(f"{fn}: resume=True needs `checkpoint_dir`.")
+    key = _as_key(key)
+
+    check_dataset(x_tr, y_tr, None, name="train")  # shapes, emptiness, label dtype, finiteness
+    if val is not None:
+        check_dataset(x_va, y_va, None, name="val")
+    n_train = int(np.shape(x_tr)[0])
+    hp = dict(hparams or {})
+    if learning_rate is not None:
+        hp["learning_rate"] = learning_rate
+    if isinstance(model, Trainer):
+        fixed = (("loss", loss), ("optimizer", optimizer), ("batch_size", batch_size),
+                 ("schedule", schedule))
+        given = [n for n, v in fixed if v is not None]
+        if given:
+            raise ValueError(
+                f"{fn}: {given} cannot be given with a Trainer, which fixes them; build the "
+                "Trainer with them instead."
+            )
+        tr = model
+    else:
+        bs = 100 if batch_size is None else batch_size
+        sched = schedule
+        if schedule is not None and schedule_unit == "epoch":
+            if not callable(schedule):
+                raise ValueError(f"{fn}: `schedule` must be a function, got {schedule!r}.")
+            if isinstance(bs, int) and 0 < bs <= n_train:
+                sched = per_epoch(schedule, n_train // bs)
+        tr = trainer(
+            model, loss=loss or softmax_cross_entropy,
+            optimizer="sgd" if optimizer is None else optimizer, batch_size=bs,
+            hparams=hp, schedule=sched,
+        )
+        hp = {}
+    if tr.batch_size > n_train:
+        raise ValueError(
+            f"{fn}: `batch_size` ({tr.batch_size}) is larger than the training set ({n_train} "
+            f"examples); use a batch size of at most {n_train}."
+        )
+
+    init_key, shuffle_key, subset_key = _split3(key)
+    state = tr.init(init_key, hp or None, params=params)
+    out_shape = jax.eval_shape(lambda p, x: tr.apply(p, x), state.params, jnp.asarray(x_tr[:1]))
+    num_classes = int(out_shape.shape[-1])
+    check_dataset(x_tr, y_tr, num_classes, name="train")
+    if val is not None:
+        check_dataset(x_va, y_va, num_classes, name="val")
+
+    # ------------------------------------------------------------------ data on device
+    train_d = (jnp.asarray(x_tr), jnp.asarray(y_tr))
+    m = min(train_eval_size, n_train)
+    train_eval = _subset(subset_key, train_d, m)
+    val_d = (jnp.asarray(x_va), jnp.asarray(y_va)) if val is not None else None
+    src = val_d if val_d is not None else train_eval
+    act_x = src[0][:activation_size] if activation_size and tr.activations is not None else None
+
+    # ------------------------------------------------------------------ state and resume
+    best_params, best_score = _initial_best(state.params)
+    hparams_host = {k: float(v) for k, v in jax.device_get(state.hparams).items()}
+    steps_per_epoch = n_train // tr.batch_size
+    history = History({
+        "batch_size": tr.batch_size, "steps_per_epoch": steps_per_epoch,
+        "num_train": n_train, "num_val": int(np.shape(x_va)[0]) if val is not None else 0,
+        "optimizer": _optimizer_name(tr.optimizer), "hparams": hparams_host,
+        "monitor": monitor, "best_epoch": None, "best_value": None, "stop_reason": None,
+        "first_nonfinite_step": None,
+        "leaf_shapes": dict(zip(leaf_names(state.params),
+                                (list(np.shape(p)) for p in jax.tree.leaves(state.params)),
+                                strict=True)),
+    })
+    start_epoch, best_epoch, bad_epochs = 0, None, 0
+    ckpt = Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
+
+    def ckpt_tree() -> _FitCheckpoint:
+        return _FitCheckpoint(state, best_params, best_score, shuffle_key, subset_key)
+
+    try:
+        if resume and ckpt is not None and ckpt.exists("last"):
+            ck = ckpt.load("last", like=ckpt_tree())
+            meta = ck.metadata
+            for name, now in (("batch_size", tr.batch_size), ("num_train", n_train),
+                              ("monitor", monitor)):
+                if meta.get(name) != now:
+                    raise ValueError(
+                        f"{fn}: cannot resume from {ckpt.path('last')!r}: it was written with "
+                        f"{name}={meta.get(name)!r}, this run has {name}={now!r}."
+                    )
+            state, best_params, best_score, shuffle_key, subset_key = ck.tree
+            train_eval = _subset(subset_key, train_d, m)
+            if val_d is None and act_x is not None:
+                act_x = train_eval[0][:activation_size]
+            history = ck.history if ck.history is not None else history
+            start_epoch = int(meta["epoch"])
+            best_epoch, bad_epochs = meta["best_epoch"], int(meta["bad_epochs"])
+            if history.meta.get("stop_reason") in _FINAL_STOPS:
+                start_epoch = max(start_epoch, num_epochs)
+
+        history.meta["stop_reason"] = None
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=num_epochs, initial=min(start_epoch, num_epochs), disable=not progress,
+                   unit="epoch", desc="fit", dynamic_ncols=True)
+        stop_reason = None
+        warned_skip = False
+        for epoch in range(start_epoch, num_epochs):
+            state, best_params, best_score, out = _fit_epoch(
+                state, best_params, best_score, train_d, train_eval, val_d, act_x, shuffle_key,
+                epoch, tr=tr, monitor=monitor, min_delta=float(min_delta),
+            )
+            sm, te, ve, acts, improved = jax.device_get(out)
+            first_step = history.num_steps
+            history.append_steps(loss=sm.loss, batch_accuracy=sm.accuracy,
+                                 learning_rate=sm.learning_rate, finite=sm.finite,
+                                 update_ratio=sm.update_ratio)
+            history.append_epoch(epoch_step=history.num_steps, train_loss=te.loss,
+                                 train_accuracy=te.accuracy, val_loss=ve.loss,
+                                 val_accuracy=ve.accuracy, activations=acts)
+            all_finite = bool(np.all(sm.finite))
+            if not all_finite and history.meta["first_nonfinite_step"] is None:
+                bad_step = first_step + int(np.argmin(sm.finite))
+                history.meta["first_nonfinite_step"] = bad_step
+                if on_nonfinite == "stop":
+                    stop_reason = "nonfinite"
+                    warnings.warn(
+                        f"fit: the loss or an update became non-finite at step {bad_step} "
+                        f"(epoch {epoch + 1}); training stopped and the update was not applied. "
+                        "The learning rate is likely too high; see jaxlearn.diagnose(history).",
+                        RuntimeWarning, stacklevel=2,
+                    )
+                elif not warned_skip:
+                    warned_skip = True
+                    warnings.warn(
+                        f"fit: non-finite loss or update at step {bad_step} (epoch {epoch + 1}); "
+                        "such updates are skipped.", RuntimeWarning, stacklevel=2,
+                    )
+            elif not all_finite and on_nonfinite == "stop":
+                stop_reason = "nonfinite"
+            if bool(improved):
+                best_epoch, bad_epochs = epoch + 1, 0
+                history.meta["best_epoch"] = best_epoch
+                history.meta["best_value"] = float(
+                    getattr(te if monitor.startswith("train") else ve, monitor.split("_")[1])
+                )
+                if ckpt is not None:
+                    ckpt.save("best", best_params, metadata={
+                        "epoch": best_epoch, "monitor": monitor,
+                        "value": history.meta["best_value"],
+                        "step": int(history.num_steps),
+                    })
+            else:
+                bad_epochs += 1
+            if patience is not None and bad_epochs >= patience and stop_reason is None:
+                stop_reason = "early_stopping"
+            if callback is not None and callback(epoch + 1, history, state) and (
+                stop_reason is None
+            ):
+                stop_reason = "callback"
+            if progress:
+                bar.set_postfix(
+                    loss=f"{float(np.nanmean(sm.loss)) if all_finite else math.nan:.4f}",
+                    train_acc=f"{float(te.accuracy):.3f}",
+                    val_acc=f"{float(ve.accuracy):.3f}", refresh=False,
+                )
+                bar.update(1)
+            done = epoch + 1 == num_epochs or stop_reason is not None
+            history.meta["stop_reason"] = stop_reason or ("completed" if done else None)
+            state_clean = all_finite or tr.skip_nonfinite
+            if ckpt is not None and state_clean and ((epoch + 1) % checkpoint_every == 0 or done):
+                ckpt.save("last", ckpt_tree(), history=history, metadata={
+                    "epoch": epoch + 1, "step": int(history.num_steps),
+                    "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                    "batch_size": tr.batch_size, "num_train": n_train, "monitor": monitor,
+                })
+            if stop_reason is not None:
+                break
+        bar.close()
+        if history.meta["stop_reason"] is None:
+            history.meta["stop_reason"] = "completed"
+        if ckpt is not None:
+            ckpt.wait()
+    finally:
+        if ckpt is not None:
+            ckpt.close()
+    return FitResult(state.params, best_params, history, state)

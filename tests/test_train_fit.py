@@ -1,0 +1,338 @@
+"""fit: accuracy on digits, best params, early stopping, schedules, NaN handling, resume."""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlearn
+
+
+@pytest.fixture(scope="module")
+def splits():
+    x, y = jaxlearn.load_digits()
+    return jaxlearn.train_val_test_split(x, y, jax.random.key(0))
+
+
+@pytest.fixture(scope="module")
+def mlp_trainer():
+    # One Trainer shared by the tests below: fit reuses its compiled epoch, and the learning
+    # rate, being data, can change without recompiling.
+    return jaxlearn.trainer(
+        jaxlearn.mlp(64, (64,), 10),
+        optimizer="momentum",
+        batch_size=64,
+        hparams={"learning_rate": 0.05, "mu": 0.9},
+    )
+
+
+@pytest.fixture(scope="module")
+def digits_run(splits, mlp_trainer):
+    return jaxlearn.fit(mlp_trainer, splits.train, splits.val, num_epochs=12, key=0, progress=False)
+
+
+def test_digits_mlp_reaches_95_percent_validation_accuracy(digits_run, splits, mlp_trainer):
+    h = digits_run.history
+    assert h.num_epochs == 12
+    assert h.meta["best_value"] >= 0.95
+    assert h.val_accuracy.max() >= 0.95
+    # best_params are those of the best epoch: evaluating them gives the recorded value.
+    ev = jax.jit(mlp_trainer.evaluate)(digits_run.best_params, tuple(map(jnp.asarray, splits.val)))
+    assert float(ev.accuracy) == pytest.approx(h.meta["best_value"])
+    assert h.meta["best_epoch"] == int(np.argmax(h.val_accuracy)) + 1
+    assert h.meta["stop_reason"] == "completed"
+
+
+def test_history_has_per_step_per_epoch_and_per_leaf_records(digits_run, splits):
+    h = digits_run.history
+    spe = len(splits.train[1]) // 64
+    assert h.meta["steps_per_epoch"] == spe
+    assert h.num_steps == 12 * spe and h.epoch_step.tolist() == [spe * (e + 1) for e in range(12)]
+    assert sorted(h.update_ratio) == ["W1", "W2", "b1", "b2"]
+    assert all(r.shape == (12 * spe,) for r in h.update_ratio.values())
+    np.testing.assert_allclose(h.learning_rate, 0.05)
+    assert h.finite.all() and h.loss[-spe:].mean() < 0.2 * h.loss[:spe].mean()
+    acts = h.activations["layer1"]
+    assert sorted(acts) == ["dead_units", "mean", "std", "zero_fraction"]
+    assert acts["mean"].shape == (12,) and 0 < acts["zero_fraction"][-1] < 1
+    assert h.train_accuracy[-1] > 0.95 and h.train_loss[-1] < h.train_loss[0]
+    assert not jaxlearn.diagnose(h)  # a healthy run has nothing to report
+    assert jaxlearn.History.from_json(h.to_json()) == h
+
+
+def test_early_stopping_stops_after_patience_epochs(splits, mlp_trainer):
+    r = jaxlearn.fit(
+        mlp_trainer,
+        splits.train,
+        splits.val,
+        num_epochs=200,
+        patience=2,
+        min_delta=0.02,
+        progress=False,
+    )
+    h = r.history
+    assert h.meta["stop_reason"] == "early_stopping"
+    assert h.num_epochs == h.meta["best_epoch"] + 2 < 200
+    # No epoch after the best one improved on it by more than min_delta.
+    assert h.val_accuracy[h.meta["best_epoch"] :].max() <= h.meta["best_value"] + 0.02
+
+
+@pytest.fixture(scope="module")
+def linear_trainer(splits):
+    spe = len(splits.train[1]) // 256
+    return jaxlearn.trainer(
+        jaxlearn.linear(64, 10),
+        batch_size=256,
+        hparams={"learning_rate": 0.4},
+        schedule=jaxlearn.per_epoch(jaxlearn.step_decay(1.0, 1, 0.5), spe),
+    )
+
+
+def test_learning_rate_schedule_per_epoch(splits, linear_trainer):
+    r = jaxlearn.fit(linear_trainer, splits.train, splits.val, num_epochs=3, progress=False)
+    spe = r.history.meta["steps_per_epoch"]
+    np.testing.assert_allclose(r.history.learning_rate, np.repeat([0.4, 0.2, 0.1], spe), rtol=1e-6)
+
+
+def test_schedule_unit_epoch_wraps_the_schedule(splits):
+    # Built by fit from a model: the schedule's argument is the epoch (checked before any
+    # compilation by the error of a too-large batch would be useless; check the rate instead).
+    x, y = splits.train
+    with pytest.raises(ValueError, match=r"`schedule_unit` must be 'step' or 'epoch'"):
+        jaxlearn.fit(
+            jaxlearn.linear(64, 10),
+            (x, y),
+            learning_rate=0.1,
+            schedule_unit="day",
+            schedule=jaxlearn.step_decay(1.0, 1, 0.5),
+            progress=False,
+        )
+
+
+@pytest.fixture(scope="module")
+def jump_trainer(splits):
+    # Fine for two epochs, then the rate jumps by 1e30: the loss turns non-finite.
+    spe = len(splits.train[1]) // 128
+    return jaxlearn.trainer(
+        jaxlearn.mlp(64, (32,), 10),
+        batch_size=128,
+        hparams={"learning_rate": 0.1},
+        schedule=lambda step: jnp.where(step < 2 * spe, 1.0, 1e30),
+    )
+
+
+def test_nonfinite_loss_stops_cleanly_and_keeps_the_best_checkpoint(splits, jump_trainer, tmp_path):
+    tr = jump_trainer
+    spe = len(splits.train[1]) // 128
+    with pytest.warns(RuntimeWarning, match=r"non-finite at step (\d+) \(epoch 3\)"):
+        r = jaxlearn.fit(
+            tr,
+            splits.train,
+            splits.val,
+            num_epochs=10,
+            progress=False,
+            checkpoint_dir=str(tmp_path),
+        )
+    h = r.history
+    assert h.meta["stop_reason"] == "nonfinite" and h.num_epochs == 3
+    assert 2 * spe <= h.meta["first_nonfinite_step"] < 3 * spe
+    assert all(bool(jnp.isfinite(p).all()) for p in jax.tree.leaves(r.params))
+    best = jaxlearn.load_checkpoint(tmp_path / "best.npz", like=r.best_params)
+    assert best.metadata["epoch"] == h.meta["best_epoch"] in (1, 2)
+    for k in r.best_params:
+        np.testing.assert_array_equal(best.tree[k], r.best_params[k])
+        assert bool(jnp.isfinite(best.tree[k]).all())
+    d = jaxlearn.diagnose(h)
+    assert d[0].kind == "nonfinite" and d[0].step == h.meta["first_nonfinite_step"]
+
+
+def test_nonfinite_loss_can_be_skipped(splits, jump_trainer):
+    spe = len(splits.train[1]) // 128
+    with pytest.warns(RuntimeWarning, match=r"such updates are skipped"):
+        r = jaxlearn.fit(
+            jump_trainer,
+            splits.train,
+            splits.val,
+            num_epochs=4,
+            progress=False,
+            on_nonfinite="skip",
+        )
+    h = r.history
+    assert h.num_epochs == 4 and h.meta["stop_reason"] == "completed"
+    assert h.finite[: 2 * spe].all() and not h.finite[2 * spe :].any()
+    # Every later update was skipped: the parameters stayed those of epoch 2.
+    np.testing.assert_array_equal(h.val_accuracy[2:], h.val_accuracy[1])
+    assert h.val_accuracy[-1] > 0.5
+
+
+def test_resume_is_bit_identical_to_an_uninterrupted_run(splits, tmp_path):
+    # Dropout, Adam and L2: the keys, the optimizer state and the penalty all resume exactly.
+    tr = jaxlearn.trainer(
+        jaxlearn.mlp(64, (32,), 10, dropout=0.3),
+        optimizer="adam",
+        batch_size=128,
+        hparams={"learning_rate": 3e-3, "l2": 1e-4},
+    )
+    kw = dict(key=3, progress=False)
+    full = jaxlearn.fit(
+        tr, splits.train, splits.val, num_epochs=4, checkpoint_dir=str(tmp_path / "a"), **kw
+    )
+    part = jaxlearn.fit(
+        tr, splits.train, splits.val, num_epochs=2, checkpoint_dir=str(tmp_path / "b"), **kw
+    )
+    assert part.history.num_epochs == 2
+    resumed = jaxlearn.fit(
+        tr,
+        splits.train,
+        splits.val,
+        num_epochs=4,
+        resume=True,
+        checkpoint_dir=str(tmp_path / "b"),
+        key=99,
+        progress=False,
+    )
+    for a, b in zip(
+        jax.tree.leaves((full.params, full.best_params, full.state.opt_state)),
+        jax.tree.leaves((resumed.params, resumed.best_params, resumed.state.opt_state)),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(a, b)
+    assert int(resumed.state.step) == int(full.state.step)
+    assert resumed.history == full.history
+    # The last checkpoints of both runs hold the same arrays.
+    a = jaxlearn.load_checkpoint(tmp_path / "a" / "last.npz")
+    b = jaxlearn.load_checkpoint(tmp_path / "b" / "last.npz")
+    assert a.metadata == b.metadata and a.tree.keys() == b.tree.keys()
+    for k in a.tree:
+        np.testing.assert_array_equal(a.tree[k], b.tree[k])
+
+
+def test_resume_refuses_a_checkpoint_of_another_model_or_configuration(
+    splits, tmp_path, linear_trainer
+):
+    jaxlearn.fit(
+        linear_trainer,
+        splits.train,
+        splits.val,
+        num_epochs=1,
+        checkpoint_dir=str(tmp_path),
+        progress=False,
+    )
+    assert sorted(os.listdir(tmp_path)) == ["best.npz", "last.npz"]
+    with pytest.raises(
+        ValueError,
+        match=r"leaf \.state\.params\['W1'\] has shape "
+        r"\(64, 10\) float32 in the checkpoint but shape "
+        r"\(64, 16\) float32 in the template",
+    ):
+        jaxlearn.fit(
+            jaxlearn.mlp(64, (16,), 10),
+            splits.train,
+            splits.val,
+            learning_rate=0.1,
+            batch_size=256,
+            num_epochs=2,
+            checkpoint_dir=str(tmp_path),
+            resume=True,
+            progress=False,
+        )
+    with pytest.raises(
+        ValueError,
+        match=r"written with batch_size=256, this run has "
+        r"batch_size=128",
+    ):
+        jaxlearn.fit(
+            jaxlearn.linear(64, 10),
+            splits.train,
+            splits.val,
+            learning_rate=0.1,
+            batch_size=128,
+            num_epochs=2,
+            checkpoint_dir=str(tmp_path),
+            resume=True,
+            progress=False,
+        )
+
+
+def test_progress_bar_shows_loss_and_accuracy(splits, capsys, linear_trainer):
+    jaxlearn.fit(linear_trainer, splits.train, splits.val, num_epochs=2, progress=True)
+    err = capsys.readouterr().err
+    assert "2/2" in err and "loss=" in err and "val_acc=" in err and "train_acc=" in err
+
+
+def test_callback_can_stop_the_run(splits):
+    seen = []
+
+    def callback(epoch, history, state):
+        seen.append((epoch, history.num_epochs, int(state.step)))
+        return epoch == 2
+
+    r = jaxlearn.fit(
+        jaxlearn.linear(64, 10),
+        splits.train,
+        None,
+        learning_rate=0.1,
+        batch_size=256,
+        num_epochs=5,
+        progress=False,
+        callback=callback,
+        activation_size=0,
+    )
+    spe = r.history.meta["steps_per_epoch"]
+    assert seen == [(1, 1, spe), (2, 2, 2 * spe)]
+    assert r.history.meta["stop_reason"] == "callback"
+    assert r.history.meta["monitor"] == "train_accuracy"
+    assert np.isnan(r.history.val_accuracy).all()
+
+
+@pytest.mark.parametrize(
+    "train, val, kwargs, match",
+    [
+        (
+            "bad_label",
+            None,
+            {},
+            r"train: labels must lie in \[0, 10\) for 10 classes; found "
+            r"label 12",
+        ),
+        ("ok", "bad_label", {}, r"val: labels must lie in \[0, 10\) .* found label 12"),
+        ("empty", None, {}, r"train: the data set is empty \(N = 0\)"),
+        (
+            "ok",
+            None,
+            {"batch_size": 5000},
+            r"`batch_size` \(5000\) is larger than the training "
+            r"set \(200 examples\)",
+        ),
+        ("mismatch", None, {}, r"same number of examples, got 200 and 199"),
+        ("ok", None, {"monitor": "val_loss"}, r"monitor='val_loss' needs validation data"),
+        ("ok", None, {"on_nonfinite": "ignore"}, r"`on_nonfinite` must be 'stop' or 'skip'"),
+        ("ok", None, {"num_epochs": -1}, r"`num_epochs` must be an int >= 0, got -1"),
+        ("ok", None, {"resume": True}, r"resume=True needs `checkpoint_dir`"),
+        ("ok", None, {"key": "seed"}, r"`key` must be an int seed or a jax.random key"),
+    ],
+)
+def test_bad_input_is_a_clear_error(splits, train, val, kwargs, match):
+    x, y = splits.train[0][:200], splits.train[1][:200].copy()
+    bad = y.copy()
+    bad[7] = 12
+    data = {"ok": (x, y), "bad_label": (x, bad), "empty": (x[:0], y[:0]), "mismatch": (x, y[:199])}
+    with pytest.raises(ValueError, match=match):
+        jaxlearn.fit(
+            jaxlearn.linear(64, 10),
+            data[train],
+            data[val] if val else None,
+            learning_rate=0.1,
+            batch_size=kwargs.pop("batch_size", 50),
+            progress=False,
+            **kwargs,
+        )
+
+
+def test_trainer_fixes_loss_optimizer_and_batch_size(splits, mlp_trainer):
+    with pytest.raises(ValueError, match=r"\['batch_size'\] cannot be given with a Trainer"):
+        jaxlearn.fit(mlp_trainer, splits.train, splits.val, batch_size=32)
