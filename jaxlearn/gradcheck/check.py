@@ -42,6 +42,8 @@ _MODES = ("coordinates", "directions")
 # Runs of the compiled check whose median is reported as timings["run"] (benchmarks raise it).
 _RUN_REPEATS = 1
 _FORWARD = ("auto", "coordinates", "directions", "none")
+# Random directions per leaf for the forward-vs-reverse comparison of a full check.
+_forward_directions = 2
 
 
 class RegularizationWarning(UserWarning):
@@ -97,67 +99,117 @@ def _run(
     prob: nm.Problem,
     evaluate: nm.Evaluate,
     n_sites: int,
-    coords: Sequence[np.ndarray | None],
+    coords: Sequence[np.ndarray],
+    groups: Sequence[nm.Group],
     batches: Sequence[int],
     mode: str,
     forward: str,
-    num_directions: int,
     seed: int,
     h: float,
 ) -> dict[str, Any]:
-    """One compiled program: f, its gradient, every perturbed evaluation, forward mode."""
-    counts = [None if c is None else len(c) for c in coords]
+    """One compiled program: f, its gradient, every perturbed evaluation, forward mode.
 
-    def program(leaves: list[Any], others: list[Any], chunks: list[Any], hh: jax.Array):
+    ``coords[i]`` lists the checked coordinates of leaf ``i`` (in directions mode, the
+    direction numbers). Returns per leaf ``vals (n, 2)``, ``steps``, ``crossed``, ``x``,
+    ``analytic`` and, when compared, ``forward`` and ``reverse``, as NumPy arrays.
+    """
+    nl = len(prob.leaves)
+    sizes = [int(np.prod(jnp.shape(x), dtype=np.int64)) for x in prob.leaves]
+    counts = [len(c) for c in coords]
+    everything = nm.Group(range(nl), prob.leaves)
+    key, fkey = 2 * seed, 2 * seed + 1  # direction seeds: the check's, forward mode's
+
+    def local(g: nm.Group, arrays: Sequence[np.ndarray], offset: bool) -> np.ndarray:
+        parts = [
+            np.asarray(a, np.int64) + (o if offset else 0)
+            for i, o in zip(g.members, g.offsets, strict=True)
+            for a in [arrays[i]]
+        ]
+        return np.concatenate(parts).astype(np.int32) if parts else np.zeros(0, np.int32)
+
+    def segments(g: nm.Group) -> np.ndarray:
+        return np.repeat(np.asarray(g.members, np.int32), g.sizes)
+
+    inputs_static: list[Any] = []
+    for g, b in zip(groups, batches, strict=True):
+        if mode == "coordinates":
+            idx = local(g, coords, offset=True)
+            inputs_static.append(nm.chunk(idx, b) if idx.size else None)
+        else:
+            ids = local(g, coords, offset=False)
+            owners = np.repeat(np.asarray(g.members, np.int32), [counts[i] for i in g.members])
+            inputs_static.append((ids, owners, segments(g)) if ids.size else None)
+    f_static: Any = None
+    if forward == "coordinates" and mode == "coordinates":
+        idx = local(everything, coords, offset=True)
+        f_static = nm.chunk(idx, max(batches)) if idx.size else None
+    elif forward != "none":
+        # directions over the checked coordinates of each leaf (all of it in directions mode)
+        support = np.full(everything.size, -1, np.int32)
+        for i, o in zip(everything.members, everything.offsets, strict=True):
+            if mode == "coordinates":
+                support[o + np.asarray(coords[i], np.int64)] = i
+            else:
+                support[o : o + sizes[i]] = i
+        m = counts if mode == "directions" else [_forward_directions] * nl
+        m = [k if counts[i] else 0 for i, k in enumerate(m)]
+        ids = np.arange(sum(m), dtype=np.int32)
+        owners = np.repeat(np.arange(nl, dtype=np.int32), m)
+        f_static = (ids, owners, support) if ids.size else None
+
+    def program(leaves: list[Any], others: list[Any], pin: list[Any], fin: Any, hh: jax.Array):
         value = prob.call(leaves, others)
         grads = jax.grad(lambda ls: prob.call(ls, others))(list(leaves))
         out: dict[str, Any] = {
             "value": value,
             "grad_norm": [jnp.linalg.norm(g.reshape(-1)) for g in grads],
-            "leaves": [],
+            "groups": [],
         }
-        key = jax.random.key(seed)
-        for i, n in enumerate(counts):
-            if n is None:
-                out["leaves"].append(None)
+        for gi, g in enumerate(groups):
+            if pin[gi] is None:
+                out["groups"].append(None)
                 continue
-            g = grads[i].reshape(-1)
-            r: dict[str, Any] = {}
+            gflat = g.flat(grads)
             if mode == "coordinates":
-                idx = chunks[i].reshape(-1)[:n]
-                vals, steps, crossed, _ = nm.perturbed(
-                    evaluate, leaves, others, i, chunks[i], n, hh
-                )
-                r.update(vals=vals, steps=steps, crossed=crossed, analytic=g[idx])
-                if forward == "coordinates":
-                    r["forward"] = nm.forward_coordinates(
-                        prob.call, leaves, others, i, chunks[i], n
-                    )
-                    r["reverse"] = g[idx]
+                chunks = pin[gi]
+                n = sum(counts[i] for i in g.members)
+                vals, steps, crossed, x = nm.perturbed(evaluate, leaves, others, g, chunks, n, hh)
+                analytic = gflat[chunks.reshape(-1)[:n]]
             else:
-                v = jax.random.normal(jax.random.fold_in(key, i), (n, g.size), g.dtype)
-                v = v / jnp.linalg.norm(v, axis=1, keepdims=True)
-                vals, crossed = nm.along_directions(evaluate, leaves, others, i, v, hh)
-                r.update(vals=vals, steps=jnp.full((n,), 2 * hh), crossed=crossed, analytic=v @ g)
-            if forward == "directions":
-                m = num_directions
-                w = jax.random.normal(jax.random.fold_in(key, 10**6 + i), (m, g.size), g.dtype)
-                if mode == "coordinates":  # directions spanning the checked coordinates
-                    w = jnp.zeros_like(w).at[:, idx].set(w[:, :n])
-                w = w / jnp.linalg.norm(w, axis=1, keepdims=True)
-                r["forward"] = nm.forward_directions(prob.call, leaves, others, i, w)
-                r["reverse"] = w @ g
-            elif forward == "coordinates" and mode == "directions":
-                r["forward"] = nm.forward_directions(prob.call, leaves, others, i, v)
-                r["reverse"] = r["analytic"]
-            out["leaves"].append(r)
+                ids, owners, support = pin[gi]
+                vals, crossed, analytic = nm.along_directions(
+                    evaluate, leaves, others, g, key, ids, owners, support, gflat, hh
+                )
+                steps = jnp.full(ids.shape, 2 * hh)
+                x = jnp.zeros(ids.shape, hh.dtype)
+            out["groups"].append(
+                {"vals": vals, "steps": steps, "crossed": crossed, "x": x, "analytic": analytic}
+            )
+        if fin is not None:
+            gall = everything.flat(grads)
+            if forward == "coordinates" and mode == "coordinates":
+                n = sum(counts)
+                out["forward"] = nm.forward_coordinates(
+                    prob.call, leaves, others, everything, fin, n
+                )
+                out["reverse"] = gall[fin.reshape(-1)[:n]]
+            else:
+                ids, owners, support = fin
+                out["forward"], out["reverse"] = nm.forward_directions(
+                    prob.call, leaves, others, everything, fkey, ids, owners, support, gall
+                )
         return out
 
-    chunks = [
-        None if c is None else jnp.asarray(nm.chunk(c, b))
-        for c, b in zip(coords, batches, strict=True)
-    ]
-    inputs = (prob.leaves, prob.others, chunks, jnp.asarray(h, jnp.float64))
+    def device(a: Any) -> Any:
+        return jax.tree.map(jnp.asarray, a)
+
+    inputs = (
+        prob.leaves,
+        prob.others,
+        [None if a is None else device(a) for a in inputs_static],
+        None if f_static is None else device(f_static),
+        jnp.asarray(h, jnp.float64),
+    )
     t0 = time.perf_counter()
     lowered = jax.jit(program).lower(*inputs)
     t1 = time.perf_counter()
@@ -168,11 +220,40 @@ def _run(
         t = time.perf_counter()
         res = jax.device_get(compiled(*inputs))
         runs.append(time.perf_counter() - t)
-    res["timings"] = {"trace": t1 - t0, "compile": t2 - t1, "run": float(np.median(runs))}
-    for r in res["leaves"]:
-        if r is not None and r["crossed"].shape[-1] != n_sites:  # pragma: no cover
+    # Split the per-group (and forward) results back into per-leaf pieces.
+    per_leaf: list[dict[str, Any]] = [{} for _ in range(nl)]
+    for g, r in zip(groups, res["groups"], strict=True):
+        if r is None:
+            continue
+        cuts = np.cumsum([counts[i] for i in g.members])[:-1]
+        for k, v in r.items():
+            for i, piece in zip(g.members, np.split(np.asarray(v), cuts), strict=True):
+                per_leaf[i][k] = piece
+    for i in range(nl):
+        per_leaf[i].setdefault("crossed", np.zeros((0, n_sites), bool))
+        if per_leaf[i]["crossed"].shape[-1] != n_sites:  # pragma: no cover
             raise AssertionError("kink fingerprints do not match the planned sites")
-    return res
+    if "forward" in res:
+        if forward == "coordinates" and mode == "coordinates":
+            cuts = np.cumsum(counts)[:-1]
+        else:
+            cuts = np.cumsum(
+                [
+                    k if counts[i] else 0
+                    for i, k in enumerate(
+                        counts if mode == "directions" else [_forward_directions] * nl
+                    )
+                ]
+            )[:-1]
+        for k in ("forward", "reverse"):
+            for i, piece in enumerate(np.split(np.asarray(res[k]), cuts)):
+                per_leaf[i][k] = piece
+    return {
+        "value": res["value"],
+        "grad_norm": res["grad_norm"],
+        "leaves": per_leaf,
+        "timings": {"trace": t1 - t0, "compile": t2 - t1, "run": float(np.median(runs))},
+    }
 
 
 @dataclass
@@ -192,16 +273,26 @@ class _Part:
 def _judge(
     vals: np.ndarray,
     steps: np.ndarray,
+    x: np.ndarray,
     crossed: np.ndarray,
     analytic: np.ndarray,
     threshold: float,
     eps: float,
     noise_factor: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Numerical derivatives, relative errors, noise tolerances and outcomes.
+
+    The tolerance is the rounding noise of the quotient: ``eps * |f|`` in each value over
+    the step, plus the rounding of the step itself (``eps * |x|``, which matters when ``f``
+    works in a lower precision than the float64 step), times `noise_factor`.
+    """
     vals = np.asarray(vals, np.float64)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         num = (vals[:, 0] - vals[:, 1]) / steps
-        atol = noise_factor * eps * np.max(np.abs(vals), axis=1) / np.abs(steps)
+        scale = np.maximum(np.abs(analytic), np.abs(num))
+        atol = (
+            noise_factor * eps * (np.max(np.abs(vals), axis=1) + np.abs(x) * scale) / np.abs(steps)
+        )
     err = nm._relative_error_np(analytic, num)
     kink = crossed.any(axis=1) if crossed.size else np.zeros(len(num), bool)
     with np.errstate(invalid="ignore"):
@@ -228,6 +319,7 @@ def _check_one(
     mode: str,
     num_directions: int,
     noise_factor: float,
+    leafwise: bool | None,
 ) -> _Part:
     for leaf in prob.leaves:
         if is_tracer(leaf):
@@ -278,12 +370,17 @@ def _check_one(
         ]
     else:
         coords = [np.arange(num_directions, dtype=np.int32) for _ in sizes]
+    checked = sum(len(c) for c in coords)
+    if mode == "coordinates" and (nm.leafwise(sizes, checked) if leafwise is None else leafwise):
+        groups = [nm.Group([i], prob.leaves) for i in range(len(sizes))]
+    else:
+        groups = [nm.Group(range(len(sizes)), prob.leaves)]
     if batch_size is None:
         per_eval = nm.eval_bytes(prob.call, prob.leaves, prob.others)
-        batches = [nm.auto_batch(per_eval, len(c)) for c in coords]
+        batches = [nm.auto_batch(per_eval, sum(len(coords[i]) for i in g.members)) for g in groups]
     else:
-        batches = [batch_size] * len(coords)
-    res = _run(prob, evaluate, len(sites), coords, batches, mode, forward, num_directions, seed, h)
+        batches = [batch_size] * len(groups)
+    res = _run(prob, evaluate, len(sites), coords, groups, batches, mode, forward, seed, h)
     timings = dict(res["timings"])
     value = float(res["value"])
     if not math.isfinite(value):
@@ -295,24 +392,19 @@ def _check_one(
     retried = [np.zeros(len(c), bool) for c in coords]
     step = h
     for _ in range(retry_kinks if mode == "coordinates" else 0):
-        todo = [
-            np.flatnonzero(r["crossed"].any(axis=1)) if r["crossed"].size else np.zeros(0, np.int64)
-            for r in raw
-        ]
+        todo = [np.flatnonzero(r["crossed"].any(axis=1)) for r in raw]
         if not any(t.size for t in todo):
             break
         step = step / 10
-        sub = [c[t] if t.size else None for c, t in zip(coords, todo, strict=True)]
-        again = _run(
-            prob, evaluate, len(sites), sub, batches, mode, "none", num_directions, seed, step
-        )
+        sub = [c[t] for c, t in zip(coords, todo, strict=True)]
+        again = _run(prob, evaluate, len(sites), sub, groups, batches, mode, "none", seed, step)
         for k, v in again["timings"].items():
             timings[k] += v
         for r, t, a, rt in zip(raw, todo, again["leaves"], retried, strict=True):
-            if a is None:
+            if not t.size:
                 continue
             fixed = ~a["crossed"].any(axis=1)
-            for k in ("vals", "steps", "crossed"):
+            for k in ("vals", "steps", "crossed", "x"):
                 r[k] = np.array(r[k])
                 r[k][t[fixed]] = a[k][fixed]
             rt[t[fixed]] = True
@@ -322,6 +414,7 @@ def _check_one(
         num, err, atol, status = _judge(
             r["vals"],
             r["steps"],
+            r["x"],
             r["crossed"],
             np.asarray(r["analytic"], np.float64),
             threshold,
@@ -392,6 +485,7 @@ def check_grad(
     regularization: Callable[[Any], Any] | None = None,
     dominance: float = 10.0,
     noise_factor: float = 16.0,
+    leafwise: bool | None = None,
 ) -> GradCheckReport:
     """Check the gradient of ``f`` against centered differences, per parameter leaf.
 
@@ -425,18 +519,21 @@ def check_grad(
     - `retry_kinks`: rounds of retrying coordinates that crossed a kink with ``h / 10``;
       those that no longer cross one are judged at the smaller step.
     - `forward`: ``"coordinates"`` (jvp along each checked coordinate), ``"directions"``
-      (`num_directions` random directions per leaf), ``"none"``, or ``"auto"``
+      (two random directions per leaf over its checked coordinates), ``"none"``, or ``"auto"``
       (coordinates when checking a sample, directions when checking every coordinate).
     - `mode`: ``"coordinates"``, or ``"directions"`` for very large models: per leaf,
       `num_directions` random unit directions ``v``, two evaluations each, compared with
       ``grad . v`` and the JVP.
-    - `num_directions`: directions per leaf (directions mode and forward directions).
+    - `num_directions`: directions per leaf in directions mode.
     - `regularization`: ``R(params) -> scalar``. When given, `f` is the data loss and the
       two are checked separately (rows labelled ``data`` and ``reg``), as the notes
       advise; a :class:`RegularizationWarning` is issued when on some leaf
       ``|grad R| > dominance * |grad f|``.
     - `dominance`: the ratio for that warning.
     - `noise_factor`: multiple of ``eps * |f| / 2h`` used as the absolute tolerance.
+    - `leafwise`: one perturbation program per leaf (faster for big checks: work that does
+      not depend on the perturbed leaf is done once) or one for all leaves (compiles
+      ``f`` once); default: per leaf for checks of 2048 coordinates or more.
 
     **Returns:** a :class:`GradCheckReport` (``.ok``, ``.max_relative_error``, ``.kinks``,
     ``.rows``, ``.assert_ok()``; ``print`` it for a table).
@@ -485,6 +582,7 @@ def check_grad(
         mode=mode,
         num_directions=int(num_directions),
         noise_factor=float(noise_factor),
+        leafwise=leafwise,
     )
     with enable_x64():
         prob = nm.prepare(fn, f, params, args, key)
@@ -622,10 +720,11 @@ def _sweep_numerical(
         cols = []
         for i, c in enumerate(coords):
             chunks = jnp.asarray(c)[None, :]
+            g = nm.Group([i], leaves)
 
-            def one_h(h: jax.Array, i: int = i, chunks: jax.Array = chunks) -> jax.Array:
+            def one_h(h: jax.Array, g: nm.Group = g, chunks: jax.Array = chunks) -> jax.Array:
                 vals, steps, _, _ = nm.perturbed(
-                    evaluate, leaves, others, i, chunks, len(coords[i]), h
+                    evaluate, leaves, others, g, chunks, chunks.shape[1], h
                 )
                 # Where x + h rounds back to x no step was taken: the quotient is 0, as
                 # the textbook (f(x+h) - f(x-h)) / 2h gives.

@@ -121,6 +121,15 @@ def _where(eqn: Any) -> str:
     return f"{head} {tail}".strip()
 
 
+def _label(eqn: Any, body: Any = None) -> str:
+    """The user-facing name of a call: its ``name`` param, else its body's function name."""
+    name = eqn.params.get("name")
+    if name:
+        return str(name)
+    info = getattr(_open(body), "debug_info", None) if body is not None else None
+    return str(getattr(info, "func_name", "") or "")
+
+
 def _is_float(aval: Any) -> bool:
     return hasattr(aval, "dtype") and jnp.issubdtype(aval.dtype, jnp.floating)
 
@@ -161,6 +170,7 @@ def plan_kinks(
     live_out: list[bool] | None = None,
     context: str = "",
     where: str = "",
+    decided_in: list[bool] | None = None,
 ) -> KinkPlan:
     """Decide which decisions of ``jaxpr`` to record.
 
@@ -171,6 +181,8 @@ def plan_kinks(
     - `context`: a label for the enclosing calls, used in site descriptions.
     - `where`: the source location of the enclosing call, used when an equation has none
       of its own (equations inside jax's own functions).
+    - `decided_in`: per input, whether it is the result of a recorded comparison (so a
+      ``select_n`` on it inside a call, as in ``jnp.where``, is not recorded twice).
 
     **Returns:** a :class:`KinkPlan`.
     """
@@ -199,7 +211,9 @@ def plan_kinks(
             if eqn.primitive.name != "stop_gradient":
                 live.update(v for v in eqn.invars if not isinstance(v, _CORE.Literal))
     plan = KinkPlan(jaxpr)
-    comparison_outs: set[Any] = set()
+    comparison_outs: set[Any] = {
+        v for v, d in zip(jaxpr.invars, decided_in or [False] * len(jaxpr.invars), strict=True) if d
+    }
     for i, eqn in enumerate(jaxpr.eqns):
         if not eqn_live[i] or not any(is_tainted(v) for v in eqn.invars):
             continue
@@ -208,13 +222,16 @@ def plan_kinks(
         subs = _sub_jaxprs(eqn)
         if subs is not None:
             bodies, kind = subs
-            label = eqn.params.get("name", "") if kind == "call" else ""
+            label = _label(eqn, bodies[0]) if kind == "call" else ""
             here = f"{name}({label})" if label else name
             ctx = f"{context} > {here}" if context else here
             outs_live = [not isinstance(v, _CORE.DropVar) and v in live for v in eqn.outvars]
             ins_tainted = [is_tainted(v) for v in eqn.invars]
             if kind == "call":
-                child = plan_kinks(bodies[0], ins_tainted, outs_live, ctx, at)
+                decided = [
+                    not isinstance(v, _CORE.Literal) and v in comparison_outs for v in eqn.invars
+                ]
+                child = plan_kinks(bodies[0], ins_tainted, outs_live, ctx, at, decided)
                 plan.subs[i] = (child,)
                 plan.sites.extend(child.sites)
                 plan.opaque.extend(child.opaque)
@@ -474,7 +491,8 @@ def find_primitives(jaxpr: Any, names: set[str]) -> list[str]:
     found: list[str] = []
     for eqn in _open(jaxpr).eqns:
         if eqn.primitive.name in names:
-            label = eqn.params.get("name", "")
+            sub = eqn.params.get(_CALLS.get(eqn.primitive.name, ""))
+            label = _label(eqn, sub)
             found.append(f"{eqn.primitive.name}({label})" if label else eqn.primitive.name)
         for p in eqn.params.values():
             for s in p if isinstance(p, (tuple, list)) else (p,):

@@ -27,6 +27,10 @@ __all__ = ["relative_error", "numerical_grad"]
 # in cache beats a big one (measured on the benchmark MLP); accelerators want big chunks.
 _CPU_CHUNK_BYTES = 8 * 2**20
 _ACCEL_CHUNK_BYTES = 1 * 2**30
+# Checks of at least this many coordinates get one perturbation body per leaf (faster to
+# run, slower to compile), unless the params have more leaves than the second number.
+_LEAFWISE_MIN_CHECKS = 2048
+_LEAFWISE_MAX_LEAVES = 32
 
 
 def relative_error(analytic: Any, numerical: Any) -> Any:
@@ -222,40 +226,56 @@ def map_chunks(fn: Callable[[Any], Any], chunks: jax.Array, n: int) -> Any:
     return jax.tree.map(lambda a: a[:n], out)
 
 
-def _replace(leaves: Sequence[Any], i: int, x: Any) -> list[Any]:
-    new = list(leaves)
-    new[i] = x
-    return new
+class Group:
+    """Some parameter leaves seen as one flat vector (the unit a perturbation body covers).
+
+    Checking leaf by leaf (one group per leaf) lets work that does not depend on the
+    perturbed leaf stay unbatched; one group for all leaves compiles ``f`` only once.
+    """
+
+    def __init__(self, members: Sequence[int], leaves: Sequence[Any]):
+        self.members = list(members)
+        self.shapes = [tuple(jnp.shape(leaves[i])) for i in self.members]
+        self.sizes = [int(np.prod(s, dtype=np.int64)) for s in self.shapes]
+        self.offsets = [int(o) for o in np.cumsum([0, *self.sizes])[:-1]]
+        self.size = int(sum(self.sizes))
+
+    def flat(self, leaves: Sequence[Any]) -> jax.Array:
+        parts = [leaves[i].reshape(-1) for i in self.members]
+        return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
+
+    def put(self, leaves: Sequence[Any], v: jax.Array) -> list[Any]:
+        """``leaves`` with the group's leaves replaced by the pieces of ``v``."""
+        new = list(leaves)
+        for i, o, n, shape in zip(self.members, self.offsets, self.sizes, self.shapes, strict=True):
+            new[i] = (v if len(self.members) == 1 else v[o : o + n]).reshape(shape)
+        return new
 
 
 def perturbed(
     evaluate: Evaluate,
     leaves: Sequence[Any],
     others: Sequence[Any],
-    i: int,
+    group: Group,
     chunks: jax.Array,
     n: int,
     h: Any,
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
-    """``f(x +- h e_k)`` for the coordinates ``k`` of leaf ``i`` listed in ``chunks``.
+    """``f(x +- h e_k)`` for the coordinates ``k`` of ``group`` listed in ``chunks``.
 
     **Returns:** ``(values (n, 2), steps (n,), crossed (n, sites), x (n,))``: the values at
     ``x + h`` and ``x - h``, the exact step ``(x + h) - (x - h)`` in floating point, which
     decisions differ between the two evaluations, and the unperturbed coordinate values.
     """
-    leaf = leaves[i]
-    shape = jnp.shape(leaf)
-    flat = leaf.reshape(-1)
-    iota = lax.iota(jnp.int32, flat.size)
+    flat = group.flat(leaves)
+    iota = lax.iota(jnp.int32, group.size)
 
     def body(k: jax.Array):
         xk = flat[k]
         xs = jnp.stack([xk + h, xk - h])
 
         def at(x: jax.Array):
-            return evaluate(
-                _replace(leaves, i, jnp.where(iota == k, x, flat).reshape(shape)), others
-            )
+            return evaluate(group.put(leaves, jnp.where(iota == k, x, flat)), others)
 
         vals, fps = jax.vmap(at)(xs)
         return vals, xs[0] - xs[1], fps[0] != fps[1], xk
@@ -263,57 +283,103 @@ def perturbed(
     return map_chunks(body, chunks, n)
 
 
+def direction(seed: Any, j: Any, support: jax.Array, leaf: Any, dtype: Any) -> jax.Array:
+    """Pseudo-random unit direction number ``j``, zero outside ``support == leaf``.
+
+    Entries are uniform in (-1, 1) from an integer hash of (seed, j, position): cheap to
+    compile (no threefry), reproducible, and nonzero on every supported entry.
+    """
+    i = lax.iota(jnp.uint32, support.size).reshape(support.shape)
+    x = i * jnp.uint32(0x9E3779B1) + jnp.asarray(j, jnp.uint32) * jnp.uint32(0x85EBCA77)
+    x = x + jnp.asarray(seed, jnp.uint32) * jnp.uint32(0xC2B2AE3D)
+    for shift, mult in ((16, 0x7FEB352D), (15, 0x846CA68B), (16, 1)):
+        x = (x ^ (x >> jnp.uint32(shift))) * jnp.uint32(mult)
+    u = (x >> jnp.uint32(8)).astype(dtype) * (2.0 / 2**24) - (1.0 - 1.0 / 2**24)
+    z = jnp.where(support == leaf, u, 0)
+    return z / jnp.linalg.norm(z)
+
+
 def along_directions(
     evaluate: Evaluate,
     leaves: Sequence[Any],
     others: Sequence[Any],
-    i: int,
-    directions: jax.Array,
+    group: Group,
+    seed: Any,
+    ids: jax.Array,
+    owners: jax.Array,
+    support: jax.Array,
+    grad: jax.Array,
     h: Any,
-) -> tuple[jax.Array, jax.Array]:
-    """``f(x +- h v)`` for unit directions ``v`` (rows of ``directions``) in leaf ``i``.
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """``f(x +- h v)`` for the random unit directions ``v`` numbered ``ids`` over ``group``.
 
-    **Returns:** ``(values (d, 2), crossed (d, sites))``.
+    Direction ``ids[j]`` is supported on the entries where ``support == owners[j]``.
+
+    **Returns:** ``(values (d, 2), crossed (d, sites), grad . v (d,))``.
     """
-    leaf = leaves[i]
-    shape = jnp.shape(leaf)
+    flat = group.flat(leaves)
 
-    def body(v: jax.Array):
+    def body(j: jax.Array, owner: jax.Array):
+        v = direction(seed, j, support, owner, flat.dtype)
+
         def at(s: jax.Array):
-            return evaluate(_replace(leaves, i, leaf + (s * h) * v.reshape(shape)), others)
+            return evaluate(group.put(leaves, flat + (s * h) * v), others)
 
-        vals, fps = jax.vmap(at)(jnp.array([1.0, -1.0], jnp.float64))
-        return vals, fps[0] != fps[1]
+        vals, fps = jax.vmap(at)(jnp.array([1.0, -1.0], flat.dtype))
+        return vals, fps[0] != fps[1], v @ grad
 
-    return jax.vmap(body)(directions)
+    return jax.vmap(body)(ids, owners)
 
 
 def forward_coordinates(
-    call: Callable, leaves: Sequence[Any], others: Sequence[Any], i: int, chunks: jax.Array, n: int
+    call: Callable,
+    leaves: Sequence[Any],
+    others: Sequence[Any],
+    group: Group,
+    chunks: jax.Array,
+    n: int,
 ) -> jax.Array:
-    """Forward mode: ``jvp(f, x; e_k)`` for the coordinates ``k`` of leaf ``i``."""
-    leaf = leaves[i]
-    size = int(np.prod(jnp.shape(leaf), dtype=np.int64))
+    """Forward mode: ``jvp(f, x; e_k)`` for the coordinates ``k`` of ``group``."""
+    flat = group.flat(leaves)
 
     def tangent(k: jax.Array) -> jax.Array:
-        t = jnp.zeros(size, leaf.dtype).at[k].set(1).reshape(leaf.shape)
-        return jax.jvp(lambda x: call(_replace(leaves, i, x), others), (leaf,), (t,))[1]
+        t = jnp.zeros(group.size, flat.dtype).at[k].set(1)
+        return jax.jvp(lambda v: call(group.put(leaves, v), others), (flat,), (t,))[1]
 
     return map_chunks(tangent, chunks, n)
 
 
 def forward_directions(
-    call: Callable, leaves: Sequence[Any], others: Sequence[Any], i: int, directions: jax.Array
-) -> jax.Array:
-    """Forward mode: ``jvp(f, x; v)`` for the rows ``v`` of ``directions`` in leaf ``i``."""
-    leaf = leaves[i]
+    call: Callable,
+    leaves: Sequence[Any],
+    others: Sequence[Any],
+    group: Group,
+    seed: Any,
+    ids: jax.Array,
+    owners: jax.Array,
+    support: jax.Array,
+    grad: jax.Array,
+) -> tuple[jax.Array, jax.Array]:
+    """Forward mode along random directions (as :func:`along_directions`).
 
-    def tangent(v: jax.Array) -> jax.Array:
-        return jax.jvp(
-            lambda x: call(_replace(leaves, i, x), others), (leaf,), (v.reshape(leaf.shape),)
-        )[1]
+    **Returns:** ``(jvp(f, x; v) (d,), grad . v (d,))``.
+    """
+    flat = group.flat(leaves)
 
-    return jax.vmap(tangent)(directions)
+    def body(j: jax.Array, owner: jax.Array):
+        v = direction(seed, j, support, owner, flat.dtype)
+        t = jax.jvp(lambda u: call(group.put(leaves, u), others), (flat,), (v,))[1]
+        return t, v @ grad
+
+    return jax.vmap(body)(ids, owners)
+
+
+def leafwise(sizes: Sequence[int], checked: int) -> bool:
+    """Whether to give each leaf its own perturbation body (see :class:`Group`).
+
+    Worth its compile time only for big checks; small ones compile ``f`` once.
+    """
+    return checked >= _LEAFWISE_MIN_CHECKS and len(sizes) <= _LEAFWISE_MAX_LEAVES
 
 
 # ----------------------------------------------------------------------------- public
@@ -364,20 +430,26 @@ def numerical_grad(
         evaluate = plain_evaluate(prob.call)
         if batch_size is None:
             per_eval = eval_bytes(prob.call, prob.leaves, prob.others)
+        sizes = [int(np.prod(jnp.shape(x), dtype=np.int64)) for x in prob.leaves]
+        if leafwise(sizes, sum(sizes)):
+            groups = [Group([i], prob.leaves) for i in range(len(sizes))]
+        else:
+            groups = [Group(range(len(sizes)), prob.leaves)]
         plans = []
-        for leaf in prob.leaves:
-            n = int(np.prod(jnp.shape(leaf), dtype=np.int64))
-            b = batch_size if batch_size is not None else auto_batch(per_eval, n)
-            plans.append((n, chunk(np.arange(n, dtype=np.int32), b)))
+        for g in groups:
+            b = batch_size if batch_size is not None else auto_batch(per_eval, g.size)
+            plans.append((g, chunk(np.arange(g.size, dtype=np.int32), b)))
 
         def program(leaves: list[Any], others: list[Any], hh: jax.Array) -> list[jax.Array]:
-            out = []
-            for i, (n, chunks) in enumerate(plans):
+            out: list[Any] = [None] * len(leaves)
+            for g, chunks in plans:
                 vals, steps, _, _ = perturbed(
-                    evaluate, leaves, others, i, jnp.asarray(chunks), n, hh
+                    evaluate, leaves, others, g, jnp.asarray(chunks), g.size, hh
                 )
-                g = (vals[:, 0] - vals[:, 1]) / steps
-                out.append(g.reshape(jnp.shape(leaves[i])).astype(prob.dtypes[i]))
+                grad = (vals[:, 0] - vals[:, 1]) / steps
+                pieces = g.put(leaves, grad)
+                for i in g.members:
+                    out[i] = pieces[i].astype(prob.dtypes[i])
             return out
 
         out = jax.jit(program)(prob.leaves, prob.others, jnp.asarray(h, jnp.float64))

@@ -1,0 +1,435 @@
+"""check_grad, numerical_grad, relative_error, step_size_sweep: the notes' gradient check."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlearn
+from jaxlearn import check_grad, numerical_grad, relative_error, step_size_sweep
+from jaxlearn._compat import enable_x64
+
+H = 1e-5
+
+
+def _data(n: int = 12, d: int = 5, c: int = 3, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, d)), rng.integers(0, c, n).astype(np.int32)
+
+
+def _params(d: int = 5, hdim: int = 6, c: int = 3, seed: int = 1, dtype=np.float64):
+    rng = np.random.default_rng(seed)
+    return {
+        "W1": (rng.normal(size=(d, hdim)) * 0.5).astype(dtype),
+        "b1": (rng.normal(size=hdim) * 0.1).astype(dtype),
+        "W2": (rng.normal(size=(hdim, c)) * 0.5).astype(dtype),
+        "b2": (rng.normal(size=c) * 0.1).astype(dtype),
+    }
+
+
+def tanh_mlp(p, X, y):
+    h = jnp.tanh(X @ p["W1"] + p["b1"])
+    return jaxlearn.softmax_cross_entropy(h @ p["W2"] + p["b2"], y)
+
+
+def _with_custom_first_layer(scale_w: float = 1.0, flip_row: int | None = None):
+    """A tanh MLP whose first affine layer has a hand-written backward pass."""
+
+    @jax.custom_vjp
+    def affine(W, b, x):
+        return x @ W + b
+
+    def fwd(W, b, x):
+        return x @ W + b, (W, x)
+
+    def bwd(res, g):
+        W, x = res
+        dW = scale_w * (x.T @ g)
+        if flip_row is not None:
+            dW = dW.at[flip_row].multiply(-1.0)
+        return dW, g.sum(0), g @ W.T
+
+    affine.defvjp(fwd, bwd)
+
+    def f(p, X, y):
+        h = jnp.tanh(affine(p["W1"], p["b1"], X))
+        return jaxlearn.softmax_cross_entropy(h @ p["W2"] + p["b2"], y)
+
+    return f
+
+
+# ----------------------------------------------------------------------------- basics
+
+
+def test_relative_error_is_the_notes_formula():
+    a = jnp.array([1.0, 0.0, 2.0, -3.0, 1.0])
+    n = jnp.array([1.5, 0.0, -2.0, -3.0, jnp.nan])
+    np.testing.assert_allclose(relative_error(a, n), [0.5 / 1.5, 0.0, 2.0, 0.0, np.inf])
+    tree = relative_error({"a": jnp.ones(2)}, {"a": jnp.array([1.0, 0.5])})
+    np.testing.assert_allclose(tree["a"], [0.0, 0.5])
+    with pytest.raises(ValueError, match=r"same shape, got \(2,\) and \(3,\)"):
+        relative_error(jnp.ones(2), jnp.ones(3))
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_smooth_tanh_mlp_is_good_everywhere_in_float64(dtype):
+    X, y = _data()
+    p = _params(dtype=dtype)
+    r = check_grad(tanh_mlp, p, X.astype(dtype), y, num_checks=None)
+    assert r.ok, r
+    assert r.max_relative_error < 1e-7
+    assert r.kinks == 0 and r.failures == 0
+    assert [row.path for row in r.rows] == ["['W1']", "['W2']", "['b1']", "['b2']"]
+    assert [row.checked for row in r.rows] == [30, 18, 6, 3]
+    assert all(row.verdict == "good" for row in r.rows)
+    # Even from float32 params the check ran in float64: the analytic gradient is the
+    # float64 gradient at the (exactly representable) float32 point, and the median error
+    # is far below what float32 differences could reach (~1e-3).
+    with enable_x64():
+        p64 = {k: jnp.asarray(np.asarray(v, np.float64)) for k, v in p.items()}
+        g = jax.grad(tanh_mlp)(p64, jnp.asarray(X.astype(dtype), jnp.float64), y)
+    w1 = r.row("['W1']")
+    np.testing.assert_allclose(w1.analytic, np.asarray(g["W1"]).reshape(-1), rtol=1e-12)
+    assert w1.median_error < 1e-8
+    assert r.forward == "directions" and all(row.forward_error < 1e-12 for row in r.rows)
+
+
+def test_sampled_coordinates_are_spread_and_reproducible():
+    X, y = _data()
+    p = _params(d=5, hdim=40)
+    r1 = check_grad(tanh_mlp, p, X, y, num_checks=10, kinks=False)
+    r2 = check_grad(tanh_mlp, p, X, y, num_checks=10, kinks=False)
+    r3 = check_grad(tanh_mlp, p, X, y, num_checks=10, kinks=False, seed=1)
+    w1 = r1.row("['W1']")
+    assert w1.checked == 10 and w1.size == 200
+    # one coordinate in each tenth of the leaf
+    np.testing.assert_array_equal(w1.indices // 20, np.arange(10))
+    np.testing.assert_array_equal(w1.indices, r2.row("['W1']").indices)
+    assert not np.array_equal(w1.indices, r3.row("['W1']").indices)
+    assert r1.row("['b2']").checked == 3  # smaller than num_checks: all of it
+    assert r1.forward == "coordinates"
+    assert r1.ok
+
+
+# ----------------------------------------------------------------------------- planted bugs
+
+
+def test_custom_vjp_scaled_by_1_001_is_caught_on_its_leaf():
+    X, y = _data()
+    f = _with_custom_first_layer(scale_w=1.001)
+    r = check_grad(f, _params(), X, y, num_checks=None)
+    assert not r.ok
+    w1 = r.row("['W1']")
+    assert w1.failures == w1.checked - w1.below_noise and w1.failures >= 28
+    np.testing.assert_allclose(w1.errors[w1.status == "fail"], 0.001 / 1.001, rtol=1e-4)
+    assert w1.verdict == "uncomfortable"
+    np.testing.assert_allclose(w1.worst[1], 1.001 * w1.worst[2], rtol=1e-6)
+    for name in ("['b1']", "['W2']", "['b2']"):
+        assert r.row(name).ok and r.row(name).max_error < 1e-7
+    with pytest.raises(AssertionError, match=r"(?s)gradient check failed.*\['W1'\].*FAIL"):
+        r.assert_ok()
+    assert "forward mode not compared: f contains custom_vjp_call" in str(r)
+
+
+def test_sign_flip_on_one_row_is_located():
+    X, y = _data()
+    f = _with_custom_first_layer(flip_row=2)
+    r = check_grad(f, _params(), X, y, num_checks=None)
+    w1 = r.row("['W1']")
+    assert sorted(w1.failing) == [(2, j) for j in range(6)]
+    np.testing.assert_allclose(w1.errors[w1.status == "fail"], 2.0)
+    assert w1.worst[0][0] == 2 and w1.verdict == "wrong"
+    assert r.failures == 6
+
+
+def test_missing_regularization_term_is_caught():
+    X, y = _data()
+    lam = 0.1
+
+    def data_loss(p, X, y):
+        return tanh_mlp(p, X, y)
+
+    @jax.custom_vjp
+    def loss(p, X):
+        return data_loss(p, X, y) + 0.5 * lam * jnp.sum(p["W1"] ** 2)
+
+    def fwd(p, X):
+        return loss(p, X), (p, X)
+
+    def bwd(res, g):
+        p, X = res
+        gp = jax.grad(data_loss)(p, X, y)  # forgot lam * W1
+        return jax.tree.map(lambda a: g * a, gp), None
+
+    loss.defvjp(fwd, bwd)
+    p = _params()
+    r = check_grad(lambda p, X: loss(p, X), p, X, num_checks=None)
+    w1 = r.row("['W1']")
+    assert w1.failures == 30
+    with enable_x64():
+        gd = np.asarray(jax.grad(data_loss)(p, jnp.asarray(X), y)["W1"]).reshape(-1)
+    full = gd + lam * p["W1"].reshape(-1)
+    np.testing.assert_allclose(w1.numerical, full, rtol=1e-7)
+    np.testing.assert_allclose(
+        w1.errors,
+        np.abs(lam * p["W1"].reshape(-1)) / np.maximum(np.abs(gd), np.abs(full)),
+        rtol=1e-6,
+    )
+    assert all(r.row(n).ok for n in ("['b1']", "['W2']", "['b2']"))
+
+
+def test_forward_mode_catches_a_custom_jvp_rule_its_transpose_hides():
+    @jax.custom_jvp
+    def s(x):
+        return jnp.sin(x)
+
+    @s.defjvp
+    def s_jvp(primals, tangents):
+        (x,), (t,) = primals, tangents
+        return jnp.sin(x), jnp.cos(x) * t + 0.01  # not linear in t: transposition drops 0.01
+
+    p = {"w": jnp.linspace(0.1, 1.0, 5)}
+    r = check_grad(lambda p: jnp.sum(s(p["w"])), p)
+    row = r.row("['w']")
+    assert row.failures == 0 and row.max_error < 1e-7  # reverse mode is right
+    assert row.forward_failures == 5 and not r.ok  # forward mode is not
+    # jvp along e_k adds 0.01 for each of the 5 outputs that are summed
+    np.testing.assert_allclose(row.forward - row.analytic, 0.05, rtol=1e-9)
+    assert "forward/reverse disagreement" in str(r)
+
+
+# ------------------------------------------------------------------ randomness, jit, vmap
+
+
+def test_dropout_with_a_fixed_key_passes():
+    X, y = _data()
+    model = jaxlearn.mlp(5, (8,), 3, dropout=0.5)
+    p = model.init(jax.random.key(0))
+
+    def f(p, X, y, key=None):
+        return jaxlearn.softmax_cross_entropy(model.apply(p, X, key=key), y)
+
+    k1, k2 = jax.random.key(1), jax.random.key(2)
+    assert float(f(p, X, y, key=k1)) != float(f(p, X, y, key=k2))  # dropout is active
+    r = check_grad(f, p, X, y, key=k1, num_checks=None)
+    assert r.ok, r
+    assert r.max_relative_error < 1e-7 and r.kinks == 0
+
+
+def test_numerical_grad_under_jit_and_vmap_matches_autodiff():
+    X, y = _data()
+    p = _params(dtype=np.float32)
+    with enable_x64():
+        p64 = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), p)
+        g64 = jax.grad(tanh_mlp)(p64, jnp.asarray(X), y)
+    n = jax.jit(lambda p: numerical_grad(tanh_mlp, p, X, y))(p)
+    for k in p:
+        assert n[k].dtype == jnp.float32
+        np.testing.assert_allclose(n[k], np.asarray(g64[k], np.float32), rtol=2e-6, atol=1e-9)
+    stacked = jax.tree.map(lambda a: jnp.stack([a, 2 * a, -a]), p)
+    nv = jax.vmap(lambda q: numerical_grad(tanh_mlp, q, X, y, batch_size=7))(stacked)
+    for i in range(3):
+        q = jax.tree.map(lambda a, i=i: a[i], stacked)
+        gq = jax.grad(tanh_mlp)(q, jnp.asarray(X, jnp.float32), y)
+        for k in p:
+            np.testing.assert_allclose(nv[k][i], gq[k], rtol=2e-3, atol=2e-5)
+
+
+def test_jitted_f_with_an_inner_vmap_is_checked():
+    X, y = _data()
+
+    @jax.jit
+    def f(p, X, y):
+        def one(x, t):
+            h = jnp.tanh(x @ p["W1"] + p["b1"])
+            return jaxlearn.softmax_cross_entropy((h @ p["W2"] + p["b2"])[None], t[None])
+
+        return jnp.mean(jax.vmap(one)(X, y))
+
+    r = check_grad(f, _params(), X, y, num_checks=4, batch_size=3)
+    assert r.ok and r.max_relative_error < 1e-7
+    assert [row.checked for row in r.rows] == [4, 4, 4, 3]
+
+
+# ----------------------------------------------------------------------------- noise floor
+
+
+def test_gradients_below_the_noise_floor_are_judged_by_absolute_tolerance():
+    f = lambda p: 1.0 + 0.5 * jnp.sum(p["w"] ** 2)  # noqa: E731
+    p = {"w": jnp.array([1e-13, 0.5])}
+    r = check_grad(f, p)
+    row = r.row("['w']")
+    assert list(row.status) == ["noise", "good"] and row.below_noise == 1
+    assert r.ok and row.errors[0] > 1e-2  # a relative error that means nothing here
+    # tolerance: noise_factor * eps * (max |f(x +- h)| + |x| * |gradient|) / step
+    f_plus = 1.0 + 0.5 * (0.5 + 1e-5) ** 2
+    expected = 16 * np.finfo(np.float64).eps * (f_plus + 0.5 * 0.5) / 2e-5
+    np.testing.assert_allclose(row.atol[1], expected, rtol=1e-6)
+
+    @jax.custom_vjp
+    def g(w):
+        return 1.0 + 0.5 * jnp.sum(w**2)
+
+    g.defvjp(lambda w: (g(w), w), lambda w, c: (c * (w + jnp.array([1e-6, 0.0])),))
+    bad = check_grad(lambda p: g(p["w"]), p)
+    assert list(bad.row("['w']").status) == ["fail", "good"]  # 1e-6 is far above the floor
+
+
+def test_a_cast_to_float32_inside_f_is_reported():
+    x = np.linspace(0.1, 1, 6).reshape(2, 3)
+    f = lambda p, x: jnp.sum(jnp.tanh(x @ p["W"].astype(jnp.float32)))  # noqa: E731
+    r = check_grad(f, {"W": np.full((3, 2), 0.1)}, x)
+    assert len(r.casts) == 1
+    assert "f casts float64 to float32 at test_gradcheck.py" in r.casts[0]
+    assert "eps = 1.2e-07" in r.casts[0]
+    assert r.ok  # float32 rounding is not mistaken for a wrong gradient
+    assert "note: f casts float64 to float32" in str(r)
+
+
+# ----------------------------------------------------------------------------- regularization
+
+
+def test_data_loss_and_regularization_are_checked_separately():
+    X, y = _data()
+    p = _params()
+
+    def reg(strength):
+        return lambda p: strength * jaxlearn.l2_penalty(p)
+
+    with pytest.warns(
+        jaxlearn.RegularizationWarning,
+        match=r"dwarfs the data gradient on "
+        r"\['W1'\] \(\|grad R\| = .* vs \|grad f\| = .*\['W2'\]",
+    ):
+        r = check_grad(tanh_mlp, p, X, y, regularization=reg(100.0), num_checks=5)
+    assert [(row.part, row.path) for row in r.rows][:2] == [("data", "['W1']"), ("data", "['W2']")]
+    assert [row.part for row in r.rows] == ["data"] * 4 + ["reg"] * 4
+    assert r.ok
+    np.testing.assert_allclose(
+        r.row("['W1']", "reg").analytic, 100.0 * p["W1"].reshape(-1)[r.row("['W1']", "reg").indices]
+    )
+    assert any("dwarfs" in n for n in r.notes)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        r2 = check_grad(tanh_mlp, p, X, y, regularization=reg(1e-3), num_checks=5)
+    assert r2.ok and not any("dwarfs" in n for n in r2.notes)
+
+
+# ----------------------------------------------------------------------------- directions mode
+
+
+def test_directions_mode_for_large_leaves():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 300))
+    y = rng.integers(0, 10, 8).astype(np.int32)
+    p = {"W": rng.normal(size=(300, 10)) * 0.05, "b": np.zeros(10)}
+
+    def f(p, X, y):
+        return jaxlearn.softmax_cross_entropy(jnp.tanh(X @ p["W"] + p["b"]), y)
+
+    r = check_grad(f, p, X, y, mode="directions", num_directions=2)
+    assert r.ok and r.mode == "directions"
+    assert [row.checked for row in r.rows] == [2, 2]
+    assert all(row.forward_error < 1e-10 for row in r.rows)
+    assert "(directions)" in str(r) and "2 dir" in str(r)
+
+    @jax.custom_vjp
+    def affine(W, b, x):
+        return x @ W + b
+
+    affine.defvjp(
+        lambda W, b, x: (x @ W + b, (W, x)),
+        lambda res, g: (1.001 * res[1].T @ g, g.sum(0), g @ res[0].T),
+    )
+    bad = check_grad(
+        lambda p, X, y: jaxlearn.softmax_cross_entropy(jnp.tanh(affine(p["W"], p["b"], X)), y),
+        p,
+        X,
+        y,
+        mode="directions",
+    )
+    assert bad.row("['W']").failures == 1 and bad.row("['b']").ok
+    np.testing.assert_allclose(bad.row("['W']").errors, 0.001 / 1.001, rtol=1e-4)
+
+
+# ----------------------------------------------------------------------------- sweep, report
+
+
+def test_step_size_sweep_shows_float32_cannot_reach_float64():
+    X, y = _data()
+    s = step_size_sweep(tanh_mlp, _params(), X, y, hs=[1e-1, 1e-2, 1e-3, 1e-5, 1e-7], num_checks=2)
+    assert s.h.shape == s.error_float32.shape == s.error_float64.shape == (5,)
+    assert s.error_float64[3] < 1e-8 < 1e-5 < s.error_float32[3]
+    assert np.nanmin(s.error_float32) > 1e-6 and np.nanmin(s.error_float64) < 1e-8
+    assert s.best_h["float32"] >= 1e-3 and 1e-7 <= s.best_h["float64"] <= 1e-3
+    assert np.all(s.max_float64 >= s.error_float64)
+    assert "float32" in str(s)
+
+
+def test_report_prints_a_table():
+    X, y = _data()
+    r = check_grad(tanh_mlp, _params(), X, y, num_checks=3)
+    text = str(r)
+    lines = text.splitlines()
+    assert lines[0].startswith("gradient check of f = ")
+    assert "h = 1e-05 in float64, threshold 1e-07" in lines[0]
+    assert lines[1].split()[:3] == ["leaf", "checked", "max"]
+    assert any(line.startswith("['W1']  3/30") for line in lines)
+    assert lines[-1].startswith("OK: max relative error")
+    r.assert_ok()
+    assert set(r.timings) == {"trace", "compile", "run"}
+    with pytest.raises(KeyError, match="no row for leaf"):
+        r.row("['W9']")
+
+
+# ----------------------------------------------------------------------------- bad input
+
+_P = {"w": np.array([0.5, -0.2, 0.3])}
+_f = lambda p: jnp.sum(jnp.sin(p["w"]))  # noqa: E731
+
+
+@pytest.mark.parametrize(
+    "call, match",
+    [
+        (lambda: check_grad(lambda p: p["w"] * 2, _P), r"must return a real scalar .*shape \(3,\)"),
+        (
+            lambda: check_grad(_f, {"w": _P["w"], "step": np.array(3)}),
+            r"params leaf \['step'\] has dtype int.*through `\*args`",
+        ),
+        (
+            lambda: check_grad(_f, {"w": _P["w"], "mask": np.array([True])}),
+            r"params leaf \['mask'\] has dtype bool",
+        ),
+        (
+            lambda: check_grad(_f, {"w": np.array([0.5, np.nan])}),
+            r"params leaf \['w'\] has 1 non-finite value",
+        ),
+        (
+            lambda: check_grad(lambda p: jnp.sum(jnp.log(p["w"])), _P),
+            r"f\(params, \.\.\.\) = nan at the check point",
+        ),
+        (lambda: check_grad(_f, _P, h=0.0), r"`h` must be a finite step > 0.*got 0.0"),
+        (lambda: check_grad(_f, _P, h=-1e-5), r"`h` must be a finite step > 0.*got -1e-05"),
+        (lambda: check_grad(_f, _P, h=float("nan")), r"`h` must be a finite step > 0"),
+        (lambda: check_grad(_f, _P, num_checks=0), r"`num_checks` must be a positive int"),
+        (lambda: check_grad(_f, _P, batch_size=0), r"`batch_size` must be a positive int"),
+        (lambda: check_grad(_f, _P, threshold=0), r"`threshold` must be a finite number > 0"),
+        (lambda: check_grad(_f, _P, mode="all"), r"`mode` must be one of .*got 'all'"),
+        (lambda: check_grad(_f, _P, forward="yes"), r"`forward` must be one of"),
+        (lambda: check_grad(_f, _P, retry_kinks=-1), r"`retry_kinks` must be an int >= 0"),
+        (lambda: check_grad(_f, _P, regularization=3.0), r"`regularization` must be a callable"),
+        (lambda: check_grad("loss", _P), r"`f` must be a callable"),
+        (lambda: check_grad(_f, {}), r"`params` has no array leaves"),
+        (lambda: jax.jit(lambda p: check_grad(_f, p).ok)(_P), r"must be concrete arrays"),
+        (lambda: numerical_grad(_f, _P, h=0), r"numerical_grad: `h` must be a finite step"),
+        (lambda: numerical_grad(_f, {"w": np.arange(3)}), r"numerical_grad: params leaf"),
+        (lambda: step_size_sweep(_f, _P, hs=[1e-3, -1.0]), r"`hs` must be a finite step > 0"),
+    ],
+)
+def test_bad_input_gets_a_clear_error(call, match):
+    with pytest.raises(ValueError, match=match):
+        call()

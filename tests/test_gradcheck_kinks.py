@@ -1,0 +1,229 @@
+"""Kink detection: non-smooth decisions recorded during the perturbed evaluations."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+import jaxlearn
+from jaxlearn import check_grad
+from jaxlearn._compat import enable_x64
+from jaxlearn.gradcheck.kinks import evaluate_with_decisions, plan_kinks
+
+H = 1e-5
+
+
+def _relu_problem():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(8, 4))
+    y = rng.integers(0, 3, 8).astype(np.int32)
+    p = {
+        "W1": rng.normal(size=(4, 5)),
+        "b1": rng.normal(size=5) * 0.1,
+        "W2": rng.normal(size=(5, 3)),
+        "b2": np.zeros(3),
+    }
+    pre = X @ p["W1"] + p["b1"]
+    # Two pre-activations placed within h of the ReLU's kink.
+    p["b1"][2] -= pre[3, 2] - 0.3 * H
+    p["b1"][4] -= pre[5, 4] + 0.6 * H
+    return p, X, y
+
+
+def relu_mlp(p, X, y):
+    h = jax.nn.relu(X @ p["W1"] + p["b1"])
+    return jaxlearn.softmax_cross_entropy(h @ p["W2"] + p["b2"], y)
+
+
+def test_relu_kinks_are_reported_exactly_where_a_unit_changes_side():
+    p, X, y = _relu_problem()
+    r = check_grad(relu_mlp, p, X, y, num_checks=None)
+    # Oracle: which coordinates of W1 and b1 flip some ReLU between x + h and x - h.
+    expected = {"['W1']": set(), "['b1']": set()}
+    for name, shape in (("W1", (4, 5)), ("b1", (5,))):
+        for k in range(int(np.prod(shape))):
+            masks = []
+            for s in (H, -H):
+                q = {n: v.copy() for n, v in p.items()}
+                q[name].reshape(-1)[k] += s
+                masks.append(X @ q["W1"] + q["b1"] > 0)
+            if (masks[0] != masks[1]).any():
+                expected[f"['{name}']"].add(np.unravel_index(k, shape))
+    assert (2,) in expected["['b1']"] and (4,) in expected["['b1']"]
+    for name, want in expected.items():
+        assert {tuple(int(i) for i in c) for c in r.row(name).kinked} == want
+    assert r.row("['W2']").kinks == 0 and r.row("['b2']").kinks == 0
+    assert r.kinks == sum(len(v) for v in expected.values())
+    assert r.ok and r.max_relative_error < 1e-7, r
+    ((site, count),) = r.kink_sites
+    assert site.startswith("max in custom_jvp_call(relu) > jit(relu) at test_gradcheck_kinks.py")
+    assert count == r.kinks
+    assert f"{r.kinks:6d}  max in custom_jvp_call(relu)" in str(r)
+    # Without kink detection those coordinates would pass for wrong gradients.
+    blind = check_grad(relu_mlp, p, X, y, num_checks=None, kinks=False, forward="none")
+    assert not blind.ok and blind.kinks == 0
+    assert set(blind.row("['b1']").failing) <= expected["['b1']"]
+    # A smaller step resolves them: a kink within 0.3 h is not crossed at h / 10.
+    retried = check_grad(relu_mlp, p, X, y, num_checks=None, retry_kinks=1, forward="none")
+    assert retried.kinks == 0 and retried.ok and retried.max_relative_error < 1e-7
+    assert sum(row.retried for row in retried.rows) == r.kinks
+
+
+def test_hinge_kinks_are_reported_exactly_where_a_margin_changes_side():
+    rng = np.random.default_rng(4)
+    X = rng.normal(size=(6, 4))
+    y = rng.integers(0, 3, 6).astype(np.int32)
+    p = {"W": rng.normal(size=(4, 3)), "b": rng.normal(size=3)}
+    s = X @ p["W"] + p["b"]
+    j = (y[2] + 1) % 3
+    p["b"][j] -= s[2, j] - s[2, y[2]] + 1.0 - 0.3 * H  # margin of row 2, class j: 0.3 h
+
+    def svm(p, X, y):
+        return jaxlearn.multiclass_svm(X @ p["W"] + p["b"], y)
+
+    def margins_positive(q):
+        sc = X @ q["W"] + q["b"]
+        m = sc - sc[np.arange(6), y][:, None] + 1.0
+        m[np.arange(6), y] = -1.0
+        return m > 0
+
+    expected = {"['W']": set(), "['b']": set()}
+    for name, shape in (("W", (4, 3)), ("b", (3,))):
+        for k in range(int(np.prod(shape))):
+            sides = []
+            for st in (H, -H):
+                q = {n: v.copy() for n, v in p.items()}
+                q[name].reshape(-1)[k] += st
+                sides.append(margins_positive(q))
+            if (sides[0] != sides[1]).any():
+                expected[f"['{name}']"].add(np.unravel_index(k, shape))
+    assert expected["['b']"] == {(j,), (y[2],)}
+    r = check_grad(svm, p, X, y, num_checks=None, forward="none")
+    for name, want in expected.items():
+        assert {tuple(int(i) for i in c) for c in r.row(name).kinked} == want
+    assert r.ok and r.max_relative_error < 1e-7
+    assert [s for s, _ in r.kink_sites] == [
+        next(s for s, _ in r.kink_sites if s.startswith("max at losses.py"))
+    ]
+
+
+@jax.custom_vjp
+def _floor_at_zero(x):
+    return jnp.maximum(x, 0.0)
+
+
+_floor_at_zero.defvjp(lambda x: (_floor_at_zero(x), x), lambda x, g: (g * (x > 0),))
+
+
+@jax.custom_jvp
+def _steps_to_one(x):
+    """Adds 0.25 until x >= 1: a while loop whose trip count jumps at 0.5, 0.75, ..."""
+    return lax.while_loop(lambda c: c < 1.0, lambda c: c + 0.25, x)
+
+
+_steps_to_one.defjvp(lambda primals, tangents: (_steps_to_one(*primals), tangents[0]))
+
+
+def every_decision(p):
+    """Each coordinate of w meets one kind of decision; 5, 9, 12 and 22 meet none."""
+    w = p["w"]
+    parts = [
+        jnp.abs(w[0]),
+        jnp.maximum(w[1], 0.2),
+        jnp.where(w[2] > 0.1, w[2], 2 * w[2]),
+        lax.cond(w[3] > 0.5, lambda v: jnp.sum(v**2), lambda v: jnp.sum(v), w[:4]),
+        lax.scan(lambda c, x: (c + jnp.maximum(x, 0.3), None), 0.0, w[4:6])[0],
+        _steps_to_one(w[6]),
+        jnp.sum(jnp.sort(w[7:10]) * jnp.arange(1.0, 4.0)),
+        2.0 * w[10:13][jnp.argmax(w[10:13])],
+        jnp.max(w[13:15]),
+        jnp.floor(4 * w[15]),
+        jnp.round(4 * w[16]),
+        lax.clamp(0.0, w[17], 1.0),
+        (4 * w[18]).astype(jnp.int32).astype(w.dtype),
+        jax.nn.relu(w[19]),
+        _floor_at_zero(w[20]),
+        jnp.sign(w[21]),
+        jnp.tanh(w[22]),
+    ]
+    return sum(parts) + 0.5 * jnp.sum(w**2)
+
+
+_W = np.array(
+    [0.3 * H, 0.2 + 0.3 * H, 0.1 + 0.3 * H, 0.5 - 0.3 * H, 0.3 + 0.3 * H, 0.9,
+     0.5 + 0.3 * H, 0.5, 0.5 + 0.3 * H, 0.1, 0.5, 0.5 + 0.3 * H, 0.1, 0.7, 0.7 + 0.3 * H,
+     0.25 + 0.3 * H, 0.125 + 0.3 * H, 1 - 0.3 * H, 0.25 + 0.3 * H, 0.3 * H, -0.3 * H, 0.3 * H,
+     0.4]
+)  # fmt: skip
+
+
+def test_every_kind_of_decision_is_recorded_where_it_is_taken():
+    r = check_grad(every_decision, {"w": _W}, num_checks=None, forward="none")
+    row = r.row("['w']")
+    assert sorted(c[0] for c in row.kinked) == sorted(set(range(22)) - {5, 9, 12})
+    assert row.failures == 0 and r.ok
+    sites: Counter[str] = Counter()
+    for s, n in r.kink_sites:
+        sites[s.split(" at ")[0]] += n
+    assert sites == {
+        "abs": 1,
+        "max": 1,
+        "gt": 2,
+        "cond branch": 1,
+        "max in scan": 1,
+        "while trip count in custom_jvp_call(_steps_to_one)": 1,
+        "sort in jit(sort)": 2,
+        "argmax": 2,
+        "reduce_max": 2,
+        "floor": 1,
+        "round in jit(round)": 1,
+        "clamp": 1,
+        "convert_element_type": 1,
+        "max in custom_jvp_call(relu) > jit(relu)": 1,
+        "max in custom_vjp_call(_floor_at_zero)": 1,
+        "sign": 1,
+    }
+    assert all(s.split(" at ")[1].startswith("test_gradcheck_kinks.py:") for s, _ in r.kink_sites)
+
+
+def test_the_interpreter_reproduces_f_under_jit_and_vmap():
+    with enable_x64():
+        w = jnp.asarray(_W)
+        closed = jax.make_jaxpr(every_decision)({"w": w})
+        plan = plan_kinks(closed, [True])
+        # 17 kinds of decision (the gt and select_n of jnp.where count once) and the
+        # never-negative check of the argmax index used to index w.
+        assert len(plan.sites) == 18
+        assert sum(s.primitive == "lt" for s in plan.sites) == 1
+
+        def run(v):
+            outs, fps = evaluate_with_decisions(plan, closed.consts, [v])
+            return outs[0], jnp.stack(fps)
+
+        ws = jnp.stack([w, w + 0.01, w - 0.02])
+        vals, fps = jax.jit(jax.vmap(run))(ws)
+        np.testing.assert_allclose(
+            vals, jax.vmap(lambda v: every_decision({"w": v}))(ws), rtol=1e-15
+        )
+        assert fps.dtype == jnp.uint32 and fps.shape == (3, 18)
+        v0, f0 = jax.jit(run)(w)
+        assert float(v0) == float(vals[0]) and np.array_equal(f0, fps[0])
+
+
+def test_no_false_alarm_from_stable_softmax_or_stop_gradient():
+    X = np.ones((4, 3))
+    y = np.array([0, 1, 2, 0], np.int32)
+    p = {"W": np.zeros((3, 5)), "b": np.zeros(5)}  # all scores tie: the max winner flips
+
+    def f(p, X, y):
+        s = X @ p["W"] + p["b"]
+        gate = lax.stop_gradient(jnp.maximum(s, 0.0))  # a decision cut from the output
+        return jaxlearn.softmax_cross_entropy(s + 0 * gate, y)
+
+    r = check_grad(f, p, X, y, num_checks=None, forward="none")
+    assert r.kinks == 0 and r.ok and r.max_relative_error < 1e-7
+    assert r.kink_sites == ()
