@@ -140,25 +140,26 @@ _SHARDED = textwrap.dedent(
 
     assert len(jax.devices()) == 4, jax.devices()
     x = jnp.arange(6.0).reshape(2, 3)
-    for n in (8, 6):
-        members = {"lr": jnp.linspace(0.1, 1.0, n),
-                   "key": jax.random.split(jax.random.key(0), n)}
-        for strategy, chunk in (("vmap", None), ("chunked", 1), ("sequential", None)):
-            run = population_map(fn, strategy=strategy, chunk_size=chunk)
-            plan = run.plan(members)
-            assert (plan.num_devices, plan.padded_size, plan.per_device) == (4, 8, 2), plan
-            out = run(members, x)
-            one = population_map(fn, strategy=strategy, chunk_size=chunk,
-                                 devices=jax.devices()[:1])(members, x)
-            assert out["w"].shape == (n, 3)
-            np.testing.assert_allclose(out["w"], one["w"], rtol=1e-6)
-            np.testing.assert_allclose(out["y"], one["y"], rtol=1e-6)
-            if n == 8:
-                shards = out["w"].addressable_shards
-                assert sorted(s.device.id for s in shards) == [0, 1, 2, 3]
-                assert all(s.data.shape == (2, 3) for s in shards), [s.data.shape for s in shards]
-                rows = sorted(s.index[0].start for s in shards)
-                assert rows == [0, 2, 4, 6], rows
+    members = {"lr": jnp.linspace(0.1, 1.0, 6), "key": jax.random.split(jax.random.key(0), 6)}
+    for strategy, chunk in (("vmap", None), ("chunked", 1), ("sequential", None)):
+        run = population_map(fn, strategy=strategy, chunk_size=chunk)
+        plan = run.plan(members)
+        assert (plan.num_devices, plan.padded_size, plan.per_device) == (4, 8, 2), plan
+        placed, _ = run.place(members, (x,), plan)
+        for leaf in jax.tree.leaves(placed):  # each device holds its two members
+            shards = leaf.addressable_shards
+            assert sorted(s.device.id for s in shards) == [0, 1, 2, 3]
+            assert sorted(s.index[0].start for s in shards) == [0, 2, 4, 6]
+        out = run(members, x)
+        one = population_map(fn, strategy=strategy, chunk_size=chunk,
+                             devices=jax.devices()[:1])(members, x)
+        assert out["w"].shape == (6, 3) and out["y"].shape == (6, 2)
+        np.testing.assert_allclose(out["w"], one["w"], rtol=1e-6)
+        np.testing.assert_allclose(out["y"], one["y"], rtol=1e-6)
+    eight = {"lr": jnp.linspace(0.1, 1.0, 8), "key": jax.random.split(jax.random.key(0), 8)}
+    shards = population_map(fn, strategy="vmap")(eight, x)["w"].addressable_shards
+    assert all(s.data.shape == (2, 3) for s in shards), [s.data.shape for s in shards]
+    assert sorted(s.index[0].start for s in shards) == [0, 2, 4, 6]
     print("SHARDED OK")
     """
 )

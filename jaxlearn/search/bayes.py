@@ -12,10 +12,9 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from jaxlearn.search.engine import _finish, _key_data, evaluate_trials
+from jaxlearn.search.engine import _finish, _key_data, evaluate_trials, trial_keys
 from jaxlearn.search.space import Dimension, _check_key, check_space
 from jaxlearn.search.study import Study, Trial, _check_mode
 
@@ -112,7 +111,7 @@ def optuna_search(
         asked = [ostudy.ask() for _ in range(b)]
         points = [{n: _suggest(t, n, d) for n, d in space.items()} for t in asked]
         numbers = list(range(done, done + b))
-        keys = jax.vmap(lambda n: jax.random.fold_in(k_trials, n))(jnp.asarray(numbers))
+        keys = trial_keys(k_trials, numbers)
         new = evaluate_trials(
             objective, points, keys, numbers, space, study, settings=settings,
             strategy=strategy, chunk_size=chunk_size, devices=devices,

@@ -36,6 +36,7 @@ def border_warnings(
     *,
     edge: float = 0.1,
     top: int = 3,
+    min_trials: int = 8,
     where: str = "search",
 ) -> list[str]:
     """Messages for the hyperparameters whose best trial sits on the edge explored.
@@ -45,25 +46,28 @@ def border_warnings(
     explored, the best trial is *at the low edge* when ``u_best <= u_min + edge * (u_max -
     u_min)`` (for a grid or choice: the lowest value explored) and likewise at the high
     edge. The message counts how many of the `top` best trials are at that edge too.
+    A continuous range explored by fewer than `min_trials` successful trials is not judged
+    (with ``n`` trials and no signal at all, the best is an extreme one with chance
+    ``2 / n``); a grid or choice always is.
 
     **Arguments:**
     - `ranked`: trials best first (:meth:`Study.ranked`); failed trials are ignored.
     - `space`: the search space.
     - `edge`: the fraction of the explored width that counts as the edge, in (0, 0.5).
     - `top`: how many of the best trials to count at the edge, for the message.
+    - `min_trials`: the fewest successful trials to judge a continuous range.
     - `where`: what ran (``"search"``, ``"stage 1"``), for the message.
 
     **Returns:** a list of messages, empty when every best value lies inside.
 
     Example:
         >>> from jaxlearn.search import Trial, border_warnings, log_uniform
-        >>> trials = [Trial(i, {"lr": lr}, "complete", -abs(lr - 1e-6))
-        ...           for i, lr in enumerate([1e-6, 1e-4, 1e-2, 1.0])]
+        >>> trials = [Trial(i, {"lr": 10.0**-u}, "complete", -u) for i, u in enumerate(range(7))]
         >>> ranked = sorted(trials, key=lambda t: -t.value)
-        >>> print(border_warnings(ranked, {"lr": log_uniform(1e-6, 1.0)})[0])
-        search: the best trial has lr = 1e-06 at the low edge of the range explored
-        [1e-06, 1] (log scale; 1 of the top 3 trials there). The optimum may lie below it:
-        widen the range of lr below 1e-06.
+        >>> print(border_warnings(ranked, {"lr": log_uniform(1e-6, 1.0)}, min_trials=7)[0])
+        search: the best trial has lr = 1 at the high edge of the range explored
+        [1e-06, 1] (log scale; 1 of the top 3 trials there). The optimum may lie above it:
+        widen the range of lr above 1.
     """
     if not (isinstance(edge, (int, float)) and 0 < edge < 0.5):
         raise ValueError(f"border_warnings: `edge` must be in (0, 0.5), got {edge!r}.")
@@ -80,7 +84,9 @@ def border_warnings(
         lo, hi = float(u.min()), float(u.max())
         if not hi > lo:
             continue
-        discrete = dim.kind in ("choice", "grid") or len(np.unique(vals)) <= 3
+        discrete = dim.kind in ("choice", "grid")
+        if not discrete and len(vals) < min_trials:
+            continue
         band = 0.0 if discrete else edge * (hi - lo)
 
         def at(side: str, x: float, lo=lo, hi=hi, band=band) -> bool:

@@ -162,6 +162,27 @@ def _key_data(key: jax.Array) -> list[int]:
     return [int(v) for v in np.asarray(jax.random.key_data(key)).ravel()]
 
 
+@jax.jit
+def _fold_keys(key: jax.Array, numbers: jax.Array) -> jax.Array:
+    """``fold_in(key, n)`` for every n, in one compiled call."""
+    return jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, numbers)
+
+
+def trial_keys(key: jax.Array, numbers: Sequence[int]) -> jax.Array:
+    """The keys ``fold_in(key, n)`` of trials ``numbers``, stacked."""
+    return _fold_keys(key, jnp.asarray(np.asarray(numbers, dtype=np.uint32)))
+
+
+@jax.jit
+def _take(tree: Any, idx: jax.Array) -> Any:
+    return jax.tree.map(lambda a: a[idx], tree)
+
+
+def take(tree: Any, idx: Sequence[int]) -> Any:
+    """Rows ``idx`` of every leaf of a stacked pytree, in one compiled call."""
+    return _take(tree, jnp.asarray(np.asarray(idx, dtype=np.int32)))
+
+
 def _checkpoint_name(number: int, metric: str, value: float) -> str:
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in metric)
     return f"trial_{number:04d}_{safe}_{value:.4f}.npz"
@@ -244,6 +265,7 @@ def evaluate_trials(
     static_names = [n for n, d in space.items() if d.static]
     traced_names = [n for n, d in space.items() if not d.static]
     fdt = default_float()
+    key_rows = np.asarray(jax.random.key_data(keys))
     groups: dict[tuple, list[int]] = {}
     for i, p in enumerate(points):
         static = tuple((n, _hashable(n, p[n])) for n in static_names)
@@ -262,7 +284,7 @@ def evaluate_trials(
                 dim = space[n]
                 dtype = np.int32 if dim.is_int else fdt
                 hp[n] = jnp.asarray(np.asarray([points[i][n] for i in padded]), dtype=dtype)
-            members = {"hparams": hp, "key": keys[np.asarray(padded)]}
+            members = {"hparams": hp, "key": take(keys, padded)}
             try:
                 out = run(members)
             except (*_TRACE_ERRORS, TypeError) as e:
@@ -275,6 +297,8 @@ def evaluate_trials(
                     f"int_uniform(..., static=True), or pass them in `settings`. ({e})"
                 ) from e
             scalars, histories, params, metric = _split_outputs(out, len(padded), study.metric)
+            if params is not None:
+                params = jax.device_get(params)
             study.metric = metric
             new = []
             for j, i in enumerate(batch):
@@ -292,7 +316,7 @@ def evaluate_trials(
                 trial = Trial(
                     number, hparams, status, value, metrics,
                     {k: [float(x) for x in h] for k, h in history.items()}, best_epoch,
-                    reason, stage, None, None, _key_data(keys[i]),
+                    reason, stage, None, None, [int(v) for v in key_rows[i].ravel()],
                 )
                 if params is not None and status == "complete":
                     one = jax.tree.map(lambda a, j=j: a[j], params)
@@ -432,7 +456,7 @@ def _run(
             )
     todo = [n for n in range(len(points)) if n not in done]
     if todo:
-        keys = jax.vmap(lambda n: jax.random.fold_in(trial_key, n))(jnp.asarray(todo))
+        keys = trial_keys(trial_key, todo)
         evaluate_trials(objective, [points[n] for n in todo], keys, todo, space, study, **kw)
     return _finish(study, warn, where)
 

@@ -21,7 +21,7 @@ import numpy as np
 
 from jaxlearn._compat import default_float
 from jaxlearn.population import population_map
-from jaxlearn.search.engine import _key_data, random_search
+from jaxlearn.search.engine import _key_data, random_search, take, trial_keys
 from jaxlearn.search.space import Dimension, _check_key, check_space, narrow, sample
 from jaxlearn.search.study import Study, Trial, _check_mode
 
@@ -303,17 +303,18 @@ def successive_halving(
         n: jnp.asarray([p[n] for p in points], dtype=jnp.int32 if d.is_int else fdt)
         for n, d in space.items()
     }
-    trial_keys = jax.vmap(lambda n: jax.random.fold_in(k_trials, n))(jnp.arange(num_trials))
+    keys_all = trial_keys(k_trials, range(num_trials))
+    key_rows = np.asarray(jax.random.key_data(keys_all))
     opts = {"strategy": strategy, "chunk_size": chunk_size, "devices": devices}
     run_init = population_map(lambda m: init(m["hparams"], m["key"]), **opts)
     run_step = population_map(
-        lambda m: step(m["hparams"], m["state"], m["key"]), **opts
+        lambda m, e: step(m["hparams"], m["state"], jax.random.fold_in(m["key"], e)), **opts
     )
     study = Study(metric, mode, space, path=path,
                   info={"search": "successive_halving", "key": _key_data(key), "eta": eta,
                         "min_epochs": min_epochs})
     alive = np.arange(num_trials)
-    states = run_init({"hparams": hp_all, "key": trial_keys})
+    states = run_init({"hparams": hp_all, "key": keys_all})
     history: dict[int, dict[str, list[float]]] = {i: {} for i in range(num_trials)}
     epochs_done = 0
     rung = 0
@@ -321,11 +322,11 @@ def successive_halving(
         budget = min_epochs * eta**rung
         if max_epochs is not None:
             budget = min(budget, max_epochs)
-        hp = jax.tree.map(lambda a, alive=alive: a[alive], hp_all)
-        keys_alive = trial_keys[alive]
+        hp, keys_alive = take((hp_all, keys_all), alive) if rung else (hp_all, keys_all)
         for e in range(epochs_done, budget):
-            ekeys = jax.vmap(lambda k, e=e: jax.random.fold_in(k, e))(keys_alive)
-            states, metrics = run_step({"hparams": hp, "state": states, "key": ekeys})
+            member = {"hparams": hp, "state": states, "key": keys_alive}
+            states, metrics = run_step(member, jnp.asarray(e, jnp.uint32))
+            metrics = jax.device_get(metrics)
             if metric not in metrics:
                 raise ValueError(
                     f"{fn}: `metric` {metric!r} is not among step's metrics {sorted(metrics)}."
@@ -361,7 +362,7 @@ def successive_halving(
             trial = Trial(
                 n, {k: _py(points[n][k], space[k], fdt) for k in space}, status, value,
                 dict(metrics_n), history[n], None, reason, rung, budget, None,
-                _key_data(trial_keys[n]),
+                [int(v) for v in key_rows[n].ravel()],
             )
             study.trials.append(trial)
             decided.append(trial)
@@ -371,7 +372,7 @@ def successive_halving(
         if is_last:
             break
         idx = np.searchsorted(alive, np.asarray(sorted(keep)))
-        states = jax.tree.map(lambda a, idx=idx: a[idx], states)
+        states = take(states, idx)
         alive = np.asarray(sorted(keep))
         rung += 1
     study.trials.sort(key=lambda t: t.number)
