@@ -224,7 +224,18 @@ def _template_info(leaf: Any) -> dict[str, Any]:
         data = jax.random.key_data(leaf)
         return {"shape": list(data.shape), "dtype": data.dtype.name,
                 "key_impl": str(jax.random.key_impl(leaf))}
-    return {"shape": list(np.shape(leaf)), "dtype": jnp.result_type(leaf).name}
+    if isinstance(leaf, jax.Array):
+        return {"shape": list(leaf.shape), "dtype": leaf.dtype.name}
+    return {"shape": list(np.shape(leaf)), "dtype": np.asarray(leaf).dtype.name}
+
+
+def _like_template(arr: Any, tleaf: Any) -> Any:
+    """The loaded value as the same kind of object as the template's leaf."""
+    if isinstance(tleaf, jax.Array):
+        return arr if isinstance(arr, jax.Array) else jnp.asarray(arr)
+    if isinstance(tleaf, (bool, int, float, complex)):
+        return type(tleaf)(arr)
+    return np.asarray(arr)
 
 
 def _match(path: str, header: Mapping[str, Any], like: Any) -> list[Any]:
@@ -266,7 +277,8 @@ def load_checkpoint(path: str | os.PathLike, like: Any = None) -> Checkpoint:
       their key data).
 
     **Returns:** a :class:`Checkpoint` ``(tree, metadata, history)``; with `like`, the tree
-    has its structure and jax arrays as leaves.
+    has its structure and each leaf is of its template leaf's kind (jax array, NumPy array
+    or Python number).
 
     Example:
         >>> import os, tempfile, jax.numpy as jnp, jaxlearn
@@ -290,9 +302,11 @@ def load_checkpoint(path: str | os.PathLike, like: Any = None) -> Checkpoint:
     if like is None:
         tree: Any = {info["path"]: leaf for info, leaf in zip(infos, leaves, strict=True)}
     else:
-        _match(os.fspath(path), header, like)
+        tmpl = _match(os.fspath(path), header, like)
         treedef = jax.tree.structure(like)
-        tree = jax.tree.unflatten(treedef, [jnp.asarray(leaf) for leaf in leaves])
+        tree = jax.tree.unflatten(
+            treedef, [_like_template(a, t) for a, t in zip(leaves, tmpl, strict=True)]
+        )
     history = None
     if "history_meta" in header:
         p = "history/"

@@ -231,8 +231,8 @@ def diagnose(
             findings.append(Finding(
                 "lr_too_low", "warning",
                 "The loss barely decreases: the learning rate is too low.",
-                f"the loss went from {_fmt(l0)} to {_fmt(tail)} ({100 * rel:.1f}% lower) in "
-                f"{m} steps.",
+                f"the loss went from {_fmt(l0)} to {_fmt(tail)} ({-100 * rel:+.1f}%) in {m} "
+                "steps.",
                 "Raise the learning rate (by 3-10x); search it on a log scale.",
             ))
         elif (drop > 0 and early_drop > 0.7 * drop and tail > 0.1 * l0

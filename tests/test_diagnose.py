@@ -1,0 +1,156 @@
+"""diagnose: the planted cause is named, with evidence and advice."""
+
+from __future__ import annotations
+
+import warnings
+
+import jax
+import numpy as np
+import pytest
+
+import jaxlearn
+
+
+@pytest.fixture(scope="module")
+def splits():
+    x, y = jaxlearn.load_digits()
+    return jaxlearn.train_val_test_split(x, y, jax.random.key(0))
+
+
+@pytest.fixture(scope="module")
+def sgd_trainer():
+    # One program for every run below: the learning rate is a value in the state.
+    return jaxlearn.trainer(jaxlearn.mlp(64, (100,), 10), batch_size=25,
+                            hparams={"learning_rate": 0.1})
+
+
+def _run(tr, train, val, lr, epochs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return jaxlearn.fit(tr, train, val, hparams={"learning_rate": lr}, num_epochs=epochs,
+                            progress=False).history
+
+
+def test_a_run_made_to_diverge_is_blamed_on_a_too_high_learning_rate(splits, sgd_trainer):
+    h = _run(sgd_trainer, splits.train, splits.val, 20.0, 3)
+    d = jaxlearn.diagnose(h)
+    assert d[0].kind in ("exploding", "nonfinite") and d[0].severity == "error"
+    assert "learning rate is too high" in d[0].message
+    assert d[0].step is not None and d[0].step <= 5
+    assert "learning rate 20" in d[0].evidence
+    assert "underfitting" not in d.kinds and "lr_too_low" not in d.kinds
+
+
+def test_a_crawling_run_is_blamed_on_a_too_low_learning_rate(splits, sgd_trainer):
+    h = _run(sgd_trainer, splits.train, splits.val, 1e-4, 3)
+    d = jaxlearn.diagnose(h)
+    assert d.kinds[0] == "lr_too_low"
+    assert "learning rate is too low" in d[0].message and "Raise" in d[0].advice
+    assert {"update_ratio_low"} <= set(d.kinds) and "underfitting" not in d.kinds
+    low = {f.leaf for f in d if f.kind == "update_ratio_low"}
+    assert low <= {"W1", "W2"}  # only weights are judged, biases are left out
+
+
+def test_an_overfitting_run_is_blamed_on_too_little_regularization_or_data(splits,
+                                                                          sgd_trainer):
+    tiny = (splits.train[0][:50], splits.train[1][:50])
+    h = _run(sgd_trainer, tiny, splits.val, 0.05, 100)
+    d = jaxlearn.diagnose(h)
+    assert d.kinds == ["overfitting"]
+    assert "train 1.000" in d[0].evidence and "regularization" in d[0].advice
+
+
+def _synthetic(loss, *, train_acc=0.99, val_acc=0.97, ratios=None, spe=None, acts=None):
+    n = len(loss)
+    spe = spe or max(1, n // 10)
+    h = jaxlearn.History({"steps_per_epoch": spe,
+                          "leaf_shapes": {"W1": [64, 100], "b1": [100]}})
+    h.append_steps(loss=loss, batch_accuracy=np.zeros(n), learning_rate=np.full(n, 0.1),
+                   finite=np.isfinite(loss), update_ratio=ratios or {})
+    epochs = n // spe
+    for e in range(epochs):
+        h.append_epoch(epoch_step=(e + 1) * spe, train_loss=1.0, train_accuracy=train_acc,
+                       val_loss=1.0, val_accuracy=val_acc,
+                       activations=acts if acts and e == epochs - 1 else None)
+    return h
+
+
+RNG = np.random.default_rng(0)
+STEPS = np.arange(1000)
+HEALTHY = 2.3 * np.exp(-STEPS / 150) + 0.05 + 0.01 * RNG.standard_normal(1000)
+
+
+def test_a_healthy_run_has_no_findings():
+    ratios = {"W1": np.full(1000, 1e-3), "b1": np.full(1000, 0.5)}  # biases are not judged
+    d = jaxlearn.diagnose(_synthetic(HEALTHY, ratios=ratios))
+    assert d == [] and str(d).endswith("no problems found.")
+
+
+def test_nan_is_reported_with_its_step_and_epoch():
+    loss = HEALTHY.copy()
+    loss[437:] = np.nan
+    d = jaxlearn.diagnose(_synthetic(loss, spe=100))
+    assert d.kinds[0] == "nonfinite" and d[0].step == 437
+    assert "at step 437 (epoch 5)" in d[0].message and "learning rate 0.1" in d[0].evidence
+
+
+def test_a_high_plateau_after_a_quick_drop_is_blamed_on_a_too_high_rate():
+    loss = 1.4 + 0.9 * np.exp(-STEPS / 15) + 0.02 * RNG.standard_normal(1000)
+    d = jaxlearn.diagnose(_synthetic(loss, train_acc=0.55, val_acc=0.53))
+    assert d.kinds == ["plateau_high"]
+    assert "too high" in d[0].message and "stayed near 1.39" in d[0].evidence
+
+
+def test_a_linear_decay_is_blamed_on_a_too_low_rate():
+    loss = 2.3 - 0.0008 * STEPS + 0.01 * RNG.standard_normal(1000)
+    d = jaxlearn.diagnose(_synthetic(loss, train_acc=0.6, val_acc=0.58))
+    assert d.kinds == ["lr_too_low"] and "linearly" in d[0].message
+
+
+def test_a_very_noisy_loss_is_blamed_on_a_small_batch():
+    loss = np.abs(HEALTHY + 0.8 * RNG.standard_normal(1000))
+    d = jaxlearn.diagnose(_synthetic(loss))
+    assert d.kinds == ["noisy_loss"] and "batch size" in d[0].message
+
+
+def test_no_gap_and_low_accuracy_is_underfitting():
+    loss = 1.5 + 0.8 * np.exp(-STEPS / 200) + 0.01 * RNG.standard_normal(1000)
+    d = jaxlearn.diagnose(_synthetic(loss, train_acc=0.62, val_acc=0.60))
+    assert d.kinds == ["underfitting"] and "bigger model" in d[0].advice
+    assert "train 0.620, validation 0.600" in d[0].evidence
+
+
+def test_update_ratios_far_from_1e3_are_named_per_leaf():
+    ratios = {"W1": np.full(1000, 3e-6), "b1": np.full(1000, 1e-3)}
+    h = _synthetic(HEALTHY, ratios=ratios)
+    h.meta["leaf_shapes"] = {"W1": [64, 100], "b1": [100, 3]}
+    ratios_high = {"W1": np.full(1000, 1e-3), "b1": np.full(1000, 0.5)}
+    h2 = _synthetic(HEALTHY, ratios=ratios_high)
+    h2.meta["leaf_shapes"] = {"W1": [64, 100], "b1": [100, 3]}
+    d, d2 = jaxlearn.diagnose(h), jaxlearn.diagnose(h2)
+    assert [(f.kind, f.leaf) for f in d] == [("update_ratio_low", "W1")]
+    assert "3.00e-06" in d[0].evidence
+    assert [(f.kind, f.leaf, f.severity) for f in d2] == [("update_ratio_high", "b1", "warning")]
+
+
+def test_dead_relus_are_reported():
+    acts = {"layer1": {"dead_units": 0.8, "mean": 0.1, "std": 0.2, "zero_fraction": 0.9}}
+    d = jaxlearn.diagnose(_synthetic(HEALTHY, acts=acts))
+    assert d.kinds == ["dead_units"] and "80% of the units of layer1" in d[0].evidence
+
+
+def test_the_report_prints_evidence_and_advice():
+    loss = HEALTHY.copy()
+    loss[50:] = np.inf
+    text = str(jaxlearn.diagnose(_synthetic(loss)))
+    assert text.startswith("Diagnosis of 1000 steps, 10 epochs: ")
+    assert "[error] nonfinite:" in text and "\n    evidence: " in text
+    assert "\n    advice: Lower the learning rate" in text
+
+
+def test_bad_input_is_a_clear_error():
+    with pytest.raises(ValueError, match=r"`history` must be a History, got dict"):
+        jaxlearn.diagnose({"loss": [1.0]})
+    with pytest.raises(ValueError, match=r"`ratio_band` must be \(low, high\)"):
+        jaxlearn.diagnose(jaxlearn.History(), ratio_band=(1e-2, 1e-4))
+    assert jaxlearn.diagnose(jaxlearn.History()) == []
