@@ -148,16 +148,6 @@ def _failure(metrics: Mapping[str, float], history: Mapping[str, np.ndarray]) ->
     return None
 
 
-def _value(
-    metric: str, mode: str, metrics: Mapping[str, float], history: Mapping[str, np.ndarray]
-) -> tuple[float, int | None]:
-    if metric in metrics:
-        return metrics[metric], None
-    h = history[metric]
-    i = int(np.argmax(h) if mode == "max" else np.argmin(h))
-    return float(h[i]), i
-
-
 def _key_data(key: jax.Array) -> list[int]:
     return [int(v) for v in np.asarray(jax.random.key_data(key)).ravel()]
 
@@ -279,12 +269,13 @@ def evaluate_trials(
         for start in range(0, len(idx), per_call):
             batch = idx[start : start + per_call]
             padded = batch + [batch[0]] * (per_call - len(batch))
-            hp = {}
+            hp, host = {}, {}
             for n in traced_names:
-                dim = space[n]
-                dtype = np.int32 if dim.is_int else fdt
-                hp[n] = jnp.asarray(np.asarray([points[i][n] for i in padded]), dtype=dtype)
-            members = {"hparams": hp, "key": take(keys, padded)}
+                dtype = np.int32 if space[n].is_int else fdt
+                host[n] = np.asarray([points[i][n] for i in padded], dtype=dtype)
+                hp[n] = jnp.asarray(host[n])
+            whole = len(padded) == keys.shape[0] and padded == list(range(len(padded)))
+            members = {"hparams": hp, "key": keys if whole else take(keys, padded)}
             try:
                 out = run(members)
             except (*_TRACE_ERRORS, TypeError) as e:
@@ -300,49 +291,74 @@ def evaluate_trials(
             if params is not None:
                 params = jax.device_get(params)
             study.metric = metric
-            new = []
-            for j, i in enumerate(batch):
-                number = int(numbers[i])
-                metrics = {k: float(v[j]) for k, v in scalars.items()}
-                history = {k: v[j] for k, v in histories.items()}
-                reason = _failure(metrics, history)
-                if reason is None:
-                    value, best_epoch = _value(metric, study.mode, metrics, history)
-                    status = "complete"
-                else:
-                    value, best_epoch, status = math.nan, None, "failed"
-                hparams = {n: _python(points[i][n], space[n], fdt) for n in space}
-                hparams.update(settings)
-                trial = Trial(
-                    number, hparams, status, value, metrics,
-                    {k: [float(x) for x in h] for k, h in history.items()}, best_epoch,
-                    reason, stage, None, None, [int(v) for v in key_rows[i].ravel()],
-                )
-                if params is not None and status == "complete":
+            new = _make_trials(
+                batch, numbers, points, space, settings, host, scalars, histories,
+                key_rows, metric, study.mode, stage,
+            )
+            for j, trial in enumerate(new):
+                if params is not None and trial.status == "complete":
                     one = jax.tree.map(lambda a, j=j: a[j], params)
                     if keep_params:
-                        study.params[number] = one
+                        study.params[trial.number] = one
                     if checkpoint_dir is not None:
-                        trial.checkpoint = _save_params(
-                            checkpoint_dir, trial, metric, one
-                        )
-                study.trials = [t for t in study.trials if t.number != number]
-                study.trials.append(trial)
-                results[i] = trial
-                new.append(trial)
+                        trial.checkpoint = _save_params(checkpoint_dir, trial, metric, one)
+            done = {t.number for t in new}
+            study.trials = [t for t in study.trials if t.number not in done] + new
+            results.update(zip(batch, new, strict=True))
             study.save()
             if callback is not None:
                 callback(study, new)
     return [results[i] for i in range(len(points))]
 
 
-def _python(v: Any, dim: Dimension, fdt: Any) -> Any:
-    """The value as the objective received it (floats rounded to the traced dtype)."""
-    if dim.static:
-        return v
-    if dim.is_int:
-        return int(v)
-    return float(np.asarray(v, dtype=fdt))
+def _make_trials(
+    batch: list[int],
+    numbers: Sequence[int],
+    points: Sequence[Mapping[str, Any]],
+    space: Mapping[str, Dimension],
+    settings: Mapping[str, Any],
+    host: Mapping[str, np.ndarray],
+    scalars: Mapping[str, np.ndarray],
+    histories: Mapping[str, np.ndarray],
+    key_rows: np.ndarray,
+    metric: str,
+    mode: str,
+    stage: int,
+) -> list[Trial]:
+    """Trials of one call, converted to Python values in bulk (not per element)."""
+    m = len(batch)
+    # Traced values as the objective received them (rounded to the traced dtype).
+    cols = {n: (host[n][:m].tolist() if n in host else [points[i][n] for i in batch])
+            for n in space}
+    metric_cols = {k: v[:m].tolist() for k, v in scalars.items()}
+    hist_cols = {k: v[:m].tolist() for k, v in histories.items()}
+    ok = np.ones(m, dtype=bool)
+    for v in scalars.values():
+        ok &= np.isfinite(v[:m])
+    for h in histories.values():
+        ok &= np.isfinite(h[:m]).all(axis=1)
+    if metric in scalars:
+        values, best_epochs = scalars[metric][:m].tolist(), [None] * m
+    else:
+        h = histories[metric][:m]
+        arg = np.argmax(h, axis=1) if mode == "max" else np.argmin(h, axis=1)
+        values = h[np.arange(m), arg].tolist()
+        best_epochs = arg.tolist()
+    keys = key_rows[np.asarray(batch)].reshape(m, -1).tolist()
+    out = []
+    for j, i in enumerate(batch):
+        hparams = {n: cols[n][j] for n in space}
+        hparams.update(settings)
+        metrics = {k: c[j] for k, c in metric_cols.items()}
+        history = {k: c[j] for k, c in hist_cols.items()}
+        if ok[j]:
+            status, value, best_epoch, reason = "complete", values[j], best_epochs[j], None
+        else:
+            status, value, best_epoch = "failed", math.nan, None
+            reason = _failure(metrics, {k: np.asarray(h) for k, h in history.items()})
+        out.append(Trial(int(numbers[i]), hparams, status, value, metrics, history,
+                         best_epoch, reason, stage, None, None, keys[j]))
+    return out
 
 
 def _save_params(folder: str | os.PathLike, trial: Trial, metric: str, params: Any) -> str:
