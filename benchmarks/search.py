@@ -19,21 +19,34 @@ ceiling measured in the same script (a large float32 ``jnp.dot``).
     PYTHONPATH=. python benchmarks/search.py            # CPU: 32 and 128 trials
     PYTHONPATH=. python benchmarks/search.py --quick    # smoke run
     PYTHONPATH=. python benchmarks/search.py --gpu      # also 512 trials, bigger ceiling
+    PYTHONPATH=. python benchmarks/search.py --host-devices 2  # CPU: shard over 2 cores
+
+With ``--host-devices N`` the CPU is split into N XLA devices
+(``--xla_force_host_platform_device_count``) before jax starts, so jaxlearn shards the
+population over them (one member per core at a time) while the loop and the hand-written
+programs run on device 0.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
 import warnings
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import optax
-from jax import lax
+if "--host-devices" in sys.argv:  # must be set before jax starts
+    _n = sys.argv[sys.argv.index("--host-devices") + 1]
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={_n}"
+    )
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
+from jax import lax  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -106,6 +119,8 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     ap.add_argument("--gpu", action="store_true", help="accelerator sizes (adds 512 trials)")
+    ap.add_argument("--host-devices", type=int, default=None,
+                    help="split the CPU into this many XLA devices (jaxlearn shards over them)")
     args = ap.parse_args(argv)
     steps, batch, hidden = (50, 64, 64) if args.quick else (300, 100, 100)
     sizes = [8, 16] if args.quick else ([32, 128, 512] if args.gpu else [32, 128])
@@ -120,6 +135,7 @@ def main(argv: list[str] | None = None) -> None:
     trial, flops = make_trial(steps, batch, hidden)
     one = jax.jit(trial)
     hand_vmap = jax.jit(jax.vmap(trial))
+    dev0 = jax.devices()[0]
     hand_map = jax.jit(lambda hp, keys: lax.map(lambda m: trial(*m), (hp, keys)))
     try:
         import optuna
@@ -139,7 +155,7 @@ def main(argv: list[str] | None = None) -> None:
             hp = {k: jnp.asarray([p[k] for p in pts], jnp.float32) for k in SPACE}
             return hp, jax.random.split(jax.random.key(r), n)
 
-        inputs = {r: stacked(r) for r in range(repeats + 1)}
+        inputs = {r: jax.device_put(stacked(r), dev0) for r in range(repeats + 1)}
 
         def loop(r, n=n, inputs=inputs):
             hp, keys = inputs[r]
@@ -168,9 +184,13 @@ def main(argv: list[str] | None = None) -> None:
                 return s.best.value
 
             name = f"jaxlearn {strategy}" + (f":{chunk}" if chunk else "")
+            plan = jaxlearn.population.population_map(
+                trial, strategy=strategy, chunk_size=chunk
+            ).plan(inputs[0][1])
             if strategy == "auto":
-                plan = jaxlearn.population.population_map(trial).plan(inputs[0][1])
                 name += f" ({plan.strategy})"
+            if plan.num_devices > 1:
+                name += f" x{plan.num_devices} dev"
             c, t = timed(run, repeats)
             rows.append((name, c, t))
         if optuna is not None:

@@ -35,13 +35,16 @@ Contract (what callers, ensembles and search, rely on)
   ``"auto"`` (default)
       :func:`choose_strategy`: ``"vmap"`` on GPU and TPU, ``"sequential"`` on CPU; with
       an explicit ``chunk_size`` smaller than the members per device, ``"chunked"``.
-      The rule comes from measurements of a digits MLP (64-100-10, Adam, 300 steps of 100
-      examples per member): on an H200 vmapping members ran about 2x a sequential
-      in-program run at 8 members, 7.5x at 64 and 40x at 512, so accelerators vmap; on a
-      2-core CPU vmap gained at best about 1.1x over sequential in-program and was slower
-      at 8 to 128 members in ``benchmarks/search.py`` (the batched matmuls of a vmapped
-      member axis do not beat one member's GEMM that already fills both cores), so the CPU
-      runs members one after another, which also keeps memory at one member's.
+      The rule comes from measurements of a small digits MLP trained with Adam: on an
+      H200, vmapping members ran about 2x a sequential in-program run at 8 members, 7.5x
+      at 64 and 40x at 512 (and 128 search trials ran 55x a Python loop of jitted
+      trials), so accelerators vmap. On a 2-core CPU, hand-written vmapped members gained
+      at best about 1.1x over sequential in-program and were slower at 32 members, and in
+      our runs of the MLP of ``benchmarks/search.py`` (64-100-10, 300 steps of 100
+      examples, 2026-11-26, a shared and loaded machine) ``jit(vmap)`` ran 0.7-0.8x of
+      ``lax.map`` at 8, 32 and 128 members; one member's matmuls already keep both cores
+      busy. So the CPU runs members one after another, which also keeps memory at one
+      member's. The CPU numbers are noisy: treat the rule as a default, not a law.
       :func:`measure_strategies` times the candidates on your own function and machine
       when you want to decide by measurement.
 - Devices: by default every device of ``jax.devices()`` (all processes' devices after
