@@ -111,7 +111,7 @@ def test_sampled_coordinates_are_spread_and_reproducible():
     np.testing.assert_array_equal(w1.indices, r2.row("['W1']").indices)
     assert not np.array_equal(w1.indices, r3.row("['W1']").indices)
     assert r1.row("['b2']").checked == 3  # smaller than num_checks: all of it
-    assert r1.forward == "coordinates"
+    assert r1.forward == "directions"
     assert r1.ok
 
 
@@ -193,7 +193,10 @@ def test_forward_mode_catches_a_custom_jvp_rule_its_transpose_hides():
         return jnp.sin(x), jnp.cos(x) * t + 0.01  # not linear in t: transposition drops 0.01
 
     p = {"w": jnp.linspace(0.1, 1.0, 5)}
-    r = check_grad(lambda p: jnp.sum(s(p["w"])), p)
+    f = lambda p: jnp.sum(s(p["w"]))  # noqa: E731
+    default = check_grad(f, p)  # one random direction over the leaf's checked coordinates
+    assert default.row("['w']").forward_failures == 1 and not default.ok
+    r = check_grad(f, p, forward="coordinates")
     row = r.row("['w']")
     assert row.failures == 0 and row.max_error < 1e-7  # reverse mode is right
     assert row.forward_failures == 5 and not r.ok  # forward mode is not
@@ -381,7 +384,7 @@ def test_report_prints_a_table():
     assert any(line.startswith("['W1']  3/30") for line in lines)
     assert lines[-1].startswith("OK: max relative error")
     r.assert_ok()
-    assert set(r.timings) == {"trace", "compile", "run"}
+    assert set(r.timings) == {"trace", "compile", "run", "run_cpu"}
     with pytest.raises(KeyError, match="no row for leaf"):
         r.row("['W9']")
 

@@ -15,12 +15,7 @@ import numpy as np
 
 from jaxlearn._compat import enable_x64, is_tracer
 from jaxlearn.gradcheck import numerical as nm
-from jaxlearn.gradcheck.kinks import (
-    evaluate_with_decisions,
-    find_primitives,
-    lowered_precisions,
-    plan_kinks,
-)
+from jaxlearn.gradcheck.kinks import find_primitives, lowered_precisions
 from jaxlearn.gradcheck.report import (
     FAIL,
     GOOD,
@@ -41,9 +36,9 @@ _EPS = {
 _MODES = ("coordinates", "directions")
 # Runs of the compiled check whose median is reported as timings["run"] (benchmarks raise it).
 _RUN_REPEATS = 1
-_FORWARD = ("auto", "coordinates", "directions", "none")
-# Random directions per leaf for the forward-vs-reverse comparison of a full check.
-_forward_directions = 2
+_FORWARD = ("directions", "coordinates", "none")
+# Random directions per leaf for the forward-vs-reverse comparison.
+_forward_directions = 1
 
 
 class RegularizationWarning(UserWarning):
@@ -215,11 +210,12 @@ def _run(
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
-    runs = []
+    runs, cpu = [], []
     for _ in range(max(1, _RUN_REPEATS)):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         res = jax.device_get(compiled(*inputs))
         runs.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     # Split the per-group (and forward) results back into per-leaf pieces.
     per_leaf: list[dict[str, Any]] = [{} for _ in range(nl)]
     for g, r in zip(groups, res["groups"], strict=True):
@@ -252,7 +248,12 @@ def _run(
         "value": res["value"],
         "grad_norm": res["grad_norm"],
         "leaves": per_leaf,
-        "timings": {"trace": t1 - t0, "compile": t2 - t1, "run": float(np.median(runs))},
+        "timings": {
+            "trace": t1 - t0,
+            "compile": t2 - t1,
+            "run": float(np.median(runs)),
+            "run_cpu": float(np.median(cpu)),
+        },
     }
 
 
@@ -328,7 +329,9 @@ def _check_one(
                 "cannot run under jit/vmap); use jaxlearn.numerical_grad inside "
                 "transformations."
             )
-    closed = jax.make_jaxpr(prob.call)(prob.leaves, prob.others)
+    evaluate, plan, closed = nm.interpreted_evaluate(
+        prob.call, prob.leaves, prob.others, record=kinks
+    )
     lowered = lowered_precisions(closed)
     bits = min([64] + [16 if "16" in d else 32 for d, _ in lowered])
     eps = _EPS[bits]
@@ -338,25 +341,9 @@ def _check_one(
         for d, w in lowered
     ]
     notes: list[str] = []
-    if kinks:
-        nl = len(prob.leaves)
-        plan = plan_kinks(closed, [True] * nl + [False] * (len(closed.jaxpr.invars) - nl))
-        sites = plan.sites
-        for o in sorted(set(plan.opaque)):
-            notes.append(f"kinks inside `{o}` are not tracked (opaque primitive)")
-
-        def evaluate(ls: Sequence[Any], os: Sequence[Any]) -> tuple[jax.Array, jax.Array]:
-            outs, fps = evaluate_with_decisions(plan, closed.consts, [*ls, *os])
-            fp = jnp.stack(fps) if fps else jnp.zeros((0,), jnp.uint32)
-            return outs[0], fp
-
-    else:
-        sites = []
-        evaluate = nm.plain_evaluate(prob.call)
-    if forward == "auto":
-        forward = (
-            "coordinates" if (num_checks is not None or mode == "directions") else ("directions")
-        )
+    sites = plan.sites
+    for o in sorted(set(plan.opaque)):
+        notes.append(f"kinks inside `{o}` are not tracked (opaque primitive)")
     if forward != "none":
         reason = _forward_available(prob, closed)
         if reason is not None:
@@ -479,7 +466,7 @@ def check_grad(
     seed: int = 0,
     kinks: bool = True,
     retry_kinks: int = 0,
-    forward: str = "auto",
+    forward: str = "directions",
     mode: str = "coordinates",
     num_directions: int = 1,
     regularization: Callable[[Any], Any] | None = None,
@@ -518,9 +505,10 @@ def check_grad(
     - `kinks`: record non-smooth decisions to detect kinks (costs a little time).
     - `retry_kinks`: rounds of retrying coordinates that crossed a kink with ``h / 10``;
       those that no longer cross one are judged at the smaller step.
-    - `forward`: ``"coordinates"`` (jvp along each checked coordinate), ``"directions"``
-      (two random directions per leaf over its checked coordinates), ``"none"``, or ``"auto"``
-      (coordinates when checking a sample, directions when checking every coordinate).
+    - `forward`: compare forward mode with reverse mode along ``"directions"`` (one random
+      combination of each leaf's checked coordinates: one jvp per leaf), along
+      ``"coordinates"`` (a jvp per checked coordinate, to locate a disagreement), or
+      ``"none"``.
     - `mode`: ``"coordinates"``, or ``"directions"`` for very large models: per leaf,
       `num_directions` random unit directions ``v``, two evaluations each, compared with
       ``grad . v`` and the JVP.
@@ -596,7 +584,7 @@ def check_grad(
     rows = [r for res in results for r in res.rows]
     casts = [c for res in results for c in res.casts]
     site_counts: dict[str, int] = {}
-    timings = {"trace": 0.0, "compile": 0.0, "run": 0.0}
+    timings = {"trace": 0.0, "compile": 0.0, "run": 0.0, "run_cpu": 0.0}
     notes: list[str] = []
     for res in results:
         for s, c in res.site_counts.items():

@@ -5,17 +5,17 @@ two sides of a kink (a ReLU at 0, the hinge of an SVM, the winner of a max). To 
 ``f`` is traced to its jaxpr once and evaluated by a small interpreter that also computes,
 for every *decision* (the winner of ``max``/``min``, comparisons and ``select_n``
 predicates, ``abs``/``sign``, ``argmax``, ``sort`` order, ``floor``/``round``,
-``clamp``, float-to-int casts, ``cond`` branch indices, ``while`` trip counts), a 32-bit
-fingerprint of its outcome. Two evaluations crossed a kink exactly when a fingerprint
-differs, which the checker tests inside the same vmapped pass that computes ``f(x +- h)``.
+``clamp``, float-to-int casts, ``cond`` branch indices, ``while`` trip counts), its
+outcome. Two evaluations crossed a kink exactly when an outcome differs, which the checker
+tests inside the same vmapped pass that computes ``f(x +- h)``.
 
 Only decisions that matter are recorded: their inputs must depend on the parameters and
 their result must reach the output through a path not cut by ``stop_gradient`` (so the
 max of a stable ``logsumexp`` is never a false alarm). The interpreter descends into
 ``jit``, ``custom_jvp_call``, ``custom_vjp_call``, ``remat``, ``cond``, ``scan`` and
-``while``. A fingerprint is ``sum_i d_i * w_i mod 2**32`` with odd pseudo-random weights
-``w_i``: one flipped decision always changes it, several collide with probability about
-``2**-32``.
+``while``. Decisions taken inside a loop body or a ``cond`` branch are folded into a
+32-bit fingerprint ``sum_i d_i * w_i mod 2**32`` with odd pseudo-random weights ``w_i``:
+one flipped decision always changes it, several collide with probability about ``2**-32``.
 """
 
 from __future__ import annotations
@@ -171,6 +171,7 @@ def plan_kinks(
     context: str = "",
     where: str = "",
     decided_in: list[bool] | None = None,
+    record: bool = True,
 ) -> KinkPlan:
     """Decide which decisions of ``jaxpr`` to record.
 
@@ -181,6 +182,8 @@ def plan_kinks(
     - `context`: a label for the enclosing calls, used in site descriptions.
     - `where`: the source location of the enclosing call, used when an equation has none
       of its own (equations inside jax's own functions).
+    - `record`: False plans no decision at all (the calls are still descended, so a
+      :class:`OneHot` input stays sparse through them).
     - `decided_in`: per input, whether it is the result of a recorded comparison (so a
       ``select_n`` on it inside a call, as in ``jnp.where``, is not recorded twice).
 
@@ -231,10 +234,14 @@ def plan_kinks(
                 decided = [
                     not isinstance(v, _CORE.Literal) and v in comparison_outs for v in eqn.invars
                 ]
-                child = plan_kinks(bodies[0], ins_tainted, outs_live, ctx, at, decided)
+                child = plan_kinks(
+                    bodies[0], ins_tainted, outs_live, ctx, at, decided, record=record
+                )
                 plan.subs[i] = (child,)
                 plan.sites.extend(child.sites)
                 plan.opaque.extend(child.opaque)
+            elif not record:
+                pass  # evaluated as one primitive: nothing to record inside
             elif kind == "cond":
                 if is_tainted(eqn.invars[0]):
                     site = Site("cond branch", context, at)
@@ -258,6 +265,8 @@ def plan_kinks(
                 plan.subs[i] = (child,)
                 plan.sites.extend(child.sites)
                 plan.opaque.extend(child.opaque)
+            continue
+        if not record:
             continue
         if any(isinstance(p, (_CORE.Jaxpr, _CORE.ClosedJaxpr)) for p in eqn.params.values()):
             plan.opaque.append(name)
@@ -361,18 +370,146 @@ def _sort_with_order(eqn: Any, invals: list[Any]) -> tuple[list[Any], Any]:
     return list(out[:-1]), out[-1]
 
 
+class OneHot:
+    """A parameter leaf moved in one coordinate: ``base`` with ``base.flat[index] += delta``.
+
+    Handed to :func:`evaluate_with_decisions` in place of the perturbed leaf. Linear uses of
+    it are updated by the one-coordinate change instead of recomputed: ``x @ (W + d e_ij)``
+    is ``x @ W`` (shared by every perturbation, computed once) plus ``d x[:, i]`` in
+    column ``j``. That is ``f(x +- h e_k)`` exactly in real arithmetic, rounded like ``f``
+    itself, and the shared part's rounding cancels in ``f(x + h) - f(x - h)``. Any other
+    use sees the materialized array. ``index`` and ``delta`` may be batched (``vmap``);
+    ``delta`` is 0 for a coordinate that lies in another leaf.
+    """
+
+    def __init__(self, base: Any, index: Any, delta: Any):
+        self.base, self.index, self.delta = base, index, delta
+        self._dense: Any = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(jnp.shape(self.base))
+
+    def dense(self) -> jax.Array:
+        """The moved array itself."""
+        if self._dense is None:
+            flat = self.base.reshape(-1)
+            iota = lax.iota(jnp.int32, flat.size)
+            moved = jnp.where(iota == self.index, flat[self.index] + self.delta, flat)
+            self._dense = moved.reshape(self.shape)
+        return self._dense
+
+    def multi_index(self) -> list[Any]:
+        return list(jnp.unravel_index(self.index, self.shape)) if self.shape else []
+
+
+def _plain(x: Any) -> Any:
+    return x.dense() if isinstance(x, OneHot) else x
+
+
+def _dot_one_hot(eqn: Any, lhs: Any, rhs: Any) -> Any:
+    """``dot_general`` with one operand a :class:`OneHot`: shared product plus a slab."""
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    moved_is_lhs = isinstance(lhs, OneHot)
+    oh, other = (lhs, rhs) if moved_is_lhs else (rhs, lhs)
+    base_out = _bind(eqn, [oh.base, other] if moved_is_lhs else [other, oh.base])[0]
+    m = oh.multi_index()
+    ob, oc = (rb, rc) if moved_is_lhs else (lb, lc)  # the other operand's batch/contract
+    mb, mc = (lb, lc) if moved_is_lhs else (rb, rc)  # the moved operand's
+    nd_other = jnp.ndim(other)
+    starts, sizes = [], []
+    for a in range(nd_other):
+        if a in ob:
+            starts.append(m[mb[list(ob).index(a)]])
+            sizes.append(1)
+        elif a in oc:
+            starts.append(m[mc[list(oc).index(a)]])
+            sizes.append(1)
+        else:
+            starts.append(0)
+            sizes.append(jnp.shape(other)[a])
+    slab = lax.dynamic_slice(other, [jnp.asarray(x, jnp.int32) for x in starts], sizes)
+    free_other = [a for a in range(nd_other) if a not in ob and a not in oc]
+    free_moved = [a for a in range(len(oh.shape)) if a not in mb and a not in mc]
+    slab = slab.reshape([jnp.shape(other)[a] for a in free_other])
+    # Output dims: batch, lhs free, rhs free. The moved operand's free dims get its index.
+    out_starts = [m[a] for a in mb]
+    moved_free = [m[a] for a in free_moved]
+    zeros = [0] * len(free_other)
+    if moved_is_lhs:
+        out_starts += moved_free + zeros
+        shape = [1] * (len(mb) + len(free_moved)) + list(slab.shape)
+    else:
+        out_starts += zeros + moved_free
+        shape = [1] * len(mb) + list(slab.shape) + [1] * len(free_moved)
+    out_starts = [jnp.asarray(x, jnp.int32) for x in out_starts]
+    cur = lax.dynamic_slice(base_out, out_starts, shape)
+    upd = cur + (oh.delta * slab).reshape(shape).astype(base_out.dtype)
+    return lax.dynamic_update_slice(base_out, upd, out_starts)
+
+
+def _same_or_wider(src: Any, dst: Any) -> bool:
+    return jnp.issubdtype(dst, jnp.floating) and jnp.finfo(dst).bits >= jnp.finfo(src).bits
+
+
+def _linear_rule(eqn: Any, invals: list[Any]) -> Any | None:
+    """The result of ``eqn`` keeping a :class:`OneHot` input sparse, or None if it cannot."""
+    name = eqn.primitive.name
+    moved = [isinstance(x, OneHot) for x in invals]
+    if not any(moved):
+        return None
+    if name == "dot_general" and sum(moved) == 1:
+        return _dot_one_hot(eqn, *invals)
+    if sum(moved) != 1:
+        return None
+    x = next(v for v in invals if isinstance(v, OneHot))
+    out_aval = eqn.outvars[0].aval
+    if tuple(out_aval.shape) != x.shape and name not in ("reshape", "transpose"):
+        return None
+    if name in ("add", "sub"):
+        a, b = invals
+        if isinstance(a, OneHot):
+            return OneHot(_bind(eqn, [a.base, b])[0], a.index, a.delta)
+        return OneHot(_bind(eqn, [a, b.base])[0], b.index, -b.delta if name == "sub" else b.delta)
+    if name == "neg":
+        return OneHot(-x.base, x.index, -x.delta)
+    if name == "mul":
+        other = invals[1] if moved[0] else invals[0]
+        if jnp.ndim(other) == 0:
+            return OneHot(_bind(eqn, invals[:0] + [x.base, other])[0], x.index, x.delta * other)
+        return None
+    if name == "convert_element_type" and _is_float(eqn.invars[0].aval):
+        dst = eqn.params["new_dtype"]
+        if _same_or_wider(x.base.dtype, dst):
+            return OneHot(x.base.astype(dst), x.index, jnp.asarray(x.delta).astype(dst))
+        return None
+    if name == "reshape" and eqn.params.get("dimensions") is None:
+        return OneHot(x.base.reshape(out_aval.shape), x.index, x.delta)
+    if name == "transpose":
+        perm = eqn.params["permutation"]
+        m = x.multi_index()
+        shape = tuple(out_aval.shape)
+        index = jnp.ravel_multi_index([m[a] for a in perm], shape, mode="clip") if shape else 0
+        return OneHot(jnp.transpose(x.base, perm), index, x.delta)
+    return None
+
+
 def evaluate_with_decisions(
     plan: KinkPlan, consts: list[Any], args: list[Any]
 ) -> tuple[list[Any], list[jax.Array]]:
-    """Evaluate ``plan.jaxpr`` on ``args``, returning its outputs and one fingerprint per site.
+    """Evaluate ``plan.jaxpr`` on ``args``, returning its outputs and its decisions.
 
     **Arguments:**
     - `plan`: from :func:`plan_kinks`.
     - `consts`: the jaxpr's constants (``closed_jaxpr.consts``).
-    - `args`: its inputs.
+    - `args`: its inputs; an input may be a :class:`OneHot` (a leaf moved in one
+      coordinate), whose linear uses are then updated rather than recomputed.
 
-    **Returns:** ``(outputs, fingerprints)``, fingerprints as uint32 scalars in the order of
-    ``plan.sites``. Works under ``jit``, ``vmap`` and ``grad``-free transformations.
+    **Returns:** ``(outputs, decisions)``, one decision per site in the order of
+    ``plan.sites``: the outcome array itself (which side of a max won, a comparison's
+    result, an argmax, a sort order, ...) or, for sites inside a loop or a ``cond``
+    branch, a uint32 fingerprint of all its outcomes. Two evaluations took the same
+    decisions exactly when these are equal. Works under ``jit`` and ``vmap``.
     """
     jaxpr = plan.jaxpr
     env: dict[Any, Any] = {}
@@ -389,17 +526,23 @@ def evaluate_with_decisions(
         invals = [read(v) for v in eqn.invars]
         if i in plan.subs:
             outs = _eval_higher_order(eqn, invals, plan, i, fps)
-        elif i in plan.record and eqn.primitive.name == "sort":
-            outs, order = _sort_with_order(eqn, invals)
-            fps.append(_fingerprint(order))
         else:
-            outs = _bind(eqn, invals)
-            if i in plan.record:
-                fps.append(_fingerprint(_decision(eqn, invals, outs)))
+            kept = None if i in plan.record else _linear_rule(eqn, invals)
+            if kept is not None:
+                outs = [kept]
+            else:
+                invals = [_plain(x) for x in invals]
+                if i in plan.record and eqn.primitive.name == "sort":
+                    outs, order = _sort_with_order(eqn, invals)
+                    fps.append(order)
+                else:
+                    outs = _bind(eqn, invals)
+                    if i in plan.record:
+                        fps.append(_decision(eqn, invals, outs))
         for v, x in zip(eqn.outvars, outs, strict=True):
             if not isinstance(v, _CORE.DropVar):
                 env[v] = x
-    return [read(v) for v in jaxpr.outvars], fps
+    return [_plain(read(v)) for v in jaxpr.outvars], fps
 
 
 def _consts(j: Any) -> list[Any]:
@@ -416,11 +559,12 @@ def _eval_higher_order(
         outs, inner = evaluate_with_decisions(kids[0], _consts(body), invals)
         fps.extend(inner)
         return outs
+    invals = [_plain(x) for x in invals]
     if name == "cond":
         index, ops = invals[0], invals[1:]
         branches = eqn.params["branches"]
         if i in plan.record:
-            fps.append(_fingerprint(index))
+            fps.append(index)
         sizes = [len(k.sites) for k in kids]
 
         def make(k: int):
@@ -428,7 +572,10 @@ def _eval_higher_order(
                 outs, inner = evaluate_with_decisions(kids[k], _consts(branches[k]), list(ops))
                 full: list[jax.Array] = []
                 for j, n in enumerate(sizes):
-                    full.extend(inner if j == k else [jnp.zeros((), jnp.uint32)] * n)
+                    if j == k:
+                        full.extend(_fingerprint(d) for d in inner)
+                    else:
+                        full.extend([jnp.zeros((), jnp.uint32)] * n)
                 return outs, full
 
             return branch
@@ -445,7 +592,7 @@ def _eval_higher_order(
         def scan_body(carry: Any, x: Any):
             vals, acc = carry
             outs, inner = evaluate_with_decisions(kids[0], _consts(body), [*consts, *vals, *x])
-            acc = [a * _MIX + f for a, f in zip(acc, inner, strict=True)]
+            acc = [a * _MIX + _fingerprint(f) for a, f in zip(acc, inner, strict=True)]
             return (outs[:ncarry], acc), outs[ncarry:]
 
         zeros = [jnp.zeros((), jnp.uint32)] * n
@@ -472,14 +619,15 @@ def _eval_higher_order(
         def body_fn(c: Any):
             vals, acc, trips = c
             outs, inner = evaluate_with_decisions(kids[0], _consts(body_j), [*bconsts, *vals])
-            return outs, [a * _MIX + f for a, f in zip(acc, inner, strict=True)], trips + 1
+            acc = [a * _MIX + _fingerprint(f) for a, f in zip(acc, inner, strict=True)]
+            return outs, acc, trips + 1
 
         zeros = [jnp.zeros((), jnp.uint32)] * n
         vals, acc, trips = lax.while_loop(
             cond_fn, body_fn, (list(init), zeros, jnp.zeros((), jnp.int32))
         )
         if i in plan.record:
-            fps.append(_fingerprint(trips))
+            fps.append(trips)
         fps.extend(acc)
         return list(vals)
     raise NotImplementedError(name)  # pragma: no cover - plan_kinks only plans the above

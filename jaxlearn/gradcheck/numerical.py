@@ -20,6 +20,7 @@ import numpy as np
 from jax import lax
 
 from jaxlearn._compat import enable_x64, is_tracer, path_str
+from jaxlearn.gradcheck.kinks import KinkPlan, OneHot, evaluate_with_decisions, plan_kinks
 
 __all__ = ["relative_error", "numerical_grad"]
 
@@ -172,16 +173,49 @@ def prepare(fn: str, f: Any, params: Any, args: tuple, key: Any) -> Problem:
 
 # ----------------------------------------------------------------------------- engine
 
-Evaluate = Callable[[Sequence[Any], Sequence[Any]], tuple[jax.Array, jax.Array]]
+# evaluate(leaves, others) -> (f value, decisions: a list of arrays, see kinks.py)
+Evaluate = Callable[[Sequence[Any], Sequence[Any]], tuple[jax.Array, list[jax.Array]]]
+
+
+def crossed(decisions: list[jax.Array]) -> jax.Array:
+    """Per site, whether the two evaluations stacked on axis 0 decided differently."""
+    if not decisions:
+        return jnp.zeros((0,), bool)
+    return jnp.stack([jnp.any(d[0] != d[1]) for d in decisions])
 
 
 def plain_evaluate(call: Callable) -> Evaluate:
     """Wrap ``call`` as an evaluation that records no decisions."""
 
-    def evaluate(ls: Sequence[Any], os: Sequence[Any]) -> tuple[jax.Array, jax.Array]:
-        return call(ls, os), jnp.zeros((0,), jnp.uint32)
+    def evaluate(ls: Sequence[Any], os: Sequence[Any]) -> tuple[jax.Array, list[jax.Array]]:
+        ls = [x.dense() if isinstance(x, OneHot) else x for x in ls]
+        return call(ls, os), []
 
     return evaluate
+
+
+def interpreted_evaluate(
+    call: Callable, leaves: Sequence[Any], others: Sequence[Any], record: bool
+) -> tuple[Evaluate, KinkPlan, Any]:
+    """``call`` traced to its jaxpr and run by the kink interpreter.
+
+    With `record`, every decision that matters is fingerprinted (see
+    :mod:`jaxlearn.gradcheck.kinks`); either way :class:`OneHot` leaves stay sparse
+    through linear uses.
+
+    **Returns:** ``(evaluate, plan, closed_jaxpr)``.
+    """
+    closed = jax.make_jaxpr(call)(list(leaves), list(others))
+    nl = len(leaves)
+    n_in = len(closed.jaxpr.invars)
+    plan = plan_kinks(closed, [True] * nl + [False] * (n_in - nl), record=record)
+
+    def evaluate(ls: Sequence[Any], os: Sequence[Any]) -> tuple[jax.Array, list[jax.Array]]:
+        flat_os = jax.tree.leaves(list(os))
+        outs, decisions = evaluate_with_decisions(plan, closed.consts, [*ls, *flat_os])
+        return outs[0], decisions
+
+    return evaluate, plan, closed
 
 
 def eval_bytes(call: Callable, leaves: Sequence[Any], others: Sequence[Any]) -> int:
@@ -263,22 +297,29 @@ def perturbed(
 ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
     """``f(x +- h e_k)`` for the coordinates ``k`` of ``group`` listed in ``chunks``.
 
+    The leaves of the group are handed to `evaluate` as :class:`OneHot` values (each
+    moved by ``+-h`` at ``k`` when ``k`` falls in it, else by 0).
+
     **Returns:** ``(values (n, 2), steps (n,), crossed (n, sites), x (n,))``: the values at
     ``x + h`` and ``x - h``, the exact step ``(x + h) - (x - h)`` in floating point, which
     decisions differ between the two evaluations, and the unperturbed coordinate values.
     """
     flat = group.flat(leaves)
-    iota = lax.iota(jnp.int32, group.size)
 
     def body(k: jax.Array):
         xk = flat[k]
-        xs = jnp.stack([xk + h, xk - h])
+        deltas = jnp.stack([(xk + h) - xk, (xk - h) - xk])  # the steps actually taken
 
-        def at(x: jax.Array):
-            return evaluate(group.put(leaves, jnp.where(iota == k, x, flat)), others)
+        def at(d: jax.Array):
+            new = list(leaves)
+            for i, o, size in zip(group.members, group.offsets, group.sizes, strict=True):
+                local = k - o
+                inside = (local >= 0) & (local < size)
+                new[i] = OneHot(leaves[i], jnp.clip(local, 0, size - 1), jnp.where(inside, d, 0))
+            return evaluate(new, others)
 
-        vals, fps = jax.vmap(at)(xs)
-        return vals, xs[0] - xs[1], fps[0] != fps[1], xk
+        vals, decisions = jax.vmap(at)(deltas)
+        return vals, deltas[0] - deltas[1], crossed(decisions), xk
 
     return map_chunks(body, chunks, n)
 
@@ -325,8 +366,8 @@ def along_directions(
         def at(s: jax.Array):
             return evaluate(group.put(leaves, flat + (s * h) * v), others)
 
-        vals, fps = jax.vmap(at)(jnp.array([1.0, -1.0], flat.dtype))
-        return vals, fps[0] != fps[1], v @ grad
+        vals, decisions = jax.vmap(at)(jnp.array([1.0, -1.0], flat.dtype))
+        return vals, crossed(decisions), v @ grad
 
     return jax.vmap(body)(ids, owners)
 
@@ -427,7 +468,7 @@ def numerical_grad(
         check_batch_size(fn, batch_size)
     with enable_x64():
         prob = prepare(fn, f, params, args, key)
-        evaluate = plain_evaluate(prob.call)
+        evaluate = interpreted_evaluate(prob.call, prob.leaves, prob.others, record=False)[0]
         if batch_size is None:
             per_eval = eval_bytes(prob.call, prob.leaves, prob.others)
         sizes = [int(np.prod(jnp.shape(x), dtype=np.int64)) for x in prob.leaves]

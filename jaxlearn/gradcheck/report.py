@@ -179,7 +179,8 @@ class GradCheckReport:
     threshold (or, for gradients below the floating-point noise floor, within its absolute
     tolerance) and forward mode agrees with reverse mode. ``str(report)`` is a table;
     ``assert_ok()`` raises an ``AssertionError`` carrying it. ``timings`` holds the seconds
-    spent tracing, compiling and running the check's compiled program.
+    spent tracing, compiling and running the check's compiled program (``run_cpu``: the
+    process CPU seconds of the run).
     """
 
     rows: tuple[LeafCheck, ...]
