@@ -153,8 +153,7 @@ def _run(
         f_static = (ids, owners, support) if ids.size else None
 
     def program(leaves: list[Any], others: list[Any], pin: list[Any], fin: Any, hh: jax.Array):
-        value = prob.call(leaves, others)
-        grads = jax.grad(lambda ls: prob.call(ls, others))(list(leaves))
+        value, grads = jax.value_and_grad(lambda ls: prob.call(ls, others))(list(leaves))
         out: dict[str, Any] = {
             "value": value,
             "grad_norm": [jnp.linalg.norm(g.reshape(-1)) for g in grads],
