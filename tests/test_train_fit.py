@@ -181,8 +181,10 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(splits, tmp_path):
     full = jaxlearn.fit(
         tr, splits.train, splits.val, num_epochs=4, checkpoint_dir=str(tmp_path / "a"), **kw
     )
+    # The first part runs one epoch per compiled call, the rest many: same numbers.
     part = jaxlearn.fit(
-        tr, splits.train, splits.val, num_epochs=2, checkpoint_dir=str(tmp_path / "b"), **kw
+        tr, splits.train, splits.val, num_epochs=2, epochs_per_call=1,
+        checkpoint_dir=str(tmp_path / "b"), **kw,
     )
     assert part.history.num_epochs == 2
     resumed = jaxlearn.fit(
@@ -314,6 +316,9 @@ def test_callback_can_stop_the_run(splits):
         ("ok", None, {"num_epochs": -1}, r"`num_epochs` must be an int >= 0, got -1"),
         ("ok", None, {"resume": True}, r"resume=True needs `checkpoint_dir`"),
         ("ok", None, {"key": "seed"}, r"`key` must be an int seed or a jax.random key"),
+        ("ok", None, {"callback": print, "epochs_per_call": 3},
+         r"a `callback` runs after every epoch: it needs epochs_per_call=1"),
+        ("ok", None, {"checkpoint_every": 0}, r"`checkpoint_every` must be a positive int"),
     ],
 )
 def test_bad_input_is_a_clear_error(splits, train, val, kwargs, match):

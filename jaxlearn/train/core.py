@@ -32,10 +32,13 @@ Contract (what ensembles, searches and ``fit`` build on)
   regularization), ``accuracy`` (of the minibatch, before the update), ``learning_rate``
   (the value used at that step, after the schedule), ``update_ratio`` (a dict, leaf name ->
   ``||update|| / ||param||``, the notes' "~1e-3" heuristic; NaN where the parameter is all
-  zeros) and ``finite`` (False when the loss or an update was NaN or infinite).
+  zeros) and ``finite`` (False when the loss or an update was NaN or infinite; with
+  ``update_ratios=False``, when the loss or a gradient was).
 - Non-finite steps: with ``skip_nonfinite=True`` (the default) a step whose loss or update
   is not finite leaves ``params`` and ``opt_state`` unchanged (``step`` still advances), so
   a diverging run never writes NaN into its parameters; the metrics say where it happened.
+  (With ``update_ratios=False`` the gradients are judged instead of the updates, which
+  misses only an update overflowing from finite gradients, e.g. a rate near 1e38.)
 
 The learning rate at step ``t`` is ``hparams["learning_rate"] * schedule(t)`` (a schedule
 built with ``init_value=1.0`` is a multiplier; without one the rate is constant). The
@@ -407,15 +410,21 @@ class Trainer:
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
 
-        u_sq = [_sq_norm(u) for u in jax.tree.leaves(updates)]
-        finite = jnp.isfinite(loss) & jnp.isfinite(sum(u_sq, jnp.zeros((), jnp.float32)))
         ratios: dict[str, jax.Array] = {}
         if self.update_ratios:
+            u_sq = [_sq_norm(u) for u in jax.tree.leaves(updates)]
+            finite = jnp.isfinite(loss) & jnp.isfinite(sum(u_sq, jnp.zeros((), jnp.float32)))
             for name, us, p in zip(
                 leaf_names(state.params), u_sq, jax.tree.leaves(state.params), strict=True
             ):
                 ps = _sq_norm(p)
                 ratios[name] = jnp.where(ps > 0, jnp.sqrt(us / jnp.where(ps > 0, ps, 1)), jnp.nan)
+        else:
+            # Without ratios, judge the gradients: a reduction over the updates that also
+            # feed the select below would stop XLA from fusing the update (measured 20-40%
+            # slower on CPU), while the gradients are materialized anyway.
+            g_sq = [_sq_norm(g) for g in jax.tree.leaves(grads)]
+            finite = jnp.isfinite(loss) & jnp.isfinite(sum(g_sq, jnp.zeros((), jnp.float32)))
         if self.skip_nonfinite:
             keep = functools.partial(jnp.where, finite)
             params = jax.tree.map(keep, params, state.params)

@@ -10,8 +10,9 @@ whether to stop.
 from __future__ import annotations
 
 import functools
-import math
+import time
 import warnings
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -94,28 +95,76 @@ def activation_stats(activations: list[jax.Array]) -> dict[str, dict[str, jax.Ar
     return out
 
 
+_NO_STOP, _EARLY_STOP, _NONFINITE_STOP = 0, 1, 2
+
+
+class _Carry(NamedTuple):
+    state: TrainState
+    best_params: Any
+    best_score: jax.Array  # the monitored metric, negated for losses: higher is better
+    bad_epochs: jax.Array  # epochs since the last improvement
+    stop: jax.Array  # _NO_STOP, _EARLY_STOP or _NONFINITE_STOP
+
+
 @functools.partial(
-    jax.jit, static_argnames=("tr", "monitor", "min_delta"), donate_argnums=(0, 1, 2)
+    jax.jit, static_argnames=("tr", "monitor", "epochs_per_call", "stop_on_nonfinite"),
+    donate_argnums=0,
 )
-def _fit_epoch(
-    state: TrainState, best_params: Any, best_score: jax.Array, train: Any, train_eval: Any,
-    val: Any, act_x: Any, shuffle_key: jax.Array, epoch: jax.Array, *, tr: Trainer,
-    monitor: str, min_delta: float,
-) -> tuple[Any, ...]:
-    state, m = tr.train_epoch(state, train, jax.random.fold_in(shuffle_key, epoch))
-    te = tr.evaluate(state.params, train_eval)
+def _fit_chunk(
+    carry: _Carry, train: Any, train_eval: Any, val: Any, act_x: Any, shuffle_key: jax.Array,
+    first_epoch: jax.Array, num_epochs: jax.Array, patience: jax.Array, min_delta: jax.Array,
+    *, tr: Trainer, monitor: str, epochs_per_call: int, stop_on_nonfinite: bool,
+) -> tuple[_Carry, tuple[Any, ...]]:
+    """Up to ``epochs_per_call`` epochs in one program, ending early when the run stops."""
     nan = jnp.full((), jnp.nan, jnp.float32)
-    ve = tr.evaluate(state.params, val) if val is not None else EvalMetrics(nan, nan)
     which, metric = monitor.split("_")
-    value = getattr(te if which == "train" else ve, metric)
-    score = value if _MONITORS[monitor] else -value
-    improved = jnp.all(m.finite) & jnp.isfinite(score) & (score > best_score + min_delta)
-    best_params = jax.tree.map(functools.partial(jnp.where, improved), state.params, best_params)
-    best_score = jnp.where(improved, score, best_score)
-    acts = {}
-    if tr.activations is not None and act_x is not None:
-        acts = activation_stats(tr.activations(state.params, act_x))
-    return state, best_params, best_score, (m, te, ve, acts, improved)
+
+    def run(c: _Carry, epoch: jax.Array) -> tuple[_Carry, tuple[Any, ...]]:
+        state, m = tr.train_epoch(c.state, train, jax.random.fold_in(shuffle_key, epoch))
+        if train_eval is None:  # the epoch's running means, as Keras reports them
+            te = EvalMetrics(jnp.mean(m.loss).astype(jnp.float32), jnp.mean(m.accuracy))
+        else:
+            te = tr.evaluate(state.params, train_eval)
+        ve = tr.evaluate(state.params, val) if val is not None else EvalMetrics(nan, nan)
+        value = getattr(te if which == "train" else ve, metric)
+        score = value if _MONITORS[monitor] else -value
+        all_finite = jnp.all(m.finite)
+        improved = all_finite & jnp.isfinite(score) & (score > c.best_score + min_delta)
+        best_params = jax.tree.map(
+            functools.partial(jnp.where, improved), state.params, c.best_params
+        )
+        bad = jnp.where(improved, 0, c.bad_epochs + 1)
+        stop = jnp.where((patience > 0) & (bad >= patience), _EARLY_STOP, _NO_STOP)
+        if stop_on_nonfinite:
+            stop = jnp.where(all_finite, stop, _NONFINITE_STOP)
+        acts = {}
+        if act_x is not None:
+            acts = activation_stats(tr.activations(state.params, act_x))
+        new = _Carry(state, best_params, jnp.where(improved, score, c.best_score), bad,
+                     stop.astype(jnp.int32))
+        return new, (m, te, ve, acts, improved)
+
+    # A while loop, not a scan with a cond inside: it ends as soon as the run stops or the
+    # epochs are done (no wasted epochs), and a cond around the epoch would make XLA copy
+    # the carry on every step. Each epoch's outputs go to row i of buffers of K rows.
+    n_run = jnp.clip(num_epochs - first_epoch, 0, epochs_per_call)
+    out_shape = jax.eval_shape(run, carry, first_epoch)[1]
+    outs0 = jax.tree.map(lambda s: jnp.zeros((epochs_per_call, *s.shape), s.dtype), out_shape)
+
+    def keep_going(loop: tuple[jax.Array, _Carry, Any]) -> jax.Array:
+        i, c, _ = loop
+        return (i < n_run) & (c.stop == _NO_STOP)
+
+    def one_epoch(loop: tuple[jax.Array, _Carry, Any]) -> tuple[jax.Array, _Carry, Any]:
+        i, c, outs = loop
+        c, out = run(c, first_epoch + i)
+        outs = jax.tree.map(lambda buf, v: buf.at[i].set(v), outs, out)
+        return i + 1, c, outs
+
+    ran, carry, outs = jax.lax.while_loop(
+        keep_going, one_epoch, (jnp.zeros((), jnp.int32), carry, outs0)
+    )
+    return carry, (*outs, jnp.arange(epochs_per_call) < ran)
 
 
 @jax.jit
@@ -131,9 +180,24 @@ def _subset(key: jax.Array, data: tuple[jax.Array, jax.Array], m: int) -> tuple[
 
 
 @jax.jit
-def _initial_best(params: Any) -> tuple[Any, jax.Array]:
-    # A copy: the best params are donated separately from the state's.
-    return jax.tree.map(jnp.copy, params), jnp.full((), -jnp.inf, jnp.float32)
+def _initial_carry(state: TrainState) -> _Carry:
+    # The best params are a copy: they are donated separately from the state's.
+    return _Carry(state, jax.tree.map(jnp.copy, state.params), jnp.full((), -jnp.inf, jnp.float32),
+                  jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+
+
+_NUM_CLASSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _num_classes(tr: Trainer, params: Any, x: Any) -> int:
+    """The model's number of outputs, traced once per trainer and input shape."""
+    x1 = jax.ShapeDtypeStruct((1, *np.shape(x)[1:]), jnp.result_type(x))
+    sig = (x1.shape, str(x1.dtype), jax.tree.structure(params),
+           tuple((np.shape(p), str(jnp.result_type(p))) for p in jax.tree.leaves(params)))
+    cache = _NUM_CLASSES.setdefault(tr, {})
+    if sig not in cache:
+        cache[sig] = int(jax.eval_shape(lambda p, xx: tr.apply(p, xx), params, x1).shape[-1])
+    return cache[sig]
 
 
 def _as_key(key: Any) -> jax.Array:
@@ -186,11 +250,13 @@ def fit(
     train_eval_size: int = 1000,
     activation_size: int = 256,
     checkpoint_dir: str | None = None,
-    checkpoint_every: int = 1,
+    checkpoint_every: int | None = None,
+    checkpoint_seconds: float | None = 60.0,
     resume: bool = False,
     on_nonfinite: str = "stop",
     progress: bool = True,
     callback: Callable[[int, History, TrainState], bool | None] | None = None,
+    epochs_per_call: int | None = None,
 ) -> FitResult:
     """Train a model the way the notes babysit a run, keeping the best parameters.
 
@@ -198,7 +264,9 @@ def fit(
     schedule(step)``), then the data loss and accuracy of a fixed training subset and of
     the validation set, per-leaf update ratios and activation statistics into the
     :class:`~jaxlearn.History`; the parameters with the best monitored metric are kept
-    (``best.npz`` too when checkpointing), ``last.npz`` holds everything to resume.
+    (``best.npz`` too when checkpointing), ``last.npz`` holds everything to resume. Several
+    epochs run as one compiled call (early stopping is decided inside it, per epoch), so the
+    host's bookkeeping costs little next to the training itself.
 
     **Arguments:**
     - `model`: a :class:`jaxlearn.Model` (or ``(init, apply)`` / ``apply``), or a
@@ -222,11 +290,16 @@ def fit(
       ``"train_accuracy"`` (default without) or ``"train_loss"``.
     - `patience`: stop after this many epochs without improvement (None: never).
     - `min_delta`: the smallest change of the monitored metric that counts as improvement.
-    - `train_eval_size`: size of the fixed training subset evaluated each epoch.
+    - `train_eval_size`: size of the fixed training subset evaluated each epoch (the
+      cs231n Solver's 1000); 0 reports the epoch's running means of the minibatch loss and
+      accuracy instead (Keras' convention: free, but measured while the weights moved).
     - `activation_size`: examples used for activation statistics (models with
       ``activations``); 0 turns them off.
     - `checkpoint_dir`: folder for ``best.npz`` and ``last.npz`` (None: no checkpoints).
-    - `checkpoint_every`: write ``last.npz`` every this many epochs (and at the end).
+    - `checkpoint_every`: write the checkpoints every this many epochs (None: by time only).
+    - `checkpoint_seconds`: write them when this many seconds passed since the last write
+      (None: by epochs only). Either way they are written when the run ends or stops;
+      ``best.npz`` is rewritten only when the best epoch changed.
     - `resume`: continue from ``checkpoint_dir/last.npz`` when it exists; the result is
       bit-identical to an uninterrupted run.
     - `on_nonfinite`: ``"stop"`` (stop after the epoch where the loss became NaN or
@@ -234,6 +307,10 @@ def fit(
       updates are not applied and never reach the best parameters or a checkpoint.
     - `progress`: show a tqdm progress bar with loss and accuracies.
     - `callback`: ``callback(epoch, history, state)`` after each epoch; return True to stop.
+    - `epochs_per_call`: epochs run by one compiled call (None: about 256 updates' worth,
+      1 with a callback). Python records, reports and checkpoints after each call; stopping
+      (patience, non-finite loss) is decided inside it, after every epoch, so the result
+      does not depend on this number.
 
     **Returns:** a :class:`FitResult` ``(params, best_params, history, state)``.
 
@@ -251,11 +328,33 @@ def fit(
     x_tr, y_tr = _check_pair("train", train)
     if val is not None:
         x_va, y_va = _check_pair("val", val)
-    for name, v, lo in (("num_epochs", num_epochs, 0), ("checkpoint_every", checkpoint_every, 1),
-                        ("train_eval_size", train_eval_size, 1),
+    for name, v, lo in (("num_epochs", num_epochs, 0), ("train_eval_size", train_eval_size, 0),
                         ("activation_size", activation_size, 0)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{fn}: `{name}` must be an int >= {lo}, got {v!r}.")
+    if checkpoint_every is not None and (
+        isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer))
+        or checkpoint_every < 1
+    ):
+        raise ValueError(
+            f"{fn}: `checkpoint_every` must be a positive int or None, got {checkpoint_every!r}."
+        )
+    if checkpoint_seconds is not None and not (
+        isinstance(checkpoint_seconds, (int, float)) and checkpoint_seconds >= 0
+    ):
+        raise ValueError(
+            f"{fn}: `checkpoint_seconds` must be a number >= 0 or None, got "
+            f"{checkpoint_seconds!r}."
+        )
+    if epochs_per_call is not None and (
+        isinstance(epochs_per_call, bool) or not isinstance(epochs_per_call, (int, np.integer))
+        or epochs_per_call < 1
+    ):
+        raise ValueError(
+            f"{fn}: `epochs_per_call` must be a positive int or None, got {epochs_per_call!r}."
+        )
+    if callback is not None and epochs_per_call not in (None, 1):
+        raise ValueError(f"{fn}: a `callback` runs after every epoch: it needs epochs_per_call=1.")
     if patience is not None and (
         isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 1
     ):
@@ -318,8 +417,7 @@ def fit(
 
     init_key, shuffle_key, subset_key = _split3(key)
     state = tr.init(init_key, hp or None, params=params)
-    out_shape = jax.eval_shape(lambda p, x: tr.apply(p, x), state.params, jnp.asarray(x_tr[:1]))
-    num_classes = int(out_shape.shape[-1])
+    num_classes = _num_classes(tr, state.params, x_tr)
     check_dataset(x_tr, y_tr, num_classes, name="train")
     if val is not None:
         check_dataset(x_va, y_va, num_classes, name="val")
@@ -327,30 +425,43 @@ def fit(
     # ------------------------------------------------------------------ data on device
     train_d = (jnp.asarray(x_tr), jnp.asarray(y_tr))
     m = min(train_eval_size, n_train)
-    train_eval = _subset(subset_key, train_d, m)
+    train_eval = _subset(subset_key, train_d, m) if m else None
     val_d = (jnp.asarray(x_va), jnp.asarray(y_va)) if val is not None else None
-    src = val_d if val_d is not None else train_eval
-    act_x = src[0][:activation_size] if activation_size and tr.activations is not None else None
+
+    def activation_inputs() -> jax.Array | None:
+        if not activation_size or tr.activations is None:
+            return None
+        src = val_d if val_d is not None else (train_eval if train_eval is not None else train_d)
+        return src[0][:activation_size]
+
+    act_x = activation_inputs()
+    steps_per_epoch = n_train // tr.batch_size
+    if epochs_per_call is None:
+        # About 256 updates per compiled call: enough to hide the per-call cost of Python
+        # (history, progress bar, checkpoints) behind the device's work.
+        epochs_per_call = 1 if callback is not None else max(1, min(64, -(-256 // steps_per_epoch)))
+        if checkpoint_dir is not None and checkpoint_every is not None:
+            epochs_per_call = min(epochs_per_call, checkpoint_every)
 
     # ------------------------------------------------------------------ state and resume
-    best_params, best_score = _initial_best(state.params)
-    hparams_host = {k: float(v) for k, v in jax.device_get(state.hparams).items()}
-    steps_per_epoch = n_train // tr.batch_size
+    carry = _initial_carry(state)
     history = History({
         "batch_size": tr.batch_size, "steps_per_epoch": steps_per_epoch,
         "num_train": n_train, "num_val": int(np.shape(x_va)[0]) if val is not None else 0,
-        "optimizer": _optimizer_name(tr.optimizer), "hparams": hparams_host,
+        "optimizer": _optimizer_name(tr.optimizer),
+        "hparams": {k: float(v) for k, v in jax.device_get(state.hparams).items()},
         "monitor": monitor, "best_epoch": None, "best_value": None, "stop_reason": None,
         "first_nonfinite_step": None,
         "leaf_shapes": dict(zip(leaf_names(state.params),
                                 (list(np.shape(p)) for p in jax.tree.leaves(state.params)),
                                 strict=True)),
     })
-    start_epoch, best_epoch, bad_epochs = 0, None, 0
+    start_epoch = 0
     ckpt = Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
 
     def ckpt_tree() -> _FitCheckpoint:
-        return _FitCheckpoint(state, best_params, best_score, shuffle_key, subset_key)
+        return _FitCheckpoint(carry.state, carry.best_params, carry.best_score, shuffle_key,
+                              subset_key)
 
     try:
         if resume and ckpt is not None and ckpt.exists("last"):
@@ -363,13 +474,14 @@ def fit(
                         f"{fn}: cannot resume from {ckpt.path('last')!r}: it was written with "
                         f"{name}={meta.get(name)!r}, this run has {name}={now!r}."
                     )
-            state, best_params, best_score, shuffle_key, subset_key = ck.tree
-            train_eval = _subset(subset_key, train_d, m)
-            if val_d is None and act_x is not None:
-                act_x = train_eval[0][:activation_size]
+            loaded = ck.tree
+            shuffle_key, subset_key = loaded.shuffle_key, loaded.subset_key
+            carry = _Carry(loaded.state, loaded.best_params, loaded.best_score,
+                           jnp.asarray(meta["bad_epochs"], jnp.int32), jnp.zeros((), jnp.int32))
+            train_eval = _subset(subset_key, train_d, m) if m else None
+            act_x = activation_inputs()
             history = ck.history if ck.history is not None else history
             start_epoch = int(meta["epoch"])
-            best_epoch, bad_epochs = meta["best_epoch"], int(meta["bad_epochs"])
             if history.meta.get("stop_reason") in _FINAL_STOPS:
                 start_epoch = max(start_epoch, num_epochs)
 
@@ -378,79 +490,99 @@ def fit(
 
         bar = tqdm(total=num_epochs, initial=min(start_epoch, num_epochs), disable=not progress,
                    unit="epoch", desc="fit", dynamic_ncols=True)
+        epoch, last_saved, last_saved_time = start_epoch, start_epoch, time.monotonic()
+        best_meta: dict[str, Any] | None = None  # the best epoch not yet in best.npz
         stop_reason = None
         warned_skip = False
-        for epoch in range(start_epoch, num_epochs):
-            state, best_params, best_score, out = _fit_epoch(
-                state, best_params, best_score, train_d, train_eval, val_d, act_x, shuffle_key,
-                epoch, tr=tr, monitor=monitor, min_delta=float(min_delta),
+        while epoch < num_epochs and stop_reason is None:
+            carry, out = _fit_chunk(
+                carry, train_d, train_eval, val_d, act_x, shuffle_key, epoch, num_epochs,
+                0 if patience is None else patience, float(min_delta), tr=tr, monitor=monitor,
+                epochs_per_call=epochs_per_call, stop_on_nonfinite=on_nonfinite == "stop",
             )
-            sm, te, ve, acts, improved = jax.device_get(out)
+            (sm, te, ve, acts, improved, active), bad_epochs, stop = jax.device_get(
+                (out, carry.bad_epochs, carry.stop)
+            )
+            k = int(active.sum())  # the epochs that ran (a prefix of the chunk)
             first_step = history.num_steps
-            history.append_steps(loss=sm.loss, batch_accuracy=sm.accuracy,
-                                 learning_rate=sm.learning_rate, finite=sm.finite,
-                                 update_ratio=sm.update_ratio)
-            history.append_epoch(epoch_step=history.num_steps, train_loss=te.loss,
-                                 train_accuracy=te.accuracy, val_loss=ve.loss,
-                                 val_accuracy=ve.accuracy, activations=acts)
-            all_finite = bool(np.all(sm.finite))
+            history.append_steps(
+                loss=sm.loss[:k].ravel(), batch_accuracy=sm.accuracy[:k].ravel(),
+                learning_rate=sm.learning_rate[:k].ravel(), finite=sm.finite[:k].ravel(),
+                update_ratio={n: r[:k].ravel() for n, r in sm.update_ratio.items()},
+            )
+            history.append_epoch(
+                epoch_step=first_step + steps_per_epoch * np.arange(1, k + 1),
+                train_loss=te.loss[:k], train_accuracy=te.accuracy[:k], val_loss=ve.loss[:k],
+                val_accuracy=ve.accuracy[:k],
+                activations={layer: {st: v[:k] for st, v in d.items()}
+                             for layer, d in acts.items()},
+            )
+            finite = sm.finite[:k]
+            all_finite = bool(finite.all())
             if not all_finite and history.meta["first_nonfinite_step"] is None:
-                bad_step = first_step + int(np.argmin(sm.finite))
+                bad_step = first_step + int(np.argmin(finite.ravel()))
+                bad_epoch = epoch + bad_step // steps_per_epoch - first_step // steps_per_epoch
                 history.meta["first_nonfinite_step"] = bad_step
                 if on_nonfinite == "stop":
-                    stop_reason = "nonfinite"
                     warnings.warn(
                         f"fit: the loss or an update became non-finite at step {bad_step} "
-                        f"(epoch {epoch + 1}); training stopped and the update was not applied. "
-                        "The learning rate is likely too high; see jaxlearn.diagnose(history).",
-                        RuntimeWarning, stacklevel=2,
+                        f"(epoch {bad_epoch + 1}); training stopped and the update was not "
+                        "applied. The learning rate is likely too high; see "
+                        "jaxlearn.diagnose(history).", RuntimeWarning, stacklevel=2,
                     )
                 elif not warned_skip:
                     warned_skip = True
                     warnings.warn(
-                        f"fit: non-finite loss or update at step {bad_step} (epoch {epoch + 1}); "
-                        "such updates are skipped.", RuntimeWarning, stacklevel=2,
+                        f"fit: non-finite loss or update at step {bad_step} (epoch "
+                        f"{bad_epoch + 1}); such updates are skipped.", RuntimeWarning,
+                        stacklevel=2,
                     )
-            elif not all_finite and on_nonfinite == "stop":
-                stop_reason = "nonfinite"
-            if bool(improved):
-                best_epoch, bad_epochs = epoch + 1, 0
-                history.meta["best_epoch"] = best_epoch
+            if improved[:k].any():
+                i = int(np.flatnonzero(improved[:k])[-1])
+                history.meta["best_epoch"] = epoch + i + 1
                 history.meta["best_value"] = float(
-                    getattr(te if monitor.startswith("train") else ve, monitor.split("_")[1])
+                    getattr(te if monitor.startswith("train") else ve, monitor.split("_")[1])[i]
                 )
-                if ckpt is not None:
-                    ckpt.save("best", best_params, metadata={
-                        "epoch": best_epoch, "monitor": monitor,
-                        "value": history.meta["best_value"],
-                        "step": int(history.num_steps),
-                    })
-            else:
-                bad_epochs += 1
-            if patience is not None and bad_epochs >= patience and stop_reason is None:
-                stop_reason = "early_stopping"
-            if callback is not None and callback(epoch + 1, history, state) and (
-                stop_reason is None
+                best_meta = {
+                    "epoch": history.meta["best_epoch"], "monitor": monitor,
+                    "value": history.meta["best_value"],
+                    "step": first_step + (i + 1) * steps_per_epoch,
+                }
+            epoch += k
+            stop_reason = {_EARLY_STOP: "early_stopping", _NONFINITE_STOP: "nonfinite"}.get(
+                int(stop)
+            )
+            if callback is not None and stop_reason is None and callback(
+                epoch, history, carry.state
             ):
                 stop_reason = "callback"
-            if progress:
+            if progress and k:
                 bar.set_postfix(
-                    loss=f"{float(np.nanmean(sm.loss)) if all_finite else math.nan:.4f}",
-                    train_acc=f"{float(te.accuracy):.3f}",
-                    val_acc=f"{float(ve.accuracy):.3f}", refresh=False,
+                    loss=f"{float(np.mean(sm.loss[k - 1])):.4f}",
+                    train_acc=f"{float(te.accuracy[k - 1]):.3f}",
+                    val_acc=f"{float(ve.accuracy[k - 1]):.3f}", refresh=False,
                 )
-                bar.update(1)
-            done = epoch + 1 == num_epochs or stop_reason is not None
+                bar.update(k)
+            done = epoch >= num_epochs or stop_reason is not None
             history.meta["stop_reason"] = stop_reason or ("completed" if done else None)
             state_clean = all_finite or tr.skip_nonfinite
-            if ckpt is not None and state_clean and ((epoch + 1) % checkpoint_every == 0 or done):
+            due = done or (
+                checkpoint_every is not None and epoch - last_saved >= checkpoint_every
+            ) or (
+                checkpoint_seconds is not None
+                and time.monotonic() - last_saved_time >= checkpoint_seconds
+            )
+            if ckpt is not None and due and best_meta is not None:
+                # best_params only ever take finite, improving epochs: safe to write any time.
+                ckpt.save("best", carry.best_params, metadata=best_meta)
+                best_meta = None
+            if ckpt is not None and state_clean and due:
+                last_saved, last_saved_time = epoch, time.monotonic()
                 ckpt.save("last", ckpt_tree(), history=history, metadata={
-                    "epoch": epoch + 1, "step": int(history.num_steps),
-                    "best_epoch": best_epoch, "bad_epochs": bad_epochs,
+                    "epoch": epoch, "step": int(history.num_steps),
+                    "best_epoch": history.meta["best_epoch"], "bad_epochs": int(bad_epochs),
                     "batch_size": tr.batch_size, "num_train": n_train, "monitor": monitor,
                 })
-            if stop_reason is not None:
-                break
         bar.close()
         if history.meta["stop_reason"] is None:
             history.meta["stop_reason"] = "completed"
@@ -459,4 +591,4 @@ def fit(
     finally:
         if ckpt is not None:
             ckpt.close()
-    return FitResult(state.params, best_params, history, state)
+    return FitResult(carry.state.params, carry.best_params, history, carry.state)
