@@ -1,0 +1,198 @@
+"""Training throughput: ``jaxlearn.fit`` against two hand-written optax loops.
+
+The model is the digits MLP (64-100-10, ReLU), SGD with momentum (lr 0.05, mu 0.9; the
+same ``jaxlearn.momentum`` rule everywhere), minibatches of ``--batch`` (32) drawn in the
+program from the 1437 training digits, ``--epochs`` epochs, data on the device. The script
+measures **steps per second** of:
+
+- ``fit``: ``jaxlearn.fit`` as users call it, the whole call timed (setup, the compiled
+  epochs, per-step loss/learning rate/accuracy and per-leaf update ratios, the evaluation
+  of a 1000-example training subset and of the 180 validation digits after every epoch,
+  activation statistics, best params, the History on the host, ``best.npz`` and
+  ``last.npz`` written atomically to a temporary folder with the default policy (every
+  60 s and at the end), waiting for the last write);
+- ``fit (running train metrics)``: the same with ``train_eval_size=0`` (training loss and
+  accuracy taken from the epoch's minibatches, as Keras reports them: no subset pass);
+- ``fit (no checkpoints)``: the same as ``fit`` without ``checkpoint_dir``;
+- ``fit (checkpoints every epoch)``: ``checkpoint_every=1``: both files rewritten after
+  every epoch (so one compiled call per epoch), instead of the default (every 60 s and at
+  the end);
+- ``per-step loop``: hand-written, a Python loop of one jitted optax step per minibatch
+  (indices drawn per epoch in a jitted call, the minibatch gathered inside the step);
+- ``scan per epoch``: hand-written, one jitted ``lax.scan`` over the epoch's minibatches
+  per epoch, buffers donated, nothing recorded but the loss.
+
+Each variant runs once first (its compile time is reported separately), then is timed as
+the median of ``--repeats`` runs ending in ``block_until_ready``, the variants interleaved
+round-robin so that a busy machine slows them alike. Ratios are against ``scan per epoch``
+(goal for ``fit``: >= 0.9). The process's CPU time (all threads) is reported too: on a
+shared machine it is steadier than wall time, since waiting for a core does not count.
+
+Usage: ``PYTHONPATH=. python benchmarks/train.py [--quick | --gpu] [--epochs 30]``.
+``--gpu`` trains a wider MLP (64-1024-1024-10) on the digits tiled 16 times (22992
+examples) with minibatches of 256.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jaxlearn
+
+LR, MU = 0.05, 0.9
+
+
+def data(tile: int) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.Array]]:
+    x, y = jaxlearn.load_digits()
+    s = jaxlearn.train_val_test_split(x, y, jax.random.key(0))
+    xt, yt = np.tile(s.train[0], (tile, 1)), np.tile(s.train[1], tile)
+    return (jnp.asarray(xt), jnp.asarray(yt)), (jnp.asarray(s.val[0]), jnp.asarray(s.val[1]))
+
+
+def hand_written(model: jaxlearn.Model, train: tuple[jax.Array, jax.Array], batch: int,
+                 epochs: int) -> dict[str, Callable[[], None]]:
+    x, y = train
+    n = x.shape[0]
+    steps = n // batch
+    opt = jaxlearn.momentum(LR, MU)
+
+    def loss_fn(p, xb, yb):
+        return jaxlearn.softmax_cross_entropy(model.apply(p, xb), yb)
+
+    @jax.jit
+    def indices(key):
+        return jaxlearn.batch_indices(key, n, batch)
+
+    @jax.jit
+    def step(p, o, idx, i):
+        ix = idx[i]
+        loss, g = jax.value_and_grad(loss_fn)(p, x[ix], y[ix])
+        u, o = opt.update(g, o, p)
+        return optax.apply_updates(p, u), o, loss
+
+    @jax.jit
+    def init(key):
+        p = model.init(key)
+        return p, opt.init(p)
+
+    @jax.jit
+    def epoch_keys(key):
+        return jax.random.split(key, epochs)
+
+    def per_step_loop() -> None:
+        p, o = init(jax.random.key(0))
+        for k in epoch_keys(jax.random.key(1)):
+            idx = indices(k)
+            for i in range(steps):
+                p, o, loss = step(p, o, idx, i)
+        jax.block_until_ready((p, loss))
+
+    @jax.jit
+    def scan_epoch_impl(p, o, key):
+        idx = jaxlearn.batch_indices(key, n, batch)
+
+        def body(carry, ix):
+            p, o = carry
+            loss, g = jax.value_and_grad(loss_fn)(p, x[ix], y[ix])
+            u, o = opt.update(g, o, p)
+            return (optax.apply_updates(p, u), o), loss
+
+        (p, o), losses = jax.lax.scan(body, (p, o), idx)
+        return p, o, losses
+
+    scan_epoch = jax.jit(scan_epoch_impl, donate_argnums=(0, 1))
+
+    def scan_per_epoch() -> None:
+        p, o = init(jax.random.key(0))
+        for k in epoch_keys(jax.random.key(1)):
+            p, o, losses = scan_epoch(p, o, k)
+        jax.block_until_ready((p, losses))
+
+    return {"per-step loop": per_step_loop, "scan per epoch": scan_per_epoch}
+
+
+def fit_variants(model: jaxlearn.Model, train, val, batch: int, epochs: int
+                 ) -> dict[str, Callable[[], None]]:
+    tr = jaxlearn.trainer(model, optimizer="momentum", batch_size=batch,
+                          hparams={"learning_rate": LR, "mu": MU})
+    tr_running = jaxlearn.trainer(model, optimizer="momentum", batch_size=batch,
+                                  hparams={"learning_rate": LR, "mu": MU})
+
+    def run(trainer: jaxlearn.Trainer, checkpoints: bool, **kw) -> None:
+        with tempfile.TemporaryDirectory() as d:
+            r = jaxlearn.fit(trainer, train, val, num_epochs=epochs, progress=False,
+                             checkpoint_dir=d if checkpoints else None, **kw)
+            jax.block_until_ready((r.params, r.best_params))
+            assert r.history.num_epochs == epochs and r.history.update_ratio
+
+    return {
+        "fit": lambda: run(tr, True),
+        "fit (running train metrics)": lambda: run(tr_running, True, train_eval_size=0),
+        "fit (no checkpoints)": lambda: run(tr, False),
+        "fit (checkpoints every epoch)": lambda: run(tr, True, checkpoint_every=1),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="a smoke run: few epochs, 3 repeats")
+    ap.add_argument("--gpu", action="store_true", help="bigger model and data")
+    ap.add_argument("--epochs", type=int, default=None)
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--repeats", type=int, default=None)
+    args = ap.parse_args(argv)
+    epochs = args.epochs or (4 if args.quick else 30)
+    repeats = args.repeats or (3 if args.quick else 9)
+    hidden, tile, batch = ((1024, 1024), 16, 256) if args.gpu else ((100,), 1, 32)
+    batch = args.batch or batch
+
+    train, val = data(tile)
+    model = jaxlearn.mlp(64, hidden, 10)
+    steps = epochs * (train[0].shape[0] // batch)
+    variants = {**fit_variants(model, train, val, batch, epochs),
+                **hand_written(model, train, batch, epochs)}
+
+    compile_s = {}
+    for name, fn in variants.items():
+        t = time.perf_counter()
+        fn()
+        compile_s[name] = time.perf_counter() - t
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    cpu: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(repeats):
+        for name, fn in variants.items():
+            c, t = time.process_time(), time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t)
+            cpu[name].append(time.process_time() - c)
+
+    med = {name: statistics.median(ts) for name, ts in times.items()}
+    med_cpu = {name: statistics.median(ts) for name, ts in cpu.items()}
+    scan, scan_cpu = med["scan per epoch"], med_cpu["scan per epoch"]
+    print(f"jax {jax.__version__}, optax {optax.__version__}, {jax.devices()[0].device_kind}, "
+          f"python {platform.python_version()}")
+    print(f"digits MLP 64-{'-'.join(map(str, hidden))}-10, {train[0].shape[0]} training "
+          f"examples, batch {batch}, {epochs} epochs = {steps} steps; median of {repeats}")
+    print()
+    print(f"| {'variant':30s} | {'steps/s':>9s} | {'s per run':>9s} | {'first run s':>11s} "
+          f"| {'vs scan':>7s} | {'CPU s':>7s} | {'vs scan, CPU':>12s} |")
+    print(f"|{'-' * 32}|{'-' * 11}|{'-' * 11}|{'-' * 13}|{'-' * 9}|{'-' * 9}|{'-' * 14}|")
+    for name, t in med.items():
+        print(f"| {name:30s} | {steps / t:9.0f} | {t:9.4f} | {compile_s[name]:11.2f} "
+              f"| {scan / t:6.2f}x | {med_cpu[name]:7.4f} | {scan_cpu / med_cpu[name]:11.2f}x |")
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
