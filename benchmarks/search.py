@@ -151,9 +151,12 @@ def main(argv: list[str] | None = None) -> None:
     print("-" * len(header))
     for n in sizes:
         def stacked(r, n=n):
-            pts = search.sample(SPACE, jax.random.key(1000 + r), n)
+            # Exactly the trials random_search(trial, SPACE, n, key(r)) runs.
+            k_points, k_trials = jax.random.split(jax.random.key(r))
+            pts = search.sample(SPACE, k_points, n)
             hp = {k: jnp.asarray([p[k] for p in pts], jnp.float32) for k in SPACE}
-            return hp, jax.random.split(jax.random.key(r), n)
+            keys = jax.vmap(jax.random.fold_in, in_axes=(None, 0))(k_trials, jnp.arange(n))
+            return hp, keys
 
         inputs = {r: jax.device_put(stacked(r), dev0) for r in range(repeats + 1)}
 
@@ -194,10 +197,10 @@ def main(argv: list[str] | None = None) -> None:
             c, t = timed(run, repeats)
             rows.append((name, c, t))
         if optuna is not None:
-            def opt_run(r, n=n):
+            def opt_run(r, n=n, inputs=inputs):
                 st = optuna.create_study(direction="maximize",
                                          sampler=optuna.samplers.RandomSampler(seed=r))
-                keys = jax.random.split(jax.random.key(r), n)
+                keys = inputs[r][1]
 
                 def objective(ot, keys=keys):
                     hp = {"lr": jnp.float32(ot.suggest_float("lr", 1e-4, 1e-1, log=True)),
