@@ -10,6 +10,7 @@ are reached as submodules.
 
 from jaxlearn import (  # noqa: F401  (submodules reached as jaxlearn.search.*)
     data,
+    ensemble,
     gradcheck,
     losses,
     models,

@@ -1,0 +1,259 @@
+"""Distillation ("dark knowledge"): one student trained on an ensemble's soft targets.
+
+Hinton, Vinyals and Dean (2015), which the notes cite: the ensemble's probabilities at a
+high temperature T carry how it ranks the wrong classes; a single student trained to match
+them (plus a little of the true labels) approaches the ensemble's accuracy at one model's
+test-time cost. The soft term is scaled by ``T**2`` so that its gradients keep their size
+as T changes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxlearn._compat import concrete_or_none
+from jaxlearn.data import check_dataset
+from jaxlearn.ensemble._common import apply_of, as_key, check_int, check_pair
+from jaxlearn.ensemble.predict import evaluate_ensemble, predict_proba
+from jaxlearn.losses import softmax_cross_entropy
+from jaxlearn.train.core import Trainer, TrainState, trainer
+
+__all__ = ["DistillResult", "distill", "distillation_loss", "soft_targets"]
+
+
+def _check_scalar(fn: str, name: str, v: Any, positive: bool) -> None:
+    if isinstance(v, bool):
+        raise ValueError(f"{fn}: `{name}` must be a number, got {v!r}.")
+    c = concrete_or_none(v)
+    if c is None:
+        return
+    ok = np.all(np.isfinite(c)) and (np.all(c > 0) if positive else np.all(c >= 0))
+    if c.ndim != 0 or not ok:
+        raise ValueError(
+            f"{fn}: `{name}` must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}."
+        )
+
+
+def distillation_loss(
+    student_logits: jax.Array,
+    teacher_probs: jax.Array,
+    labels: jax.Array | None = None,
+    *,
+    temperature: float = 4.0,
+    hard_weight: float = 0.1,
+) -> jax.Array:
+    """The distillation loss: soft targets at temperature T (scaled by T**2) + a little hard loss.
+
+    ``L = T**2 * mean_i KL(p_i || softmax(z_i / T)) + hard_weight * mean_i -log softmax(z_i)_{y_i}``
+
+    where ``z`` are the student's logits and ``p`` the teacher's probabilities at
+    temperature T (for an ensemble, the mean of its members' ``softmax(f_k / T)``:
+    :func:`soft_targets`). KL differs from the soft cross-entropy ``-sum p log q`` by the
+    teacher's entropy, a constant: same gradients, and 0 when the student matches.
+
+    **Arguments:**
+    - `student_logits`: (n, C) scores of the student.
+    - `teacher_probs`: (n, C) the teacher's probabilities at temperature T.
+    - `labels`: (n,) integer labels for the hard term, or None (soft term only).
+    - `temperature`: T > 0.
+    - `hard_weight`: weight of the hard-label cross-entropy (>= 0; small, e.g. 0.1).
+
+    **Returns:** a scalar.
+
+    Example:
+        >>> import jax, jax.numpy as jnp
+        >>> from jaxlearn.ensemble import distillation_loss
+        >>> z = jnp.array([[2.0, 0.0, -1.0]])
+        >>> p = jax.nn.softmax(z / 4.0)  # the student already matches the teacher
+        >>> float(distillation_loss(z, p, temperature=4.0))
+        0.0
+        >>> round(float(distillation_loss(z, p, jnp.array([0]), hard_weight=1.0)), 4)
+        0.1698
+    """
+    fn = "distillation_loss"
+    z, p = jnp.asarray(student_logits), jnp.asarray(teacher_probs)
+    if z.ndim != 2 or p.shape != z.shape:
+        raise ValueError(
+            f"{fn}: `student_logits` and `teacher_probs` must both have shape (n, C), got "
+            f"{z.shape} and {p.shape}."
+        )
+    _check_scalar(fn, "temperature", temperature, positive=True)
+    _check_scalar(fn, "hard_weight", hard_weight, positive=False)
+    t = jnp.asarray(temperature, jnp.promote_types(z.dtype, jnp.float32))
+    log_q = jax.nn.log_softmax(z.astype(t.dtype) / t, axis=-1)
+    p = p.astype(t.dtype)
+    kl = jnp.sum(jax.scipy.special.xlogy(p, p) - p * log_q, axis=-1)
+    loss = t * t * jnp.mean(kl)
+    if labels is not None:
+        loss = loss + jnp.asarray(hard_weight, t.dtype) * softmax_cross_entropy(
+            z.astype(t.dtype), labels)
+    return loss
+
+
+def soft_targets(
+    teacher: Any, params: Any, x: Any, *, temperature: float = 4.0
+) -> jax.Array:
+    """An ensemble's soft targets: ``p = 1/N sum_k softmax(f_k(x) / T)``.
+
+    **Arguments:**
+    - `teacher`: the members' model (a Model, Trainer, ``(init, apply)`` or ``apply``).
+    - `params`: the members' stacked params.
+    - `x`: inputs (n, ...).
+    - `temperature`: T > 0; higher T shows more of the ranking of the wrong classes.
+
+    **Returns:** (n, C) probabilities.
+
+    Example:
+        >>> import jax.numpy as jnp
+        >>> from jaxlearn.ensemble import soft_targets
+        >>> apply = lambda p, x: x * p["s"]
+        >>> soft_targets(apply, {"s": jnp.array([4.0])}, jnp.array([[0.0, 1.0]]),
+        ...              temperature=4.0).round(4).tolist()
+        [[0.2689, 0.7311]]
+    """
+    return predict_proba(teacher, params, x, temperature=temperature)
+
+
+class DistillResult(NamedTuple):
+    """What :func:`distill` returns.
+
+    - ``params``: the student's parameters (one model).
+    - ``state``: the student's final :class:`~jaxlearn.TrainState`.
+    - ``loss``: (steps,) the distillation loss per step.
+    - ``val_accuracy``: (epochs,) the student's validation accuracy (NaN without `val`).
+    - ``teacher_val_accuracy``: the ensemble's validation accuracy (NaN without `val`).
+    """
+
+    params: Any
+    state: TrainState
+    loss: np.ndarray
+    val_accuracy: np.ndarray
+    teacher_val_accuracy: float
+
+
+def distill(
+    teacher: Any,
+    teacher_params: Any,
+    student: Any,
+    train: tuple[Any, Any],
+    val: tuple[Any, Any] | None = None,
+    *,
+    temperature: float = 4.0,
+    hard_weight: float = 0.1,
+    optimizer: Any = "adam",
+    hparams: Mapping[str, float] | None = None,
+    learning_rate: float | None = None,
+    batch_size: int = 100,
+    num_epochs: int = 10,
+    schedule: Callable[[jax.Array], jax.Array] | None = None,
+    key: Any = 0,
+) -> DistillResult:
+    """Train one student on an ensemble's soft targets (:func:`distillation_loss`).
+
+    The teacher's soft targets ``1/N sum_k softmax(f_k(x) / T)`` are computed once for the
+    training set; then the student trains as :func:`jaxlearn.fit` would (same update
+    rules, schedules, minibatches drawn in the program, keys split the same way), every
+    epoch in one compiled program, minimizing
+    ``T**2 * KL(p_teacher || softmax(z / T)) + hard_weight * CE(z, y)``.
+
+    **Arguments:**
+    - `teacher`: the ensemble's model (Model, Trainer, ``(init, apply)`` or ``apply``).
+    - `teacher_params`: the ensemble's stacked params (e.g. ``fit_ensemble(...).params``).
+    - `student`: the student's :class:`jaxlearn.Model` or ``(init, apply)`` (any size).
+    - `train`, `val`: ``(x, y)`` pairs; `val` may be None.
+    - `temperature`: T > 0.
+    - `hard_weight`: weight of the true labels' cross-entropy (>= 0).
+    - `optimizer`, `hparams`, `learning_rate`, `batch_size`, `num_epochs`, `schedule`,
+      `key`: as :func:`jaxlearn.fit`.
+
+    **Returns:** a :class:`DistillResult` ``(params, state, loss, val_accuracy,
+    teacher_val_accuracy)``.
+
+    Example:
+        >>> import jax, jaxlearn
+        >>> from jaxlearn.ensemble import distill, fit_ensemble
+        >>> x, y = jaxlearn.load_digits()
+        >>> s = jaxlearn.train_val_test_split(x, y, jax.random.key(0))
+        >>> model = jaxlearn.mlp(64, (32,), 10)
+        >>> ens = fit_ensemble(model, s.train, s.val, num_members=2, optimizer="adam",
+        ...                    learning_rate=3e-3, batch_size=64, num_epochs=3)
+        >>> r = distill(model, ens.params, model, s.train, s.val, learning_rate=3e-3,
+        ...             batch_size=64, num_epochs=3)
+        >>> r.val_accuracy.shape, bool(r.val_accuracy[-1] > 0.8)
+        ((3,), True)
+    """
+    fn = "distill"
+    x_tr, y_tr = check_pair(fn, "train", train)
+    if val is not None:
+        x_va, y_va = check_pair(fn, "val", val)
+    if isinstance(student, Trainer):
+        raise ValueError(
+            f"{fn}: `student` must be a Model or an (init, apply) pair; distill builds the "
+            "student's Trainer itself (its loss is the distillation loss)."
+        )
+    _check_scalar(fn, "temperature", temperature, positive=True)
+    _check_scalar(fn, "hard_weight", hard_weight, positive=False)
+    num_epochs = check_int(fn, "num_epochs", num_epochs, 0)
+    key = as_key(fn, key)
+    apply_of(fn, teacher)
+    hp = dict(hparams or {})
+    if learning_rate is not None:
+        hp["learning_rate"] = learning_rate
+    n = int(np.shape(x_tr)[0]) if np.ndim(x_tr) else 0
+    x_d, y_d = jnp.asarray(x_tr), jnp.asarray(y_tr)
+    soft = soft_targets(teacher, teacher_params, x_d, temperature=float(temperature))
+    num_classes = int(soft.shape[-1])
+    check_dataset(x_tr, y_tr, num_classes, name="train")
+    if soft.shape[0] != n:
+        raise ValueError(f"{fn}: the teacher gave {soft.shape[0]} rows for {n} examples.")
+    t, hw = float(temperature), float(hard_weight)
+
+    # The Trainer's minibatches gather (x, y) by example index; the soft targets travel as
+    # the "label" index into them, and the loss looks the targets up.
+    def loss_fn(scores: jax.Array, idx: jax.Array) -> jax.Array:
+        return distillation_loss(scores, soft[idx], y_d[idx], temperature=t, hard_weight=hw)
+
+    tr = trainer(student, loss=loss_fn, optimizer=optimizer, batch_size=batch_size,
+                 hparams=hp or None, schedule=schedule, update_ratios=False)
+    if tr.batch_size > n:
+        raise ValueError(
+            f"{fn}: `batch_size` ({tr.batch_size}) is larger than the training set ({n} "
+            f"examples); use a batch size of at most {n}."
+        )
+    init_key, shuffle_key, _ = jax.random.split(key, 3)
+    state = tr.init(init_key)
+    out_classes = int(jax.eval_shape(lambda p, x: tr.apply(p, x), state.params,
+                                     x_d[:1]).shape[-1])
+    if out_classes != num_classes:
+        raise ValueError(
+            f"{fn}: the student predicts {out_classes} classes but the teacher {num_classes}."
+        )
+    val_d = None
+    teacher_acc = float("nan")
+    if val is not None:
+        check_dataset(x_va, y_va, num_classes, name="val")
+        val_d = (jnp.asarray(x_va), jnp.asarray(y_va))
+        teacher_acc = evaluate_ensemble(teacher, teacher_params, val_d).ensemble_accuracy
+
+    def run(state: TrainState, data: Any, val: Any, shuffle_key: jax.Array) -> Any:
+        def epoch(s: TrainState, e: jax.Array) -> Any:
+            s, sm = tr.train_epoch(s, data, jax.random.fold_in(shuffle_key, e))
+            if val is None:
+                acc = jnp.full((), jnp.nan, jnp.float32)
+            else:
+                scores = tr.apply(s.params, val[0])
+                acc = jnp.mean((jnp.argmax(scores, axis=-1) == val[1]).astype(jnp.float32))
+            return s, (sm.loss, acc)
+
+        return lax.scan(epoch, state, jnp.arange(num_epochs, dtype=jnp.int32))
+
+    data = (x_d, jnp.arange(n, dtype=jnp.int32))
+    state, (losses, accs) = jax.jit(run)(state, data, val_d, shuffle_key)
+    return DistillResult(state.params, state, np.asarray(losses).reshape(-1), np.asarray(accs),
+                         teacher_acc)

@@ -1,0 +1,853 @@
+"""``fit_ensemble``: N members of one model trained as one compiled program.
+
+Member ``i`` is exactly the run ``jaxlearn.fit(..., key=keys[i])`` would make: its key is
+split into an initialization key, a shuffling key (epoch ``e`` shuffles with
+``fold_in(shuffle_key, e)``) and the key of the fixed training subset it is evaluated on.
+Parameters, optimizer states and keys are stacked on a leading member axis, and the whole
+training, every epoch of every member, runs through :mod:`jaxlearn.population`: one program,
+the member axis vmapped, chunked or run in turn (:func:`choose_strategy`), sharded over every
+device there is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+import warnings
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from jaxlearn import population
+from jaxlearn.data import check_dataset
+from jaxlearn.ensemble._common import (
+    check_int,
+    check_pair,
+    member_ids,
+    member_keys,
+    stack_hparams,
+    to_host,
+)
+from jaxlearn.losses import softmax_cross_entropy
+from jaxlearn.optim.averaging import averaged_params, param_average
+from jaxlearn.schedules import per_epoch
+from jaxlearn.train.core import OPTIMIZERS, EvalMetrics, Trainer, TrainState, trainer
+from jaxlearn.train.history import History
+
+__all__ = [
+    "EnsembleHistory",
+    "EnsembleResult",
+    "averaged_trainer",
+    "choose_strategy",
+    "estimate_member_bytes",
+    "fit_ensemble",
+    "init_members",
+]
+
+_MONITORS = {"val_accuracy": True, "val_loss": False, "train_accuracy": True,
+             "train_loss": False}
+_STRATEGIES = ("auto", "measure", "vmap", "chunked", "sequential")
+
+# Member programs are built once per (Trainer, configuration) and kept while the Trainer
+# lives, so calling fit_ensemble again with the same Trainer reuses the compiled program
+# (jaxlearn.population caches programs per function object).
+_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _cached(tr: Trainer, key: tuple, make: Callable[[], Any]) -> Any:
+    per = _PROGRAMS.setdefault(tr, {})
+    if key not in per:
+        per[key] = make()
+    return per[key]
+
+
+# --------------------------------------------------------------------------- results
+
+
+class EnsembleHistory(NamedTuple):
+    """What every member recorded, as NumPy arrays with a leading member axis.
+
+    Per step (``(N, steps)``): ``loss``, ``batch_accuracy``, ``learning_rate``, ``finite`` and
+    ``update_ratio[leaf]``. Per epoch (``(N, epochs)``): ``train_loss``, ``train_accuracy``
+    (each member's fixed training subset), ``val_loss``, ``val_accuracy`` (NaN where not
+    evaluated); ``epoch_step`` (``(epochs,)``) is the update count at each epoch's end.
+    ``best_epoch`` (``(N,)``) is each member's epoch with the best monitored metric (0: none).
+    ``meta`` describes the run. :meth:`member` gives one member's :class:`~jaxlearn.History`.
+    """
+
+    loss: np.ndarray
+    batch_accuracy: np.ndarray
+    learning_rate: np.ndarray
+    finite: np.ndarray
+    update_ratio: dict[str, np.ndarray]
+    epoch_step: np.ndarray
+    train_loss: np.ndarray
+    train_accuracy: np.ndarray
+    val_loss: np.ndarray
+    val_accuracy: np.ndarray
+    best_epoch: np.ndarray
+    meta: dict[str, Any]
+
+    @property
+    def num_members(self) -> int:
+        """N, the number of members."""
+        return int(self.loss.shape[0])
+
+    def member(self, i: int) -> History:
+        """Member ``i``'s records as a :class:`~jaxlearn.History` (as ``fit`` returns).
+
+        **Arguments:**
+        - `i`: the member's index in ``[0, N)``.
+
+        **Returns:** a :class:`~jaxlearn.History`.
+
+        Example:
+            >>> import numpy as np
+            >>> from jaxlearn.ensemble import EnsembleHistory
+            >>> z = np.zeros((2, 3))
+            >>> h = EnsembleHistory(z, z, z, z > 1, {}, np.array([3]), z[:, :1], z[:, :1],
+            ...                     z[:, :1], z[:, :1], np.array([1, 0]), {})
+            >>> h.member(1).num_steps, h.member(1).meta["best_epoch"]
+            (3, None)
+        """
+        n = self.num_members
+        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -n <= i < n:
+            raise ValueError(f"EnsembleHistory.member: `i` must be an int in [0, {n}), got {i!r}.")
+        meta = dict(self.meta)
+        for name in ("hparams", "first_nonfinite_step"):
+            if isinstance(meta.get(name), list):
+                meta[name] = meta[name][i]
+        best = int(self.best_epoch[i])
+        meta["best_epoch"] = best if best > 0 else None
+        meta["member"] = int(i) % n
+        h = History(meta)
+        h.append_steps(loss=self.loss[i], batch_accuracy=self.batch_accuracy[i],
+                       learning_rate=self.learning_rate[i], finite=self.finite[i],
+                       update_ratio={k: v[i] for k, v in self.update_ratio.items()})
+        for e in range(self.epoch_step.shape[0]):
+            h.append_epoch(epoch_step=int(self.epoch_step[e]),
+                           train_loss=self.train_loss[i, e],
+                           train_accuracy=self.train_accuracy[i, e],
+                           val_loss=self.val_loss[i, e], val_accuracy=self.val_accuracy[i, e])
+        return h
+
+
+class EnsembleResult(NamedTuple):
+    """What :func:`fit_ensemble` returns; every array has a leading member axis N.
+
+    - ``params``: the members' parameters at the end of training (stacked).
+    - ``best_params``: each member's parameters at its best monitored epoch (stacked).
+    - ``history``: an :class:`EnsembleHistory`.
+    - ``state``: the stacked :class:`~jaxlearn.TrainState` (``state.hparams`` per member).
+    - ``keys``: the members' keys (member ``i`` equals ``fit(..., key=keys[i])``).
+    - ``plan``: the :class:`jaxlearn.population.Plan` the run used (strategy, devices).
+    - ``averaged_params``: the running average of each member's parameters (with
+      ``average="ema"`` or ``"polyak"``), else None.
+    """
+
+    params: Any
+    best_params: Any
+    history: EnsembleHistory
+    state: TrainState
+    keys: jax.Array
+    plan: population.Plan
+    averaged_params: Any = None
+
+
+# --------------------------------------------------------------------------- averaging
+
+
+def averaged_trainer(tr: Trainer, kind: str = "ema") -> Trainer:
+    """``tr`` with its update rule wrapped in :func:`jaxlearn.param_average`.
+
+    The average is kept in the optimizer state (read it with
+    ``jaxlearn.averaged_params(state.opt_state)``); training itself is unchanged. With
+    ``kind="ema"`` the decay is the hyperparameter ``average_decay`` (a state array, so it
+    may differ per member): ``x_avg = d * x_avg + (1 - d) * x`` after every update;
+    ``kind="polyak"`` is the plain mean of every iterate.
+
+    **Arguments:**
+    - `tr`: a :class:`~jaxlearn.Trainer`.
+    - `kind`: ``"ema"`` or ``"polyak"``.
+
+    **Returns:** a new :class:`~jaxlearn.Trainer` (build it once and reuse it: programs are
+    compiled per Trainer).
+
+    Example:
+        >>> import jax, jaxlearn
+        >>> from jaxlearn.ensemble import averaged_trainer
+        >>> tr = jaxlearn.trainer(jaxlearn.linear(4, 2), hparams={"learning_rate": 0.1})
+        >>> avg = averaged_trainer(tr, "ema")
+        >>> s = avg.init(jax.random.key(0), {"average_decay": 0.9})
+        >>> sorted(jaxlearn.averaged_params(s.opt_state)), float(s.hparams["average_decay"])
+        (['W1', 'b1'], 0.9)
+    """
+    if not isinstance(tr, Trainer):
+        raise ValueError(f"averaged_trainer: `tr` must be a jaxlearn Trainer, got {tr!r}.")
+    if kind not in ("ema", "polyak"):
+        raise ValueError(f"averaged_trainer: `kind` must be 'ema' or 'polyak', got {kind!r}.")
+    base = tr.optimizer
+    allowed = tr.allowed_hparams()
+
+    def make(hp: Mapping[str, jax.Array]) -> optax.GradientTransformation:
+        hp = dict(hp)
+        decay = hp.pop("average_decay", None)
+        if allowed is not None:
+            unknown = sorted(set(hp) - set(allowed))
+            if unknown:
+                raise ValueError(
+                    f"averaged_trainer: unknown hyperparameter(s) {unknown}; expected names among "
+                    f"{sorted({*allowed, 'average_decay'})}."
+                )
+        if isinstance(base, str):
+            inner = OPTIMIZERS[base](**hp)
+        elif isinstance(base, optax.GradientTransformation):
+            inner = base
+        else:
+            inner = base(hp)
+        if kind == "ema":
+            if decay is None:
+                raise ValueError(
+                    "averaged_trainer: kind='ema' needs the hyperparameter 'average_decay' "
+                    "(e.g. 0.99)."
+                )
+            return param_average(inner, decay, kind="ema")
+        return param_average(inner, kind="polyak")
+
+    return dataclasses.replace(tr, optimizer=make)
+
+
+# --------------------------------------------------------------------------- strategy
+
+
+def _tree_bytes(tree: Any) -> int:
+    return int(sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize
+                   for x in jax.tree.leaves(tree) if hasattr(x, "dtype")
+                   and not jnp.issubdtype(x.dtype, jax.dtypes.prng_key)))
+
+
+def _jaxpr_bytes(fn: Callable[..., Any], *args: Any) -> int:
+    jaxpr = jax.make_jaxpr(fn)(*args).jaxpr
+    total = 0
+    for eqn in jaxpr.eqns:
+        for v in eqn.outvars:
+            aval = getattr(v, "aval", None)
+            if aval is not None and hasattr(aval, "shape") and hasattr(aval, "dtype"):
+                if not jnp.issubdtype(aval.dtype, jax.dtypes.prng_key):
+                    total += int(np.prod(aval.shape, dtype=np.int64)) * np.dtype(
+                        aval.dtype).itemsize
+    return total
+
+
+def estimate_member_bytes(
+    tr: Trainer, train: tuple[Any, Any], val: tuple[Any, Any] | None = None,
+    hparams: Mapping[str, Any] | None = None, train_eval_size: int = 0,
+) -> int:
+    """An upper estimate of the device memory one member needs while it trains.
+
+    ``bytes = 3 * state + params (best copy) + max(step temporaries, evaluation temporaries)
+    + training subset``, where the temporaries are the sizes of every intermediate of one
+    traced :meth:`~jaxlearn.Trainer.train_step` (or evaluation), before XLA fuses and reuses
+    buffers, so the estimate errs on the safe side. Nothing is compiled.
+
+    **Arguments:**
+    - `tr`: the :class:`~jaxlearn.Trainer`.
+    - `train`: ``(x, y)`` (arrays or ``jax.ShapeDtypeStruct``); only shapes are used.
+    - `val`: the validation pair, or None.
+    - `hparams`: one member's hyperparameters (scalars).
+    - `train_eval_size`: examples of the training subset each member evaluates.
+
+    **Returns:** bytes, an int.
+
+    Example:
+        >>> import jax, jax.numpy as jnp, jaxlearn
+        >>> from jaxlearn.ensemble import estimate_member_bytes
+        >>> tr = jaxlearn.trainer(jaxlearn.mlp(64, (100,), 10), optimizer="adam",
+        ...                       hparams={"learning_rate": 1e-3})
+        >>> data = (jnp.zeros((1000, 64)), jnp.zeros(1000, jnp.int32))
+        >>> 100_000 < estimate_member_bytes(tr, data) < 10_000_000
+        True
+    """
+    x, y = check_pair("estimate_member_bytes", "train", train)
+    state = jax.eval_shape(lambda k: tr.init(k, hparams), jax.random.key(0))
+    b = min(tr.batch_size, int(x.shape[0]))
+    batch = (jax.ShapeDtypeStruct((b, *x.shape[1:]), x.dtype),
+             jax.ShapeDtypeStruct((b,), y.dtype))
+    step = _jaxpr_bytes(tr.train_step, state, batch)
+    ev = 0
+    if val is not None:
+        vx, vy = val
+        ev = _jaxpr_bytes(tr.evaluate, state.params,
+                          (jax.ShapeDtypeStruct(vx.shape, vx.dtype),
+                           jax.ShapeDtypeStruct(vy.shape, vy.dtype)))
+    row = int(np.prod(x.shape[1:], dtype=np.int64)) * np.dtype(x.dtype).itemsize + 4
+    return 3 * _tree_bytes(state) + _tree_bytes(state.params) + max(step, ev) + (
+        train_eval_size * row)
+
+
+def _device_memory(device: Any) -> int | None:
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without memory statistics
+        return None
+    if not stats:
+        return None
+    limit = stats.get("bytes_limit") or stats.get("bytes_reservable_limit")
+    return int(limit) if limit else None
+
+
+def choose_strategy(
+    num_members: int,
+    backend: str | None = None,
+    *,
+    member_bytes: int | None = None,
+    memory_bytes: int | None = None,
+    memory_fraction: float = 0.5,
+    chunk_size: int | None = None,
+) -> tuple[str, int | None]:
+    """How to run ``num_members`` members on one device: vmap, chunked vmap or in turn.
+
+    The rule, from measurements of the digits MLP (``benchmarks/ensemble.py``):
+
+    - an explicit `chunk_size` below `num_members` gives ``"chunked"`` (you bound memory);
+    - on ``cpu``: ``"sequential"`` (members one after another inside one program). On a
+      2-core CPU vmapping members gained at best about 1.1x and lost at some sizes: one
+      member's matmuls already fill the cores, and in turn keeps one member's memory;
+    - on accelerators: ``"vmap"``, which there runs about 2x a sequential program at 8
+      members, 7.5x at 64 and 40x at 512 (H200), unless ``num_members * member_bytes``
+      exceeds ``memory_fraction * memory_bytes``: then ``"chunked"`` with as many members
+      per vmapped group as fit (``"sequential"`` if not even one does).
+
+    **Arguments:**
+    - `num_members`: members on the device, an int >= 1.
+    - `backend`: ``"cpu"``, ``"gpu"``, ``"tpu"``...; None means ``jax.default_backend()``.
+    - `member_bytes`: one member's memory (:func:`estimate_member_bytes`), or None.
+    - `memory_bytes`: the device's memory, or None (unknown: no bound).
+    - `memory_fraction`: the share of `memory_bytes` the members may use, in (0, 1].
+    - `chunk_size`: an explicit bound on members per vmapped group, or None.
+
+    **Returns:** ``(strategy, chunk_size)``; chunk_size is None unless ``"chunked"``.
+
+    Example:
+        >>> from jaxlearn.ensemble import choose_strategy
+        >>> choose_strategy(64, "gpu"), choose_strategy(64, "cpu")
+        (('vmap', None), ('sequential', None))
+        >>> choose_strategy(512, "gpu", member_bytes=10**8, memory_bytes=8 * 10**10)
+        ('chunked', 400)
+    """
+    fn = "choose_strategy"
+    n = check_int(fn, "num_members", num_members, 1)
+    if not (isinstance(memory_fraction, (int, float)) and 0 < memory_fraction <= 1):
+        raise ValueError(f"{fn}: `memory_fraction` must be in (0, 1], got {memory_fraction!r}.")
+    for name, v in (("member_bytes", member_bytes), ("memory_bytes", memory_bytes)):
+        if v is not None:
+            check_int(fn, name, v, 1)
+    strategy, chunk = population.choose_strategy(n, backend, chunk_size)
+    if strategy != "vmap" or member_bytes is None or memory_bytes is None:
+        return strategy, chunk
+    fit = int(memory_fraction * memory_bytes // member_bytes)
+    if fit >= n:
+        return "vmap", None
+    if fit < 1:
+        return "sequential", None
+    return "chunked", fit
+
+
+# --------------------------------------------------------------------------- programs
+
+
+def _init_program(tr: Trainer) -> Callable[..., TrainState]:
+    def init(member: tuple[jax.Array, dict[str, jax.Array]]) -> TrainState:
+        key, hp = member
+        return tr.init(key, hp or None)
+
+    return _cached(tr, ("init",), lambda: init)
+
+
+def _epochs_program(
+    tr: Trainer, num_epochs: int, monitor: str | None, min_delta: float, eval_size: int,
+    has_val: bool, has_indices: bool, with_init: bool, impl: Any,
+) -> Callable[..., Any]:
+    # Keys cross the program's boundary as int seeds (impl None) or raw uint32 key data:
+    # typed key arrays cannot be placed on a mesh spanning several processes, and deriving
+    # every key inside the program leaves no work for Python between calls.
+    def member_key(const: Mapping[str, jax.Array]) -> jax.Array:
+        if impl is None:
+            return jax.random.key(const["seed"])
+        return jax.random.wrap_key_data(const["key"], impl=impl)
+
+    def make() -> Callable[..., Any]:
+        maximize = _MONITORS.get(monitor or "", True)
+
+        def run(member: Any, train: Any, val: Any, epoch0: jax.Array) -> Any:
+            carry, const = member
+            # As fit: one key for the initialization, one for shuffling, one for the subset.
+            init_key, shuffle_key, subset_key = jax.random.split(member_key(const), 3)
+            if with_init:  # the first call starts from the keys: one program, not two
+                state = tr.init(init_key, carry or None)
+                carry = (state, state.params, jnp.full((), -jnp.inf, jnp.float32))
+            else:
+                run_key = jax.random.wrap_key_data(carry[0].key, impl=jax.random.key_impl(
+                    init_key))
+                carry = (carry[0]._replace(key=run_key), *carry[1:])
+            x, y = train
+            if has_indices:
+                x, y = x[const["indices"]], y[const["indices"]]
+            nan = jnp.full((), jnp.nan, jnp.float32)
+            train_eval = None
+            if eval_size:
+                sub = jax.random.permutation(subset_key, x.shape[0])[:eval_size]
+                train_eval = (x[sub], y[sub])
+
+            def epoch(c: Any, j: jax.Array) -> Any:
+                state, best_params, best_score = c
+                state, sm = tr.train_epoch(
+                    state, (x, y), jax.random.fold_in(shuffle_key, epoch0 + j)
+                )
+                te = tr.evaluate(state.params, train_eval) if eval_size else EvalMetrics(nan, nan)
+                ve = tr.evaluate(state.params, val) if has_val else EvalMetrics(nan, nan)
+                if monitor is None:
+                    improved = jnp.zeros((), bool)
+                else:
+                    which, metric = monitor.split("_")
+                    value = getattr(te if which == "train" else ve, metric)
+                    score = value if maximize else -value
+                    improved = jnp.all(sm.finite) & jnp.isfinite(score) & (
+                        score > best_score + min_delta
+                    )
+                    best_params = jax.tree.map(
+                        functools.partial(jnp.where, improved), state.params, best_params
+                    )
+                    best_score = jnp.where(improved, score, best_score)
+                return (state, best_params, best_score), (sm, te, ve, improved)
+
+            carry, out = lax.scan(epoch, carry, jnp.arange(num_epochs, dtype=jnp.int32))
+            state = carry[0]
+            return (state._replace(key=jax.random.key_data(state.key)), *carry[1:]), out
+
+        return run
+
+    key = ("epochs", num_epochs, monitor, float(min_delta), eval_size, has_val, has_indices,
+           with_init, str(impl))
+    return _cached(tr, key, make)
+
+
+def init_members(
+    tr: Trainer,
+    keys: Any,
+    hparams: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    *,
+    devices: Sequence[Any] | None = None,
+) -> TrainState:
+    """Stacked fresh :class:`~jaxlearn.TrainState` s, member ``i`` = ``tr.init(keys[i], hp_i)``.
+
+    **Arguments:**
+    - `tr`: the :class:`~jaxlearn.Trainer`.
+    - `keys`: a list of int seeds or keys, or a stacked key array (one per member).
+    - `hparams`: per-member values (see :func:`stack_hparams`) overriding the defaults.
+    - `devices`: devices to shard the members over (None: all).
+
+    **Returns:** a :class:`~jaxlearn.TrainState` whose leaves have a leading axis N.
+
+    Example:
+        >>> import jaxlearn
+        >>> from jaxlearn.ensemble import init_members
+        >>> tr = jaxlearn.trainer(jaxlearn.linear(4, 2), hparams={"learning_rate": 0.1})
+        >>> s = init_members(tr, [0, 1, 2], {"learning_rate": [0.1, 0.2, 0.3]})
+        >>> s.params["W1"].shape, s.hparams["learning_rate"].tolist()
+        ((3, 4, 2), [0.1, 0.2, 0.3])
+    """
+    fn = "init_members"
+    if not isinstance(tr, Trainer):
+        raise ValueError(f"{fn}: `tr` must be a jaxlearn Trainer, got {type(tr).__name__}.")
+    ks = member_keys(fn, None, keys)
+    hp = stack_hparams(hparams, ks.shape[0], fn)
+    tr.make_hparams({k: v[0] for k, v in hp.items()})  # name checks with a clear message
+    return population.run_population(_init_program(tr), (ks, hp), strategy="vmap",
+                                     devices=devices)
+
+
+def _measure(
+    fn: Callable[..., Any], members: Any, shared: tuple, devices: Any, n: int
+) -> tuple[str, int | None]:
+    # Each candidate runs through run_population, so the winner's compiled program is the
+    # one the training then reuses (when it runs the measured number of epochs per call).
+    devs = tuple(devices) if devices is not None else tuple(jax.devices())
+    per = -(-n // len(devs))
+    candidates: list[tuple[str, int | None]] = [("vmap", None), ("sequential", None)]
+    candidates += [("chunked", c) for c in (8, 32) if c < per]
+    times = {}
+    for strategy, chunk in candidates:
+        def run(strategy: str = strategy, chunk: int | None = chunk) -> Any:
+            return population.run_population(fn, members, *shared, strategy=strategy,
+                                             chunk_size=chunk, devices=devices)
+
+        jax.block_until_ready(run())  # compile
+        runs = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            jax.block_until_ready(run())
+            runs.append(time.perf_counter() - t0)
+        times[(strategy, chunk)] = min(runs)
+    return min(times, key=times.__getitem__)
+
+
+def _resolve(
+    strategy: str, chunk_size: int | None, n: int, devices: Sequence[Any] | None,
+    member_bytes: Callable[[], int], memory_fraction: float,
+) -> tuple[str, int | None]:
+    if strategy in ("vmap", "sequential"):
+        return strategy, None
+    if strategy == "chunked":
+        return "chunked", chunk_size
+    devs = tuple(devices) if devices is not None else tuple(jax.devices())
+    per = -(-n // len(devs))
+    backend = devs[0].platform
+    mem = None if backend == "cpu" or chunk_size is not None else _device_memory(devs[0])
+    return choose_strategy(per, backend, member_bytes=member_bytes() if mem else None,
+                           memory_bytes=mem, memory_fraction=memory_fraction,
+                           chunk_size=chunk_size)
+
+
+# --------------------------------------------------------------------------- fit_ensemble
+
+
+def fit_ensemble(
+    model: Any,
+    train: tuple[Any, Any],
+    val: tuple[Any, Any] | None = None,
+    *,
+    num_members: int | None = None,
+    keys: Any = None,
+    loss: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    optimizer: Any = None,
+    hparams: Mapping[str, Any] | Sequence[Mapping[str, Any]] | None = None,
+    learning_rate: Any = None,
+    batch_size: int | None = None,
+    num_epochs: int = 10,
+    schedule: Callable[[jax.Array], jax.Array] | None = None,
+    schedule_unit: str = "step",
+    monitor: str | None = None,
+    min_delta: float = 0.0,
+    train_eval_size: int = 1000,
+    member_indices: Any = None,
+    average: str | None = None,
+    average_decay: Any = 0.999,
+    strategy: str = "auto",
+    chunk_size: int | None = None,
+    devices: Sequence[Any] | None = None,
+    memory_fraction: float = 0.5,
+    epochs_per_call: int | None = None,
+    progress: bool = False,
+) -> EnsembleResult:
+    """Train N members of one model as one program: the notes' model ensemble.
+
+    Member ``i`` is the run ``jaxlearn.fit(model, train, val, key=keys[i], ...)`` makes
+    (same initialization, same data order, same result to float tolerance), with its own
+    hyperparameters when they are given per member. All members train together: the
+    training of every epoch (``lax.scan`` over minibatches), the evaluation of each
+    member's training subset and of the validation set, and the best-parameters
+    bookkeeping are one compiled program over the stacked members, run by
+    :mod:`jaxlearn.population` with the strategy :func:`choose_strategy` picks for the
+    backend and size (or the one you force), the member axis sharded over `devices`.
+
+    **Arguments:**
+    - `model`: a :class:`jaxlearn.Model` (or ``(init, apply)``), or a
+      :class:`~jaxlearn.Trainer` (then `loss`, `optimizer`, `batch_size` and `schedule`
+      are left out; pass the same Trainer again to reuse the compiled program).
+    - `train`, `val`: ``(x, y)`` pairs, replicated on every device; `val` may be None.
+    - `num_members`: N; members get the seeds ``0 .. N-1`` (member ``i`` = ``fit(key=i)``).
+    - `keys`: instead, one int seed or ``jax.random`` key per member (or a stacked array).
+    - `loss`, `optimizer`, `batch_size`, `schedule`, `schedule_unit`, `monitor`,
+      `min_delta`, `train_eval_size`: as :func:`jaxlearn.fit` (``train_eval_size=0``
+      skips the training-subset evaluation).
+    - `hparams`: hyperparameters; each value a scalar (shared) or N values (one per
+      member), or a list of N mappings. Values are data: new values never recompile.
+    - `learning_rate`: shortcut for ``hparams["learning_rate"]`` (scalar or N values).
+    - `num_epochs`: epochs per member.
+    - `member_indices`: an int array (N, M): member ``i`` trains on the examples
+      ``member_indices[i]`` of `train` (bagging, disjoint splits); None: all examples.
+    - `average`: ``"ema"`` or ``"polyak"`` keeps a running average of each member's
+      parameters (:func:`averaged_trainer`); the result's ``averaged_params`` holds it.
+    - `average_decay`: the EMA decay (scalar or N values).
+    - `strategy`: ``"auto"`` (:func:`choose_strategy`), ``"measure"`` (time each
+      strategy on a one-epoch program of these members first and keep the fastest),
+      or force ``"vmap"``, ``"chunked"`` or ``"sequential"``.
+    - `chunk_size`: members per vmapped group (``"chunked"``; with ``"auto"`` an upper
+      bound that makes it chunk).
+    - `devices`: devices to shard the member axis over (None: every device, every process
+      after ``jax.distributed.initialize()``).
+    - `memory_fraction`: share of an accelerator's memory the members may use before
+      ``"auto"`` chunks them.
+    - `epochs_per_call`: epochs per compiled call (None: all epochs in one call); Python
+      runs between calls (the progress bar).
+    - `progress`: show a tqdm bar over the calls.
+
+    **Returns:** an :class:`EnsembleResult` ``(params, best_params, history, state, keys,
+    plan, averaged_params)``.
+
+    Example:
+        >>> import jax, jaxlearn
+        >>> from jaxlearn.ensemble import fit_ensemble
+        >>> x, y = jaxlearn.load_digits()
+        >>> s = jaxlearn.train_val_test_split(x, y, jax.random.key(0))
+        >>> r = fit_ensemble(jaxlearn.mlp(64, (32,), 10), s.train, s.val, num_members=3,
+        ...                  optimizer="adam", learning_rate=[3e-3, 1e-3, 3e-4],
+        ...                  batch_size=64, num_epochs=2)
+        >>> r.params["W1"].shape, r.history.val_accuracy.shape
+        ((3, 64, 32), (3, 2))
+        >>> bool(r.history.val_accuracy[0, -1] > r.history.val_accuracy[2, -1])
+        True
+    """
+    fn = "fit_ensemble"
+    x_tr, y_tr = check_pair(fn, "train", train)
+    if val is not None:
+        x_va, y_va = check_pair(fn, "val", val)
+    num_epochs = check_int(fn, "num_epochs", num_epochs, 0)
+    train_eval_size = check_int(fn, "train_eval_size", train_eval_size, 0)
+    if epochs_per_call is not None:
+        epochs_per_call = check_int(fn, "epochs_per_call", epochs_per_call, 1)
+    if not (isinstance(min_delta, (int, float)) and not isinstance(min_delta, bool)
+            and min_delta >= 0):
+        raise ValueError(f"{fn}: `min_delta` must be a number >= 0, got {min_delta!r}.")
+    if schedule_unit not in ("step", "epoch"):
+        raise ValueError(f"{fn}: `schedule_unit` must be 'step' or 'epoch', got {schedule_unit!r}.")
+    if strategy not in _STRATEGIES:
+        raise ValueError(f"{fn}: `strategy` must be one of {_STRATEGIES}, got {strategy!r}.")
+    if chunk_size is not None:
+        check_int(fn, "chunk_size", chunk_size, 1)
+    if average not in (None, "ema", "polyak"):
+        raise ValueError(f"{fn}: `average` must be None, 'ema' or 'polyak', got {average!r}.")
+    if not (isinstance(memory_fraction, (int, float)) and 0 < memory_fraction <= 1):
+        raise ValueError(f"{fn}: `memory_fraction` must be in (0, 1], got {memory_fraction!r}.")
+    if monitor is None:
+        monitor = ("val_accuracy" if val is not None
+                   else "train_accuracy" if train_eval_size > 0 else None)
+    elif monitor not in _MONITORS:
+        raise ValueError(f"{fn}: `monitor` must be one of {sorted(_MONITORS)}, got {monitor!r}.")
+    elif monitor.startswith("val") and val is None:
+        raise ValueError(f"{fn}: monitor={monitor!r} needs validation data; pass `val`.")
+    elif monitor.startswith("train") and train_eval_size == 0:
+        raise ValueError(f"{fn}: monitor={monitor!r} needs train_eval_size >= 1.")
+
+    n_members, seeds, key_data, impl = member_ids(fn, num_members, keys)
+    hp_in: Any = hparams
+    if learning_rate is not None:
+        if hp_in is None:
+            hp_in = {}
+        elif not isinstance(hp_in, Mapping):
+            raise ValueError(
+                f"{fn}: give `learning_rate` inside each member's `hparams` when `hparams` is a "
+                "list of mappings."
+            )
+        hp_in = {**hp_in, "learning_rate": learning_rate}
+    hp = stack_hparams(hp_in, n_members, fn)
+
+    n_train = int(np.shape(x_tr)[0]) if np.ndim(x_tr) else 0
+    if isinstance(model, Trainer):
+        given = [k for k, v in (("loss", loss), ("optimizer", optimizer),
+                                ("batch_size", batch_size), ("schedule", schedule))
+                 if v is not None]
+        if given:
+            raise ValueError(
+                f"{fn}: {given} cannot be given with a Trainer, which fixes them; build the "
+                "Trainer with them instead."
+            )
+        tr = model
+    else:
+        bs = 100 if batch_size is None else batch_size
+        sched = schedule
+        if schedule is not None and schedule_unit == "epoch":
+            if not callable(schedule):
+                raise ValueError(f"{fn}: `schedule` must be a function, got {schedule!r}.")
+            if isinstance(bs, int) and 0 < bs <= n_train:
+                sched = per_epoch(schedule, n_train // bs)
+        tr = trainer(model, loss=loss or softmax_cross_entropy,
+                     optimizer="sgd" if optimizer is None else optimizer, batch_size=bs,
+                     schedule=sched)
+    member0 = {k: v[0] for k, v in hp.items()}
+    _cached(tr, ("hparams", tuple(sorted(hp))), lambda: tr.make_hparams(member0))  # names
+    if average is not None:
+        tr = _cached(tr, ("averaged", average), lambda: averaged_trainer(tr, average))
+        if average == "ema":
+            hp = {**hp, **stack_hparams({"average_decay": average_decay}, n_members, fn)}
+            if not np.all(np.asarray(hp["average_decay"]) < 1):
+                raise ValueError(f"{fn}: `average_decay` must be in [0, 1), got {average_decay!r}.")
+        member0 = {k: v[0] for k, v in hp.items()}
+
+    m_idx = None
+    n_member_train = n_train
+    if member_indices is not None:
+        m_idx = np.asarray(member_indices)
+        if (m_idx.ndim != 2 or m_idx.shape[0] != n_members or m_idx.shape[1] == 0
+                or not np.issubdtype(m_idx.dtype, np.integer)):
+            raise ValueError(
+                f"{fn}: `member_indices` must be an int array of shape (N={n_members}, M) with "
+                f"M >= 1, got shape {m_idx.shape} and dtype {m_idx.dtype}."
+            )
+        lo, hi = int(m_idx.min()), int(m_idx.max())
+        if lo < 0 or hi >= n_train:
+            raise ValueError(
+                f"{fn}: `member_indices` must index the {n_train} training examples, found "
+                f"{lo if lo < 0 else hi}."
+            )
+        m_idx = m_idx.astype(np.int32)
+        n_member_train = int(m_idx.shape[1])
+    if tr.batch_size > n_member_train:
+        raise ValueError(
+            f"{fn}: `batch_size` ({tr.batch_size}) is larger than each member's training set "
+            f"({n_member_train} examples); use a batch size of at most {n_member_train}."
+        )
+
+    feature = (tuple(np.shape(x_tr)[1:]), str(jnp.result_type(x_tr)))
+
+    def classes() -> int:
+        state0 = jax.eval_shape(lambda k, h: tr.init(k, h or None), jax.random.key(0), member0)
+        out = jax.eval_shape(lambda p, x: tr.apply(p, x), state0.params,
+                             jax.ShapeDtypeStruct((1, *feature[0]), feature[1]))
+        return int(out.shape[-1])
+
+    num_classes = _cached(tr, ("classes", feature, tuple(sorted(member0))), classes)
+    check_dataset(x_tr, y_tr, num_classes, name="train")
+    if val is not None:
+        check_dataset(x_va, y_va, num_classes, name="val")
+    train_d = (jnp.asarray(x_tr), jnp.asarray(y_tr))
+    val_d = (jnp.asarray(x_va), jnp.asarray(y_va)) if val is not None else None
+    eval_size = min(train_eval_size, n_member_train)
+
+    carry: Any = hp
+    const: dict[str, Any] = {"seed": seeds} if seeds is not None else {"key": key_data}
+    if m_idx is not None:
+        const["indices"] = m_idx
+
+    per_call = num_epochs if epochs_per_call is None else min(epochs_per_call, num_epochs)
+
+    def program(k: int, with_init: bool) -> Callable[..., Any]:
+        return _epochs_program(tr, k, monitor, float(min_delta), eval_size, val_d is not None,
+                               m_idx is not None, with_init, impl)
+
+    def member_bytes() -> int:
+        return estimate_member_bytes(tr, train_d, val_d, member0, eval_size)
+
+    if strategy == "measure" and num_epochs > 0:
+        dev_ids = tuple(d.id for d in (devices or jax.devices()))
+        strat, chunk = _cached(
+            tr, ("measured", n_members, dev_ids, monitor, eval_size, val_d is not None,
+                 m_idx is not None, str(impl)),
+            lambda: _measure(program(1, True), (carry, const), (train_d, val_d, np.int32(0)),
+                             devices, n_members),
+        )
+    else:
+        strat, chunk = _resolve(strategy, chunk_size, n_members, devices, member_bytes,
+                                memory_fraction)
+    run_options = {"strategy": strat, "chunk_size": chunk, "devices": devices}
+    plan = _cached(
+        tr, ("plan", n_members, strat, chunk, None if devices is None else tuple(devices)),
+        lambda: population.population_map(program(per_call, True), **run_options).plan(
+            (carry, const)),
+    )
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=num_epochs, disable=not progress, unit="epoch", desc="fit_ensemble",
+               dynamic_ncols=True) if progress else None
+    outs = []
+    done = 0
+    while True:
+        k = min(per_call, num_epochs - done)
+        carry, out = population.run_population(
+            program(k, done == 0), (carry, const), train_d, val_d, np.int32(done), **run_options
+        )
+        if k:
+            outs.append(to_host(out))
+        done += k
+        if bar is not None:
+            va = outs[-1][2].accuracy[:, -1] if outs else np.full(1, np.nan)
+            bar.set_postfix(val_acc=f"{float(np.nanmean(va)):.3f}", refresh=False)
+            bar.update(k)
+        if done >= num_epochs:
+            break
+    if bar is not None:
+        bar.close()
+
+    states, best_params, _ = carry
+    if seeds is not None:
+        member_keys_out: Any = seeds.astype(np.int64)
+        run_keys = jax.random.wrap_key_data(states.key)
+    else:
+        member_keys_out = jax.random.wrap_key_data(key_data, impl=impl)
+        run_keys = jax.random.wrap_key_data(states.key, impl=impl)
+    states = states._replace(key=run_keys)
+    history = _history(outs, n_members, per_step=n_member_train // tr.batch_size,
+                       num_epochs=num_epochs)
+    meta = {
+        "num_members": n_members, "batch_size": tr.batch_size,
+        "steps_per_epoch": n_member_train // tr.batch_size, "num_train": n_member_train,
+        "num_val": int(np.shape(x_va)[0]) if val is not None else 0,
+        "optimizer": tr.optimizer if isinstance(tr.optimizer, str) else "custom",
+        "monitor": monitor, "strategy": plan.strategy, "chunk_size": plan.chunk_size,
+        "num_devices": plan.num_devices, "average": average,
+    }
+    hp_host = {k: np.broadcast_to(np.asarray(jax.device_get(v), np.float64), (n_members,))
+               for k, v in {**tr.hparams, **hp}.items()}
+    meta["hparams"] = [{k: float(v[i]) for k, v in hp_host.items()} for i in range(n_members)]
+    first_bad: list[int | None] = []
+    for i in range(n_members):
+        bad = np.flatnonzero(~history.finite[i])
+        first_bad.append(int(bad[0]) if bad.size else None)
+    meta["first_nonfinite_step"] = first_bad
+    meta["stop_reason"] = "completed"
+    history = history._replace(meta=meta)
+    diverged = [i for i, b in enumerate(first_bad) if b is not None]
+    if diverged:
+        warnings.warn(
+            f"fit_ensemble: the loss or an update became non-finite in member(s) {diverged} "
+            f"(first at steps {[first_bad[i] for i in diverged]}); those updates were skipped "
+            "and never reached the parameters. Their learning rate is likely too high.",
+            RuntimeWarning, stacklevel=2,
+        )
+    if monitor is None:
+        best_params = states.params
+    avg = averaged_params(states.opt_state, like=states.params) if average is not None else None
+    return EnsembleResult(states.params, best_params, history, states, member_keys_out, plan,
+                          avg)
+
+
+def _history(outs: list[Any], n: int, per_step: int, num_epochs: int) -> EnsembleHistory:
+    if outs:
+        sm = [o[0] for o in outs]
+
+        def cat(get: Callable[[Any], np.ndarray], steps: bool) -> np.ndarray:
+            arrs = [np.asarray(get(o)) for o in sm] if steps else [np.asarray(get(o))
+                                                                  for o in outs]
+            a = np.concatenate(arrs, axis=1)
+            return a.reshape(n, -1) if steps else a
+
+        loss = cat(lambda m: m.loss, True)
+        acc = cat(lambda m: m.accuracy, True)
+        lr = cat(lambda m: m.learning_rate, True)
+        finite = cat(lambda m: m.finite, True).astype(bool)
+        ratios = {k: cat(lambda m, k=k: m.update_ratio[k], True) for k in sm[0].update_ratio}
+        tl = cat(lambda o: o[1].loss, False)
+        ta = cat(lambda o: o[1].accuracy, False)
+        vl = cat(lambda o: o[2].loss, False)
+        vacc = cat(lambda o: o[2].accuracy, False)
+        improved = cat(lambda o: o[3], False).astype(bool)
+    else:
+        z = np.zeros((n, 0))
+        loss, acc, lr, finite, ratios = z, z, z, z.astype(bool), {}
+        tl = ta = vl = vacc = z
+        improved = z.astype(bool)
+    best = np.zeros(n, np.int64)
+    for i in range(n):
+        hits = np.flatnonzero(improved[i])
+        best[i] = hits[-1] + 1 if hits.size else 0
+    epoch_step = per_step * np.arange(1, num_epochs + 1, dtype=np.int64)
+    return EnsembleHistory(loss, acc, lr, finite, ratios, epoch_step, tl, ta, vl, vacc, best, {})

@@ -1,0 +1,154 @@
+"""Snapshot ensembles: one run, a cyclic cosine learning rate, the params at each cycle's end.
+
+The notes' "different checkpoints of a single model": with the rate annealed by a cosine
+that restarts every cycle (:func:`jaxlearn.cyclic_cosine`), each cycle ends in a different
+low-rate minimum, and those M snapshots form an ensemble that cost one training run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from jaxlearn.data import check_dataset
+from jaxlearn.ensemble._common import as_key, check_int, check_pair
+from jaxlearn.losses import softmax_cross_entropy
+from jaxlearn.schedules import cyclic_cosine
+from jaxlearn.train.core import Trainer, TrainState, trainer
+
+__all__ = ["SnapshotResult", "snapshot_ensemble"]
+
+
+class SnapshotResult(NamedTuple):
+    """What :func:`snapshot_ensemble` returns.
+
+    - ``params``: the M snapshots, stacked on a leading axis (an ensemble's params).
+    - ``state``: the run's final :class:`~jaxlearn.TrainState` (its params = the last
+      snapshot).
+    - ``loss``, ``learning_rate``: per step of the whole run (NumPy, ``(steps,)``).
+    - ``val_accuracy``: (M,) each snapshot's validation accuracy (NaN without `val`).
+    """
+
+    params: Any
+    state: TrainState
+    loss: np.ndarray
+    learning_rate: np.ndarray
+    val_accuracy: np.ndarray
+
+
+def snapshot_ensemble(
+    model: Any,
+    train: tuple[Any, Any],
+    val: tuple[Any, Any] | None = None,
+    *,
+    num_cycles: int,
+    epochs_per_cycle: int,
+    loss: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    optimizer: Any = None,
+    hparams: Mapping[str, float] | None = None,
+    learning_rate: float | None = None,
+    batch_size: int | None = None,
+    min_fraction: float = 0.0,
+    key: Any = 0,
+) -> SnapshotResult:
+    """Train one model with M cosine cycles and keep the parameters at each cycle's end.
+
+    The rate at step t is ``lr * cyclic_cosine(1, C, min_fraction)(t)`` with ``C =
+    epochs_per_cycle * steps_per_epoch``: it starts every cycle at ``lr`` and anneals to
+    ``lr * min_fraction``. Keys are used as :func:`jaxlearn.fit` uses them, so the last
+    snapshot is the run ``fit(..., schedule=that cosine, key=key)`` makes.
+
+    **Arguments:**
+    - `model`: a :class:`jaxlearn.Model` (or ``(init, apply)``), or a
+      :class:`~jaxlearn.Trainer` without a schedule (then `loss`, `optimizer` and
+      `batch_size` are left out).
+    - `train`, `val`: ``(x, y)`` pairs; `val` may be None.
+    - `num_cycles`: M, the number of snapshots (>= 1).
+    - `epochs_per_cycle`: epochs per cosine cycle (>= 1).
+    - `loss`, `optimizer`, `hparams`, `learning_rate`, `batch_size`: as :func:`jaxlearn.fit`.
+    - `min_fraction`: the rate at the end of each cycle, as a fraction of ``lr`` (>= 0).
+    - `key`: an int seed or a ``jax.random`` key.
+
+    **Returns:** a :class:`SnapshotResult` ``(params, state, loss, learning_rate,
+    val_accuracy)``.
+
+    Example:
+        >>> import jax, jaxlearn
+        >>> from jaxlearn.ensemble import snapshot_ensemble
+        >>> x, y = jaxlearn.load_digits()
+        >>> s = jaxlearn.train_val_test_split(x, y, jax.random.key(0))
+        >>> r = snapshot_ensemble(jaxlearn.mlp(64, (32,), 10), s.train, s.val, num_cycles=2,
+        ...                       epochs_per_cycle=1, optimizer="adam", learning_rate=3e-3,
+        ...                       batch_size=64)
+        >>> r.params["W1"].shape, r.learning_rate[[0, 21, 22]].round(4).tolist()
+        ((2, 64, 32), [0.003, 0.0, 0.003])
+    """
+    fn = "snapshot_ensemble"
+    x_tr, y_tr = check_pair(fn, "train", train)
+    if val is not None:
+        x_va, y_va = check_pair(fn, "val", val)
+    m = check_int(fn, "num_cycles", num_cycles, 1)
+    e = check_int(fn, "epochs_per_cycle", epochs_per_cycle, 1)
+    if isinstance(min_fraction, bool) or not isinstance(min_fraction, (int, float)) or not (
+        0 <= min_fraction <= 1
+    ):
+        raise ValueError(f"{fn}: `min_fraction` must be a number in [0, 1], got {min_fraction!r}.")
+    key = as_key(fn, key)
+    hp = dict(hparams or {})
+    if learning_rate is not None:
+        hp["learning_rate"] = learning_rate
+    n_train = int(np.shape(x_tr)[0]) if np.ndim(x_tr) else 0
+    if isinstance(model, Trainer):
+        given = [k for k, v in (("loss", loss), ("optimizer", optimizer),
+                                ("batch_size", batch_size)) if v is not None]
+        if given:
+            raise ValueError(f"{fn}: {given} cannot be given with a Trainer, which fixes them.")
+        if model.schedule is not None:
+            raise ValueError(
+                f"{fn}: the Trainer already has a schedule; snapshot ensembles set the cyclic "
+                "cosine schedule themselves. Pass a Trainer without one."
+            )
+        base = model
+    else:
+        base = trainer(model, loss=loss or softmax_cross_entropy,
+                       optimizer="sgd" if optimizer is None else optimizer,
+                       batch_size=100 if batch_size is None else batch_size)
+    if base.batch_size > n_train:
+        raise ValueError(
+            f"{fn}: `batch_size` ({base.batch_size}) is larger than the training set ({n_train} "
+            f"examples); use a batch size of at most {n_train}."
+        )
+    steps = n_train // base.batch_size
+    tr = dataclasses.replace(base, schedule=cyclic_cosine(1.0, e * steps, float(min_fraction)))
+    init_key, shuffle_key, _ = jax.random.split(key, 3)
+    state = tr.init(init_key, hp or None)
+    num_classes = int(jax.eval_shape(lambda p, x: tr.apply(p, x), state.params,
+                                     jnp.asarray(x_tr[:1])).shape[-1])
+    check_dataset(x_tr, y_tr, num_classes, name="train")
+    train_d = (jnp.asarray(x_tr), jnp.asarray(y_tr))
+    val_d = None
+    if val is not None:
+        check_dataset(x_va, y_va, num_classes, name="val")
+        val_d = (jnp.asarray(x_va), jnp.asarray(y_va))
+
+    def run(state: TrainState, train: Any, val: Any, shuffle_key: jax.Array) -> Any:
+        def cycle(s: TrainState, c: jax.Array) -> Any:
+            def epoch(s: TrainState, j: jax.Array) -> Any:
+                return tr.train_epoch(s, train, jax.random.fold_in(shuffle_key, c * e + j))
+
+            s, sm = lax.scan(epoch, s, jnp.arange(e, dtype=jnp.int32))
+            va = (tr.evaluate(s.params, val).accuracy if val is not None
+                  else jnp.full((), jnp.nan, jnp.float32))
+            return s, (s.params, sm.loss.reshape(-1), sm.learning_rate.reshape(-1), va)
+
+        return lax.scan(cycle, state, jnp.arange(m, dtype=jnp.int32))
+
+    state, (snaps, losses, lrs, va) = jax.jit(run)(state, train_d, val_d, shuffle_key)
+    return SnapshotResult(snaps, state, np.asarray(losses).reshape(-1),
+                          np.asarray(lrs).reshape(-1), np.asarray(va))

@@ -1,0 +1,444 @@
+"""Ensembles: members equal single runs, differ from each other, beat their mean; the other
+approaches of the notes (EMA params, snapshots, top-k, distillation) evaluated side by side."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlearn
+from jaxlearn import ensemble
+from jaxlearn.ensemble import (
+    choose_strategy,
+    comparison_table,
+    distill,
+    distillation_loss,
+    estimate_member_bytes,
+    evaluate_ensemble,
+    fit_ensemble,
+    predict,
+    predict_proba,
+    snapshot_ensemble,
+    stack_hparams,
+    stack_members,
+    top_k_ensemble,
+    unstack_members,
+)
+
+EPOCHS = 5
+
+
+@pytest.fixture(scope="module")
+def digits():
+    x, y = jaxlearn.load_digits()
+    splits = jaxlearn.train_val_test_split(x, y, jax.random.key(0))
+    splits, _ = jaxlearn.subtract_mean(splits)
+    return splits
+
+
+@pytest.fixture(scope="module")
+def model():
+    return jaxlearn.mlp(64, (32,), 10, dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def tr(model):
+    return jaxlearn.trainer(model, optimizer="adam", batch_size=64,
+                            hparams={"learning_rate": 3e-3})
+
+
+@pytest.fixture(scope="module")
+def ens8(tr, digits):
+    """Eight members of the digits MLP (with dropout), an EMA of each member's params."""
+    return fit_ensemble(tr, digits.train, digits.val, num_members=8, num_epochs=EPOCHS,
+                        average="ema", average_decay=0.9)
+
+
+def _tiny(n=48, d=4, seed=0):
+    x = jax.random.normal(jax.random.key(seed), (n, d))
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).astype(jnp.int32)
+    return x, y
+
+
+# --------------------------------------------------------------------------- members
+
+
+def test_member_i_equals_a_single_fit_run_with_key_i(ens8, tr, digits):
+    assert ens8.params["W1"].shape == (8, 64, 32)
+    assert ens8.state.step.tolist() == [EPOCHS * (len(digits.train[1]) // 64)] * 8
+    for i in (0, 5):
+        single = jaxlearn.fit(tr, digits.train, digits.val, num_epochs=EPOCHS, key=i,
+                              progress=False)
+        for name in single.params:
+            np.testing.assert_allclose(ens8.params[name][i], single.params[name],
+                                       rtol=2e-5, atol=2e-6, err_msg=name)
+            np.testing.assert_allclose(ens8.best_params[name][i], single.best_params[name],
+                                       rtol=2e-5, atol=2e-6, err_msg=name)
+        np.testing.assert_allclose(ens8.history.val_accuracy[i], single.history.val_accuracy)
+        np.testing.assert_allclose(ens8.history.train_accuracy[i],
+                                   single.history.train_accuracy)
+        np.testing.assert_allclose(ens8.history.loss[i], single.history.loss, rtol=1e-4)
+        h = ens8.history.member(i)
+        assert h.meta["best_epoch"] == single.history.meta["best_epoch"]
+        np.testing.assert_allclose(h.update_ratio["W1"], single.history.update_ratio["W1"],
+                                   rtol=1e-3)
+
+
+def test_members_differ_in_init_data_order_and_predictions(ens8, model, digits):
+    w = np.asarray(ens8.params["W1"]).reshape(8, -1)
+    dist = np.linalg.norm(w[:, None] - w[None], axis=-1)
+    off = dist[~np.eye(8, dtype=bool)]
+    assert off.min() > 0.1 * np.linalg.norm(w[0])
+    assert len({tuple(row) for row in np.round(ens8.history.loss, 6)}) == 8
+    labels = np.argmax(ensemble.member_probabilities(model, ens8.params, digits.val[0]), -1)
+    disagree = np.mean(labels[:, None] != labels[None], axis=-1)[~np.eye(8, dtype=bool)]
+    assert disagree.min() > 0.0
+
+
+def test_eight_member_ensemble_beats_its_mean_member_on_digits(ens8, model, digits):
+    rep = evaluate_ensemble(model, ens8.params, digits.val)
+    print("\n" + rep.table())
+    assert rep.mean_member_accuracy > 0.9
+    assert rep.ensemble_accuracy >= rep.mean_member_accuracy
+    assert rep.accuracy_by_size.shape == (8,)
+    assert rep.accuracy_by_size[0] == pytest.approx(rep.member_accuracy[0])
+    assert rep.accuracy_by_size[-1] == pytest.approx(rep.ensemble_accuracy)
+    np.testing.assert_allclose(rep.member_accuracy, ens8.history.val_accuracy[:, -1])
+
+
+@pytest.fixture(scope="module")
+def counted():
+    """A linear model's Trainer whose loss counts how often it is traced."""
+    traces = []
+
+    def counted_loss(scores, labels):
+        traces.append(1)
+        return jaxlearn.softmax_cross_entropy(scores, labels)
+
+    return jaxlearn.trainer(jaxlearn.linear(4, 2), loss=counted_loss, batch_size=8), traces
+
+
+def test_per_member_hyperparameters_train_as_one_program_without_retracing(counted):
+    x, y = _tiny()
+    tr, traces = counted
+    r = fit_ensemble(tr, (x, y), num_members=3, learning_rate=[0.5, 0.05, 0.0], num_epochs=3,
+                     train_eval_size=0)
+    assert r.state.hparams["learning_rate"].tolist() == pytest.approx([0.5, 0.05, 0.0])
+    final = r.history.loss[:, -6:].mean(axis=1)
+    assert final[0] < final[1] < final[2]
+    init2 = tr.init(jax.random.split(jax.random.key(2), 3)[0], {"learning_rate": 0.0}).params
+    np.testing.assert_array_equal(r.params["W1"][2], init2["W1"])  # lr 0: never moved
+    n_traces = len(traces)
+    r2 = fit_ensemble(tr, (x, y), num_members=3, learning_rate=[0.1, 0.2, 0.3], num_epochs=3,
+                      train_eval_size=0)
+    assert len(traces) == n_traces, "new hyperparameter values must not retrace"
+    single = jaxlearn.fit(tr, (x, y), hparams={"learning_rate": 0.2}, num_epochs=3, key=1,
+                          progress=False)
+    np.testing.assert_allclose(r2.params["W1"][1], single.params["W1"], rtol=1e-5, atol=1e-6)
+    assert r2.history.meta["hparams"][1] == pytest.approx({"learning_rate": 0.2})
+
+
+@pytest.fixture(scope="module")
+def momentum_tr():
+    return jaxlearn.trainer(jaxlearn.linear(4, 2), optimizer="momentum", batch_size=8,
+                            hparams={"learning_rate": 0.1, "mu": 0.9})
+
+
+@pytest.fixture(scope="module")
+def sequential_run(momentum_tr):
+    x, y = _tiny()
+    return fit_ensemble(momentum_tr, (x, y), (x, y), strategy="sequential", keys=[3, 1, 4, 1, 5],
+                        num_epochs=2, train_eval_size=16)
+
+
+@pytest.mark.parametrize("strategy,chunk", [("vmap", None), ("chunked", 2)])
+def test_every_strategy_equals_the_sequential_program(strategy, chunk, momentum_tr,
+                                                      sequential_run):
+    x, y = _tiny()
+    ref = sequential_run
+    r = fit_ensemble(momentum_tr, (x, y), (x, y), strategy=strategy, chunk_size=chunk,
+                     keys=[3, 1, 4, 1, 5], num_epochs=2, train_eval_size=16)
+    np.testing.assert_allclose(r.params["W1"], ref.params["W1"], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(r.history.val_accuracy, ref.history.val_accuracy)
+    np.testing.assert_array_equal(r.params["W1"][1], r.params["W1"][3])  # same seed 1
+    assert ref.plan.strategy == "sequential"
+    assert (r.plan.strategy, r.plan.chunk_size) == (strategy, chunk)
+
+
+def test_measure_times_the_strategies_and_keeps_the_fastest(momentum_tr):
+    x, y = _tiny()
+    kw = dict(keys=[3, 1, 4], num_epochs=1, train_eval_size=16)
+    r = fit_ensemble(momentum_tr, (x, y), (x, y), strategy="measure", **kw)
+    assert r.plan.strategy in ("vmap", "sequential")
+    other = "sequential" if r.plan.strategy == "vmap" else "vmap"
+    ref = fit_ensemble(momentum_tr, (x, y), (x, y), strategy=other, **kw)
+    np.testing.assert_allclose(r.params["W1"], ref.params["W1"], rtol=1e-5, atol=1e-6)
+
+
+def test_auto_strategy_follows_the_backend_and_the_memory_bound():
+    assert choose_strategy(8, "cpu") == ("sequential", None)
+    assert choose_strategy(512, "gpu") == ("vmap", None)
+    assert choose_strategy(512, "gpu", member_bytes=10**5, memory_bytes=10**9) == ("vmap", None)
+    assert choose_strategy(512, "gpu", member_bytes=10**7, memory_bytes=10**9) == ("chunked", 50)
+    assert choose_strategy(512, "gpu", member_bytes=10**10, memory_bytes=10**9) == (
+        "sequential", None)
+    assert choose_strategy(64, "cpu", chunk_size=16) == ("chunked", 16)
+    tr = jaxlearn.trainer(jaxlearn.mlp(64, (100,), 10), optimizer="adam", batch_size=100,
+                          hparams={"learning_rate": 1e-3})
+    small = estimate_member_bytes(tr, (jnp.zeros((1000, 64)), jnp.zeros(1000, jnp.int32)))
+    tr_big = jaxlearn.trainer(jaxlearn.mlp(64, (100,), 10), optimizer="adam", batch_size=1000,
+                              hparams={"learning_rate": 1e-3})
+    big = estimate_member_bytes(tr_big, (jnp.zeros((1000, 64)), jnp.zeros(1000, jnp.int32)))
+    n_params = 64 * 100 + 100 + 100 * 10 + 10
+    assert small > 4 * n_params * 4  # params, adam's two moments, best copy, in and out
+    assert big > small + 1000 * 100 * 4  # a 1000-example batch's hidden activations
+
+
+def test_member_indices_give_each_member_its_own_training_subset(counted):
+    x, y = _tiny(n=64)
+    idx = np.stack([np.arange(0, 48), np.arange(16, 64)])
+    tr, _ = counted
+    r = fit_ensemble(tr, (x, y), num_members=2, member_indices=idx, num_epochs=2,
+                     learning_rate=0.3, train_eval_size=0)
+    for i in range(2):
+        single = jaxlearn.fit(tr, (x[idx[i]], y[idx[i]]), hparams={"learning_rate": 0.3},
+                              num_epochs=2, key=i, progress=False)
+        np.testing.assert_allclose(r.params["W1"][i], single.params["W1"], rtol=1e-5, atol=1e-6)
+    assert r.history.loss.shape == (2, 12)
+    assert r.history.meta["num_train"] == 48
+
+
+# --------------------------------------------------------------------------- prediction
+
+
+def test_prediction_averages_probabilities_and_reports_every_size():
+    apply = lambda p, x: x @ p["w"]  # noqa: E731
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(5, 3, 4)).astype(np.float32)
+    x = rng.normal(size=(30, 3)).astype(np.float32)
+    y = rng.integers(0, 4, size=30).astype(np.int32)
+    logits = np.einsum("nd,mdc->mnc", x, w)
+    probs = np.exp(logits - logits.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    rep = evaluate_ensemble(apply, {"w": jnp.asarray(w)}, (x, y))
+    np.testing.assert_allclose(rep.member_accuracy, (probs.argmax(-1) == y).mean(-1))
+    mean = probs.mean(0)
+    assert rep.ensemble_accuracy == pytest.approx((mean.argmax(-1) == y).mean())
+    assert rep.ensemble_loss == pytest.approx(-np.log(mean[np.arange(30), y]).mean(), rel=1e-5)
+    by_size = [(probs[:k].sum(0).argmax(-1) == y).mean() for k in range(1, 6)]
+    np.testing.assert_allclose(rep.accuracy_by_size, by_size)
+    assert rep.std_member_accuracy == pytest.approx(np.std(rep.member_accuracy))
+    np.testing.assert_allclose(predict_proba(apply, {"w": w}, x), mean, rtol=1e-5, atol=1e-7)
+    assert predict(apply, {"w": w}, x).tolist() == mean.argmax(-1).tolist()
+    # Averaging probabilities is not averaging logits: one member's large scores dominate
+    # a mean of logits, while a probability counts at most 1.
+    w3 = jnp.array([[[0.0, 3.0]], [[1.2, 0.0]], [[1.2, 0.0]]])
+    one = jnp.ones((1, 1))
+    assert predict(apply, {"w": w3}, one).tolist() == [0]  # mean probs: 0.528 vs 0.472
+    assert int(jnp.argmax(jnp.mean(one @ w3, axis=0)[0])) == 1  # mean logits: 0.8 vs 1.0
+
+
+def test_stack_and_unstack_members_round_trip():
+    trees = [{"a": jnp.full((2,), float(i)), "b": jnp.array(i)} for i in range(3)]
+    stacked = stack_members(trees)
+    assert stacked["a"].shape == (3, 2)
+    back = unstack_members(stacked)
+    assert [float(t["a"][0]) for t in back] == [0.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="member 1 has a leaf of shape"):
+        stack_members([{"a": jnp.zeros(2)}, {"a": jnp.zeros(3)}])
+
+
+# --------------------------------------------------------------------------- top-k
+
+
+def test_top_k_of_a_search_study_becomes_an_ensemble():
+    from jaxlearn import search
+
+    def objective(hp, key):
+        return {"loss": (hp["x"] - 0.3) ** 2, "params": {"w": jnp.full((2,), hp["x"])}}
+
+    space = {"x": search.uniform(-1.0, 1.0)}
+    study = search.random_search(objective, space, 8, jax.random.key(0), mode="min",
+                                 keep_params=True, warn=False)
+    best = study.top_k(3)
+    top = top_k_ensemble(study, k=3)
+    assert top.params["w"].shape == (3, 2)
+    np.testing.assert_allclose(top.params["w"][:, 0], [t.hparams["x"] for t in best],
+                               rtol=1e-6)
+    np.testing.assert_allclose(top.hparams["x"], [t.hparams["x"] for t in best], rtol=1e-6)
+    assert top.values.tolist() == sorted(top.values.tolist())  # mode="min": best first
+    assert [t.number for t in top.trials] == [t.number for t in best]
+    with pytest.warns(RuntimeWarning, match="asked for the top 9 trials but only 8"):
+        assert top_k_ensemble(study, k=9).params["w"].shape == (8, 2)
+    with pytest.raises(ValueError, match="give `k`"):
+        top_k_ensemble(study)
+    # A search that kept no params gives the hyperparameters to retrain.
+    bare = search.random_search(objective, space, 8, jax.random.key(0), mode="min", warn=False)
+    no_params = top_k_ensemble(bare, k=2)
+    assert no_params.params is None
+    np.testing.assert_allclose(no_params.hparams["x"], top.hparams["x"][:2], rtol=1e-6)
+
+
+def test_top_k_of_a_list_of_trials():
+    trials = [({"learning_rate": 1e-3, "optimizer": "adam"}, {"w": jnp.zeros(2)}),
+              ({"learning_rate": 1e-2, "optimizer": "sgd"}, {"w": jnp.ones(2)})]
+    top = top_k_ensemble(trials)
+    assert top.params["w"][:, 0].tolist() == [0.0, 1.0]
+    assert top.hparams["learning_rate"].tolist() == pytest.approx([1e-3, 1e-2])
+    assert "optimizer" not in top.hparams  # not numeric: kept in the trials only
+    assert np.isnan(top.values).all()
+    with pytest.raises(ValueError, match="asked for the top 3 trials but the search has 2"):
+        top_k_ensemble(trials, k=3)
+    with pytest.raises(ValueError, match="trial 0 must be a pair"):
+        top_k_ensemble([42])
+
+
+# --------------------------------------------------------------------------- distillation
+
+
+def test_distillation_loss_is_the_scaled_kl_plus_a_little_hard_loss():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(6, 5)).astype(np.float32)
+    teacher = rng.normal(size=(6, 5)).astype(np.float32)
+    y = rng.integers(0, 5, 6)
+    t = 3.0
+    p = np.exp(teacher / t) / np.exp(teacher / t).sum(-1, keepdims=True)
+    log_q = z / t - np.log(np.exp(z / t).sum(-1, keepdims=True))
+    kl = np.mean(np.sum(p * (np.log(p) - log_q), -1))
+    ce = np.mean(np.log(np.exp(z).sum(-1)) - z[np.arange(6), y])
+    loss = jax.jit(distillation_loss, static_argnames=("temperature", "hard_weight"))
+    got = loss(z, p, y, temperature=t, hard_weight=0.2)
+    assert float(got) == pytest.approx(t * t * kl + 0.2 * ce, rel=1e-5)
+    assert float(loss(z, p, temperature=t)) == pytest.approx(t * t * kl, rel=1e-5)
+
+    # The T**2 factor keeps the soft gradients the same size as T grows.
+    @jax.jit
+    def grad_norm(temp):
+        pt = jax.nn.softmax(jnp.asarray(teacher) / temp)
+        g = jax.grad(lambda s: distillation_loss(s, pt, temperature=temp))(jnp.asarray(z))
+        return jnp.linalg.norm(g)
+
+    norms = [float(grad_norm(temp)) for temp in (5.0, 50.0)]
+    assert norms[1] == pytest.approx(norms[0], rel=0.15)
+    with pytest.raises(ValueError, match="`temperature` must be a finite number > 0, got 0"):
+        distillation_loss(z, p, temperature=0)
+    with pytest.raises(ValueError, match=r"shape \(n, C\), got \(6, 5\) and \(6, 4\)"):
+        distillation_loss(z, p[:, :4])
+
+
+# --------------------------------------------------------------------------- the four ways
+
+
+def test_ema_snapshots_and_distilled_student_compared_to_the_raw_model(
+    ens8, tr, model, digits
+):
+    raw = evaluate_ensemble(model, jax.tree.map(lambda a: a[:1], ens8.params), digits.val)
+    full = evaluate_ensemble(model, ens8.params, digits.val)
+    ema = evaluate_ensemble(model, jax.tree.map(lambda a: a[:1], ens8.averaged_params),
+                            digits.val)
+    ema8 = evaluate_ensemble(model, ens8.averaged_params, digits.val)
+    snaps = snapshot_ensemble(tr, digits.train, digits.val, num_cycles=3, epochs_per_cycle=2,
+                              key=0)
+    snap = evaluate_ensemble(model, snaps.params, digits.val)
+    student = distill(model, ens8.params, model, digits.train, digits.val,
+                      learning_rate=3e-3, batch_size=64, num_epochs=EPOCHS, key=0)
+    table = comparison_table({
+        "raw (member 0)": raw,
+        "EMA of member 0": ema,
+        "ensemble of 8": full,
+        "EMA ensemble of 8": ema8,
+        "3 snapshots": snap,
+        "distilled student": float(student.val_accuracy[-1]),
+    })
+    print("\n" + table)
+    assert table.splitlines()[0].split() == ["method", "models", "accuracy", "vs", "raw",
+                                             "(member", "0)"]
+    assert "3 snapshots" in table and "distilled student" in table
+    for rep in (raw, ema, full, snap):
+        assert rep.ensemble_accuracy > 0.85
+    assert student.val_accuracy[-1] > 0.85
+    assert student.teacher_val_accuracy == pytest.approx(full.ensemble_accuracy)
+    # The EMA is a different set of params, and training itself is unchanged by it.
+    assert not np.allclose(ens8.averaged_params["W1"], ens8.params["W1"])
+    # Snapshots: the rate restarts every cycle, each snapshot is a cycle's end, and the
+    # last one is the run fit makes with the same cosine schedule and key.
+    steps = len(digits.train[1]) // 64
+    cycle = 2 * steps
+    assert snaps.learning_rate[[0, cycle, 2 * cycle]] == pytest.approx([3e-3] * 3)
+    assert snaps.learning_rate[cycle - 1] < 1e-4
+    assert snaps.params["W1"].shape == (3, 64, 32)
+    np.testing.assert_array_equal(snaps.params["W1"][-1], snaps.state.params["W1"])
+    single = jaxlearn.fit(model, digits.train, digits.val, optimizer="adam", learning_rate=3e-3,
+                          batch_size=64, num_epochs=6, key=0, progress=False,
+                          schedule=jaxlearn.cyclic_cosine(1.0, cycle))
+    np.testing.assert_allclose(snaps.params["W1"][-1], single.params["W1"], rtol=2e-5,
+                               atol=2e-6)
+    np.testing.assert_allclose(snaps.val_accuracy[-1], single.history.val_accuracy[-1])
+
+
+def test_ema_with_zero_decay_is_the_last_iterate_and_polyak_the_mean():
+    x, y = _tiny(n=16)
+    tr = jaxlearn.trainer(jaxlearn.linear(4, 2), batch_size=16, hparams={"learning_rate": 0.5})
+    # One full-batch step: EMA with decay d is d * init + (1 - d) * x1, Polyak (init + x1) / 2.
+    ema = fit_ensemble(tr, (x, y), num_members=2, num_epochs=1, average="ema",
+                       average_decay=[0.0, 0.5], train_eval_size=0)
+    np.testing.assert_allclose(ema.averaged_params["W1"][0], ema.params["W1"][0], rtol=1e-6)
+    assert not np.allclose(ema.averaged_params["W1"][1], ema.params["W1"][1])
+    polyak = fit_ensemble(tr, (x, y), num_members=2, num_epochs=1, average="polyak",
+                          train_eval_size=0)
+    np.testing.assert_array_equal(polyak.params["W1"], ema.params["W1"])
+    np.testing.assert_allclose(polyak.averaged_params["W1"][1], ema.averaged_params["W1"][1],
+                               rtol=1e-6)
+    assert ema.state.hparams["average_decay"].tolist() == [0.0, 0.5]
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_bad_input_is_named():
+    x, y = _tiny()
+    lin = jaxlearn.linear(4, 2)
+    with pytest.raises(ValueError, match="give `num_members`"):
+        fit_ensemble(lin, (x, y), learning_rate=0.1)
+    with pytest.raises(ValueError, match="`num_members` must be an int >= 1, got 0"):
+        fit_ensemble(lin, (x, y), num_members=0, learning_rate=0.1)
+    with pytest.raises(ValueError, match=r"`num_members` \(3\) does not match the 2 `keys`"):
+        fit_ensemble(lin, (x, y), num_members=3, keys=[0, 1], learning_rate=0.1)
+    with pytest.raises(ValueError, match="'learning_rate' has 2 values but there are 3 members"):
+        fit_ensemble(lin, (x, y), num_members=3, learning_rate=[0.1, 0.2])
+    with pytest.raises(ValueError, match=r"unknown hyperparameter\(s\) \['mu'\]"):
+        fit_ensemble(lin, (x, y), num_members=2, hparams={"learning_rate": 0.1, "mu": 0.9})
+    with pytest.raises(ValueError, match="`strategy` must be one of"):
+        fit_ensemble(lin, (x, y), num_members=2, learning_rate=0.1, strategy="pmap")
+    with pytest.raises(ValueError, match="`average` must be None, 'ema' or 'polyak'"):
+        fit_ensemble(lin, (x, y), num_members=2, learning_rate=0.1, average="swa")
+    with pytest.raises(ValueError, match=r"`average_decay` must be in \[0, 1\)"):
+        fit_ensemble(lin, (x, y), num_members=2, learning_rate=0.1, average="ema",
+                     average_decay=1.0)
+    with pytest.raises(ValueError, match=r"`member_indices` must be an int array of shape \(N=2"):
+        fit_ensemble(lin, (x, y), num_members=2, learning_rate=0.1,
+                     member_indices=np.zeros((3, 5), int))
+    with pytest.raises(ValueError, match="`member_indices` must index the 48 training"):
+        fit_ensemble(lin, (x, y), num_members=2, learning_rate=0.1,
+                     member_indices=np.full((2, 5), 48))
+    with pytest.raises(ValueError, match=r"`batch_size` \(100\) is larger than each member"):
+        fit_ensemble(lin, (x, y), num_members=2, learning_rate=0.1)
+    with pytest.raises(ValueError, match="monitor='val_loss' needs validation data"):
+        fit_ensemble(lin, (x, y), num_members=2, learning_rate=0.1, monitor="val_loss")
+    with pytest.raises(ValueError, match="hyperparameter 'learning_rate' must hold finite"):
+        stack_hparams({"learning_rate": [0.1, -1.0]})
+    with pytest.raises(ValueError, match="every member's hyperparameters must have the same"):
+        stack_hparams([{"learning_rate": 0.1}, {"l2": 0.1}])
+    with pytest.raises(ValueError, match="`num_cycles` must be an int >= 1, got 0"):
+        snapshot_ensemble(lin, (x, y), num_cycles=0, epochs_per_cycle=1, learning_rate=0.1)
+    with pytest.raises(ValueError, match="`temperature` must be a finite number > 0"):
+        ensemble.member_probabilities(lin, {"W1": jnp.zeros((2, 4, 2))}, x, temperature=-1.0)
+    with pytest.raises(ValueError, match="stacked on a leading member axis"):
+        evaluate_ensemble(lin, {"W1": jnp.zeros((2, 4, 2)), "b": jnp.float32(0)}, (x, y))
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\), found 7"):
+        evaluate_ensemble(lin, jax.tree.map(lambda a: a[None], lin.init(jax.random.key(0))),
+                          (x, y.at[0].set(7)))
+    with pytest.raises(ValueError, match="`student` must be a Model"):
+        distill(lin, {}, jaxlearn.trainer(lin), (x, y))
