@@ -206,12 +206,13 @@ def newton(
     state's damping and is multiplied by `damping_factor` until ``H + lambda I`` is
     positive definite and the step does not increase the loss; after an accepted step it is
     divided by `damping_factor` again (back to `damping` once it falls below a
-    millionth of the largest curvature). With ``damping=0`` the first try is the pure
-    Newton step, which solves a positive-definite quadratic in one step.
+    millionth of the curvature scale, ``||H||_inf``). With ``damping=0`` the first try is
+    the pure Newton step, which solves a positive-definite quadratic in one step.
 
-    ``H`` is formed (``n x n`` for ``n`` parameters) and eigendecomposed once per update,
-    so each further try costs one loss evaluation; use :func:`hessian_free` beyond a few
-    thousand parameters.
+    ``H`` is formed (``n x n`` for ``n`` parameters); each try costs a Cholesky
+    factorization (``n^3 / 3``) and a loss evaluation, or with `saddle_free` one
+    eigendecomposition per update and a matrix-vector product per try. Use
+    :func:`hessian_free` beyond a few thousand parameters.
 
     **Arguments:**
     - `learning_rate`: scale of the Newton step (1 is the full step); a number, array or
@@ -255,15 +256,30 @@ def newton(
         cdt = x.dtype
         f0 = f(x) if value is None else jnp.asarray(value, cdt)
         hess = jax.hessian(f)(x)
-        w, vecs = jnp.linalg.eigh((hess + hess.T) / 2)
-        curv = jnp.abs(w) if saddle_free else w
-        coef = vecs.T @ g
-        floor = _RELATIVE_FLOOR * jnp.max(jnp.abs(w), initial=0.0)
+        hess = (hess + hess.T) / 2
+        # The infinity norm bounds every |eigenvalue|: the curvature scale for the floor.
+        floor = _RELATIVE_FLOOR * jnp.max(jnp.sum(jnp.abs(hess), axis=1), initial=0.0)
+        eye = jnp.eye(x.size, dtype=cdt)
 
-        def candidate(lam: jax.Array) -> tuple[jax.Array, jax.Array]:
-            den = curv + lam
-            valid = jnp.all(den > 0)
-            return vecs @ (coef / jnp.where(den > 0, den, 1)), valid
+        if saddle_free:
+            # |H| needs the eigendecomposition, once per update; each try is then a product.
+            w, vecs = jnp.linalg.eigh(hess)
+            curv, coef = jnp.abs(w), vecs.T @ g
+
+            def candidate(lam: jax.Array) -> tuple[jax.Array, jax.Array]:
+                den = curv + lam
+                valid = jnp.all(den > 0)
+                return vecs @ (coef / jnp.where(den > 0, den, 1)), valid
+
+        else:
+            # A Cholesky factorization per try (a third of the work of one eigh): it fails,
+            # with NaNs, exactly when H + lambda I is not positive definite.
+
+            def candidate(lam: jax.Array) -> tuple[jax.Array, jax.Array]:
+                chol = jnp.linalg.cholesky(hess + lam * eye)
+                valid = jnp.all(jnp.isfinite(chol))
+                chol = jnp.where(valid, chol, eye)
+                return jax.scipy.linalg.cho_solve((chol, True), g), valid
 
         lr = jnp.asarray(resolve(learning_rate, state.t), cdt)
         lam_min = jnp.asarray(resolve(damping, state.t), cdt)
