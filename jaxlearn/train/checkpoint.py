@@ -346,10 +346,8 @@ class Checkpointer:
                 f"Checkpointer: `directory` {self.directory!r} exists and is not a folder."
             )
         os.makedirs(self.directory, exist_ok=True)
-        self._pool = (
-            concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="jaxlearn-ckpt")
-            if background else None
-        )
+        self.background = bool(background)
+        self._pool: concurrent.futures.ThreadPoolExecutor | None = None  # started when needed
         self._pending: list[concurrent.futures.Future] = []
         # Payloads waiting for the writer, by name: a newer save of the same name replaces a
         # payload not yet written, so a slow disk never queues up stale checkpoints.
@@ -375,14 +373,23 @@ class Checkpointer:
 
     def save(
         self, name: str, tree: Any, *, metadata: Mapping[str, Any] | None = None,
-        history: History | None = None,
+        history: History | None = None, blocking: bool = False,
     ) -> None:
-        """Save ``tree`` as the checkpoint ``name`` (see :func:`save_checkpoint`)."""
+        """Save ``tree`` as the checkpoint ``name`` (see :func:`save_checkpoint`).
+
+        With ``blocking=True`` (or ``background=False``) the file is on disk when ``save``
+        returns, after every earlier write.
+        """
         self._raise_errors(block=False)
         arrays = _prepare(tree, metadata, history)
-        if self._pool is None:
+        if blocking or not self.background:
+            self.wait()
             _write(self.path(name), arrays)
             return
+        if self._pool is None:
+            self._pool = concurrent.futures.ThreadPoolExecutor(
+                1, thread_name_prefix="jaxlearn-ckpt"
+            )
         with self._lock:
             already_queued = name in self._queued
             self._queued[name] = arrays

@@ -213,6 +213,18 @@ def _as_key(key: Any) -> jax.Array:
     )
 
 
+def _check_shapes(name: str, x: Any, y: Any) -> None:
+    xs, ys = np.shape(x), np.shape(y)
+    if len(xs) < 1 or len(ys) != 1 or xs[0] != ys[0]:
+        raise ValueError(
+            f"{name}: x of shape (N, ...) and y of shape (N,) must have the same number of "
+            f"examples, got {xs[0] if xs else 'a scalar'} and {ys[0] if ys else 'a scalar'} "
+            f"(shapes {xs} and {ys})."
+        )
+    if xs[0] == 0:
+        raise ValueError(f"{name}: the data set is empty (N = 0).")
+
+
 def _check_pair(name: str, data: Any) -> tuple[jax.Array, jax.Array]:
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise ValueError(
@@ -378,9 +390,11 @@ def fit(
         raise ValueError(f"{fn}: resume=True needs `checkpoint_dir`.")
     key = _as_key(key)
 
-    check_dataset(x_tr, y_tr, None, name="train")  # shapes, emptiness, label dtype, finiteness
+    # Shapes before the model sees the data; labels' range and finiteness once the number of
+    # classes is known (check_dataset below).
+    _check_shapes("train", x_tr, y_tr)
     if val is not None:
-        check_dataset(x_va, y_va, None, name="val")
+        _check_shapes("val", x_va, y_va)
     n_train = int(np.shape(x_tr)[0])
     hp = dict(hparams or {})
     if learning_rate is not None:
@@ -574,11 +588,11 @@ def fit(
             )
             if ckpt is not None and due and best_meta is not None:
                 # best_params only ever take finite, improving epochs: safe to write any time.
-                ckpt.save("best", carry.best_params, metadata=best_meta)
+                ckpt.save("best", carry.best_params, metadata=best_meta, blocking=done)
                 best_meta = None
             if ckpt is not None and state_clean and due:
                 last_saved, last_saved_time = epoch, time.monotonic()
-                ckpt.save("last", ckpt_tree(), history=history, metadata={
+                ckpt.save("last", ckpt_tree(), history=history, blocking=done, metadata={
                     "epoch": epoch, "step": int(history.num_steps),
                     "best_epoch": history.meta["best_epoch"], "bad_epochs": int(bad_epochs),
                     "batch_size": tr.batch_size, "num_train": n_train, "monitor": monitor,
