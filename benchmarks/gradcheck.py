@@ -102,36 +102,39 @@ def buggy_loss(bug: str) -> Callable:
     return f
 
 
-def median_time(fn: Callable[[], Any], repeats: int) -> float:
+def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, float]:
+    """Median wall and CPU seconds of ``fn`` after a warm-up call."""
     jax.block_until_ready(fn())
-    ts = []
+    ts, cs = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         jax.block_until_ready(fn())
         ts.append(time.perf_counter() - t)
-    return statistics.median(ts)
+        cs.append(time.process_time() - c)
+    return statistics.median(ts), statistics.median(cs)
 
 
-def eval_time(f: Callable, p: Any, X: Any, y: Any, n: int) -> list[float]:
-    """Seconds per jitted evaluation of f, ``n`` samples (the floor's unit)."""
+def eval_time(f: Callable, p: Any, X: Any, y: Any, n: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU seconds per jitted evaluation of f, ``n`` samples (the floor's unit)."""
     with enable_x64():
         jf = jax.jit(f)
         args = (jax.tree.map(jnp.asarray, p), jnp.asarray(X), jnp.asarray(y))
         jf(*args).block_until_ready()
-        ts = []
+        ts, cs = [], []
         for _ in range(n):
-            t = time.perf_counter()
+            t, c = time.perf_counter(), time.process_time()
             jf(*args).block_until_ready()
             ts.append(time.perf_counter() - t)
-    return ts
+            cs.append(time.process_time() - c)
+    return ts, cs
 
 
 def cs231n_loop(
     f: Callable, p: Any, X: Any, y: Any, coords: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray, float]:
+) -> tuple[np.ndarray, np.ndarray, tuple[float, float]]:
     """The notes' eval_numerical_gradient: one jitted call per evaluation.
 
-    Returns (indices into the flat vector, numerical gradient there, seconds).
+    Returns (indices into the flat vector, numerical gradient there, (wall s, CPU s)).
     """
     with enable_x64():
         v0, unravel = ravel_pytree(jax.tree.map(jnp.asarray, p))
@@ -140,7 +143,7 @@ def cs231n_loop(
         idx = np.arange(v.size) if coords is None else coords
         out = np.zeros(len(idx))
         float(jf(v))
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         for j, i in enumerate(idx):
             old = v[i]
             v[i] = old + H
@@ -149,7 +152,7 @@ def cs231n_loop(
             fm = float(jf(v))
             v[i] = old
             out[j] = (fp - fm) / (2 * H)
-        return idx, out, time.perf_counter() - t
+        return idx, out, (time.perf_counter() - t, time.process_time() - c)
 
 
 def analytic_flat(f: Callable, p: Any, X: Any, y: Any) -> np.ndarray:
@@ -160,7 +163,7 @@ def analytic_flat(f: Callable, p: Any, X: Any, y: Any) -> np.ndarray:
 
 def plain_vmap(
     f: Callable, p: Any, X: Any, y: Any, batch: int, repeats: int
-) -> tuple[float, float]:
+) -> tuple[tuple[float, float], float]:
     """All 2P evaluations as one vmap over one-hot perturbations of the flat vector."""
     with enable_x64():
         v0, unravel = ravel_pytree(jax.tree.map(jnp.asarray, p))
@@ -197,7 +200,7 @@ def notes_flag(rel: np.ndarray) -> bool:
     return bool(np.nanmax(rel) > 1e-7)
 
 
-def torch_gradcheck(p: Any, X: Any, y: Any, bug: str) -> tuple[bool, float] | None:
+def torch_gradcheck(p: Any, X: Any, y: Any, bug: str) -> tuple[bool, tuple[float, float]] | None:
     try:
         import torch
     except ImportError:
@@ -241,12 +244,12 @@ def torch_gradcheck(p: Any, X: Any, y: Any, bug: str) -> tuple[bool, float] | No
         torch.tensor(np.asarray(p[k]), dtype=torch.float64, requires_grad=True)
         for k in ("W1", "b1", "W2", "b2")
     )
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     ok = torch.autograd.gradcheck(tf, inputs, raise_exception=False)
-    return bool(ok), time.perf_counter() - t
+    return bool(ok), (time.perf_counter() - t, time.process_time() - c)
 
 
-def jax_check_grads(f: Callable, p: Any, X: Any, y: Any) -> tuple[bool, float]:
+def jax_check_grads(f: Callable, p: Any, X: Any, y: Any) -> tuple[bool, tuple[float, float]]:
     """jax.test_util.check_grads in reverse mode (custom_vjp has no forward mode)."""
     from jax.test_util import check_grads
 
@@ -259,12 +262,12 @@ def jax_check_grads(f: Callable, p: Any, X: Any, y: Any) -> tuple[bool, float]:
             caught = False
         except AssertionError:
             caught = True
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         try:
             check_grads(jf, (pj,), order=1, modes=("rev",))
         except AssertionError:
             pass
-        return caught, time.perf_counter() - t
+        return caught, (time.perf_counter() - t, time.process_time() - c)
 
 
 def relu_kink_oracle(p: Any, X: np.ndarray) -> dict[str, set[tuple[int, ...]]]:
@@ -307,65 +310,67 @@ def run(rows: int, hidden: int, repeats: int, with_torch: bool, with_loop: bool)
     P = sum(int(np.size(v)) for v in p.values())
     print(f"\n## MLP 64-{hidden}-10, {rows} rows, P = {P} parameters, float64\n")
     gc_check._RUN_REPEATS = repeats
-    samples = eval_time(plain_loss, p, X, y, 200)
+    w0, c0 = eval_time(plain_loss, p, X, y, 200)
     t_full = jaxlearn.check_grad(plain_loss, p, X, y, num_checks=None)
     t_nokink = jaxlearn.check_grad(plain_loss, p, X, y, num_checks=None, kinks=False)
     t_sampled = jaxlearn.check_grad(plain_loss, p, X, y, num_checks=10)
-    samples += eval_time(plain_loss, p, X, y, 200)
-    t_eval = statistics.median(samples)
-    floor = 2 * P * t_eval
-    vm_time, vm_compile = plain_vmap(plain_loss, p, X, y, 128, max(1, repeats // 2))
+    w1, c1 = eval_time(plain_loss, p, X, y, 200)
+    t_eval, c_eval = statistics.median(w0 + w1), statistics.mean(c0 + c1)
+    floor, floor_cpu = 2 * P * t_eval, 2 * P * c_eval
+    vm, vm_compile = plain_vmap(plain_loss, p, X, y, 128, max(1, repeats // 2))
     n_sampled = sum(r.checked for r in t_sampled.rows)
 
     rows_out = []
 
-    def add(name: str, evals: str, wall: float, compile_s: float | None) -> None:
+    def add(name: str, evals: str, wall: float, cpu: float, compile_s: float | None) -> None:
         c = "-" if compile_s is None else f"{compile_s:.2f}"
-        rows_out.append(f"| {name} | {evals} | {wall:.4f} | {wall / floor:.2f} | {c} |")
+        rows_out.append(
+            f"| {name} | {evals} | {wall:.4f} | {wall / floor:.2f} | {cpu:.4f} | "
+            f"{cpu / floor_cpu:.2f} | {c} |"
+        )
 
-    add("floor: 2P x one jitted f", f"{2 * P}", floor, None)
-    add(
-        "jaxlearn every coordinate, kinks on",
-        f"{2 * P}",
-        t_full.timings["run"],
-        t_full.timings["compile"] + t_full.timings["trace"],
-    )
-    add(
-        "jaxlearn every coordinate, kinks off",
-        f"{2 * P}",
-        t_nokink.timings["run"],
-        t_nokink.timings["compile"] + t_nokink.timings["trace"],
-    )
-    add(
-        f"jaxlearn 10 per leaf ({n_sampled} coords)",
-        f"{2 * n_sampled}",
-        t_sampled.timings["run"],
-        t_sampled.timings["compile"] + t_sampled.timings["trace"],
-    )
-    add("plain vmap over flat one-hots (chunks of 128)", f"{2 * P}", vm_time, vm_compile)
-    loop_time = sparse_time = None
+    def gc(r: jaxlearn.GradCheckReport) -> tuple[float, float, float]:
+        t = r.timings
+        return t["run"], t["run_cpu"], t["compile"] + t["trace"]
+
+    add("floor: 2P x one jitted f", f"{2 * P}", floor, floor_cpu, None)
+    add("jaxlearn every coordinate, kinks on", f"{2 * P}", *gc(t_full))
+    add("jaxlearn every coordinate, kinks off", f"{2 * P}", *gc(t_nokink))
+    add(f"jaxlearn 10 per leaf ({n_sampled} coords)", f"{2 * n_sampled}", *gc(t_sampled))
+    add("plain vmap over flat one-hots (chunks of 128)", f"{2 * P}", *vm, vm_compile)
+    loop = sparse = None
     if with_loop:
-        _, _, loop_time = cs231n_loop(plain_loss, p, X, y, None)
-        add("cs231n loop, every coordinate", f"{2 * P}", loop_time, None)
-        _, _, sparse_time = cs231n_loop(plain_loss, p, X, y, sampled_coords(p, 10))
-        add(f"cs231n grad_check_sparse ({n_sampled} coords)", f"{2 * n_sampled}", sparse_time, None)
-    _, jcg_time = jax_check_grads(plain_loss, p, X, y)
-    add("jax.test_util.check_grads (rev)", "2 + vjp", jcg_time, None)
+        loop = cs231n_loop(plain_loss, p, X, y, None)[2]
+        add("cs231n loop, every coordinate", f"{2 * P}", *loop, None)
+        sparse = cs231n_loop(plain_loss, p, X, y, sampled_coords(p, 10))[2]
+        add(f"cs231n grad_check_sparse ({n_sampled} coords)", f"{2 * n_sampled}", *sparse, None)
+    jcg = jax_check_grads(plain_loss, p, X, y)[1]
+    add("jax.test_util.check_grads (rev)", "2 + vjp", *jcg, None)
     torch_res = torch_gradcheck(p, X, y, "correct") if with_torch else None
     if torch_res is not None:
-        add("torch.autograd.gradcheck", f"{2 * P}", torch_res[1], None)
-    print(f"one jitted evaluation of f: {t_eval * 1e6:.1f} us (median of {len(samples)})\n")
-    print("| method | evaluations of f | wall s (after compile) | x floor | compile s |")
-    print("|---|---|---|---|---|")
+        add("torch.autograd.gradcheck", f"{2 * P}", *torch_res[1], None)
+    print(
+        f"one jitted evaluation of f: {t_eval * 1e6:.1f} us wall, {c_eval * 1e6:.1f} us CPU "
+        f"(median / mean of {len(w0 + w1)}, measured before and after the jaxlearn runs)\n"
+    )
+    print("| method | evaluations of f | wall s | x floor | CPU s | x floor (CPU) | compile s |")
+    print("|---|---|---|---|---|---|---|")
     print("\n".join(rows_out))
-    kink_cost = t_full.timings["run"] / t_nokink.timings["run"]
-    print(f"\nkink detection costs {kink_cost:.2f}x the check without it")
-    if loop_time is not None:
-        print(f"every coordinate: {loop_time / t_full.timings['run']:.1f}x faster than the loop")
-        print(
-            f"10 per leaf: {sparse_time / t_sampled.timings['run']:.1f}x faster than "
-            "grad_check_sparse on as many coordinates"
-        )
+    kink_wall = t_full.timings["run"] / t_nokink.timings["run"]
+    kink_cpu = t_full.timings["run_cpu"] / t_nokink.timings["run_cpu"]
+    print(
+        f"\nkink detection costs {kink_wall:.2f}x (wall), {kink_cpu:.2f}x (CPU) the check "
+        "without it"
+    )
+    if loop is not None and sparse is not None:
+        for what, base, r in (
+            ("every coordinate", loop, t_full),
+            ("10 per leaf vs grad_check_sparse", sparse, t_sampled),
+        ):
+            print(
+                f"{what}: {base[0] / r.timings['run']:.1f}x faster than the loop (wall), "
+                f"{base[1] / r.timings['run_cpu']:.1f}x (CPU)"
+            )
 
     # Planted bugs: which method flags which (and false alarms on the correct gradient).
     print("\n| method | " + " | ".join(BUGS) + " |")

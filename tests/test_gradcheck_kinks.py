@@ -63,10 +63,10 @@ def test_relu_kinks_are_reported_exactly_where_a_unit_changes_side():
     assert site.startswith("max in custom_jvp_call(relu) > jit(relu) at test_gradcheck_kinks.py")
     assert count == r.kinks
     assert f"{r.kinks:6d}  max in custom_jvp_call(relu)" in str(r)
-    # Without kink detection those coordinates would pass for wrong gradients.
-    blind = check_grad(relu_mlp, p, X, y, num_checks=None, kinks=False, forward="none")
-    assert not blind.ok and blind.kinks == 0
-    assert set(blind.row("['b1']").failing) <= expected["['b1']"]
+    # Those coordinates are not failures, though their differences are off (without kink
+    # detection they would be reported as wrong gradients).
+    kinked = np.concatenate([row.errors[row.status == "kink"] for row in r.rows])
+    assert (kinked > 1e-4).sum() >= 2
     # A smaller step resolves them: a kink within 0.3 h is not crossed at h / 10.
     retried = check_grad(relu_mlp, p, X, y, num_checks=None, retry_kinks=1, forward="none")
     assert retried.kinks == 0 and retried.ok and retried.max_relative_error < 1e-7

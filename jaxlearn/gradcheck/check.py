@@ -139,18 +139,23 @@ def _run(
         idx = local(everything, coords, offset=True)
         f_static = nm.chunk(idx, max(batches)) if idx.size else None
     elif forward != "none":
-        # directions over the checked coordinates of each leaf (all of it in directions mode)
-        support = np.full(everything.size, -1, np.int32)
-        for i, o in zip(everything.members, everything.offsets, strict=True):
-            if mode == "coordinates":
-                support[o + np.asarray(coords[i], np.int64)] = i
-            else:
-                support[o : o + sizes[i]] = i
-        m = counts if mode == "directions" else [_forward_directions] * nl
-        m = [k if counts[i] else 0 for i, k in enumerate(m)]
-        ids = np.arange(sum(m), dtype=np.int32)
-        owners = np.repeat(np.arange(nl, dtype=np.int32), m)
-        f_static = (ids, owners, support) if ids.size else None
+        # Directions over the checked coordinates of each leaf (all of it in directions
+        # mode), one jvp program per perturbation group, so a leaf-by-leaf check
+        # differentiates only along its own leaf.
+        m_per = counts if mode == "directions" else [_forward_directions] * nl
+        m_per = [k if counts[i] else 0 for i, k in enumerate(m_per)]
+        f_static = []
+        for g in groups:
+            support = np.full(g.size, -1, np.int32)
+            for i, o in zip(g.members, g.offsets, strict=True):
+                if mode == "coordinates":
+                    support[o + np.asarray(coords[i], np.int64)] = i
+                else:
+                    support[o : o + sizes[i]] = i
+            m = [m_per[i] for i in g.members]
+            ids = np.arange(sum(m), dtype=np.int32)
+            owners = np.repeat(np.asarray(g.members, np.int32), m)
+            f_static.append((ids, owners, support) if ids.size else None)
 
     def program(leaves: list[Any], others: list[Any], pin: list[Any], fin: Any, hh: jax.Array):
         value, grads = jax.value_and_grad(lambda ls: prob.call(ls, others))(list(leaves))
@@ -188,10 +193,18 @@ def _run(
                 )
                 out["reverse"] = gall[fin.reshape(-1)[:n]]
             else:
-                ids, owners, support = fin
-                out["forward"], out["reverse"] = nm.forward_directions(
-                    prob.call, leaves, others, everything, fkey, ids, owners, support, gall
-                )
+                fwd, rev = [], []
+                for g, fg in zip(groups, fin, strict=True):
+                    if fg is None:
+                        continue
+                    ids, owners, support = fg
+                    a, b = nm.forward_directions(
+                        prob.call, leaves, others, g, fkey, ids, owners, support, g.flat(grads)
+                    )
+                    fwd.append(a)
+                    rev.append(b)
+                out["forward"] = jnp.concatenate(fwd)
+                out["reverse"] = jnp.concatenate(rev)
         return out
 
     def device(a: Any) -> Any:
@@ -201,7 +214,11 @@ def _run(
         prob.leaves,
         prob.others,
         [None if a is None else device(a) for a in inputs_static],
-        None if f_static is None else device(f_static),
+        None
+        if f_static is None
+        else [None if a is None else device(a) for a in f_static]
+        if isinstance(f_static, list)
+        else device(f_static),
         jnp.asarray(h, jnp.float64),
     )
     t0 = time.perf_counter()
@@ -230,18 +247,13 @@ def _run(
             raise AssertionError("kink fingerprints do not match the planned sites")
     if "forward" in res:
         if forward == "coordinates" and mode == "coordinates":
-            cuts = np.cumsum(counts)[:-1]
+            order, lengths = list(range(nl)), counts
         else:
-            cuts = np.cumsum(
-                [
-                    k if counts[i] else 0
-                    for i, k in enumerate(
-                        counts if mode == "directions" else [_forward_directions] * nl
-                    )
-                ]
-            )[:-1]
+            order = [i for g in groups for i in g.members]  # leaves in forward output order
+            lengths = [m_per[i] for i in order]
+        cuts = np.cumsum(lengths)[:-1]
         for k in ("forward", "reverse"):
-            for i, piece in enumerate(np.split(np.asarray(res[k]), cuts)):
+            for i, piece in zip(order, np.split(np.asarray(res[k]), cuts), strict=True):
                 per_leaf[i][k] = piece
     return {
         "value": res["value"],
@@ -520,7 +532,8 @@ def check_grad(
     - `noise_factor`: multiple of ``eps * |f| / 2h`` used as the absolute tolerance.
     - `leafwise`: one perturbation program per leaf (faster for big checks: work that does
       not depend on the perturbed leaf is done once) or one for all leaves (compiles
-      ``f`` once); default: per leaf for checks of 2048 coordinates or more.
+      ``f`` once); default: per leaf for params of 4096 elements or more, or checks of
+      2048 coordinates or more (and at most 32 leaves).
 
     **Returns:** a :class:`GradCheckReport` (``.ok``, ``.max_relative_error``, ``.kinks``,
     ``.rows``, ``.assert_ok()``; ``print`` it for a table).

@@ -26,10 +26,13 @@ __all__ = ["relative_error", "numerical_grad"]
 
 # Working-set target for one chunk of perturbed evaluations. On a CPU a chunk that stays
 # in cache beats a big one (measured on the benchmark MLP); accelerators want big chunks.
-_CPU_CHUNK_BYTES = 8 * 2**20
+_CPU_CHUNK_BYTES = 24 * 2**20
 _ACCEL_CHUNK_BYTES = 1 * 2**30
-# Checks of at least this many coordinates get one perturbation body per leaf (faster to
-# run, slower to compile), unless the params have more leaves than the second number.
+# Params of at least this many elements, or checks of at least this many coordinates, get
+# one perturbation body per leaf (faster to run: each evaluation recomputes only what
+# depends on its leaf; slower to compile for small models), unless the params have more
+# leaves than the last number.
+_LEAFWISE_MIN_PARAMS = 4096
 _LEAFWISE_MIN_CHECKS = 2048
 _LEAFWISE_MAX_LEAVES = 32
 
@@ -418,9 +421,10 @@ def forward_directions(
 def leafwise(sizes: Sequence[int], checked: int) -> bool:
     """Whether to give each leaf its own perturbation body (see :class:`Group`).
 
-    Worth its compile time only for big checks; small ones compile ``f`` once.
+    Worth its compile time for big models or big checks; small ones compile ``f`` once.
     """
-    return checked >= _LEAFWISE_MIN_CHECKS and len(sizes) <= _LEAFWISE_MAX_LEAVES
+    big = sum(sizes) >= _LEAFWISE_MIN_PARAMS or checked >= _LEAFWISE_MIN_CHECKS
+    return big and len(sizes) <= _LEAFWISE_MAX_LEAVES
 
 
 # ----------------------------------------------------------------------------- public
