@@ -11,7 +11,8 @@ penalty on W1 (9,610 parameters), on 128 rows, in float64. Compared, in one proc
 - the cs231n loop (``eval_numerical_gradient``: one jitted call per evaluation, every
   coordinate) and its ``grad_check_sparse`` variant (10 coordinates per leaf);
 - ``jax.test_util.check_grads`` (one random direction, default step and tolerances);
-- ``torch.autograd.gradcheck`` when torch is installed (an optional import).
+- ``torch.autograd.gradcheck`` when torch is installed (an optional import; run with one
+  thread, which is faster than its default pool on a small shared CPU).
 
 For each: function evaluations, wall time after compilation (median of repeats,
 ``block_until_ready``), compile time, and which planted bugs it catches: the backward of
@@ -205,6 +206,8 @@ def torch_gradcheck(p: Any, X: Any, y: Any, bug: str) -> tuple[bool, tuple[float
         import torch
     except ImportError:
         return None
+    # One thread: on a small shared CPU, torch's default pool oversubscribes the cores.
+    torch.set_num_threads(1)
     Xt = torch.tensor(X, dtype=torch.float64)
     yt = torch.tensor(y, dtype=torch.long)
 

@@ -1,10 +1,17 @@
 """The numerical side of a gradient check: centered differences, vmapped and chunked.
 
 ``df/dx_k ~ (f(x + h e_k) - f(x - h e_k)) / 2h`` for every checked coordinate ``k``, all
-evaluations in one compiled program: for each parameter leaf a ``vmap`` over its checked
-coordinates (and over the sign of ``h``), chunked by ``lax.map`` so memory stays bounded.
-Only the perturbed leaf carries the batch axis, so work that does not depend on it (the
-first layer when checking the last one) is done once, not once per coordinate.
+evaluations in one compiled program: a ``vmap`` over the checked coordinates (and over the
+sign of ``h``), chunked by ``lax.map`` so memory stays bounded. Two things keep it at a
+fraction of ``2P`` separate evaluations of ``f``:
+
+- checked leaf by leaf (:class:`Group`), only the moved leaf carries the batch axis, so
+  work that does not depend on it (the first layer when checking the last) is done once;
+- the moved leaf enters ``f``'s jaxpr as a :class:`~jaxlearn.gradcheck.kinks.OneHot`, so
+  a matmul with it is the shared product plus a rank-one slab, not a new matmul.
+
+Both compute ``f(x +- h e_k)`` itself, to rounding; the denominator is the step actually
+taken, ``(x + h) - (x - h)`` in floating point.
 """
 
 from __future__ import annotations
