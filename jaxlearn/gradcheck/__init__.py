@@ -8,12 +8,14 @@
 
 Modules: ``numerical`` (the vmapped, chunked evaluations), ``kinks`` (the jaxpr
 interpreter recording non-smooth decisions), ``report`` (rows, verdicts, tables),
-``check`` (the checks themselves).
+``check`` (the checks themselves). ``verdict`` (the notes' reading of a relative error) is
+reached as ``jaxlearn.gradcheck.verdict``.
 """
 
 from jaxlearn.gradcheck.check import RegularizationWarning, check_grad, step_size_sweep
 from jaxlearn.gradcheck.numerical import numerical_grad, relative_error
-from jaxlearn.gradcheck.report import GradCheckReport, LeafCheck, StepSizeSweep, verdict
+from jaxlearn.gradcheck.report import GradCheckReport, LeafCheck, StepSizeSweep
+from jaxlearn.gradcheck.report import verdict as verdict
 
 __all__ = [
     "check_grad",
@@ -24,5 +26,4 @@ __all__ = [
     "LeafCheck",
     "StepSizeSweep",
     "RegularizationWarning",
-    "verdict",
 ]
