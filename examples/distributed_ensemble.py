@@ -42,7 +42,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                    help="CPU only: split this host's CPU into this many devices")
     p.add_argument("--members", type=int, default=8)
     p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--quick", action="store_true", help="a short run (2 epochs)")
+    p.add_argument("--quick", action="store_true", help="a short run (1 epoch)")
     return p.parse_args(argv)
 
 
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     x, y = jaxlearn.load_digits()
     splits, _ = jaxlearn.subtract_mean(jaxlearn.train_val_test_split(x, y, jax.random.key(0)))
     model = jaxlearn.mlp(64, (64,), 10)
-    epochs = 2 if args.quick else args.epochs
+    epochs = 1 if args.quick else args.epochs
     result = fit_ensemble(model, splits.train, splits.val, num_members=args.members,
                           optimizer="adam", learning_rate=3e-3, batch_size=64,
                           num_epochs=epochs)

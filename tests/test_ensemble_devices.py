@@ -53,10 +53,9 @@ _SHARDED = textwrap.dedent(
     for name in one.params:
         np.testing.assert_allclose(r.params[name], one.params[name], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(r.history.val_accuracy, one.history.val_accuracy)
-    rep, rep1 = evaluate_ensemble(model, r.params, (x, y)), evaluate_ensemble(
-        model, one.params, (x, y))
-    np.testing.assert_allclose(rep.member_accuracy, rep1.member_accuracy)
-    assert abs(rep.ensemble_accuracy - rep1.ensemble_accuracy) < 1e-6
+    rep = evaluate_ensemble(model, r.params, (x, y))  # the val set is (x, y) too
+    np.testing.assert_allclose(rep.member_accuracy, one.history.val_accuracy[:, -1])
+    assert rep.ensemble_accuracy >= rep.mean_member_accuracy - 0.05
 
     # Six members on four devices: padded to eight, the padding never shows.
     r6 = fit_ensemble(tr, (x, y), (x, y), num_members=6, **kw)

@@ -23,15 +23,15 @@ side. :func:`distill` trains one student on the ensemble's soft targets
 (:func:`distillation_loss`), for the ensemble's accuracy at one model's cost.
 
 Example:
-    >>> import jax, jaxlearn
+    >>> import jax, jax.numpy as jnp, jaxlearn
     >>> from jaxlearn import ensemble
-    >>> x, y = jaxlearn.load_digits()
-    >>> s = jaxlearn.train_val_test_split(x, y, jax.random.key(0))
-    >>> model = jaxlearn.mlp(64, (32,), 10)
-    >>> r = ensemble.fit_ensemble(model, s.train, s.val, num_members=4, optimizer="adam",
-    ...                           learning_rate=3e-3, batch_size=64, num_epochs=3)
-    >>> rep = ensemble.evaluate_ensemble(model, r.params, s.val)
-    >>> rep.member_accuracy.shape, rep.ensemble_accuracy >= rep.mean_member_accuracy - 0.02
+    >>> x = jax.random.normal(jax.random.key(0), (64, 4))
+    >>> y = (x[:, 0] - x[:, 1] > 0).astype(jnp.int32)
+    >>> model = jaxlearn.mlp(4, (8,), 2)
+    >>> r = ensemble.fit_ensemble(model, (x, y), num_members=4, learning_rate=0.5,
+    ...                           batch_size=16, num_epochs=3, train_eval_size=0)
+    >>> rep = ensemble.evaluate_ensemble(model, r.params, (x, y))
+    >>> rep.member_accuracy.shape, rep.ensemble_accuracy > 0.8
     ((4,), True)
 """
 

@@ -176,17 +176,16 @@ def distill(
     teacher_val_accuracy)``.
 
     Example:
-        >>> import jax, jaxlearn
-        >>> from jaxlearn.ensemble import distill, fit_ensemble
-        >>> x, y = jaxlearn.load_digits()
-        >>> s = jaxlearn.train_val_test_split(x, y, jax.random.key(0))
-        >>> model = jaxlearn.mlp(64, (32,), 10)
-        >>> ens = fit_ensemble(model, s.train, s.val, num_members=2, optimizer="adam",
-        ...                    learning_rate=3e-3, batch_size=64, num_epochs=3)
-        >>> r = distill(model, ens.params, model, s.train, s.val, learning_rate=3e-3,
-        ...             batch_size=64, num_epochs=3)
-        >>> r.val_accuracy.shape, bool(r.val_accuracy[-1] > 0.8)
-        ((3,), True)
+        >>> import jax, jax.numpy as jnp, jaxlearn
+        >>> from jaxlearn.ensemble import distill
+        >>> x = jax.random.normal(jax.random.key(0), (64, 4))
+        >>> y = (x[:, 0] - x[:, 1] > 0).astype(jnp.int32)
+        >>> teacher = lambda p, x: x @ p["w"]  # two members that know the rule
+        >>> w = jnp.stack([jnp.array([[0.0, 3.0], [0.0, -3.0]] + [[0.0, 0.0]] * 2)] * 2)
+        >>> r = distill(teacher, {"w": w}, jaxlearn.linear(4, 2), (x, y), (x, y),
+        ...             temperature=2.0, learning_rate=0.1, batch_size=16, num_epochs=3)
+        >>> r.val_accuracy.shape, bool(r.val_accuracy[-1] > 0.9), r.teacher_val_accuracy
+        ((3,), True, 1.0)
     """
     fn = "distill"
     x_tr, y_tr = check_pair(fn, "train", train)

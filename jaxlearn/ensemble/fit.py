@@ -188,6 +188,13 @@ def averaged_trainer(tr: Trainer, kind: str = "ema") -> Trainer:
         >>> s = avg.init(jax.random.key(0), {"average_decay": 0.9})
         >>> sorted(jaxlearn.averaged_params(s.opt_state)), float(s.hparams["average_decay"])
         (['W1', 'b1'], 0.9)
+        >>> poly = averaged_trainer(tr, "polyak")  # after one step: the mean of x0 and x1
+        >>> s0 = poly.init(jax.random.key(0))
+        >>> s1, _ = jax.jit(poly.train_step)(s0, (jax.numpy.ones((4, 4)),
+        ...                                       jax.numpy.zeros(4, "int32")))
+        >>> mean = (s0.params["W1"] + s1.params["W1"]) / 2
+        >>> bool(jax.numpy.allclose(jaxlearn.averaged_params(s1.opt_state)["W1"], mean))
+        True
     """
     if not isinstance(tr, Trainer):
         raise ValueError(f"averaged_trainer: `tr` must be a jaxlearn Trainer, got {tr!r}.")
@@ -363,12 +370,14 @@ def choose_strategy(
 # --------------------------------------------------------------------------- programs
 
 
-def _init_program(tr: Trainer) -> Callable[..., TrainState]:
+def _init_program(tr: Trainer, impl: Any) -> Callable[..., TrainState]:
+    # Raw key data in and out: typed keys cannot be placed on a multi-process mesh.
     def init(member: tuple[jax.Array, dict[str, jax.Array]]) -> TrainState:
-        key, hp = member
-        return tr.init(key, hp or None)
+        key_data, hp = member
+        state = tr.init(jax.random.wrap_key_data(key_data, impl=impl), hp or None)
+        return state._replace(key=jax.random.key_data(state.key))
 
-    return _cached(tr, ("init",), lambda: init)
+    return _cached(tr, ("init", str(impl)), lambda: init)
 
 
 def _epochs_program(
@@ -392,7 +401,9 @@ def _epochs_program(
             init_key, shuffle_key, subset_key = jax.random.split(member_key(const), 3)
             if with_init:  # the first call starts from the keys: one program, not two
                 state = tr.init(init_key, carry or None)
-                carry = (state, state.params, jnp.full((), -jnp.inf, jnp.float32))
+                # Without a monitored metric there are no best params to carry.
+                best = () if monitor is None else state.params
+                carry = (state, best, jnp.full((), -jnp.inf, jnp.float32))
             else:
                 run_key = jax.random.wrap_key_data(carry[0].key, impl=jax.random.key_impl(
                     init_key))
@@ -470,8 +481,10 @@ def init_members(
     ks = member_keys(fn, None, keys)
     hp = stack_hparams(hparams, ks.shape[0], fn)
     tr.make_hparams({k: v[0] for k, v in hp.items()})  # name checks with a clear message
-    return population.run_population(_init_program(tr), (ks, hp), strategy="vmap",
-                                     devices=devices)
+    impl = jax.random.key_impl(ks)
+    states = population.run_population(_init_program(tr, impl), (jax.random.key_data(ks), hp),
+                                       strategy="vmap", devices=devices)
+    return states._replace(key=jax.random.wrap_key_data(states.key, impl=impl))
 
 
 def _measure(
@@ -594,17 +607,16 @@ def fit_ensemble(
     plan, averaged_params)``.
 
     Example:
-        >>> import jax, jaxlearn
+        >>> import jax, jax.numpy as jnp, jaxlearn
         >>> from jaxlearn.ensemble import fit_ensemble
-        >>> x, y = jaxlearn.load_digits()
-        >>> s = jaxlearn.train_val_test_split(x, y, jax.random.key(0))
-        >>> r = fit_ensemble(jaxlearn.mlp(64, (32,), 10), s.train, s.val, num_members=3,
-        ...                  optimizer="adam", learning_rate=[3e-3, 1e-3, 3e-4],
-        ...                  batch_size=64, num_epochs=2)
-        >>> r.params["W1"].shape, r.history.val_accuracy.shape
-        ((3, 64, 32), (3, 2))
-        >>> bool(r.history.val_accuracy[0, -1] > r.history.val_accuracy[2, -1])
-        True
+        >>> x = jax.random.normal(jax.random.key(0), (64, 4))
+        >>> y = (x[:, 0] - x[:, 1] > 0).astype(jnp.int32)
+        >>> r = fit_ensemble(jaxlearn.linear(4, 2), (x, y), (x, y), num_members=3,
+        ...                  learning_rate=[0.5, 0.05, 0.0], batch_size=16, num_epochs=2)
+        >>> r.params["W1"].shape, r.history.val_accuracy.shape, r.plan.strategy
+        ((3, 4, 2), (3, 2), 'sequential')
+        >>> r.history.loss[:, -1].argsort().tolist()  # the higher rate learned fastest
+        [0, 1, 2]
     """
     fn = "fit_ensemble"
     x_tr, y_tr = check_pair(fn, "train", train)
@@ -734,7 +746,9 @@ def fit_ensemble(
                                m_idx is not None, with_init, impl)
 
     def member_bytes() -> int:
-        return estimate_member_bytes(tr, train_d, val_d, member0, eval_size)
+        shapes = (train_d[0].shape, None if val_d is None else val_d[0].shape)
+        return _cached(tr, ("bytes", shapes, tuple(sorted(member0)), eval_size),
+                       lambda: estimate_member_bytes(tr, train_d, val_d, member0, eval_size))
 
     if strategy == "measure" and num_epochs > 0:
         dev_ids = tuple(d.id for d in (devices or jax.devices()))

@@ -79,15 +79,14 @@ def snapshot_ensemble(
     val_accuracy)``.
 
     Example:
-        >>> import jax, jaxlearn
+        >>> import jax, jax.numpy as jnp, jaxlearn
         >>> from jaxlearn.ensemble import snapshot_ensemble
-        >>> x, y = jaxlearn.load_digits()
-        >>> s = jaxlearn.train_val_test_split(x, y, jax.random.key(0))
-        >>> r = snapshot_ensemble(jaxlearn.mlp(64, (32,), 10), s.train, s.val, num_cycles=2,
-        ...                       epochs_per_cycle=1, optimizer="adam", learning_rate=3e-3,
-        ...                       batch_size=64)
-        >>> r.params["W1"].shape, r.learning_rate[[0, 21, 22]].round(4).tolist()
-        ((2, 64, 32), [0.003, 0.0, 0.003])
+        >>> x = jax.random.normal(jax.random.key(0), (64, 4))
+        >>> y = (x[:, 0] - x[:, 1] > 0).astype(jnp.int32)
+        >>> r = snapshot_ensemble(jaxlearn.linear(4, 2), (x, y), num_cycles=3,
+        ...                       epochs_per_cycle=1, learning_rate=0.5, batch_size=16)
+        >>> r.params["W1"].shape, r.learning_rate.round(3).tolist()
+        ((3, 4, 2), [0.5, 0.427, 0.25, 0.073, 0.5, 0.427, 0.25, 0.073, 0.5, 0.427, 0.25, 0.073])
     """
     fn = "snapshot_ensemble"
     x_tr, y_tr = check_pair(fn, "train", train)
