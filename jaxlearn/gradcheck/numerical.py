@@ -477,6 +477,9 @@ def numerical_grad(
     check_step(fn, h)
     if batch_size is not None:
         check_batch_size(fn, batch_size)
+    # The dtypes to return, as the caller's config sees them (a Python float is float32
+    # outside x64).
+    dtypes = [jnp.result_type(x) for x in jax.tree.leaves(params)]
     with enable_x64():
         prob = prepare(fn, f, params, args, key)
         evaluate = interpreted_evaluate(prob.call, prob.leaves, prob.others, record=False)[0]
@@ -501,7 +504,7 @@ def numerical_grad(
                 grad = (vals[:, 0] - vals[:, 1]) / steps
                 pieces = g.put(leaves, grad)
                 for i in g.members:
-                    out[i] = pieces[i].astype(prob.dtypes[i])
+                    out[i] = pieces[i].astype(dtypes[i])
             return out
 
         out = jax.jit(program)(prob.leaves, prob.others, jnp.asarray(h, jnp.float64))
