@@ -202,13 +202,15 @@ def mlp_step(depth: int, width: int, batch: int, repeats: int) -> dict[str, Any]
 
     out: dict[str, Any] = dict(depth=depth, width=width, batch=batch,
                                leaves=len(jax.tree.leaves(params)),
-                               params=sum(p.size for p in jax.tree.leaves(params)))
-    packed = jaxlearn.pack(params)
+                               params=sum(p.size for p in jax.tree.leaves(params)),
+                               should_pack=jaxlearn.should_pack(params))
     timers = {}
     for name, opt, p, vg in (
         ("optax", optax.adam(LR), params, jax.value_and_grad),
         ("jaxlearn", jaxlearn.adam(LR), params, jax.value_and_grad),
-        ("packed", jaxlearn.adam(LR), packed, jaxlearn.packed_value_and_grad),
+        ("packed", jaxlearn.adam(LR), jaxlearn.pack(params), jaxlearn.packed_value_and_grad),
+        ("auto", jaxlearn.adam(LR), jaxlearn.pack(params, max_leaf_size="auto"),
+         jaxlearn.packed_value_and_grad),
     ):
         timers[name] = Timer(make(opt, vg), (p, opt.init(p), x, y), (0, 1), 2)
     interleave(list(timers.values()), repeats)
@@ -239,7 +241,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         cases = [("one leaf", 1, 10_000_000), ("200 leaves", 200, 10_000_000),
                  ("2000 leaves", 2000, 1_000_000)]
-        repeats, mlps = 30, [(100, 64, 64), (50, 128, 64), (20, 512, 128)]
+        repeats, mlps = 30, [(100, 32, 64), (20, 64, 64), (20, 128, 64), (20, 512, 128)]
     dev = jax.devices()[0]
     print(f"# update_step: jax {jax.__version__}, optax {optax.__version__}, "
           f"{dev.platform} ({dev.device_kind}), python {platform.python_version()}")
@@ -272,16 +274,19 @@ def main(argv: list[str] | None = None) -> None:
               "|--------|--------|")
         print("\n".join(summary))
     if not args.skip_mlp:
-        print("\n## Whole training step (loss, grad, Adam update) of an MLP, batch of inputs")
-        print("| depth x width | leaves | params   | optax ms (compile s) | jaxlearn tree ms "
-              "| packed ms (compile s) | packed speedup |")
-        print("|---|---|---|---|---|---|---|")
+        print("\n## Whole training step (loss, grad, Adam update) of an MLP, batch of "
+              "inputs; ms per step (compile s)")
+        print("packed: every leaf packed; auto: pack(params, max_leaf_size='auto'), "
+              f"threshold {jaxlearn.packing_threshold()} elements")
+        print("| depth x width, batch | leaves | params | optax | jaxlearn tree | packed | auto "
+              "| auto vs optax | should_pack |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for depth, width, batch in mlps:
             r = mlp_step(depth, width, batch, repeats)
-            (oc, ot), (_, jt), (pc, pt) = r["optax"], r["jaxlearn"], r["packed"]
-            print(f"| {depth} x {width} | {r['leaves']} | {r['params']:,} | {ot * 1e3:.3f} "
-                  f"({oc:.1f}) | {jt * 1e3:.3f} | {pt * 1e3:.3f} ({pc:.1f}) | "
-                  f"{ot / pt:.2f}x |", flush=True)
+            cells = " | ".join(f"{r[k][1] * 1e3:.3f} ({r[k][0]:.1f})"
+                               for k in ("optax", "jaxlearn", "packed", "auto"))
+            print(f"| {depth} x {width}, {batch} | {r['leaves']} | {r['params']:,} | {cells} | "
+                  f"{r['optax'][1] / r['auto'][1]:.2f}x | {r['should_pack']} |", flush=True)
 
 
 if __name__ == "__main__":

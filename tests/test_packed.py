@@ -119,18 +119,17 @@ def test_packed_value_and_grad_is_the_tree_gradient_laid_end_to_end():
     tree = _tree()
     x = jnp.ones((2, 4))
     packed = jaxlearn.pack(tree)
-    value, grads = jaxlearn.packed_value_and_grad(_loss)(packed, x)
-    tvalue, tgrads = jax.value_and_grad(_loss)(tree, x)
+    value, grads = jax.jit(jaxlearn.packed_value_and_grad(_loss))(packed, x)
+    tvalue, tgrads = jax.jit(jax.value_and_grad(_loss))(tree, x)
     assert isinstance(grads, jaxlearn.Packed) and grads.layout == packed.layout
     np.testing.assert_allclose(value, tvalue, rtol=1e-6)
     _assert_same_tree(grads.unpack(), tgrads, rtol=1e-6)
     _assert_same_tree(grads, jaxlearn.pack(tgrads, like=packed), rtol=1e-6)
     # With aux, and on a plain tree (then it is jax.value_and_grad).
-    (v, aux), g = jaxlearn.packed_value_and_grad(lambda p, x: (_loss(p, x), 7), has_aux=True)(
-        packed, x
-    )
-    assert aux == 7 and isinstance(g, jaxlearn.Packed)
-    _, g_plain = jaxlearn.packed_value_and_grad(_loss)(tree, x)
+    with_aux = jaxlearn.packed_value_and_grad(lambda p, x: (_loss(p, x), 7 * x), has_aux=True)
+    (_, aux), g = jax.jit(with_aux)(packed, x)
+    assert float(aux[0, 0]) == 7.0 and isinstance(g, jaxlearn.Packed)
+    _, g_plain = jax.jit(jaxlearn.packed_value_and_grad(_loss))(tree, x)
     _assert_same_tree(g_plain, tgrads)
 
 
@@ -152,9 +151,10 @@ def test_vmap_over_members_matches_the_tree_path_and_batch_ndim_packing():
     assert jax.vmap(jaxlearn.pack)(members).layout == packed.layout
     t_state = jax.vmap(opt.init)(members)
     p_state = jax.vmap(opt.init)(packed)
+    both = jax.jit(lambda m, ts, p, ps: (*jax.vmap(tree_step)(m, ts),
+                                         *jax.vmap(packed_step)(p, ps)))
     for _ in range(3):
-        members, t_state = jax.jit(jax.vmap(tree_step))(members, t_state)
-        packed, p_state = jax.jit(jax.vmap(packed_step))(packed, p_state)
+        members, t_state, packed, p_state = both(members, t_state, packed, p_state)
     _assert_same_tree(packed.unpack(), members, rtol=1e-6)
 
 
@@ -249,21 +249,43 @@ def test_integer_leaves_are_packed_apart_and_refused_by_rules_with_the_reason():
         jaxlearn.adam(0.1).init(packed)
 
 
-def test_should_pack_follows_the_cost_model():
+def test_should_pack_and_the_threshold_follow_the_cost_model():
+    c, bandwidth = jaxlearn.PACKING_COST["cpu"]
+    assert jaxlearn.packing_threshold("cpu") == int(c * bandwidth / 16)
+    assert jaxlearn.packing_threshold("cpu", jnp.bfloat16) == int(c * bandwidth / 8)
     many_small = {f"b{i}": jnp.zeros(64) for i in range(200)}
     few_large = {"W1": jnp.zeros((1000, 1000)), "W2": jnp.zeros((1000, 1000))}
     assert jaxlearn.should_pack(many_small, platform="cpu")
     assert not jaxlearn.should_pack(few_large, platform="cpu")
-    assert jaxlearn.should_pack(few_large, platform="gpu") is False
-    assert jaxlearn.should_pack(
-        {f"W{i}": jnp.zeros((256, 256)) for i in range(100)}, platform="gpu"
-    )
-    assert not jaxlearn.should_pack({"W": jnp.zeros(10)}, platform="cpu")  # one leaf
+    assert jaxlearn.should_pack(few_large, platform="gpu")  # 1M < the GPU threshold
+    # One small leaf per dtype: nothing to share a buffer with.
+    assert not jaxlearn.should_pack({"W": few_large["W1"], "b": jnp.zeros(10)}, platform="cpu")
+    assert not jaxlearn.should_pack({"a": jnp.zeros(3), "b": jnp.zeros(3, jnp.bfloat16)},
+                                    platform="cpu")
     assert not jaxlearn.should_pack({}, platform="cpu")
     shapes = jax.eval_shape(lambda: many_small)  # shape structs work too
     assert jaxlearn.should_pack(shapes, platform="cpu")
     with pytest.raises(ValueError, match="`platform` must be one of"):
         jaxlearn.should_pack(many_small, platform="abacus")
+
+
+def test_leaves_above_max_leaf_size_keep_buffers_of_their_own_with_free_views():
+    tree = {"W": jnp.arange(4096.0).reshape(64, 64), "b": jnp.ones(64), "c": jnp.zeros(64)}
+    packed = jaxlearn.pack(tree, max_leaf_size=100)
+    assert [b.shape for b in packed.buffers] == [(4096,), (128,)]
+    _assert_same_tree(packed.unpack(), tree)
+    auto = jaxlearn.pack(tree, max_leaf_size="auto")
+    assert len(auto.buffers) == (1 if jaxlearn.packing_threshold() >= 4096 else 2)
+
+    def loss(p):
+        return jnp.sum(jnp.tanh(p["W"]) * 2.0)
+
+    # A leaf alone in its buffer: the view is a reshape and the gradient needs no concat.
+    only_w = jaxlearn.pack({"W": tree["W"]}, max_leaf_size=0)
+    hlo = jax.jit(jaxlearn.packed_value_and_grad(loss)).lower(only_w).compile().as_text()
+    assert "concatenate" not in hlo and "slice" not in hlo
+    with pytest.raises(ValueError, match="`max_leaf_size` must be None, 'auto' or an int >= 0"):
+        jaxlearn.pack(tree, max_leaf_size="big")
 
 
 def test_leaves_on_different_shardings_go_to_different_buffers():

@@ -68,19 +68,24 @@ def test_logistic_regression_converges_in_a_handful_of_newton_steps_where_gd_nee
 
         # The minimum, to float64 precision, from 12 Newton steps.
         opt = jaxlearn.newton()
-        step = jax.jit(lambda p, s: _step(opt, loss, p, s, X=X, y=y))
-        p, s = p0, opt.init(p0)
-        values = []
-        for _ in range(12):
-            values.append(float(loss(p, X, y)))
-            p, s = step(p, s)
-        best = float(loss(p, X, y))
-        newton_steps = next(i for i, v in enumerate(values) if v - best <= target_gap)
+
+        def newton_run(p):
+            def body(c, _):
+                p, s = c
+                return _step(opt, loss, p, s, X=X, y=y), loss(p, X, y)
+
+            (p, _), values = jax.lax.scan(body, (p, opt.init(p)), None, length=12)
+            return values, loss(p, X, y)
+
+        values, best = jax.jit(newton_run)(p0)
+        best = float(best)
+        newton_steps = int(np.argmax(np.asarray(values) - best <= target_gap))
 
         # Gradient descent at the best safe constant rate, 1 / (largest curvature).
         flat0, unravel = jax.flatten_util.ravel_pytree(p0)
-        hess = jax.hessian(lambda v: loss(unravel(v), X, y))(flat0)
-        lr = 1.0 / float(jnp.max(jnp.linalg.eigvalsh(hess)))
+        top = jax.jit(lambda v: jnp.max(jnp.linalg.eigvalsh(
+            jax.hessian(lambda v: loss(unravel(v), X, y))(v))))
+        lr = 1.0 / float(top(flat0))
         gd = jaxlearn.sgd(lr)
 
         def gd_run(p):
@@ -180,10 +185,11 @@ def test_hessian_free_matches_exact_newton_on_small_problems(saddle_free):
 
         xe, xf = x, x
         se, sf = exact.init(x), free.init(x)
+        both = jax.jit(
+            lambda xe, se, xf, sf: (*_step(exact, bumpy, xe, se), *_step(free, bumpy, xf, sf))
+        )
         for _ in range(2):
-            xe, se, xf, sf = jax.jit(
-                lambda xe, se, xf, sf: (*_step(exact, bumpy, xe, se), *_step(free, bumpy, xf, sf))
-            )(xe, se, xf, sf)
+            xe, se, xf, sf = both(xe, se, xf, sf)
             np.testing.assert_allclose(xe, xf, rtol=1e-9, atol=1e-12)
 
 

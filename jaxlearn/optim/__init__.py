@@ -8,6 +8,7 @@ from jaxlearn.optim.packed import (
     Packed,
     pack,
     packed_value_and_grad,
+    packing_threshold,
     should_pack,
     unpack,
 )
@@ -36,6 +37,7 @@ __all__ = [
     "Packed",
     "pack",
     "packed_value_and_grad",
+    "packing_threshold",
     "should_pack",
     "unpack",
     "AverageState",

@@ -18,7 +18,7 @@ coordinate exactly as it would on its own leaf.
 
 A training step::
 
-    packed = jaxlearn.pack(params)              # once, before the run
+    packed = jaxlearn.pack(params, max_leaf_size="auto")   # once, before the run
     opt_state = opt.init(packed)
 
     @partial(jax.jit, donate_argnums=(0, 1))
@@ -28,6 +28,12 @@ A training step::
         return optax.apply_updates(packed, updates), opt_state, loss
 
     params = packed.unpack()                    # the user's tree, when needed
+
+Which leaves to pack: the update alone is fastest with everything packed, but in a training
+step each packed leaf is also sliced out for the forward pass and its gradient copied back
+in. ``max_leaf_size="auto"`` packs only the leaves small enough for that to pay
+(:func:`packing_threshold`) and gives larger ones a buffer each, whole, at no extra cost;
+:func:`should_pack` says whether packing helps at all.
 
 Transforms that treat leaves differently (``optax.masked``, ``optax.multi_transform``,
 per-layer norms such as LARS or ``clip_by_block_rms``) see buffers, not layers; use them on
@@ -54,6 +60,7 @@ __all__ = [
     "unpack",
     "packed_value_and_grad",
     "should_pack",
+    "packing_threshold",
     "PACKING_COST",
 ]
 
@@ -196,6 +203,9 @@ class Packed:
 # --------------------------------------------------------------------------- packing
 
 
+_OWN = "own buffer"
+
+
 def _sharding_key(leaf: Any) -> Hashable:
     """A leaf's sharding when it spreads over several devices, else None."""
     if is_tracer(leaf) or not isinstance(leaf, jax.Array):
@@ -238,6 +248,7 @@ def _layout_for(
     treedef: Any,
     batch_ndim: int,
     group: Callable[[Any], Hashable] | None,
+    max_leaf_size: int | None,
 ) -> Layout:
     keys: list[Hashable] = []
     dtypes: list[np.dtype] = []
@@ -246,7 +257,11 @@ def _layout_for(
     leaves: list[_Leaf] = []
     for _, leaf in flat:
         dtype = np.dtype(leaf.dtype)
+        shape = tuple(int(d) for d in jnp.shape(leaf)[batch_ndim:])
+        size = math.prod(shape)
         key = group(leaf) if group is not None else _sharding_key(leaf)
+        if max_leaf_size is not None and size > max_leaf_size:
+            key = (_OWN, len(leaves), key)  # a buffer of its own: a view with no copy
         gkey = (dtype, key)
         if gkey not in index:
             index[gkey] = len(dtypes)
@@ -254,8 +269,6 @@ def _layout_for(
             keys.append(key)
             sizes.append(0)
         g = index[gkey]
-        shape = tuple(int(d) for d in jnp.shape(leaf)[batch_ndim:])
-        size = math.prod(shape)
         leaves.append(_Leaf(g, sizes[g], size, shape))
         sizes[g] += size
     return Layout(treedef, tuple(leaves), tuple(dtypes), tuple(sizes), tuple(keys))
@@ -267,6 +280,7 @@ def pack(
     like: Packed | Layout | None = None,
     batch_ndim: int = 0,
     group: Callable[[Any], Hashable] | None = None,
+    max_leaf_size: int | str | None = None,
 ) -> Packed:
     """Lay a pytree's leaves end to end in one flat buffer per dtype (and sharding).
 
@@ -287,6 +301,11 @@ def pack(
     - `group`: optional ``leaf -> hashable``; leaves of one dtype with different keys go
       to different buffers. By default the key is the leaf's sharding when it spans more
       than one device (so a buffer never mixes placements), else None.
+    - `max_leaf_size`: leaves with more elements than this get a buffer of their own,
+      whole, so their view and their gradient cost no copy; ``"auto"`` takes
+      :func:`packing_threshold` for the default backend (what a training step should
+      use); None (the default) packs every leaf (best when nothing reads the view, as
+      in an update alone).
 
     **Returns:** a :class:`Packed`; ``pack(tree).unpack()`` equals ``tree``.
 
@@ -303,6 +322,14 @@ def pack(
         raise ValueError(f"pack: `batch_ndim` must be an int >= 0, got {batch_ndim!r}.")
     if isinstance(tree, Packed):
         raise ValueError("pack: `tree` is already a Packed; call `.unpack()` first to repack.")
+    if isinstance(max_leaf_size, str) and max_leaf_size == "auto":
+        max_leaf_size = packing_threshold()
+    elif max_leaf_size is not None and (
+        isinstance(max_leaf_size, bool) or not isinstance(max_leaf_size, int) or max_leaf_size < 0
+    ):
+        raise ValueError(
+            f"pack: `max_leaf_size` must be None, 'auto' or an int >= 0, got {max_leaf_size!r}."
+        )
     flat, treedef = jax.tree_util.tree_flatten_with_path(tree)
     flat = [(path, _leaf_array(path, leaf)) for path, leaf in flat]
     batch = None
@@ -315,7 +342,7 @@ def pack(
             raise ValueError(f"pack: `like` must be a Packed or a Layout, got {type(like)}.")
         _check_like(flat, treedef, layout, batch_ndim)
     else:
-        layout = _layout_for(flat, treedef, batch_ndim, group)
+        layout = _layout_for(flat, treedef, batch_ndim, group, max_leaf_size)
     pieces: list[list[Any]] = [[] for _ in layout.sizes]
     for (_, leaf), where in zip(flat, layout.leaves, strict=True):
         dtype = layout.dtypes[where.group]
@@ -423,7 +450,8 @@ PACKING_COST: dict[str, tuple[float, float]] = {
     "gpu": (10e-6, 2e12),
     "tpu": (10e-6, 1e12),
 }
-"""Per platform: (seconds each extra leaf costs a tree-path update step, bytes per second).
+"""Per platform: ``(c, B)``, the seconds each leaf costs a tree-path step beyond its bytes,
+and the bytes per second a copy streams at.
 
 Measured with ``benchmarks/update_step.py``: on a 2-core CPU ``optax.adam`` costs about 12
 microseconds per leaf beyond its streaming time (24.7 ms for 2000 leaves of 1M parameters
@@ -432,43 +460,66 @@ in all); on an H200 about 12 to 37 microseconds per leaf (2.50 ms for 200 leaves
 """
 
 
+def _platform(fn: str, platform: str | None) -> str:
+    platform = platform or jax.default_backend()
+    if platform not in PACKING_COST:
+        raise ValueError(
+            f"{fn}: `platform` must be one of {sorted(PACKING_COST)}, got {platform!r}."
+        )
+    return platform
+
+
+def packing_threshold(platform: str | None = None, dtype: Any = jnp.float32) -> int:
+    """The leaf size (elements) below which packing a leaf makes a training step faster.
+
+    Packed, a leaf stops costing its own kernels (``c`` seconds a step) but is moved twice
+    more: sliced out of its buffer for the forward pass and concatenated back with the
+    gradient, ``4 * itemsize`` bytes at bandwidth ``B``. So a leaf is worth packing when
+    ``size < c * B / (4 * itemsize)`` -- with :data:`PACKING_COST`, about 6,000 float32
+    elements on a CPU and about 1.2M on a GPU.
+
+    **Arguments:**
+    - `platform`: ``"cpu"``, ``"gpu"`` or ``"tpu"``; default: the default backend.
+    - `dtype`: the leaves' dtype (its item size sets the bytes moved).
+
+    **Returns:** the threshold, an int; use it as ``pack(params, max_leaf_size=...)``.
+
+    Example:
+        >>> import jaxlearn
+        >>> jaxlearn.packing_threshold("cpu"), jaxlearn.packing_threshold("gpu")
+        (6250, 1250000)
+    """
+    per_leaf, bandwidth = PACKING_COST[_platform("packing_threshold", platform)]
+    return int(per_leaf * bandwidth / (4 * np.dtype(dtype).itemsize))
+
+
 def should_pack(params: Any, *, platform: str | None = None) -> bool:
-    """Whether packing `params` makes a training step faster (a cost model, measured).
+    """Whether ``pack(params, max_leaf_size="auto")`` makes a training step faster.
 
-    A tree-path step pays a fixed cost ``c`` per leaf; a packed step pays it per buffer
-    but moves each parameter twice more (the view's slice in the forward pass and the
-    gradient's concatenation in the backward, ``4 * itemsize`` bytes at bandwidth ``B``).
-    Pack when the kernels saved outweigh the bytes added::
-
-        (leaves - buffers) * c  >  4 * itemsize * n_params / B
-
-    With the measured constants (:data:`PACKING_COST`) this is: on a CPU, pack when the
-    average leaf holds fewer than about 6,000 float32 parameters; on a GPU or TPU, almost
-    always (below about 1M per leaf).
+    True when some dtype has at least two leaves below :func:`packing_threshold`: those
+    share a buffer, each saving its per-leaf cost for fewer extra bytes than it saves,
+    while larger leaves keep buffers of their own at no extra cost. A training loop can
+    call it once on the initial parameters and pack when it says so.
 
     **Arguments:**
     - `params`: the pytree to be trained (arrays or shape/dtype structs).
     - `platform`: ``"cpu"``, ``"gpu"`` or ``"tpu"``; default: the default backend.
 
-    **Returns:** True when the packed path is expected to be faster.
+    **Returns:** True when packing is expected to be faster.
 
     Example:
         >>> import jax.numpy as jnp, jaxlearn
         >>> many_small = {f"b{i}": jnp.zeros(64) for i in range(100)}
         >>> jaxlearn.should_pack(many_small, platform="cpu")
         True
-        >>> jaxlearn.should_pack({"W": jnp.zeros((1000, 1000))}, platform="cpu")
+        >>> jaxlearn.should_pack({"W": jnp.zeros((1000, 1000)), "b": jnp.zeros(1000)},
+        ...                      platform="cpu")
         False
     """
-    platform = platform or jax.default_backend()
-    if platform not in PACKING_COST:
-        raise ValueError(
-            f"should_pack: `platform` must be one of {sorted(PACKING_COST)}, got {platform!r}."
-        )
-    leaves = jax.tree.leaves(params)
-    if not leaves:
-        return False
-    per_leaf, bandwidth = PACKING_COST[platform]
-    groups = {np.dtype(x.dtype) for x in leaves}
-    extra_bytes = sum(4 * np.dtype(x.dtype).itemsize * math.prod(jnp.shape(x)) for x in leaves)
-    return (len(leaves) - len(groups)) * per_leaf > extra_bytes / bandwidth
+    platform = _platform("should_pack", platform)
+    small: dict[np.dtype, int] = {}
+    for leaf in jax.tree.leaves(params):
+        dtype = np.dtype(leaf.dtype)
+        if math.prod(jnp.shape(leaf)) <= packing_threshold(platform, dtype):
+            small[dtype] = small.get(dtype, 0) + 1
+    return any(n >= 2 for n in small.values())
