@@ -342,13 +342,12 @@ def stage_search(run: Run) -> dict[str, Any]:
             trials_per_call=s.search_trials_per_call, callback=callback,
         )
     bar.close()
+    import matplotlib.pyplot as plt  # Study.plot draws with pyplot: close its figures
+
     out_stages = []
     for i, (st, sp) in enumerate(zip(study.stages, study.spaces, strict=True), start=1):
         fig_path = run.figures / f"search_stage{i}.png"
-        fig = st.plot(path=fig_path)
-        import matplotlib.pyplot as plt
-
-        plt.close(fig)
+        plt.close(st.plot(path=fig_path))
         ok = [t for t in st.ranked() if t.status != "failed"]
         out_stages.append({
             "stage": i,
@@ -496,9 +495,6 @@ def stage_diagnosis(run: Run) -> dict[str, Any]:
             jaxlearn.leaf_names(params), jax.tree.leaves(params), strict=True)})
     d = jaxlearn.diagnose(h)
     figs = plot_history(h, run.figures / "final_run")
-    import matplotlib.pyplot as plt
-
-    plt.close("all")
     tr_acc, va_acc = h.train_accuracy, h.val_accuracy
     ratios = {}
     spe = int(h.meta.get("steps_per_epoch") or 1)
