@@ -138,6 +138,18 @@ def test_per_member_hyperparameters_train_as_one_program_without_retracing(count
                           progress=False)
     np.testing.assert_allclose(r2.params["W1"][1], single.params["W1"], rtol=1e-5, atol=1e-6)
     assert r2.history.meta["hparams"][1] == pytest.approx({"learning_rate": 0.2})
+    # A diverging member is named, its non-finite updates skipped; the others train on.
+    n_traces = len(traces)
+    with pytest.warns(RuntimeWarning, match=r"non-finite in member\(s\) \[1\] \(first at "
+                                            r"steps \[0\]\)"):
+        r3 = fit_ensemble(tr, (x, y), num_members=3, learning_rate=[0.5, 3e38, 0.0],
+                          num_epochs=3, train_eval_size=0)
+    assert len(traces) == n_traces
+    assert r3.history.meta["first_nonfinite_step"] == [None, 0, None]
+    assert not r3.history.finite[1].any() and r3.history.finite[[0, 2]].all()
+    init1 = tr.init(jax.random.split(jax.random.key(1), 3)[0], {"learning_rate": 0.0}).params
+    np.testing.assert_array_equal(r3.params["W1"][1], init1["W1"])  # every update skipped
+    np.testing.assert_array_equal(r3.params["W1"][::2], r.params["W1"][::2])
 
 
 @pytest.fixture(scope="module")
