@@ -495,10 +495,16 @@ def check_grad(
     ``f`` (max winners, comparisons, abs, sort order, ...): a coordinate whose ``x + h``
     and ``x - h`` evaluations decided differently crossed a kink and is reported as such,
     not as a wrong gradient. Gradients below the floating-point noise floor of the
-    difference quotient (``noise_factor * eps * |f| / 2h``) are judged by that absolute
-    tolerance and counted as "noise", never as failures. Forward mode (``jax.jvp``) is
-    compared with reverse mode too, which catches ``custom_jvp`` rules that disagree with
-    their transpose.
+    difference quotient are judged by the absolute tolerance
+    ``noise_factor * eps * (|f| + |x| |g|) / 2h`` (``eps`` of float64, or of the lowest
+    precision ``f`` casts to, which the report notes) and counted as "noise", never as
+    failures. Forward mode (``jax.jvp``) is compared with reverse mode too, which catches
+    ``custom_jvp`` rules that disagree with their transpose; a ``custom_vjp`` has no
+    forward mode, which the report notes.
+
+    A perturbed weight enters ``f`` sparsely: ``x @ (W + h e_ij)`` is evaluated as the
+    shared ``x @ W`` plus ``h x[:, i]`` in column ``j`` (exactly ``f(W + h e_ij)`` to
+    rounding), so a full check costs a fraction of ``2P`` separate evaluations.
 
     **Arguments:**
     - `f`: ``f(params, *args) -> scalar`` (``f(params, *args, key=key)`` with a `key`).
@@ -529,7 +535,7 @@ def check_grad(
       advise; a :class:`RegularizationWarning` is issued when on some leaf
       ``|grad R| > dominance * |grad f|``.
     - `dominance`: the ratio for that warning.
-    - `noise_factor`: multiple of ``eps * |f| / 2h`` used as the absolute tolerance.
+    - `noise_factor`: the multiple in that absolute tolerance.
     - `leafwise`: one perturbation program per leaf (faster for big checks: work that does
       not depend on the perturbed leaf is done once) or one for all leaves (compiles
       ``f`` once); default: per leaf for params of 4096 elements or more, or checks of
