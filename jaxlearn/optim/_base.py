@@ -11,6 +11,7 @@ both paths compute the same numbers by construction.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -147,20 +148,15 @@ def _cast_scalars(
 
 # One jitted wrapper per kernel, so a tree of many leaves that share a shape and dtype traces
 # and lowers the kernel once (XLA inlines the calls and fuses exactly as if written out);
-# tracing it afresh for each of 2000 leaves was most of the update's trace time.
-_LEAF_KERNELS: dict[Kernel, Callable] = {}
-
-
+# tracing it afresh for each of 2000 leaves was most of the update's trace time. Bounded, so
+# rules built from fresh lambdas in a loop do not accumulate.
+@functools.lru_cache(maxsize=256)
 def _leaf_kernel(kernel: Kernel) -> Callable:
-    fn = _LEAF_KERNELS.get(kernel)
-    if fn is None:
+    def run(g, slots, hp, t):
+        u, new = kernel(g.astype(t.dtype), slots, hp, t)
+        return u.astype(g.dtype), new
 
-        def run(g, slots, hp, t):
-            u, new = kernel(g.astype(t.dtype), slots, hp, t)
-            return u.astype(g.dtype), new
-
-        fn = _LEAF_KERNELS[kernel] = jax.jit(run)
-    return fn
+    return jax.jit(run)
 
 
 def transform(rule: Rule, hparams: Mapping[str, Hyper]) -> optax.GradientTransformationExtraArgs:

@@ -35,6 +35,13 @@ in. ``max_leaf_size="auto"`` packs only the leaves small enough for that to pay
 (:func:`packing_threshold`) and gives larger ones a buffer each, whole, at no extra cost;
 :func:`should_pack` says whether packing helps at all.
 
+Compile time: the update on packed buffers compiles in a fraction of a second however many
+leaves there are (one kernel per buffer), but a training step compiles *slower* packed, as
+XLA bakes each view's offset into the kernel that reads it, so same-shaped layers no longer
+share compiled kernels (on the 2-core CPU, a 100-layer MLP step: 11 s packed against 3.4 s
+on the tree, for 3.7x faster steps). Packing pays over a run of a few thousand steps there;
+on a GPU, where per-kernel launch costs are what packing removes, much sooner.
+
 Transforms that treat leaves differently (``optax.masked``, ``optax.multi_transform``,
 per-layer norms such as LARS or ``clip_by_block_rms``) see buffers, not layers; use them on
 the plain tree.
