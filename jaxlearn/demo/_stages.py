@@ -342,12 +342,10 @@ def stage_search(run: Run) -> dict[str, Any]:
             trials_per_call=s.search_trials_per_call, callback=callback,
         )
     bar.close()
-    import matplotlib.pyplot as plt  # Study.plot draws with pyplot: close its figures
-
     out_stages = []
     for i, (st, sp) in enumerate(zip(study.stages, study.spaces, strict=True), start=1):
         fig_path = run.figures / f"search_stage{i}.png"
-        plt.close(st.plot(path=fig_path))
+        st.plot(path=fig_path)
         ok = [t for t in st.ranked() if t.status != "failed"]
         out_stages.append({
             "stage": i,

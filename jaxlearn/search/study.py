@@ -352,21 +352,16 @@ class Study:
 
         **Returns:** the matplotlib ``Figure``.
         """
-        try:
-            import matplotlib
+        # A figure on its own canvas: no pyplot state, no change of the user's backend, and
+        # nothing left open when the caller drops it.
+        from jaxlearn.plots import _figure
 
-            if path is not None:
-                matplotlib.use("Agg", force=False)
-            import matplotlib.pyplot as plt
-        except ImportError as e:  # pragma: no cover - depends on the environment
-            raise ImportError(
-                "Study.plot needs matplotlib: pip install 'jaxlearn[plot]'."
-            ) from e
         metric = metric or self.metric
         names = [n for n, d in self.space.items() if d.numeric]
         if not names:
             raise ValueError("Study.plot: the space has no numeric hyperparameter to plot.")
-        fig, axes = plt.subplots(1, len(names), figsize=(4 * len(names), 3.2), squeeze=False)
+        fig = _figure((4 * len(names), 3.2))
+        axes = fig.subplots(1, len(names), squeeze=False)
 
         def value_of(t: Trial) -> float:
             return t.value if metric == self.metric else t.metrics.get(metric, math.nan)
@@ -390,7 +385,6 @@ class Study:
             ax.set_ylabel(metric)
             ax.grid(alpha=0.3)
         axes[0][0].legend(loc="best", fontsize=8)
-        fig.tight_layout()
         if path is not None:
             fig.savefig(os.fspath(path))
         return fig

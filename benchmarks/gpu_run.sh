@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Every accelerator benchmark in one pass, each under its own time limit, so that one slow
+# case cannot take the others' time. Run from the repository root:
+#   OUT=/tmp/gpu bash benchmarks/gpu_run.sh
+# Each benchmark's output goes to $OUT/<name>.txt (unbuffered, so a run cut off by its
+# limit keeps what it printed).
+set -u
+OUT=${OUT:-/tmp/jaxlearn-gpu}
+mkdir -p "$OUT"
+export PYTHONPATH=".:${EXTRA_PYTHONPATH:-}"
+export XLA_PYTHON_CLIENT_PREALLOCATE=false
+{
+  date -u
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  python -c "import jax, optax, sys; print('python', sys.version.split()[0], 'jax', jax.__version__, 'optax', optax.__version__, jax.devices())"
+} > "$OUT/machine.txt" 2>&1
+cat "$OUT/machine.txt"
+
+run() {
+  local name=$1 limit=$2
+  shift 2
+  echo "== $name (limit ${limit}s): $*"
+  local t0=$SECONDS
+  timeout "$limit" python -u "$@" > "$OUT/$name.txt" 2>&1
+  echo "exit $? after $((SECONDS - t0)) s" >> "$OUT/$name.txt"
+  tail -n 25 "$OUT/$name.txt"
+}
+
+run ensemble "${LIMIT_ENSEMBLE:-120}" benchmarks/ensemble.py --gpu --sizes 1,8,64,512 --epochs 10 --repeats 3
+run search "${LIMIT_SEARCH:-110}" benchmarks/search.py --gpu
+run update_step "${LIMIT_UPDATE:-120}" benchmarks/update_step.py --gpu --rules adam,momentum --skip-mlp
+run gradcheck "${LIMIT_GRADCHECK:-80}" benchmarks/gradcheck.py --gpu
+run train "${LIMIT_TRAIN:-60}" benchmarks/train.py --gpu --repeats 3
