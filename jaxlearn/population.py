@@ -49,18 +49,37 @@ Contract (what callers, ensembles and search, rely on)
       when you want to decide by measurement.
 - Devices: by default every device of ``jax.devices()`` (all processes' devices after
   ``jax.distributed.initialize()``). With ``D > 1`` devices the population is padded to a
-  multiple of ``D`` (with copies of member 0), placed with
-  ``NamedSharding(Mesh(devices, (axis_name,)), PartitionSpec(axis_name))`` so device ``d``
-  holds members ``d*M .. (d+1)*M - 1`` (``M = padded N / D``), and ``shared`` is
+  multiple of ``D`` (with copies of member 0) only when ``N`` is not one already, placed
+  with ``NamedSharding(Mesh(devices, (axis_name,)), PartitionSpec(axis_name))`` so device
+  ``d`` holds members ``d*M .. (d+1)*M - 1`` (``M = padded N / D``), and ``shared`` is
   replicated (``PartitionSpec()``). Inside the program an outer ``vmap(...,
   spmd_axis_name=axis_name)`` over devices runs the chosen strategy on each device's ``M``
-  members locally; no member crosses devices. The padding is dropped from the results.
-  Pass ``devices=[jax.devices()[0]]`` for a one-device run. In a multi-process run every
-  process must build the same ``members`` and ``shared`` values (e.g. from the same key):
-  they are placed with ``jax.device_put`` onto the global mesh.
+  members locally; no member crosses devices. Pass ``devices=[jax.devices()[0]]`` for a
+  one-device run. In a multi-process run every process must build the same ``members``
+  and ``shared`` values (e.g. from the same key): they are placed with
+  ``jax.device_put`` onto the global mesh.
+- Typed PRNG keys among the members are placed as their raw key data
+  (``jax.random.key_data``, ``uint32``) and wrapped back (``jax.random.wrap_key_data``
+  with the same implementation) inside the program: ``fn`` sees typed keys, and the
+  placement works on a mesh spanning processes, where ``jax.device_put`` refuses typed
+  keys.
+- Placement is one ``jax.device_put`` of all members and shared values (NumPy leaves are
+  padded on the host first), so NumPy members cost one transfer per call.
 - Results are what ``fn`` returns (any pytree of arrays), each leaf with leading axis
-  ``N``; the padding members never appear. A member that produces NaN does not affect
-  the others (members are independent); reporting it is the caller's business.
+  ``N``. When ``N`` is a multiple of ``D`` (always with one device) they keep the
+  population's layout: on several devices, sharded over the mesh like the members. When
+  padding was needed, the padding is dropped inside the program and the results come
+  back *replicated* on every device (an uneven split of ``N`` rows over ``D`` devices is
+  no ``NamedSharding``); pass ``keep_padding=True`` to get the padded results instead
+  (leading axis ``plan.padded_size``, still sharded member by member, rows from
+  ``plan.population_size`` on copies of member 0). Padded results fed back as members
+  (a training state carried from call to call) need no padding again. A member that
+  produces NaN does not affect the others (members are independent); reporting it is the
+  caller's business.
+- Compiled programs are kept per ``fn`` object (weakly) and shared by every
+  ``population_map(fn, ...)`` with the same options: the winner of
+  :func:`measure_strategies`, or a second ``population_map`` of the same function, does
+  not compile again.
 
 Example:
     >>> import jax, jax.numpy as jnp
@@ -211,28 +230,54 @@ def population_size(members: Any, fn: str = "population_size") -> int:
     return int(n)
 
 
-def _pad(members: Any, padded: int) -> Any:
-    def pad(x):
-        n = x.shape[0]
-        if n == padded:
-            return x
-        reps = jnp.broadcast_to(x[:1], (padded - n, *x.shape[1:])) if not _is_key(x) else (
-            jnp.concatenate([x[:1]] * (padded - n))
-        )
-        return jnp.concatenate([x, reps])
-
-    return jax.tree.map(pad, members)
-
-
 def _is_key(x: Any) -> bool:
     return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
-def _as_device_array(x: Any) -> Any:
-    # A weakly typed leaf (``jnp.full(n, 0.1)``) would compile another program than the
-    # same values strongly typed; members are always strongly typed.
-    x = x if isinstance(x, jax.Array) else jnp.asarray(x)
-    return x.astype(x.dtype) if getattr(x, "weak_type", False) else x
+def _as_leaf(x: Any) -> Any:
+    # Host values stay on the host until the one device_put of a call. A weakly typed
+    # jax array (``jnp.full(n, 0.1)``) would compile another program than the same values
+    # strongly typed; members are always strongly typed.
+    if isinstance(x, jax.Array):
+        return x.astype(x.dtype) if getattr(x, "weak_type", False) else x
+    return np.asarray(x)
+
+
+def _pad_leaf(x: Any, padded: int) -> Any:
+    n = x.shape[0]
+    if n == padded:
+        return x
+    if isinstance(x, np.ndarray):
+        return np.concatenate([x, np.repeat(x[:1], padded - n, axis=0)])
+    return jnp.concatenate([x, jnp.broadcast_to(x[:1], (padded - n, *x.shape[1:]))])
+
+
+def _raw_keys(leaves: list[Any]) -> tuple[list[Any], tuple[Any, ...]]:
+    """Typed key leaves as their raw key data, and each leaf's key implementation (or None)."""
+    impls = tuple(jax.random.key_impl(x) if _is_key(x) else None for x in leaves)
+    if not any(i is not None for i in impls):
+        return leaves, impls
+    raw = [jax.random.key_data(x) if i is not None else x for x, i in zip(leaves, impls,
+                                                                           strict=True)]
+    return raw, impls
+
+
+def _wrap_keys(leaves: list[Any], impls: tuple[Any, ...]) -> list[Any]:
+    return [x if i is None else jax.random.wrap_key_data(x, impl=i)
+            for x, i in zip(leaves, impls, strict=True)]
+
+
+def _to_host_for_processes(x: Any) -> Any:
+    # On a mesh spanning processes, jax.device_put takes host values (the same on every
+    # process); an array committed to one local device is not one of them.
+    if jax.process_count() > 1 and isinstance(x, jax.Array) and x.is_fully_addressable:
+        return np.asarray(x)
+    return x
+
+
+# fn -> {program options: jitted program}: every PopulationFn of the same function shares
+# the compiled programs (measure_strategies' winner is not compiled again).
+_PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 class PopulationFn:
@@ -248,13 +293,18 @@ class PopulationFn:
         chunk_size: int | None,
         devices: Sequence[Any] | None,
         axis_name: str,
+        keep_padding: bool = False,
     ) -> None:
         self.fn = fn
         self.strategy = strategy
         self.chunk_size = chunk_size
         self._devices = None if devices is None else tuple(devices)
         self.axis_name = axis_name
-        self._programs: dict[tuple, Callable[..., Any]] = {}
+        self.keep_padding = keep_padding
+        try:
+            self._programs: dict[tuple, Callable[..., Any]] = _PROGRAMS.setdefault(fn, {})
+        except TypeError:  # not weak-referable: programs kept by this object only
+            self._programs = {}
 
     def devices(self) -> tuple[Any, ...]:
         """The devices the population axis is sharded over."""
@@ -262,7 +312,9 @@ class PopulationFn:
 
     def plan(self, members: Any) -> Plan:
         """What a call with ``members`` does: strategy, chunk size, devices and padding."""
-        n = population_size(members, "population_map")
+        return self._plan(population_size(members, "population_map"))
+
+    def _plan(self, n: int) -> Plan:
         devices = self.devices()
         d = len(devices)
         padded = -(-n // d) * d
@@ -276,8 +328,13 @@ class PopulationFn:
             strategy, chunk = self.strategy, None
         return Plan(strategy, chunk, d, n, padded, per, backend)
 
-    def _program(self, plan: Plan) -> Callable[..., Any]:
-        key = (plan.strategy, plan.chunk_size, plan.num_devices, plan.per_device)
+    def _program(self, plan: Plan, impls: tuple[Any, ...], treedef: Any) -> Callable[..., Any]:
+        cut = None
+        if plan.padded_size != plan.population_size and not self.keep_padding:
+            cut = plan.population_size
+        devices = self.devices()
+        key = (plan.strategy, plan.chunk_size, plan.per_device, devices, self.axis_name,
+               impls, treedef, cut)
         prog = self._programs.get(key)
         if prog is not None:
             return prog
@@ -292,45 +349,60 @@ class PopulationFn:
                 return lax.map(body, members, batch_size=chunk)
             return lax.map(body, members)
 
-        if d == 1:
-            program = jax.jit(local)
-        else:
-            mesh = Mesh(np.asarray(self.devices()), (axis,))
-            split = NamedSharding(mesh, PartitionSpec(axis))
+        def typed(leaves: list[Any]) -> Any:
+            return jax.tree.unflatten(treedef, _wrap_keys(leaves, impls))
 
-            def sharded(members: Any, shared: tuple) -> Any:
+        if d == 1:
+            program = jax.jit(lambda leaves, shared: local(typed(leaves), shared))
+        else:
+            mesh = Mesh(np.asarray(devices), (axis,))
+            out_sharding = NamedSharding(mesh, PartitionSpec(axis if cut is None else None))
+
+            def sharded(leaves: list[Any], shared: tuple) -> Any:
+                members = typed(leaves)
                 grouped = jax.tree.map(lambda x: x.reshape(d, per, *x.shape[1:]), members)
                 out = jax.vmap(local, in_axes=(0, None), spmd_axis_name=axis)(grouped, shared)
-                return jax.tree.map(lambda x: x.reshape(d * per, *x.shape[2:]), out)
+                out = jax.tree.map(lambda x: x.reshape(d * per, *x.shape[2:]), out)
+                return out if cut is None else jax.tree.map(lambda x: x[:cut], out)
 
-            program = jax.jit(sharded, out_shardings=split)
+            program = jax.jit(sharded, out_shardings=out_sharding)
         self._programs[key] = program
         return program
 
-    def place(self, members: Any, shared: tuple, plan: Plan) -> tuple[Any, tuple]:
-        """Pad ``members`` to the plan's size and put them and ``shared`` on the devices."""
-        members = jax.tree.map(_as_device_array, members)
-        shared = jax.tree.map(_as_device_array, shared)
-        members = _pad(members, plan.padded_size)
+    def _prepare(self, members: Any, shared: tuple, plan: Plan) -> tuple[list, tuple, tuple, Any]:
+        """Members as padded leaves (keys as raw data) and shared, on the devices."""
+        leaves, treedef = jax.tree.flatten(members)
+        leaves, impls = _raw_keys([_as_leaf(x) for x in leaves])
+        leaves = [_pad_leaf(x, plan.padded_size) for x in leaves]
+        shared = jax.tree.map(_as_leaf, shared)
         if plan.num_devices == 1:
             if self._devices is not None:
-                members, shared = jax.device_put((members, shared), self._devices[0])
-            return members, shared
+                leaves, shared = jax.device_put((leaves, shared), self._devices[0])
+            else:
+                leaves, shared = jax.device_put((leaves, shared))
+            return leaves, shared, impls, treedef
         mesh = Mesh(np.asarray(self.devices()), (self.axis_name,))
         split = NamedSharding(mesh, PartitionSpec(self.axis_name))
         replicated = NamedSharding(mesh, PartitionSpec())
-        members = jax.device_put(members, split)
-        shared = jax.device_put(shared, replicated)
-        return members, shared
+        leaves, shared = jax.tree.map(_to_host_for_processes, (leaves, shared))
+        leaves, shared = jax.device_put(
+            (leaves, shared),
+            ([split] * len(leaves), jax.tree.map(lambda _: replicated, shared)),
+        )
+        return leaves, shared, impls, treedef
+
+    def place(self, members: Any, shared: tuple, plan: Plan) -> tuple[Any, tuple]:
+        """Pad ``members`` to the plan's size and put them and ``shared`` on the devices.
+
+        Typed keys are placed as their raw key data (see the module docstring).
+        """
+        leaves, shared, _, treedef = self._prepare(members, shared, plan)
+        return jax.tree.unflatten(treedef, leaves), shared
 
     def __call__(self, members: Any, *shared: Any) -> Any:
         plan = self.plan(members)
-        program = self._program(plan)
-        members, shared = self.place(members, shared, plan)
-        out = program(members, shared)
-        if plan.padded_size != plan.population_size:
-            out = jax.tree.map(lambda x: x[: plan.population_size], out)
-        return out
+        leaves, placed, impls, treedef = self._prepare(members, shared, plan)
+        return self._program(plan, impls, treedef)(leaves, placed)
 
 
 def population_map(
@@ -340,6 +412,7 @@ def population_map(
     chunk_size: int | None = None,
     devices: Sequence[Any] | None = None,
     axis_name: str = "population",
+    keep_padding: bool = False,
 ) -> PopulationFn:
     """Turn ``fn(member, *shared)`` into one compiled function of a whole population.
 
@@ -356,6 +429,9 @@ def population_map(
     - `devices`: devices to shard the population over; None means all of
       ``jax.devices()``.
     - `axis_name`: the mesh axis name of the population (for ``spmd_axis_name``).
+    - `keep_padding`: on several devices, return the results of the padded population
+      (leading axis ``plan.padded_size``, sharded member by member) instead of dropping
+      the padding (which returns them replicated when padding was needed).
 
     **Returns:** a callable ``run(members, *shared)`` with a ``plan(members)`` method.
 
@@ -381,10 +457,11 @@ def population_map(
             raise ValueError("population_map: `devices` is empty; pass None for all devices.")
     if not isinstance(axis_name, str) or not axis_name:
         raise ValueError(f"population_map: `axis_name` must be a non-empty str, got {axis_name!r}.")
-    return PopulationFn(fn, strategy, chunk, devices, axis_name)
-
-
-_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+    if not isinstance(keep_padding, bool):
+        raise ValueError(
+            f"population_map: `keep_padding` must be True or False, got {keep_padding!r}."
+        )
+    return PopulationFn(fn, strategy, chunk, devices, axis_name, keep_padding)
 
 
 def run_population(
@@ -411,16 +488,7 @@ def run_population(
         >>> run_population(square, jnp.arange(4.0), strategy="sequential")
         Array([0., 1., 4., 9.], dtype=float32)
     """
-    options = (strategy, chunk_size, None if devices is None else tuple(devices))
-    try:
-        per_fn = _CACHE.setdefault(fn, {})
-    except TypeError:  # not weak-referable: no cache
-        per_fn = {}
-    run = per_fn.get(options)
-    if run is None:
-        run = per_fn[options] = population_map(
-            fn, strategy=strategy, chunk_size=chunk_size, devices=devices
-        )
+    run = population_map(fn, strategy=strategy, chunk_size=chunk_size, devices=devices)
     return run(members, *shared)
 
 
@@ -436,7 +504,9 @@ def measure_strategies(
 
     Each candidate (``vmap``, ``sequential`` and ``chunked`` for every chunk size below the
     members per device) is compiled, run once, then timed as the median of `repeats`
-    runs with ``block_until_ready``.
+    runs with ``block_until_ready``. The compiled candidates are kept with `fn` (see the
+    module docstring): running the winner afterwards, ``population_map(fn,
+    strategy=...)`` or :func:`run_population`, does not compile it again.
 
     **Arguments:**
     - `fn`, `members`, `shared`, `devices`: as :func:`population_map`.

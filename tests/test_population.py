@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
 import textwrap
@@ -15,6 +16,7 @@ import pytest
 
 from jaxlearn.population import (
     choose_strategy,
+    measure_strategies,
     population_map,
     population_size,
     run_population,
@@ -146,6 +148,7 @@ _SHARDED = textwrap.dedent(
         plan = run.plan(members)
         assert (plan.num_devices, plan.padded_size, plan.per_device) == (4, 8, 2), plan
         placed, _ = run.place(members, (x,), plan)
+        assert placed["key"].dtype == jnp.uint32  # typed keys travel as their raw data
         for leaf in jax.tree.leaves(placed):  # each device holds its two members
             shards = leaf.addressable_shards
             assert sorted(s.device.id for s in shards) == [0, 1, 2, 3]
@@ -156,10 +159,26 @@ _SHARDED = textwrap.dedent(
         assert out["w"].shape == (6, 3) and out["y"].shape == (6, 2)
         np.testing.assert_allclose(out["w"], one["w"], rtol=1e-6)
         np.testing.assert_allclose(out["y"], one["y"], rtol=1e-6)
+    # A multiple of the devices keeps the member axis sharded; six members are padded to
+    # eight, and the padding is dropped inside the program (replicated rows) unless kept.
     eight = {"lr": jnp.linspace(0.1, 1.0, 8), "key": jax.random.split(jax.random.key(0), 8)}
     shards = population_map(fn, strategy="vmap")(eight, x)["w"].addressable_shards
     assert all(s.data.shape == (2, 3) for s in shards), [s.data.shape for s in shards]
     assert sorted(s.index[0].start for s in shards) == [0, 2, 4, 6]
+    six = population_map(fn, strategy="vmap")(members, x)["w"]
+    assert six.shape == (6, 3) and six.sharding.spec == jax.sharding.PartitionSpec(None)
+    kept = population_map(fn, strategy="vmap", keep_padding=True)
+    padded = kept(members, x)
+    assert padded["w"].shape == (8, 3), padded["w"].shape
+    assert [s.data.shape for s in padded["w"].addressable_shards] == [(2, 3)] * 4
+    np.testing.assert_allclose(padded["w"][:6], six, rtol=1e-6)
+    np.testing.assert_allclose(padded["w"][6:], np.stack([six[0], six[0]]), rtol=1e-6)
+    # Typed keys returned by fn come back typed and sharded; fed back, they need no padding.
+    step = population_map(lambda m: {"lr": m["lr"], "key": jax.random.fold_in(m["key"], 1)},
+                          strategy="vmap", keep_padding=True)
+    state = step(members)
+    assert jax.dtypes.issubdtype(state["key"].dtype, jax.dtypes.prng_key)
+    assert step.plan(state).padded_size == 8 and step(state)["key"].shape == (8,)
     print("SHARDED OK")
     """
 )
@@ -175,3 +194,75 @@ def test_population_is_sharded_over_four_cpu_devices_and_equals_the_one_device_r
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SHARDED OK" in proc.stdout
+
+
+_PROCESS = textwrap.dedent(
+    """
+    import sys
+    import jax
+    pid, port = int(sys.argv[1]), sys.argv[2]
+    jax.distributed.initialize(f"localhost:{port}", num_processes=2, process_id=pid)
+    import jax.numpy as jnp, numpy as np
+    from jaxlearn.population import population_map
+
+    def fn(m, x):
+        return {"w": m["lr"] * jax.random.normal(m["key"], (3,)) + x}
+
+    assert (len(jax.devices()), len(jax.local_devices())) == (4, 2)
+    # Typed keys, as the contract allows: placed as raw key data on the global mesh.
+    members = {"lr": jnp.linspace(0.1, 1.0, 6), "key": jax.random.split(jax.random.key(0), 6)}
+    want = np.asarray(jax.vmap(fn, in_axes=(0, None))(members, jnp.ones(3))["w"])
+    w = population_map(fn, strategy="vmap")(members, jnp.ones(3))["w"]
+    assert w.shape == (6, 3) and w.is_fully_replicated
+    np.testing.assert_allclose(np.asarray(w.addressable_data(0)), want, rtol=1e-6)
+    kept = population_map(fn, strategy="vmap", keep_padding=True)(members, jnp.ones(3))["w"]
+    local = sorted((s.index[0].start, np.asarray(s.data)) for s in kept.addressable_shards)
+    assert [i for i, _ in local] == [4 * pid, 4 * pid + 2], local
+    for i, data in local:
+        np.testing.assert_allclose(data, np.concatenate([want, want[:1], want[:1]])[i:i + 2],
+                                   rtol=1e-6)
+    print("PROCESS OK", pid)
+    """
+)
+
+
+def test_typed_keys_run_on_a_mesh_spanning_two_processes():
+    with socket.socket() as sock:
+        sock.bind(("localhost", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ)
+    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
+    env["JAX_PLATFORMS"] = "cpu"
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    procs = [subprocess.Popen([sys.executable, "-c", _PROCESS, str(i), str(port)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=300) for p in procs]
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    for i, (p, (out, err)) in enumerate(zip(procs, outs, strict=True)):
+        assert p.returncode == 0, err[-3000:]
+        assert f"PROCESS OK {i}" in out
+
+
+def test_measured_winner_and_a_second_map_of_the_same_function_do_not_compile_again():
+    traces = []
+
+    def fn(m):
+        traces.append(1)
+        return jnp.sin(m) * 2.0
+
+    members = jnp.arange(16.0)
+    timings = measure_strategies(fn, members, chunk_sizes=(4,), repeats=1)
+    assert sorted(timings) == ["chunked:4", "sequential", "vmap"]
+    assert len(traces) == 3  # one program per candidate
+    winner = next(iter(timings))
+    strategy, _, chunk = winner.partition(":")
+    out = population_map(fn, strategy=strategy, chunk_size=int(chunk) if chunk else None)(
+        members + 1.0)
+    run_population(fn, members, strategy="vmap")
+    assert len(traces) == 3
+    np.testing.assert_allclose(out, 2.0 * np.sin(np.arange(16.0) + 1.0), rtol=1e-6)
