@@ -63,8 +63,9 @@ Contract (what callers, ensembles and search, rely on)
   with the same implementation) inside the program: ``fn`` sees typed keys, and the
   placement works on a mesh spanning processes, where ``jax.device_put`` refuses typed
   keys.
-- Placement is one ``jax.device_put`` of all members and shared values (NumPy leaves are
-  padded on the host first), so NumPy members cost one transfer per call.
+- Placement is one transfer of all members and shared values per call (NumPy leaves are
+  padded on the host first): one ``jax.device_put`` onto the mesh or the device asked
+  for, or, on the default device, the jitted call's own transfer of its arguments.
 - Results are what ``fn`` returns (any pytree of arrays), each leaf with leading axis
   ``N``. When ``N`` is a multiple of ``D`` (always with one device) they keep the
   population's layout: on several devices, sharded over the mesh like the members. When
@@ -353,7 +354,10 @@ class PopulationFn:
             return jax.tree.unflatten(treedef, _wrap_keys(leaves, impls))
 
         if d == 1:
-            program = jax.jit(lambda leaves, shared: local(typed(leaves), shared))
+            def population(leaves: list[Any], shared: tuple) -> Any:
+                return local(typed(leaves), shared)
+
+            program = jax.jit(population)
         else:
             mesh = Mesh(np.asarray(devices), (axis,))
             out_sharding = NamedSharding(mesh, PartitionSpec(axis if cut is None else None))
@@ -378,8 +382,8 @@ class PopulationFn:
         if plan.num_devices == 1:
             if self._devices is not None:
                 leaves, shared = jax.device_put((leaves, shared), self._devices[0])
-            else:
-                leaves, shared = jax.device_put((leaves, shared))
+            # Else the jitted call itself transfers the host leaves to the default device,
+            # all in one go (cheaper than a separate jax.device_put of the tree).
             return leaves, shared, impls, treedef
         mesh = Mesh(np.asarray(self.devices()), (self.axis_name,))
         split = NamedSharding(mesh, PartitionSpec(self.axis_name))

@@ -203,6 +203,38 @@ def test_outputs_that_are_not_scalars_or_histories_are_refused():
     with pytest.raises(ValueError, match="`num_trials` must be an int >= 1, got 0"):
         random_search(lambda hp, k: {"a": hp["x"]}, {"x": uniform(0.0, 1.0)}, 0,
                       jax.random.key(0))
+    with pytest.raises(ValueError, match=r"grid_search: unknown option\(s\) \['stratgy'\]"):
+        grid_search(lambda hp, k: {"a": hp["x"]}, {"x": uniform(0.0, 1.0)},
+                    jax.random.key(0), stratgy="vmap")
+
+
+def test_a_search_draws_the_documented_points_and_keys_and_compiles_nothing_again():
+    # Trial n: the point sample(space, k1, ...)[n] and the key fold_in(k2, n), with
+    # k1, k2 = split(key), all drawn in one compiled call that the next search reuses.
+    from jaxlearn.search import engine
+
+    traces = []
+
+    def objective(hp, key):
+        traces.append(1)
+        u = jax.random.uniform(key)
+        return {"score": jnp.log10(hp["lr"]) + u, "u": u}
+
+    space = {"lr": log_uniform(1e-4, 1e-1), "rule": choice(["a", "b"])}
+    study = random_search(objective, space, 6, jax.random.key(7), metric="score", warn=False)
+    k1, k2 = jax.random.split(jax.random.key(7))
+    points = sample(space, k1, 6)
+    for t in sorted(study.trials, key=lambda t: t.number):
+        assert t.hparams["rule"] == points[t.number]["rule"]
+        assert t.hparams["lr"] == float(np.float32(points[t.number]["lr"]))
+        key = jax.random.fold_in(k2, t.number)
+        assert t.key_data == np.asarray(jax.random.key_data(key)).tolist()
+        assert t.metrics["u"] == pytest.approx(float(jax.random.uniform(key)), rel=1e-6)
+    compiled = engine._random_streams._cache_size()
+    groups = len(traces)
+    again = random_search(objective, space, 6, jax.random.key(7), metric="score", warn=False)
+    assert engine._random_streams._cache_size() == compiled and len(traces) == groups
+    assert [t.metrics for t in again.ranked()] == [t.metrics for t in study.ranked()]
 
 
 # --------------------------------------------------------------------------- borders

@@ -7,16 +7,23 @@ is an optional dependency (the ``search`` extra), imported only when this runs.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Unpack
 
 import jax
 import numpy as np
 
-from jaxlearn.search.engine import _finish, _key_data, evaluate_trials, trial_keys
-from jaxlearn.search.space import Dimension, _check_key, check_space
-from jaxlearn.search.study import Study, Trial, _check_mode
+from jaxlearn.search.engine import (
+    _RUN,
+    SearchOptions,
+    _evaluate,
+    _finish,
+    _key_data,
+    _key_streams,
+    _start,
+)
+from jaxlearn.search.space import Dimension
+from jaxlearn.search.study import Study
 
 __all__ = ["optuna_search"]
 
@@ -48,17 +55,7 @@ def optuna_search(
     *,
     batch_size: int = 16,
     sampler: Any = None,
-    metric: str | None = None,
-    mode: str = "max",
-    settings: Mapping[str, Any] | None = None,
-    strategy: str = "auto",
-    chunk_size: int | None = None,
-    devices: Sequence[Any] | None = None,
-    path: str | os.PathLike | None = None,
-    checkpoint_dir: str | os.PathLike | None = None,
-    keep_params: bool = False,
-    callback: Callable[[Study, list[Trial]], None] | None = None,
-    warn: bool = True,
+    **options: Unpack[SearchOptions],
 ) -> Study:
     """Optuna-driven search: ask a batch, evaluate it as one population, tell the results.
 
@@ -87,11 +84,7 @@ def optuna_search(
     """
     fn = "optuna_search"
     optuna = _import_optuna()
-    if not callable(objective):
-        raise ValueError(f"{fn}: `objective` must be a function, got {type(objective).__name__}.")
-    space = check_space(space, fn)
-    key = _check_key(fn, key)
-    _check_mode(fn, mode)
+    space, key, opts = _start(fn, objective, space, key, options, without=("trials_per_call",))
     for name, v in (("num_trials", num_trials), ("batch_size", batch_size)):
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{fn}: `{name}` must be an int >= 1, got {v!r}.")
@@ -100,24 +93,23 @@ def optuna_search(
         seed = int(np.asarray(jax.random.randint(k_seed, (), 0, 2**31 - 1)))
         sampler = optuna.samplers.TPESampler(seed=seed)
     ostudy = optuna.create_study(
-        direction="maximize" if mode == "max" else "minimize", sampler=sampler
+        direction="maximize" if opts["mode"] == "max" else "minimize", sampler=sampler
     )
-    study = Study(metric, mode, space, path=path,
+    study = Study(opts["metric"], opts["mode"], space, path=opts["path"],
                   info={"search": "optuna", "key": _key_data(key),
                         "sampler": type(sampler).__name__})
+    _, key_rows = jax.device_get(_key_streams(k_trials, np.arange(num_trials, dtype=np.uint32)))
+    impl = jax.random.key_impl(key)
+    run = {k: opts[k] for k in _RUN if k != "trials_per_call"}
     done = 0
     while done < num_trials:
         b = min(batch_size, num_trials - done)
         asked = [ostudy.ask() for _ in range(b)]
         points = [{n: _suggest(t, n, d) for n, d in space.items()} for t in asked]
         numbers = list(range(done, done + b))
-        keys = trial_keys(k_trials, numbers)
-        new = evaluate_trials(
-            objective, points, keys, numbers, space, study, settings=settings,
-            strategy=strategy, chunk_size=chunk_size, devices=devices,
-            trials_per_call=batch_size, checkpoint_dir=checkpoint_dir,
-            keep_params=keep_params, callback=callback,
-        )
+        cols = {n: [p[n] for p in points] for n in space}
+        new = _evaluate(objective, cols, key_rows[done : done + b], impl, numbers, space, study,
+                        trials_per_call=batch_size, **run)
         for asked_trial, t in zip(asked, new, strict=True):
             if t.status == "failed":
                 ostudy.tell(asked_trial, state=optuna.trial.TrialState.FAIL)
@@ -125,4 +117,4 @@ def optuna_search(
                 ostudy.tell(asked_trial, t.value)
         done += b
     study.optuna = ostudy  # type: ignore[attr-defined]
-    return _finish(study, warn, "optuna search")
+    return _finish(study, opts["warn"], "optuna search")

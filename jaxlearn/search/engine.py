@@ -16,27 +16,74 @@ reason and ranked last; the other members of its population are unaffected.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
 import weakref
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlearn._compat import default_float
 from jaxlearn.population import population_map
 from jaxlearn.search.border import warn_borders
-from jaxlearn.search.space import Dimension, _check_key, check_space, grid_points, sample
+from jaxlearn.search.space import (
+    Dimension,
+    _check_key,
+    bits_table,
+    check_space,
+    columns,
+    grid_points,
+)
 from jaxlearn.search.study import Study, Trial, _check_mode, _json_safe, load_study
 
-__all__ = ["random_search", "grid_search", "evaluate_trials", "load_params"]
+__all__ = ["random_search", "grid_search", "evaluate_trials", "load_params", "SearchOptions"]
 
 Objective = Callable[[dict[str, Any], jax.Array], Mapping[str, Any]]
 Callback = Callable[[Study, list[Trial]], None]
+
+
+class SearchOptions(TypedDict, total=False):
+    """The keyword options every search takes (:func:`random_search` documents them)."""
+
+    metric: str | None
+    mode: str
+    settings: Mapping[str, Any] | None
+    strategy: str
+    chunk_size: int | None
+    devices: Sequence[Any] | None
+    trials_per_call: int | None
+    path: str | os.PathLike | None
+    checkpoint_dir: str | os.PathLike | None
+    keep_params: bool
+    callback: Callback | None
+    warn: bool
+
+
+_DEFAULTS: dict[str, Any] = {
+    "metric": None, "mode": "max", "settings": None, "strategy": "auto", "chunk_size": None,
+    "devices": None, "trials_per_call": None, "path": None, "checkpoint_dir": None,
+    "keep_params": False, "callback": None, "warn": True,
+}
+# The options evaluate_trials takes (the rest are the search's own).
+_RUN = ("settings", "strategy", "chunk_size", "devices", "trials_per_call", "checkpoint_dir",
+        "keep_params", "callback")
+
+
+def search_options(
+    fn: str, options: Mapping[str, Any], without: Sequence[str] = ()
+) -> dict[str, Any]:
+    """The options of a search, checked and completed with their defaults."""
+    allowed = [k for k in _DEFAULTS if k not in without]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"{fn}: unknown option(s) {unknown}; the options are {allowed}.")
+    opts = {**_DEFAULTS, **options}
+    _check_mode(fn, opts["mode"])
+    return opts
 
 _TRACE_ERRORS: tuple[type[BaseException], ...] = tuple(
     e
@@ -58,22 +105,25 @@ def _program(
     objective: Objective,
     static: tuple[tuple[str, Any], ...],
     order: tuple[str, ...],
+    impl: Any,
     options: tuple,
 ) -> Any:
     try:
         per = _PROGRAMS.setdefault(objective, {})
     except TypeError:  # not weak-referable
         per = {}
-    cache_key = (static, order, options)
+    cache_key = (static, order, impl, options)
     run = per.get(cache_key)
     if run is not None:
         return run
     fixed = dict(static)
 
     def member(m: dict[str, Any]) -> Any:
+        # Keys travel as raw key data (one host array with the hyperparameters, one
+        # transfer) and become typed keys inside the program.
         traced = m["hparams"]
         hp = {name: (traced[name] if name in traced else fixed[name]) for name in order}
-        return objective(hp, m["key"])
+        return objective(hp, jax.random.wrap_key_data(m["key"], impl=impl))
 
     strategy, chunk_size, devices = options
     run = population_map(member, strategy=strategy, chunk_size=chunk_size, devices=devices)
@@ -98,20 +148,21 @@ def _hashable(name: str, v: Any) -> Any:
 
 
 def _split_outputs(
-    out: Mapping[str, Any], n: int, metric: str | None
+    out: Mapping[str, Any], metric: str | None, want_params: bool
 ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray], Any, str]:
     if not isinstance(out, Mapping):
         raise ValueError(
             "search: the objective must return a dict of scalars (metrics) and 1-D arrays "
             f"(per-epoch histories), got {type(out).__name__}."
         )
+    # Every output of the call in one transfer; params only when they are kept.
+    host = jax.device_get(
+        {k: v for k, v in out.items() if k != "params" or want_params}
+    )
     scalars: dict[str, np.ndarray] = {}
     histories: dict[str, np.ndarray] = {}
-    params = None
-    for name, v in out.items():
-        if name == "params":
-            params = v
-            continue
+    params = host.pop("params", None)
+    for name, v in host.items():
         a = np.asarray(v)
         if a.ndim == 1:
             scalars[name] = a.astype(np.float64)
@@ -161,6 +212,24 @@ def _fold_keys(key: jax.Array, numbers: jax.Array) -> jax.Array:
 def trial_keys(key: jax.Array, numbers: Sequence[int]) -> jax.Array:
     """The keys ``fold_in(key, n)`` of trials ``numbers``, stacked."""
     return _fold_keys(key, jnp.asarray(np.asarray(numbers, dtype=np.uint32)))
+
+
+@jax.jit
+def _key_streams(key: jax.Array, numbers: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The key's data and the data of ``fold_in(key, n)`` for every n."""
+    return jax.random.key_data(key), jax.random.key_data(_fold_keys(key, numbers))
+
+
+@functools.partial(jax.jit, static_argnums=2)
+def _random_streams(
+    key: jax.Array, numbers: jax.Array, num_dims: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """All a random search draws from its key, in one compiled call: the key's data, the
+    bits of the points (``sample(space, k1, ...)``) and the trials' key data
+    (``fold_in(k2, n)``), where ``k1, k2 = split(key)``."""
+    k_points, k_trials = jax.random.split(key)
+    return (jax.random.key_data(key), bits_table(k_points, numbers, num_dims),
+            jax.random.key_data(_fold_keys(k_trials, numbers)))
 
 
 @jax.jit
@@ -234,13 +303,59 @@ def evaluate_trials(
         >>> [t.value for t in new]
         [0.25, 0.0625]
     """
-    space = check_space(space, "evaluate_trials")
-    settings = dict(settings or {})
+    if not isinstance(keys, jax.Array) or not jnp.issubdtype(keys.dtype, jax.dtypes.prng_key):
+        raise ValueError(
+            "evaluate_trials: `keys` must be stacked jax.random keys "
+            f"(jax.random.split(key, n)), got {keys!r}."
+        )
     if len(points) != len(numbers) or len(points) != keys.shape[0]:
         raise ValueError(
             f"evaluate_trials: got {len(points)} points, {len(numbers)} numbers and "
             f"{keys.shape[0]} keys; expected one of each per trial."
         )
+    space = check_space(space, "evaluate_trials")
+    return _evaluate(
+        objective, _columns_of(points, space), np.asarray(jax.random.key_data(keys)),
+        jax.random.key_impl(keys), numbers, space, study, settings=settings, stage=stage,
+        strategy=strategy, chunk_size=chunk_size, devices=devices, trials_per_call=trials_per_call,
+        checkpoint_dir=checkpoint_dir, keep_params=keep_params, callback=callback,
+    )
+
+
+def _columns_of(
+    points: Sequence[Mapping[str, Any]], space: Mapping[str, Dimension]
+) -> dict[str, list[Any]]:
+    for i, p in enumerate(points):
+        missing = [n for n in space if n not in p]
+        if missing:
+            raise ValueError(f"evaluate_trials: points[{i}] lacks {missing}; got {dict(p)!r}.")
+    return {n: [p[n] for p in points] for n in space}
+
+
+def _evaluate(
+    objective: Objective,
+    cols: Mapping[str, list[Any]],
+    key_rows: np.ndarray,
+    impl: Any,
+    numbers: Sequence[int],
+    space: Mapping[str, Dimension],
+    study: Study,
+    *,
+    settings: Mapping[str, Any] | None = None,
+    stage: int = 0,
+    strategy: str = "auto",
+    chunk_size: int | None = None,
+    devices: Sequence[Any] | None = None,
+    trials_per_call: int | None = None,
+    checkpoint_dir: str | os.PathLike | None = None,
+    keep_params: bool = False,
+    callback: Callback | None = None,
+) -> list[Trial]:
+    """:func:`evaluate_trials` with the points as columns (name -> one value per trial) and
+    the trials' keys as host key data (``key_rows``, one row per trial) of the
+    implementation `impl`: every call's members (traced hyperparameters and key data) are
+    NumPy arrays cut from whole columns, placed in one transfer."""
+    settings = dict(settings or {})
     if trials_per_call is not None and (
         isinstance(trials_per_call, bool) or not isinstance(trials_per_call, int)
         or trials_per_call < 1
@@ -254,28 +369,32 @@ def evaluate_trials(
     order = (*space, *settings)
     static_names = [n for n, d in space.items() if d.static]
     traced_names = [n for n, d in space.items() if not d.static]
-    fdt = default_float()
-    key_rows = np.asarray(jax.random.key_data(keys))
+    fdt = jax.dtypes.canonicalize_dtype(np.float64)  # float64 only under enable_x64
+    fixed = tuple((n, _hashable(n, v)) for n, v in settings.items())
+    num = len(key_rows)
     groups: dict[tuple, list[int]] = {}
-    for i, p in enumerate(points):
-        static = tuple((n, _hashable(n, p[n])) for n in static_names)
-        static += tuple((n, _hashable(n, v)) for n, v in settings.items())
-        groups.setdefault(static, []).append(i)
+    if static_names:
+        for i, values in enumerate(zip(*(cols[n] for n in static_names), strict=True)):
+            static = tuple(
+                (n, _hashable(n, v)) for n, v in zip(static_names, values, strict=True)
+            ) + fixed
+            groups.setdefault(static, []).append(i)
+    else:
+        groups[fixed] = list(range(num))
+    traced = {n: np.asarray(cols[n], dtype=np.int32 if space[n].is_int else fdt)
+              for n in traced_names}
     options = (strategy, chunk_size, None if devices is None else tuple(devices))
+    want_params = keep_params or checkpoint_dir is not None
     results: dict[int, Trial] = {}
     for static, idx in groups.items():
-        run = _program(objective, static, order, options)
+        run = _program(objective, static, order, impl, options)
         per_call = trials_per_call or len(idx)
         for start in range(0, len(idx), per_call):
             batch = idx[start : start + per_call]
-            padded = batch + [batch[0]] * (per_call - len(batch))
-            hp, host = {}, {}
-            for n in traced_names:
-                dtype = np.int32 if space[n].is_int else fdt
-                host[n] = np.asarray([points[i][n] for i in padded], dtype=dtype)
-                hp[n] = jnp.asarray(host[n])
-            whole = len(padded) == keys.shape[0] and padded == list(range(len(padded)))
-            members = {"hparams": hp, "key": keys if whole else take(keys, padded)}
+            rows = np.asarray(batch + [batch[0]] * (per_call - len(batch)))
+            whole = len(batch) == num  # every trial, in order, no padding
+            host = {n: (v if whole else v[rows]) for n, v in traced.items()}
+            members = {"hparams": host, "key": key_rows if whole else key_rows[rows]}
             try:
                 out = run(members)
             except (*_TRACE_ERRORS, TypeError) as e:
@@ -287,16 +406,16 @@ def evaluate_trials(
                     "change shapes or loop lengths static: choice([...], static=True), "
                     f"int_uniform(..., static=True), or pass them in `settings`. ({e})"
                 ) from e
-            scalars, histories, params, metric = _split_outputs(out, len(padded), study.metric)
-            if params is not None:
-                params = jax.device_get(params)
+            scalars, histories, params, metric = _split_outputs(out, study.metric, want_params)
             study.metric = metric
             new = _make_trials(
-                batch, numbers, points, space, settings, host, scalars, histories,
+                batch, numbers, cols, space, settings, host, scalars, histories,
                 key_rows, metric, study.mode, stage,
             )
-            for j, trial in enumerate(new):
-                if params is not None and trial.status == "complete":
+            if params is not None:
+                for j, trial in enumerate(new):
+                    if trial.status != "complete":
+                        continue
                     one = jax.tree.map(lambda a, j=j: a[j], params)
                     if keep_params:
                         study.params[trial.number] = one
@@ -308,13 +427,13 @@ def evaluate_trials(
             study.save()
             if callback is not None:
                 callback(study, new)
-    return [results[i] for i in range(len(points))]
+    return [results[i] for i in range(num)]
 
 
 def _make_trials(
     batch: list[int],
     numbers: Sequence[int],
-    points: Sequence[Mapping[str, Any]],
+    cols: Mapping[str, list[Any]],
     space: Mapping[str, Dimension],
     settings: Mapping[str, Any],
     host: Mapping[str, np.ndarray],
@@ -327,11 +446,23 @@ def _make_trials(
 ) -> list[Trial]:
     """Trials of one call, converted to Python values in bulk (not per element)."""
     m = len(batch)
+
+    def rows(cols: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+        # Column by column into per-trial dicts: the fastest way to build them in Python.
+        out: list[dict[str, Any]] = [{} for _ in range(m)]
+        for name, col in cols.items():
+            for row, v in zip(out, col, strict=True):
+                row[name] = v
+        return out
+
     # Traced values as the objective received them (rounded to the traced dtype).
-    cols = {n: (host[n][:m].tolist() if n in host else [points[i][n] for i in batch])
-            for n in space}
-    metric_cols = {k: v[:m].tolist() for k, v in scalars.items()}
-    hist_cols = {k: v[:m].tolist() for k, v in histories.items()}
+    hparams = rows({n: (host[n][:m].tolist() if n in host else [cols[n][i] for i in batch])
+                    for n in space})
+    if settings:
+        for h in hparams:
+            h.update(settings)
+    metrics = rows({k: v[:m].tolist() for k, v in scalars.items()})
+    history = rows({k: v[:m].tolist() for k, v in histories.items()})
     ok = np.ones(m, dtype=bool)
     for v in scalars.values():
         ok &= np.isfinite(v[:m])
@@ -346,18 +477,16 @@ def _make_trials(
         best_epochs = arg.tolist()
     keys = key_rows[np.asarray(batch)].reshape(m, -1).tolist()
     out = []
-    for j, i in enumerate(batch):
-        hparams = {n: cols[n][j] for n in space}
-        hparams.update(settings)
-        metrics = {k: c[j] for k, c in metric_cols.items()}
-        history = {k: c[j] for k, c in hist_cols.items()}
-        if ok[j]:
-            status, value, best_epoch, reason = "complete", values[j], best_epochs[j], None
+    for i, hp, met, hist, good, value, best_epoch, key in zip(
+        batch, hparams, metrics, history, ok.tolist(), values, best_epochs, keys, strict=True
+    ):
+        if good:
+            out.append(Trial(int(numbers[i]), hp, "complete", value, met, hist, best_epoch,
+                             None, stage, None, None, key))
         else:
-            status, value, best_epoch = "failed", math.nan, None
-            reason = _failure(metrics, {k: np.asarray(h) for k, h in history.items()})
-        out.append(Trial(int(numbers[i]), hparams, status, value, metrics, history,
-                         best_epoch, reason, stage, None, None, keys[j]))
+            reason = _failure(met, {k: np.asarray(v) for k, v in hist.items()})
+            out.append(Trial(int(numbers[i]), hp, "failed", math.nan, met, hist, None, reason,
+                             stage, None, None, key))
     return out
 
 
@@ -453,28 +582,40 @@ def _finish(study: Study, warn: bool, where: str) -> Study:
 def _run(
     objective: Objective,
     space: dict[str, Dimension],
-    points: list[dict[str, Any]],
-    trial_key: jax.Array,
+    cols: dict[str, list[Any]],
+    key_rows: np.ndarray,
+    impl: Any,
     study: Study,
     where: str,
-    warn: bool,
-    **kw: Any,
+    opts: Mapping[str, Any],
+    stage: int = 0,
 ) -> Study:
+    num = len(key_rows)
     done = {t.number for t in study.trials}
     for t in study.trials:  # a resumed study must be the same search
-        if t.number >= len(points) or any(
-            not _close(t.hparams.get(n), points[t.number][n]) for n in space
-        ):
+        if t.number >= num or any(not _close(t.hparams.get(n), cols[n][t.number]) for n in space):
             raise ValueError(
                 f"search: trial {t.number} of the saved study ({t.hparams}) is not this "
                 "search's trial (another key or space?); remove the file or choose another "
                 "`path`."
             )
-    todo = [n for n in range(len(points)) if n not in done]
+    todo = [n for n in range(num) if n not in done]
     if todo:
-        keys = trial_keys(trial_key, todo)
-        evaluate_trials(objective, [points[n] for n in todo], keys, todo, space, study, **kw)
-    return _finish(study, warn, where)
+        if done:
+            cols = {n: [c[i] for i in todo] for n, c in cols.items()}
+            key_rows = key_rows[np.asarray(todo)]
+        _evaluate(objective, cols, key_rows, impl, todo, space, study, stage=stage,
+                  **{k: opts[k] for k in _RUN})
+    return _finish(study, opts["warn"], where)
+
+
+def _start(
+    fn: str, objective: Any, space: Any, key: Any, options: Mapping[str, Any],
+    without: Sequence[str] = (),
+) -> tuple[dict[str, Dimension], jax.Array, dict[str, Any]]:
+    """The checks every search starts with: objective, space, key and options."""
+    _check_objective(objective)
+    return check_space(space, fn), _check_key(fn, key), search_options(fn, options, without)
 
 
 def _close(a: Any, b: Any) -> bool:
@@ -489,19 +630,8 @@ def random_search(
     num_trials: int,
     key: jax.Array,
     *,
-    metric: str | None = None,
-    mode: str = "max",
-    settings: Mapping[str, Any] | None = None,
-    strategy: str = "auto",
-    chunk_size: int | None = None,
-    devices: Sequence[Any] | None = None,
-    trials_per_call: int | None = None,
-    path: str | os.PathLike | None = None,
-    checkpoint_dir: str | os.PathLike | None = None,
-    keep_params: bool = False,
-    callback: Callback | None = None,
-    warn: bool = True,
     stage: int = 0,
+    **options: Unpack[SearchOptions],
 ) -> Study:
     """Random search: ``num_trials`` points of `space` evaluated as vmapped populations.
 
@@ -548,23 +678,21 @@ def random_search(
         Array(True, dtype=bool)
     """
     fn = "random_search"
-    _check_objective(objective)
-    space = check_space(space, fn)
-    key = _check_key(fn, key)
-    _check_mode(fn, mode)
+    space, key, opts = _start(fn, objective, space, key, options)
     if isinstance(num_trials, bool) or not isinstance(num_trials, int) or num_trials < 1:
         raise ValueError(f"{fn}: `num_trials` must be an int >= 1, got {num_trials!r}.")
-    k_points, k_trials = jax.random.split(key)
-    points = sample(space, k_points, num_trials)
-    info = {"search": "random", "key": _key_data(key), "settings": dict(settings or {}),
-            "stage": stage}
-    study = _open_study(path, metric, mode, space, info)
-    return _run(
-        objective, space, points, k_trials, study, "random search" if not stage else
-        f"stage {stage}", warn, settings=settings, stage=stage, strategy=strategy,
-        chunk_size=chunk_size, devices=devices, trials_per_call=trials_per_call,
-        checkpoint_dir=checkpoint_dir, keep_params=keep_params, callback=callback,
+    # One compiled call draws everything (the points' bits, the trials' keys), one
+    # transfer brings it to the host; the points are then built with NumPy.
+    key_row, bits, key_rows = jax.device_get(
+        _random_streams(key, np.arange(num_trials, dtype=np.uint32), len(space))
     )
+    cols = columns(space, bits)
+    info = {"search": "random", "key": key_row.ravel().tolist(),
+            "settings": dict(opts["settings"] or {}), "stage": stage}
+    study = _open_study(opts["path"], opts["metric"], opts["mode"], space, info)
+    where = "random search" if not stage else f"stage {stage}"
+    return _run(objective, space, cols, key_rows, jax.random.key_impl(key), study, where, opts,
+                stage)
 
 
 def grid_search(
@@ -573,18 +701,7 @@ def grid_search(
     key: jax.Array,
     *,
     points: int = 3,
-    metric: str | None = None,
-    mode: str = "max",
-    settings: Mapping[str, Any] | None = None,
-    strategy: str = "auto",
-    chunk_size: int | None = None,
-    devices: Sequence[Any] | None = None,
-    trials_per_call: int | None = None,
-    path: str | os.PathLike | None = None,
-    checkpoint_dir: str | os.PathLike | None = None,
-    keep_params: bool = False,
-    callback: Callback | None = None,
-    warn: bool = True,
+    **options: Unpack[SearchOptions],
 ) -> Study:
     """Grid search: every point of :func:`grid_points` (``points`` per range), as populations.
 
@@ -606,17 +723,11 @@ def grid_search(
         ([0.5, 0.25, 0.75], [])
     """
     fn = "grid_search"
-    _check_objective(objective)
-    space = check_space(space, fn)
-    key = _check_key(fn, key)
-    _check_mode(fn, mode)
+    space, key, opts = _start(fn, objective, space, key, options)
     pts = grid_points(space, points)
-    info = {"search": "grid", "key": _key_data(key), "points": points,
-            "settings": dict(settings or {})}
-    study = _open_study(path, metric, mode, space, info)
-    return _run(
-        objective, space, pts, key, study, "grid search", warn, settings=settings,
-        strategy=strategy, chunk_size=chunk_size, devices=devices,
-        trials_per_call=trials_per_call, checkpoint_dir=checkpoint_dir,
-        keep_params=keep_params, callback=callback,
-    )
+    key_row, key_rows = jax.device_get(_key_streams(key, np.arange(len(pts), dtype=np.uint32)))
+    info = {"search": "grid", "key": key_row.ravel().tolist(), "points": points,
+            "settings": dict(opts["settings"] or {})}
+    study = _open_study(opts["path"], opts["metric"], opts["mode"], space, info)
+    return _run(objective, space, {n: [p[n] for p in pts] for n in space}, key_rows,
+                jax.random.key_impl(key), study, "grid search", opts)

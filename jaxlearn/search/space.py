@@ -272,37 +272,61 @@ def check_space(space: Any, fn: str = "search") -> dict[str, Dimension]:
     return out
 
 
-def _uniforms(key: jax.Array, index: int, numbers: np.ndarray) -> np.ndarray:
-    # Trial n of dimension i draws from its own stream fold_in(fold_in(key, i), n): a
-    # trial's values do not depend on how many trials are drawn (a resumed or extended
-    # search sees the same points), nor on the other dimensions.
-    dim_key = jax.random.fold_in(key, index)
-    bits = np.asarray(_bits(dim_key, jnp.asarray(numbers, dtype=jnp.uint32)), dtype=np.uint64)
-    # 53 random bits -> a float64 in [0, 1).
-    return ((bits[:, 0] >> np.uint64(5)) * 2.0**26 + (bits[:, 1] >> np.uint64(6))) / 2.0**53
+def bits_table(key: jax.Array, numbers: jax.Array, num_dims: int) -> jax.Array:
+    """The random bits behind points ``numbers`` of a space of `num_dims` dimensions (traceable).
+
+    Trial ``n`` of dimension ``i`` draws from its own stream ``fold_in(fold_in(key, i), n)``:
+    a trial's values do not depend on how many trials are drawn (a resumed or extended
+    search sees the same points), nor on the other dimensions. Returns ``uint32`` bits of
+    shape ``(num_dims, len(numbers), 2)``; :func:`uniforms` turns them into floats.
+    """
+    def dim_bits(i: jax.Array) -> jax.Array:
+        dim_key = jax.random.fold_in(key, i)
+        return jax.vmap(
+            lambda n: jax.random.bits(jax.random.fold_in(dim_key, n), (2,), jnp.uint32)
+        )(numbers)
+
+    return jax.vmap(dim_bits)(jnp.arange(num_dims, dtype=jnp.uint32))
 
 
-@jax.jit
-def _bits(key: jax.Array, numbers: jax.Array) -> jax.Array:
-    return jax.vmap(lambda n: jax.random.bits(jax.random.fold_in(key, n), (2,), jnp.uint32))(
-        numbers
-    )
+_bits_table = jax.jit(bits_table, static_argnums=2)
+
+
+def uniforms(bits: np.ndarray) -> np.ndarray:
+    """Floats in ``[0, 1)`` from the bits of :func:`bits_table` (53 random bits each)."""
+    bits = np.asarray(bits, dtype=np.uint64)
+    return ((bits[..., 0] >> np.uint64(5)) * 2.0**26 + (bits[..., 1] >> np.uint64(6))) / 2.0**53
 
 
 def _draw(dim: Dimension, u: np.ndarray) -> list[Any]:
     if dim.kind == "log_uniform" or dim.kind == "uniform":
         lo, hi = dim.to_scale(dim.low), dim.to_scale(dim.high)
-        return [float(min(max(v, dim.low), dim.high)) for v in dim.from_scale(lo + u * (hi - lo))]
+        return np.clip(dim.from_scale(lo + u * (hi - lo)), dim.low, dim.high).tolist()
     if dim.kind == "int_uniform":
         lo, hi = int(dim.low), int(dim.high)
         if dim.log:
-            # Uniform in log space over [lo - 1/2, hi + 1/2), rounded: every integer gets
-            # the share of the log axis that rounds to it.
+            # Uniform in log space over [lo - 1/2, hi + 1/2), rounded (half to even): every
+            # integer gets the share of the log axis that rounds to it.
             a, b = np.log10(max(lo - 0.5, 0.5)), np.log10(hi + 0.5)
-            return [int(min(max(round(10.0 ** (a + x * (b - a))), lo), hi)) for x in u]
-        return [int(min(lo + np.floor(x * (hi - lo + 1)), hi)) for x in u]
+            v = np.rint(10.0 ** (a + u * (b - a)))
+        else:
+            v = lo + np.floor(u * (hi - lo + 1))
+        return np.clip(v, lo, hi).astype(np.int64).tolist()
     idx = np.minimum((u * len(dim.values)).astype(np.int64), len(dim.values) - 1)
-    return [dim.values[i] for i in idx]
+    return [dim.values[i] for i in idx.tolist()]
+
+
+def columns(space: Mapping[str, Dimension], bits: np.ndarray) -> dict[str, list[Any]]:
+    """Each dimension's values (Python numbers or candidates) from :func:`bits_table` bits."""
+    u = uniforms(bits)
+    return {name: _draw(dim, u[i]) for i, (name, dim) in enumerate(space.items())}
+
+
+def points_of(columns: Mapping[str, list[Any]], num: int) -> list[dict[str, Any]]:
+    """Columns name -> values as a list of `num` points (dicts name -> value)."""
+    names = list(columns)
+    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)] \
+        if names else [{} for _ in range(num)]
 
 
 def _check_key(fn: str, key: Any) -> jax.Array:
@@ -351,11 +375,9 @@ def sample(
         raise ValueError(f"sample: `num` must be an int >= 1, got {num!r}.")
     if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
         raise ValueError(f"sample: `start` must be an int >= 0, got {start!r}.")
-    numbers = np.arange(int(start), int(start) + int(num))
-    cols = {
-        name: _draw(dim, _uniforms(key, i, numbers)) for i, (name, dim) in enumerate(space.items())
-    }
-    return [{name: cols[name][j] for name in space} for j in range(int(num))]
+    numbers = np.arange(int(start), int(start) + int(num), dtype=np.uint32)
+    bits = np.asarray(_bits_table(key, numbers, len(space)))  # one call, one transfer
+    return points_of(columns(space, bits), int(num))
 
 
 def grid_points(space: Mapping[str, Dimension], points: int = 3) -> list[dict[str, Any]]:

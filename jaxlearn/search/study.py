@@ -15,6 +15,7 @@ import dataclasses
 import io
 import json
 import math
+import operator
 import os
 import tempfile
 from collections.abc import Mapping, Sequence
@@ -31,6 +32,11 @@ STATUSES = ("complete", "pruned", "failed")
 by successive halving at a lower rung) or ``failed`` (NaN or infinite metrics or loss)."""
 
 _FORMAT = 1
+_STATUS_RANK = {"complete": 0, "pruned": 1}
+_status = operator.attrgetter("status")
+_epochs = operator.attrgetter("epochs")
+_value = operator.attrgetter("value")
+_number = operator.attrgetter("number")
 
 
 @dataclasses.dataclass
@@ -203,16 +209,21 @@ class Study:
 
     # ------------------------------------------------------------------ ranking
 
-    def _rank_key(self, t: Trial) -> tuple:
-        status = {"complete": 0, "pruned": 1}.get(t.status, 2)
-        v = t.value if math.isfinite(t.value) else math.inf
-        v = -v if (self.mode == "max" and math.isfinite(v)) else v
-        return (status, -(t.epochs or 0), v, t.number)
+    def _order(self) -> list[int]:
+        # Sort keys (status, -epochs, value best first with non-finite last, number),
+        # gathered column by column and sorted by NumPy: a search ranks after every stage.
+        ts = self.trials
+        status = np.array([_STATUS_RANK.get(s, 2) for s in map(_status, ts)], dtype=np.int64)
+        epochs = np.array([e or 0 for e in map(_epochs, ts)], dtype=np.int64)
+        v = np.array(list(map(_value, ts)), dtype=np.float64)
+        v = np.where(np.isfinite(v), -v if self.mode == "max" else v, np.inf)
+        number = np.array(list(map(_number, ts)), dtype=np.int64)
+        return np.lexsort((number, v, -epochs, status)).tolist()
 
     def ranked(self) -> list[Trial]:
         """All trials, best first: complete ones by value, then pruned ones (those that
         trained longer first), then failed ones."""
-        return sorted(self.trials, key=self._rank_key)
+        return [self.trials[i] for i in self._order()]
 
     def top_k(self, k: int) -> list[Trial]:
         """The `k` best trials that did not fail (fewer if fewer succeeded).
