@@ -22,7 +22,13 @@ Example:
 
 from jaxlearn.search.bayes import optuna_search
 from jaxlearn.search.border import BorderWarning, border_warnings, warn_borders
-from jaxlearn.search.engine import evaluate_trials, grid_search, load_params, random_search
+from jaxlearn.search.engine import (
+    SearchOptions,
+    evaluate_trials,
+    grid_search,
+    load_params,
+    random_search,
+)
 from jaxlearn.search.space import (
     Dimension,
     check_space,
@@ -42,6 +48,7 @@ __all__ = [
     "BorderWarning",
     "Dimension",
     "STATUSES",
+    "SearchOptions",
     "Stage",
     "Study",
     "Trial",

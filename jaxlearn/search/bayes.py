@@ -14,7 +14,6 @@ import jax
 import numpy as np
 
 from jaxlearn.search.engine import (
-    _RUN,
     SearchOptions,
     _evaluate,
     _finish,
@@ -100,7 +99,7 @@ def optuna_search(
                         "sampler": type(sampler).__name__})
     _, key_rows = jax.device_get(_key_streams(k_trials, np.arange(num_trials, dtype=np.uint32)))
     impl = jax.random.key_impl(key)
-    run = {k: opts[k] for k in _RUN if k != "trials_per_call"}
+    opts["trials_per_call"] = batch_size
     done = 0
     while done < num_trials:
         b = min(batch_size, num_trials - done)
@@ -109,7 +108,7 @@ def optuna_search(
         numbers = list(range(done, done + b))
         cols = {n: [p[n] for p in points] for n in space}
         new = _evaluate(objective, cols, key_rows[done : done + b], impl, numbers, space, study,
-                        trials_per_call=batch_size, **run)
+                        opts)
         for asked_trial, t in zip(asked, new, strict=True):
             if t.status == "failed":
                 ostudy.tell(asked_trial, state=optuna.trial.TrialState.FAIL)

@@ -68,9 +68,6 @@ _DEFAULTS: dict[str, Any] = {
     "devices": None, "trials_per_call": None, "path": None, "checkpoint_dir": None,
     "keep_params": False, "callback": None, "warn": True,
 }
-# The options evaluate_trials takes (the rest are the search's own).
-_RUN = ("settings", "strategy", "chunk_size", "devices", "trials_per_call", "checkpoint_dir",
-        "keep_params", "callback")
 
 
 def search_options(
@@ -314,12 +311,11 @@ def evaluate_trials(
             f"{keys.shape[0]} keys; expected one of each per trial."
         )
     space = check_space(space, "evaluate_trials")
-    return _evaluate(
-        objective, _columns_of(points, space), np.asarray(jax.random.key_data(keys)),
-        jax.random.key_impl(keys), numbers, space, study, settings=settings, stage=stage,
-        strategy=strategy, chunk_size=chunk_size, devices=devices, trials_per_call=trials_per_call,
-        checkpoint_dir=checkpoint_dir, keep_params=keep_params, callback=callback,
-    )
+    opts = {"settings": settings, "strategy": strategy, "chunk_size": chunk_size,
+            "devices": devices, "trials_per_call": trials_per_call,
+            "checkpoint_dir": checkpoint_dir, "keep_params": keep_params, "callback": callback}
+    return _evaluate(objective, _columns_of(points, space), np.asarray(jax.random.key_data(keys)),
+                     jax.random.key_impl(keys), numbers, space, study, opts, stage)
 
 
 def _columns_of(
@@ -340,22 +336,18 @@ def _evaluate(
     numbers: Sequence[int],
     space: Mapping[str, Dimension],
     study: Study,
-    *,
-    settings: Mapping[str, Any] | None = None,
+    opts: Mapping[str, Any],
     stage: int = 0,
-    strategy: str = "auto",
-    chunk_size: int | None = None,
-    devices: Sequence[Any] | None = None,
-    trials_per_call: int | None = None,
-    checkpoint_dir: str | os.PathLike | None = None,
-    keep_params: bool = False,
-    callback: Callback | None = None,
 ) -> list[Trial]:
     """:func:`evaluate_trials` with the points as columns (name -> one value per trial) and
     the trials' keys as host key data (``key_rows``, one row per trial) of the
     implementation `impl`: every call's members (traced hyperparameters and key data) are
-    NumPy arrays cut from whole columns, placed in one transfer."""
-    settings = dict(settings or {})
+    NumPy arrays cut from whole columns, placed in one transfer. `opts` holds the options
+    of :func:`evaluate_trials` (missing ones take their defaults)."""
+    opts = {**_DEFAULTS, **opts}
+    settings = dict(opts["settings"] or {})
+    trials_per_call, keep_params = opts["trials_per_call"], opts["keep_params"]
+    checkpoint_dir, callback = opts["checkpoint_dir"], opts["callback"]
     if trials_per_call is not None and (
         isinstance(trials_per_call, bool) or not isinstance(trials_per_call, int)
         or trials_per_call < 1
@@ -383,7 +375,8 @@ def _evaluate(
         groups[fixed] = list(range(num))
     traced = {n: np.asarray(cols[n], dtype=np.int32 if space[n].is_int else fdt)
               for n in traced_names}
-    options = (strategy, chunk_size, None if devices is None else tuple(devices))
+    devices = opts["devices"]
+    options = (opts["strategy"], opts["chunk_size"], None if devices is None else tuple(devices))
     want_params = keep_params or checkpoint_dir is not None
     results: dict[int, Trial] = {}
     for static, idx in groups.items():
@@ -604,8 +597,7 @@ def _run(
         if done:
             cols = {n: [c[i] for i in todo] for n, c in cols.items()}
             key_rows = key_rows[np.asarray(todo)]
-        _evaluate(objective, cols, key_rows, impl, todo, space, study, stage=stage,
-                  **{k: opts[k] for k in _RUN})
+        _evaluate(objective, cols, key_rows, impl, todo, space, study, opts, stage)
     return _finish(study, opts["warn"], where)
 
 
