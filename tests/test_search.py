@@ -235,6 +235,10 @@ def test_a_search_draws_the_documented_points_and_keys_and_compiles_nothing_agai
     again = random_search(objective, space, 6, jax.random.key(7), metric="score", warn=False)
     assert engine._random_streams._cache_size() == compiled and len(traces) == groups
     assert [t.metrics for t in again.ranked()] == [t.metrics for t in study.ranked()]
+    # "auto" runs "sequential" on the CPU: asking for it by name reuses the same programs.
+    random_search(objective, space, 6, jax.random.key(7), metric="score", warn=False,
+                  strategy="vmap" if jax.default_backend() != "cpu" else "sequential")
+    assert len(traces) == groups
 
 
 # --------------------------------------------------------------------------- borders

@@ -93,8 +93,10 @@ _TRACE_ERRORS: tuple[type[BaseException], ...] = tuple(
     if e is not None
 )
 
-# objective -> {(static values, traced names and dtypes, options): PopulationFn}: the same
-# objective with the same static values reuses one compiled program per population size.
+# objective -> {(static values, names, key implementation): {options: PopulationFn}}: the
+# same objective with the same static values is one member function, whose compiled
+# programs jaxlearn.population keeps per resolved strategy and population size ("auto"
+# that resolves to "vmap" reuses the "vmap" program).
 _PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -109,22 +111,24 @@ def _program(
         per = _PROGRAMS.setdefault(objective, {})
     except TypeError:  # not weak-referable
         per = {}
-    cache_key = (static, order, impl, options)
-    run = per.get(cache_key)
-    if run is not None:
-        return run
-    fixed = dict(static)
+    runs = per.get((static, order, impl))
+    if runs is None:
+        fixed = dict(static)
 
-    def member(m: dict[str, Any]) -> Any:
-        # Keys travel as raw key data (one host array with the hyperparameters, one
-        # transfer) and become typed keys inside the program.
-        traced = m["hparams"]
-        hp = {name: (traced[name] if name in traced else fixed[name]) for name in order}
-        return objective(hp, jax.random.wrap_key_data(m["key"], impl=impl))
+        def member(m: dict[str, Any]) -> Any:
+            # Keys travel as raw key data (one host array with the hyperparameters, one
+            # transfer) and become typed keys inside the program.
+            traced = m["hparams"]
+            hp = {name: (traced[name] if name in traced else fixed[name]) for name in order}
+            return objective(hp, jax.random.wrap_key_data(m["key"], impl=impl))
 
-    strategy, chunk_size, devices = options
-    run = population_map(member, strategy=strategy, chunk_size=chunk_size, devices=devices)
-    per[cache_key] = run
+        runs = per[(static, order, impl)] = {"member": member}
+    run = runs.get(options)
+    if run is None:
+        strategy, chunk_size, devices = options
+        run = runs[options] = population_map(
+            runs["member"], strategy=strategy, chunk_size=chunk_size, devices=devices
+        )
     return run
 
 
