@@ -1,7 +1,10 @@
-"""Helpers shared by the ensemble modules: member keys, stacked hyperparameters, host copies."""
+"""Helpers shared by the ensemble modules: member keys, stacked hyperparameters, the
+Trainer and data of a call, host copies."""
 
 from __future__ import annotations
 
+import collections
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -10,6 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn._compat import is_tracer
+from jaxlearn.data import check_dataset
+from jaxlearn.losses import softmax_cross_entropy
+from jaxlearn.schedules import per_epoch
+from jaxlearn.train.core import Trainer, trainer
 
 
 def is_key_array(x: Any) -> bool:
@@ -202,7 +209,11 @@ def apply_of(fn: str, model: Any) -> Callable[..., jax.Array]:
 
 
 def to_host(tree: Any) -> Any:
-    """NumPy copies of a pytree's arrays, gathered from every process when sharded over hosts."""
+    """NumPy copies of a pytree's arrays, gathered from every process when sharded over hosts.
+
+    One array is read directly; several are copied asynchronously first (overlapping the
+    copies), except on CPU, where reading each costs less than starting a copy.
+    """
 
     def get(x: Any) -> Any:
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
@@ -211,7 +222,13 @@ def to_host(tree: Any) -> Any:
             return np.asarray(multihost_utils.process_allgather(x, tiled=True))
         return x
 
-    return jax.device_get(jax.tree.map(get, tree))
+    leaves, treedef = jax.tree.flatten(jax.tree.map(get, tree))
+    arrays = [x for x in leaves if isinstance(x, jax.Array)]
+    if len(arrays) > 1 and any(d.platform != "cpu" for x in arrays for d in x.devices()):
+        for x in arrays:
+            x.copy_to_host_async()
+    return jax.tree.unflatten(
+        treedef, [np.asarray(x) if isinstance(x, jax.Array) else x for x in leaves])
 
 
 def check_pair(fn: str, name: str, data: Any) -> tuple[Any, Any]:
@@ -221,6 +238,111 @@ def check_pair(fn: str, name: str, data: Any) -> tuple[Any, Any]:
             f"{fn}: `{name}` must be a pair (x, y) of arrays, got {type(data).__name__}."
         )
     return data[0], data[1]
+
+
+def check_pairs(
+    fn: str, train: Any, val: Any
+) -> tuple[tuple[Any, Any], tuple[Any, Any] | None, int]:
+    """``(train, val, n_train)``: the pairs checked (`val` may be None), N of `train`."""
+    tr = check_pair(fn, "train", train)
+    va = None if val is None else check_pair(fn, "val", val)
+    return tr, va, int(np.shape(tr[0])[0]) if np.ndim(tr[0]) else 0
+
+
+# (model, loss, optimizer, batch size, schedule) -> Trainer, for the most recent models:
+# the compiled programs are kept per Trainer, so calling again with the same model and
+# options (not only the same Trainer) reuses them.
+_TRAINERS: collections.OrderedDict = collections.OrderedDict()
+_MAX_TRAINERS = 16
+
+
+def build_trainer(
+    fn: str,
+    model: Any,
+    num_train: int,
+    *,
+    loss: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    optimizer: Any = None,
+    batch_size: int | None = None,
+    schedule: Callable[[jax.Array], jax.Array] | None = None,
+    schedule_unit: str = "step",
+) -> Trainer:
+    """`model` itself when it is a Trainer (then the options must be None), else its Trainer.
+
+    The defaults are :func:`jaxlearn.fit`'s: softmax cross-entropy, ``"sgd"``, batches of
+    100; with ``schedule_unit="epoch"`` the schedule advances once per epoch of
+    ``num_train // batch_size`` steps. The same model and options give the same Trainer
+    (for the last few), so their compiled programs are reused.
+    """
+    if isinstance(model, Trainer):
+        given = [k for k, v in (("loss", loss), ("optimizer", optimizer),
+                                ("batch_size", batch_size), ("schedule", schedule))
+                 if v is not None]
+        if given:
+            raise ValueError(
+                f"{fn}: {given} cannot be given with a Trainer, which fixes them; build the "
+                "Trainer with them instead."
+            )
+        return model
+    if schedule_unit not in ("step", "epoch"):
+        raise ValueError(f"{fn}: `schedule_unit` must be 'step' or 'epoch', got {schedule_unit!r}.")
+    if schedule is not None and not callable(schedule):
+        raise ValueError(f"{fn}: `schedule` must be a function, got {schedule!r}.")
+    bs = 100 if batch_size is None else batch_size
+    spe = num_train // bs if isinstance(bs, int) and 0 < bs <= num_train else None
+    key: Any = (model, loss, optimizer, bs, schedule, schedule_unit, spe)
+    try:
+        tr = _TRAINERS.get(key)
+    except TypeError:  # an unhashable part: build it every time
+        key, tr = None, None
+    if tr is not None:
+        _TRAINERS.move_to_end(key)
+        return tr
+    sched = schedule
+    if schedule is not None and schedule_unit == "epoch" and spe is not None:
+        sched = per_epoch(schedule, spe)
+    tr = trainer(model, loss=loss or softmax_cross_entropy,
+                 optimizer="sgd" if optimizer is None else optimizer, batch_size=bs,
+                 schedule=sched)
+    if key is not None:
+        _TRAINERS[key] = tr
+        if len(_TRAINERS) > _MAX_TRAINERS:
+            _TRAINERS.popitem(last=False)
+    return tr
+
+
+# id(x) -> (weakref(x), weakref(y), num_classes) of jax arrays already checked: jax arrays
+# are immutable, so a second call with the same arrays skips reading them on the host.
+_CHECKED: dict[tuple[int, int], tuple[Any, Any, int]] = {}
+
+
+def _already_checked(x: Any, y: Any, num_classes: int) -> bool:
+    hit = _CHECKED.get((id(x), id(y)))
+    return hit is not None and hit[0]() is x and hit[1]() is y and hit[2] == num_classes
+
+
+def device_data(
+    data: tuple[Any, Any], num_classes: int, name: str
+) -> tuple[jax.Array, jax.Array]:
+    """``(x, y)`` checked (:func:`jaxlearn.check_dataset`) and as jax arrays.
+
+    jax arrays are checked once: passing the same arrays again costs no host read and no
+    transfer (NumPy arrays, which may change in place, are checked and copied each call).
+    """
+    x, y = data
+    if isinstance(x, jax.Array) and isinstance(y, jax.Array):
+        if _already_checked(x, y, num_classes):
+            return x, y
+        check_dataset(x, y, num_classes, name=name)
+        if len(_CHECKED) >= 64:
+            for k in [k for k, v in _CHECKED.items() if v[0]() is None or v[1]() is None]:
+                del _CHECKED[k]
+            if len(_CHECKED) >= 64:
+                _CHECKED.clear()
+        _CHECKED[(id(x), id(y))] = (weakref.ref(x), weakref.ref(y), num_classes)
+        return x, y
+    check_dataset(x, y, num_classes, name=name)
+    return jnp.asarray(x), jnp.asarray(y)
 
 
 def check_int(fn: str, name: str, v: Any, lo: int) -> int:

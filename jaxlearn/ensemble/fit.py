@@ -7,6 +7,11 @@ Parameters, optimizer states and keys are stacked on a leading member axis, and 
 training, every epoch of every member, runs through :mod:`jaxlearn.population`: one program,
 the member axis vmapped, chunked or run in turn (:func:`choose_strategy`), sharded over every
 device there is.
+
+A call costs little beyond the program itself: the programs, the Trainer of a model, the
+data checks of jax arrays and the plan are kept between calls; the members go to the
+devices as one placement, and the records come back packed in two arrays per call, copied
+to the host once at the end.
 """
 
 from __future__ import annotations
@@ -26,20 +31,28 @@ import optax
 from jax import lax
 
 from jaxlearn import population
-from jaxlearn.data import check_dataset
 from jaxlearn.ensemble._common import (
+    build_trainer,
     check_int,
     check_pair,
+    check_pairs,
+    device_data,
     member_ids,
     member_keys,
     stack_hparams,
     to_host,
 )
-from jaxlearn.losses import softmax_cross_entropy
+from jaxlearn.ensemble.history import EPOCH_FIELDS, STEP_METRICS, EnsembleHistory, assemble
 from jaxlearn.optim.averaging import averaged_params, param_average
-from jaxlearn.schedules import per_epoch
-from jaxlearn.train.core import OPTIMIZERS, EvalMetrics, Trainer, TrainState, trainer
-from jaxlearn.train.history import History
+from jaxlearn.train.core import (
+    OPTIMIZERS,
+    EvalMetrics,
+    StepMetrics,
+    Trainer,
+    TrainState,
+    leaf_names,
+)
+from jaxlearn.train.fit import activation_stats
 
 __all__ = [
     "EnsembleHistory",
@@ -69,74 +82,6 @@ def _cached(tr: Trainer, key: tuple, make: Callable[[], Any]) -> Any:
 
 
 # --------------------------------------------------------------------------- results
-
-
-class EnsembleHistory(NamedTuple):
-    """What every member recorded, as NumPy arrays with a leading member axis.
-
-    Per step (``(N, steps)``): ``loss``, ``batch_accuracy``, ``learning_rate``, ``finite`` and
-    ``update_ratio[leaf]``. Per epoch (``(N, epochs)``): ``train_loss``, ``train_accuracy``
-    (each member's fixed training subset), ``val_loss``, ``val_accuracy`` (NaN where not
-    evaluated); ``epoch_step`` (``(epochs,)``) is the update count at each epoch's end.
-    ``best_epoch`` (``(N,)``) is each member's epoch with the best monitored metric (0: none).
-    ``meta`` describes the run. :meth:`member` gives one member's :class:`~jaxlearn.History`.
-    """
-
-    loss: np.ndarray
-    batch_accuracy: np.ndarray
-    learning_rate: np.ndarray
-    finite: np.ndarray
-    update_ratio: dict[str, np.ndarray]
-    epoch_step: np.ndarray
-    train_loss: np.ndarray
-    train_accuracy: np.ndarray
-    val_loss: np.ndarray
-    val_accuracy: np.ndarray
-    best_epoch: np.ndarray
-    meta: dict[str, Any]
-
-    @property
-    def num_members(self) -> int:
-        """N, the number of members."""
-        return int(self.loss.shape[0])
-
-    def member(self, i: int) -> History:
-        """Member ``i``'s records as a :class:`~jaxlearn.History` (as ``fit`` returns).
-
-        **Arguments:**
-        - `i`: the member's index in ``[0, N)``.
-
-        **Returns:** a :class:`~jaxlearn.History`.
-
-        Example:
-            >>> import numpy as np
-            >>> from jaxlearn.ensemble import EnsembleHistory
-            >>> z = np.zeros((2, 3))
-            >>> h = EnsembleHistory(z, z, z, z > 1, {}, np.array([3]), z[:, :1], z[:, :1],
-            ...                     z[:, :1], z[:, :1], np.array([1, 0]), {})
-            >>> h.member(1).num_steps, h.member(1).meta["best_epoch"]
-            (3, None)
-        """
-        n = self.num_members
-        if isinstance(i, bool) or not isinstance(i, (int, np.integer)) or not -n <= i < n:
-            raise ValueError(f"EnsembleHistory.member: `i` must be an int in [0, {n}), got {i!r}.")
-        meta = dict(self.meta)
-        for name in ("hparams", "first_nonfinite_step"):
-            if isinstance(meta.get(name), list):
-                meta[name] = meta[name][i]
-        best = int(self.best_epoch[i])
-        meta["best_epoch"] = best if best > 0 else None
-        meta["member"] = int(i) % n
-        h = History(meta)
-        h.append_steps(loss=self.loss[i], batch_accuracy=self.batch_accuracy[i],
-                       learning_rate=self.learning_rate[i], finite=self.finite[i],
-                       update_ratio={k: v[i] for k, v in self.update_ratio.items()})
-        for e in range(self.epoch_step.shape[0]):
-            h.append_epoch(epoch_step=int(self.epoch_step[e]),
-                           train_loss=self.train_loss[i, e],
-                           train_accuracy=self.train_accuracy[i, e],
-                           val_loss=self.val_loss[i, e], val_accuracy=self.val_accuracy[i, e])
-        return h
 
 
 class EnsembleResult(NamedTuple):
@@ -299,7 +244,9 @@ def estimate_member_bytes(
         train_eval_size * row)
 
 
+@functools.lru_cache(maxsize=64)
 def _device_memory(device: Any) -> int | None:
+    # The limit does not change while the process runs: asked once per device.
     try:
         stats = device.memory_stats()
     except Exception:  # noqa: BLE001 - backends without memory statistics
@@ -368,6 +315,7 @@ def choose_strategy(
     return "chunked", fit
 
 
+
 # --------------------------------------------------------------------------- programs
 
 
@@ -381,22 +329,52 @@ def _init_program(tr: Trainer, impl: Any) -> Callable[..., TrainState]:
     return _cached(tr, ("init", str(impl)), lambda: init)
 
 
+class _Config(NamedTuple):
+    """What a member program computes besides training (static: part of the program)."""
+
+    monitor: str | None
+    min_delta: float
+    eval_size: int  # examples of the member's training subset evaluated per epoch
+    act_size: int  # examples whose hidden activations are summarized per epoch
+    has_val: bool
+    has_indices: bool
+    step_fields: tuple[str, ...]  # the per-step records, in their packed order
+    steps_per_epoch: int
+    impl: Any  # the keys' implementation; None for int seeds
+
+
+def _step_columns(sm: StepMetrics, fields: tuple[str, ...]) -> jax.Array:
+    """The recorded per-step metrics as one (steps, F) array (no other metric is computed:
+    what is not returned, XLA leaves out of the program)."""
+    by_name = {"loss": sm.loss, "batch_accuracy": sm.accuracy,
+               "learning_rate": sm.learning_rate, "finite": sm.finite}
+    cols = [by_name[f] if f in by_name else sm.update_ratio[f[len("update_ratio/"):]]
+            for f in fields]
+    dtype = jnp.result_type(*(c for c in cols if c.dtype != jnp.bool_), jnp.float32)
+    return jnp.stack([c.astype(dtype) for c in cols], axis=-1)
+
+
 def _epochs_program(
-    tr: Trainer, num_epochs: int, monitor: str | None, min_delta: float, eval_size: int,
-    has_val: bool, has_indices: bool, with_init: bool, impl: Any,
+    tr: Trainer, cfg: _Config, num_epochs: int, with_init: bool
 ) -> Callable[..., Any]:
     # Keys cross the program's boundary as int seeds (impl None) or raw uint32 key data:
-    # typed key arrays cannot be placed on a mesh spanning several processes, and deriving
-    # every key inside the program leaves no work for Python between calls.
+    # typed key arrays cannot be placed on a mesh spanning several processes (and a typed
+    # key among the outputs sends every call through jit's slow Python path), and deriving
+    # every key inside the program leaves no work for Python between calls. The records
+    # come back as one flat array per member: the (epochs, steps, F) per-step values, then
+    # the (epochs, G) per-epoch values (see `_unpack`).
+    impl = cfg.impl
+
     def member_key(const: Mapping[str, jax.Array]) -> jax.Array:
         if impl is None:
             return jax.random.key(const["seed"])
         return jax.random.wrap_key_data(const["key"], impl=impl)
 
     def make() -> Callable[..., Any]:
+        monitor = cfg.monitor
         maximize = _MONITORS.get(monitor or "", True)
 
-        def run(member: Any, train: Any, val: Any, epoch0: jax.Array) -> Any:
+        def run(member: Any, train: Any, val: Any) -> Any:
             carry, const = member
             # As fit: one key for the initialization, one for shuffling, one for the subset.
             init_key, shuffle_key, subset_key = jax.random.split(member_key(const), 3)
@@ -405,50 +383,101 @@ def _epochs_program(
                 # Without a monitored metric there are no best params to carry.
                 best = () if monitor is None else state.params
                 carry = (state, best, jnp.full((), -jnp.inf, jnp.float32))
-            else:
-                run_key = jax.random.wrap_key_data(carry[0].key, impl=jax.random.key_impl(
-                    init_key))
-                carry = (carry[0]._replace(key=run_key), *carry[1:])
+                epoch0 = jnp.zeros((), jnp.int32)
+            else:  # a later call goes on where the state stands
+                state = carry[0]
+                run_key = jax.random.wrap_key_data(state.key, impl=jax.random.key_impl(init_key))
+                carry = (state._replace(key=run_key), *carry[1:])
+                epoch0 = state.step // cfg.steps_per_epoch
             x, y = train
-            if has_indices:
+            if cfg.has_indices:
                 x, y = x[const["indices"]], y[const["indices"]]
             nan = jnp.full((), jnp.nan, jnp.float32)
             train_eval = None
-            if eval_size:
-                sub = jax.random.permutation(subset_key, x.shape[0])[:eval_size]
+            if cfg.eval_size:
+                sub = jax.random.permutation(subset_key, x.shape[0])[:cfg.eval_size]
                 train_eval = (x[sub], y[sub])
+            # As fit: the validation inputs, else the training subset, else the training set.
+            act_x = (val[0] if cfg.has_val else x if train_eval is None
+                     else train_eval[0])[:cfg.act_size]
 
             def epoch(c: Any, j: jax.Array) -> Any:
                 state, best_params, best_score = c
                 state, sm = tr.train_epoch(
                     state, (x, y), jax.random.fold_in(shuffle_key, epoch0 + j)
                 )
-                te = tr.evaluate(state.params, train_eval) if eval_size else EvalMetrics(nan, nan)
-                ve = tr.evaluate(state.params, val) if has_val else EvalMetrics(nan, nan)
+                te = tr.evaluate(state.params, train_eval) if cfg.eval_size else EvalMetrics(
+                    nan, nan)
+                ve = tr.evaluate(state.params, val) if cfg.has_val else EvalMetrics(nan, nan)
                 if monitor is None:
                     improved = jnp.zeros((), bool)
                 else:
                     which, metric = monitor.split("_")
                     value = getattr(te if which == "train" else ve, metric)
                     score = value if maximize else -value
-                    improved = jnp.all(sm.finite) & jnp.isfinite(score) & (
-                        score > best_score + min_delta
+                    # Without the finite flag recorded, the loss alone judges the epoch.
+                    finite = sm.finite if "finite" in cfg.step_fields else jnp.isfinite(sm.loss)
+                    improved = jnp.all(finite) & jnp.isfinite(score) & (
+                        score > best_score + cfg.min_delta
                     )
                     best_params = jax.tree.map(
                         functools.partial(jnp.where, improved), state.params, best_params
                     )
                     best_score = jnp.where(improved, score, best_score)
-                return (state, best_params, best_score), (sm, te, ve, improved)
+                acts = (activation_stats(tr.activations(state.params, act_x))
+                        if cfg.act_size else {})
+                per_epoch = [te.loss, te.accuracy, ve.loss, ve.accuracy, improved]
+                per_epoch += [v for stats in acts.values() for v in stats.values()]
+                packed = jnp.stack([v.astype(jnp.float32) for v in per_epoch])
+                return (state, best_params, best_score), (
+                    _step_columns(sm, cfg.step_fields), packed)
 
-            carry, out = lax.scan(epoch, carry, jnp.arange(num_epochs, dtype=jnp.int32))
+            carry, (steps, epochs) = lax.scan(
+                epoch, carry, jnp.arange(num_epochs, dtype=jnp.int32))
             state = carry[0]
-            return (state._replace(key=jax.random.key_data(state.key)), *carry[1:]), out
+            carry = (state._replace(key=jax.random.key_data(state.key)), *carry[1:])
+            return carry, jnp.concatenate(
+                [steps.reshape(-1), epochs.reshape(-1).astype(steps.dtype)])
 
         return run
 
-    key = ("epochs", num_epochs, monitor, float(min_delta), eval_size, has_val, has_indices,
-           with_init, str(impl))
-    return _cached(tr, key, make)
+    return _cached(tr, ("epochs", cfg._replace(impl=str(impl)), num_epochs, with_init), make)
+
+
+def _unpack(records: np.ndarray, epochs: int, cfg: _Config, num_epoch_fields: int
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """One call's flat records (N, L) as per-step (N, E, S, F) and per-epoch (N, E, G)."""
+    n = records.shape[0]
+    cut = epochs * cfg.steps_per_epoch * len(cfg.step_fields)
+    return (records[:, :cut].reshape(n, epochs, cfg.steps_per_epoch, len(cfg.step_fields)),
+            records[:, cut:].reshape(n, epochs, num_epoch_fields))
+
+
+class _ModelInfo(NamedTuple):
+    num_classes: int
+    leaf_shapes: dict[str, list[int]]  # one member's parameter shapes, by leaf name
+    activation_fields: tuple[str, ...]  # activations/<layer>/<stat>, in the packed order
+
+
+def _model_info(tr: Trainer, feature: tuple[tuple[int, ...], str],
+                member0: Mapping[str, Any]) -> _ModelInfo:
+    # Shapes only: one member's hyperparameter values stand for every member's.
+    def make() -> _ModelInfo:
+        hp = dict(member0) or None
+        params = jax.eval_shape(lambda k: tr.init(k, hp), jax.random.key(0)).params
+        x1 = jax.ShapeDtypeStruct((1, *feature[0]), feature[1])
+        out = jax.eval_shape(lambda p, x: tr.apply(p, x), params, x1)
+        fields: tuple[str, ...] = ()
+        if tr.activations is not None:
+            stats = jax.eval_shape(lambda p, x: activation_stats(tr.activations(p, x)),
+                                   params, x1)
+            fields = tuple(f"activations/{layer}/{stat}" for layer, d in stats.items()
+                           for stat in d)
+        shapes = dict(zip(leaf_names(params), (list(p.shape) for p in jax.tree.leaves(params)),
+                          strict=True))
+        return _ModelInfo(int(out.shape[-1]), shapes, fields)
+
+    return _cached(tr, ("model", feature, tuple(sorted(member0))), make)
 
 
 def init_members(
@@ -551,6 +580,8 @@ def fit_ensemble(
     monitor: str | None = None,
     min_delta: float = 0.0,
     train_eval_size: int = 1000,
+    activation_size: int = 256,
+    step_metrics: Sequence[str] = STEP_METRICS,
     member_indices: Any = None,
     average: str | None = None,
     average_decay: Any = 0.999,
@@ -563,25 +594,34 @@ def fit_ensemble(
 ) -> EnsembleResult:
     """Train N members of one model as one program: the notes' model ensemble.
 
-    Member ``i`` is the run ``jaxlearn.fit(model, train, val, key=keys[i], ...)`` makes
-    (same initialization, same data order, same result to float tolerance), with its own
-    hyperparameters when they are given per member. All members train together: the
-    training of every epoch (``lax.scan`` over minibatches), the evaluation of each
-    member's training subset and of the validation set, and the best-parameters
-    bookkeeping are one compiled program over the stacked members, run by
-    :mod:`jaxlearn.population` with the strategy :func:`choose_strategy` picks for the
-    backend and size (or the one you force), the member axis sharded over `devices`.
+    Member ``i`` is the run ``jaxlearn.fit(model, train, val, key=keys[i])`` makes
+    (same initialization, same data order, same result to float tolerance, the same
+    history), with its own hyperparameters when they are given per member. All members
+    train together: the training of every epoch (``lax.scan`` over minibatches), the
+    evaluation of each member's training subset and of the validation set, the activation
+    statistics and the best-parameters bookkeeping are one compiled program over the
+    stacked members, run by :mod:`jaxlearn.population` with the strategy
+    :func:`choose_strategy` picks for the backend and size (or the one you force), the
+    member axis sharded over `devices`. Calling again with the same Trainer (or model and
+    options), shapes and strategy reuses the compiled program; pass the data as jax arrays
+    to also skip its checks and copies.
 
     **Arguments:**
     - `model`: a :class:`jaxlearn.Model` (or ``(init, apply)``), or a
       :class:`~jaxlearn.Trainer` (then `loss`, `optimizer`, `batch_size` and `schedule`
-      are left out; pass the same Trainer again to reuse the compiled program).
+      are left out).
     - `train`, `val`: ``(x, y)`` pairs, replicated on every device; `val` may be None.
     - `num_members`: N; members get the seeds ``0 .. N-1`` (member ``i`` = ``fit(key=i)``).
     - `keys`: instead, one int seed or ``jax.random`` key per member (or a stacked array).
     - `loss`, `optimizer`, `batch_size`, `schedule`, `schedule_unit`, `monitor`,
-      `min_delta`, `train_eval_size`: as :func:`jaxlearn.fit` (``train_eval_size=0``
-      skips the training-subset evaluation).
+      `min_delta`, `train_eval_size`, `activation_size`: as :func:`jaxlearn.fit`
+      (``train_eval_size=0`` skips the training-subset evaluation, ``activation_size=0``
+      the activation statistics).
+    - `step_metrics`: the per-step records to keep, among ``"loss"`` (always kept),
+      ``"batch_accuracy"``, ``"learning_rate"``, ``"finite"`` and ``"update_ratio"`` (when
+      the Trainer computes them). What is not kept is not computed either: with
+      ``("loss",)`` a step does what a hand-written loop does (a member whose loss turns
+      non-finite is still reported, judged by its loss).
     - `hparams`: hyperparameters; each value a scalar (shared) or N values (one per
       member), or a list of N mappings. Values are data: new values never recompile.
     - `learning_rate`: shortcut for ``hparams["learning_rate"]`` (scalar or N values).
@@ -620,18 +660,15 @@ def fit_ensemble(
         [0, 1, 2]
     """
     fn = "fit_ensemble"
-    x_tr, y_tr = check_pair(fn, "train", train)
-    if val is not None:
-        x_va, y_va = check_pair(fn, "val", val)
+    (x_tr, y_tr), val, n_train = check_pairs(fn, train, val)
     num_epochs = check_int(fn, "num_epochs", num_epochs, 0)
     train_eval_size = check_int(fn, "train_eval_size", train_eval_size, 0)
+    activation_size = check_int(fn, "activation_size", activation_size, 0)
     if epochs_per_call is not None:
         epochs_per_call = check_int(fn, "epochs_per_call", epochs_per_call, 1)
     if not (isinstance(min_delta, (int, float)) and not isinstance(min_delta, bool)
             and min_delta >= 0):
         raise ValueError(f"{fn}: `min_delta` must be a number >= 0, got {min_delta!r}.")
-    if schedule_unit not in ("step", "epoch"):
-        raise ValueError(f"{fn}: `schedule_unit` must be 'step' or 'epoch', got {schedule_unit!r}.")
     if strategy not in _STRATEGIES:
         raise ValueError(f"{fn}: `strategy` must be one of {_STRATEGIES}, got {strategy!r}.")
     if chunk_size is not None:
@@ -640,6 +677,13 @@ def fit_ensemble(
         raise ValueError(f"{fn}: `average` must be None, 'ema' or 'polyak', got {average!r}.")
     if not (isinstance(memory_fraction, (int, float)) and 0 < memory_fraction <= 1):
         raise ValueError(f"{fn}: `memory_fraction` must be in (0, 1], got {memory_fraction!r}.")
+    if isinstance(step_metrics, str) or not isinstance(step_metrics, Sequence) or not set(
+        step_metrics
+    ) <= set(STEP_METRICS):
+        raise ValueError(
+            f"{fn}: `step_metrics` must be a sequence of names among {STEP_METRICS}, got "
+            f"{step_metrics!r}."
+        )
     if monitor is None:
         monitor = ("val_accuracy" if val is not None
                    else "train_accuracy" if train_eval_size > 0 else None)
@@ -663,38 +707,6 @@ def fit_ensemble(
         hp_in = {**hp_in, "learning_rate": learning_rate}
     hp = stack_hparams(hp_in, n_members, fn)
 
-    n_train = int(np.shape(x_tr)[0]) if np.ndim(x_tr) else 0
-    if isinstance(model, Trainer):
-        given = [k for k, v in (("loss", loss), ("optimizer", optimizer),
-                                ("batch_size", batch_size), ("schedule", schedule))
-                 if v is not None]
-        if given:
-            raise ValueError(
-                f"{fn}: {given} cannot be given with a Trainer, which fixes them; build the "
-                "Trainer with them instead."
-            )
-        tr = model
-    else:
-        bs = 100 if batch_size is None else batch_size
-        sched = schedule
-        if schedule is not None and schedule_unit == "epoch":
-            if not callable(schedule):
-                raise ValueError(f"{fn}: `schedule` must be a function, got {schedule!r}.")
-            if isinstance(bs, int) and 0 < bs <= n_train:
-                sched = per_epoch(schedule, n_train // bs)
-        tr = trainer(model, loss=loss or softmax_cross_entropy,
-                     optimizer="sgd" if optimizer is None else optimizer, batch_size=bs,
-                     schedule=sched)
-    member0 = {k: v[0] for k, v in hp.items()}
-    _cached(tr, ("hparams", tuple(sorted(hp))), lambda: tr.make_hparams(member0))  # names
-    if average is not None:
-        tr = _cached(tr, ("averaged", average), lambda: averaged_trainer(tr, average))
-        if average == "ema":
-            hp = {**hp, **stack_hparams({"average_decay": average_decay}, n_members, fn)}
-            if not np.all(np.asarray(hp["average_decay"]) < 1):
-                raise ValueError(f"{fn}: `average_decay` must be in [0, 1), got {average_decay!r}.")
-        member0 = {k: v[0] for k, v in hp.items()}
-
     m_idx = None
     n_member_train = n_train
     if member_indices is not None:
@@ -713,51 +725,56 @@ def fit_ensemble(
             )
         m_idx = m_idx.astype(np.int32)
         n_member_train = int(m_idx.shape[1])
+    # An epoch is one pass over a member's own examples (schedule_unit="epoch" too).
+    tr = build_trainer(fn, model, n_member_train, loss=loss, optimizer=optimizer,
+                       batch_size=batch_size, schedule=schedule, schedule_unit=schedule_unit)
+    member0 = {k: v[0] for k, v in hp.items()}
+    _cached(tr, ("hparams", tuple(sorted(hp))), lambda: tr.make_hparams(member0))  # names
+    if average is not None:
+        tr = _cached(tr, ("averaged", average), lambda: averaged_trainer(tr, average))
+        if average == "ema":
+            hp = {**hp, **stack_hparams({"average_decay": average_decay}, n_members, fn)}
+            if not np.all(np.asarray(hp["average_decay"]) < 1):
+                raise ValueError(f"{fn}: `average_decay` must be in [0, 1), got {average_decay!r}.")
+        member0 = {k: v[0] for k, v in hp.items()}
     if tr.batch_size > n_member_train:
         raise ValueError(
             f"{fn}: `batch_size` ({tr.batch_size}) is larger than each member's training set "
             f"({n_member_train} examples); use a batch size of at most {n_member_train}."
         )
 
-    feature = (tuple(np.shape(x_tr)[1:]), str(jnp.result_type(x_tr)))
-
-    def classes() -> int:
-        state0 = jax.eval_shape(lambda k, h: tr.init(k, h or None), jax.random.key(0), member0)
-        out = jax.eval_shape(lambda p, x: tr.apply(p, x), state0.params,
-                             jax.ShapeDtypeStruct((1, *feature[0]), feature[1]))
-        return int(out.shape[-1])
-
-    num_classes = _cached(tr, ("classes", feature, tuple(sorted(member0))), classes)
-    check_dataset(x_tr, y_tr, num_classes, name="train")
-    if val is not None:
-        check_dataset(x_va, y_va, num_classes, name="val")
-    train_d = (jnp.asarray(x_tr), jnp.asarray(y_tr))
-    val_d = (jnp.asarray(x_va), jnp.asarray(y_va)) if val is not None else None
-    eval_size = min(train_eval_size, n_member_train)
+    x_dtype = (jax.dtypes.canonicalize_dtype(x_tr.dtype) if hasattr(x_tr, "dtype")
+               else jnp.result_type(x_tr))
+    info = _model_info(tr, (tuple(np.shape(x_tr)[1:]), str(x_dtype)), member0)
+    train_d = device_data((x_tr, y_tr), info.num_classes, "train")
+    val_d = device_data(val, info.num_classes, "val") if val is not None else None
+    step_fields = tuple(f for f in ("loss", "batch_accuracy", "learning_rate", "finite")
+                        if f == "loss" or f in step_metrics)
+    if tr.update_ratios and "update_ratio" in step_metrics:
+        step_fields += tuple(f"update_ratio/{k}" for k in info.leaf_shapes)
+    act_size = activation_size if tr.activations is not None else 0
+    epoch_fields = EPOCH_FIELDS + (info.activation_fields if act_size else ())
+    spe = n_member_train // tr.batch_size
+    cfg = _Config(monitor, float(min_delta), min(train_eval_size, n_member_train), act_size,
+                  val_d is not None, m_idx is not None, step_fields, spe, impl)
 
     carry: Any = hp
     const: dict[str, Any] = {"seed": seeds} if seeds is not None else {"key": key_data}
     if m_idx is not None:
         const["indices"] = m_idx
-
     per_call = num_epochs if epochs_per_call is None else min(epochs_per_call, num_epochs)
-
-    def program(k: int, with_init: bool) -> Callable[..., Any]:
-        return _epochs_program(tr, k, monitor, float(min_delta), eval_size, val_d is not None,
-                               m_idx is not None, with_init, impl)
 
     def member_bytes() -> int:
         shapes = (train_d[0].shape, None if val_d is None else val_d[0].shape)
-        return _cached(tr, ("bytes", shapes, tuple(sorted(member0)), eval_size),
-                       lambda: estimate_member_bytes(tr, train_d, val_d, member0, eval_size))
+        return _cached(tr, ("bytes", shapes, tuple(sorted(member0)), cfg.eval_size),
+                       lambda: estimate_member_bytes(tr, train_d, val_d, member0, cfg.eval_size))
 
     if strategy == "measure" and num_epochs > 0:
         dev_ids = tuple(d.id for d in (devices or jax.devices()))
         strat, chunk = _cached(
-            tr, ("measured", n_members, dev_ids, monitor, eval_size, val_d is not None,
-                 m_idx is not None, str(impl)),
-            lambda: _measure(program(1, True), (carry, const), (train_d, val_d, np.int32(0)),
-                             devices, n_members),
+            tr, ("measured", n_members, dev_ids, cfg._replace(impl=str(impl))),
+            lambda: _measure(_epochs_program(tr, cfg, 1, True), (carry, const),
+                             (train_d, val_d), devices, n_members),
         )
     else:
         strat, chunk = _resolve(strategy, chunk_size, n_members, devices, member_bytes,
@@ -765,32 +782,46 @@ def fit_ensemble(
     run_options = {"strategy": strat, "chunk_size": chunk, "devices": devices}
     plan = _cached(
         tr, ("plan", n_members, strat, chunk, None if devices is None else tuple(devices)),
-        lambda: population.population_map(program(per_call, True), **run_options).plan(
-            (carry, const)),
+        lambda: population.population_map(
+            _epochs_program(tr, cfg, per_call, True), **run_options).plan((carry, const)),
     )
 
-    from tqdm.auto import tqdm
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
 
-    bar = tqdm(total=num_epochs, disable=not progress, unit="epoch", desc="fit_ensemble",
-               dynamic_ncols=True) if progress else None
-    outs = []
+        bar = tqdm(total=num_epochs, unit="epoch", desc="fit_ensemble", dynamic_ncols=True)
+    outs = []  # (epochs, records) of each call, left on the devices until the end
     done = 0
     while True:
         k = min(per_call, num_epochs - done)
         carry, out = population.run_population(
-            program(k, done == 0), (carry, const), train_d, val_d, np.int32(done), **run_options
+            _epochs_program(tr, cfg, k, done == 0), (carry, const),
+            train_d, val_d, **run_options,
         )
         if k:
-            outs.append(to_host(out))
+            outs.append((k, out))
         done += k
         if bar is not None:
-            va = outs[-1][2].accuracy[:, -1] if outs else np.full(1, np.nan)
-            bar.set_postfix(val_acc=f"{float(np.nanmean(va)):.3f}", refresh=False)
+            if k:
+                ep = _unpack(to_host(out), k, cfg, len(epoch_fields))[1]
+                va = ep[:, -1, epoch_fields.index("val_accuracy")]
+                bar.set_postfix(val_acc=f"{float(np.nanmean(va)):.3f}", refresh=False)
             bar.update(k)
         if done >= num_epochs:
             break
     if bar is not None:
         bar.close()
+
+    host = to_host([out for _, out in outs])  # one copy of every record
+    parts = [_unpack(r, k, cfg, len(epoch_fields)) for (k, _), r in zip(outs, host, strict=True)]
+    if parts:
+        steps = np.concatenate([p[0] for p in parts], axis=1)
+        epochs = np.concatenate([p[1] for p in parts], axis=1)
+    else:
+        steps = np.zeros((n_members, 0, spe, len(step_fields)), np.float32)
+        epochs = np.zeros((n_members, 0, len(epoch_fields)), np.float32)
+    history = assemble(steps, epochs, step_fields, epoch_fields, spe)
 
     states, best_params, _ = carry
     if seeds is not None:
@@ -800,32 +831,36 @@ def fit_ensemble(
         member_keys_out = jax.random.wrap_key_data(key_data, impl=impl)
         run_keys = jax.random.wrap_key_data(states.key, impl=impl)
     states = states._replace(key=run_keys)
-    history = _history(outs, n_members, per_step=n_member_train // tr.batch_size,
-                       num_epochs=num_epochs)
+
+    # Non-finite steps: by the finite flag where recorded, else by the loss.
+    ok = history.finite if history.finite.shape[1] else np.isfinite(history.loss)
+    first = np.argmin(ok, axis=1) if ok.shape[1] else np.zeros(n_members, np.int64)
+    first_bad = [int(f) if bad else None
+                 for f, bad in zip(first.tolist(), (~ok.all(axis=1)).tolist(), strict=True)]
+    names = [*tr.hparams, *(k for k in hp if k not in tr.hparams)]
+    columns = [np.broadcast_to(np.asarray(hp.get(k, tr.hparams.get(k)), np.float64),
+                               (n_members,)).tolist() for k in names]
     meta = {
-        "num_members": n_members, "batch_size": tr.batch_size,
-        "steps_per_epoch": n_member_train // tr.batch_size, "num_train": n_member_train,
-        "num_val": int(np.shape(x_va)[0]) if val is not None else 0,
-        "optimizer": tr.optimizer if isinstance(tr.optimizer, str) else "custom",
-        "monitor": monitor, "strategy": plan.strategy, "chunk_size": plan.chunk_size,
+        "num_members": n_members, "batch_size": tr.batch_size, "steps_per_epoch": spe,
+        "num_train": n_member_train, "num_val": int(np.shape(val[0])[0]) if val else 0,
+        "optimizer": _optimizer_name(tr.optimizer), "monitor": monitor,
+        "strategy": plan.strategy, "chunk_size": plan.chunk_size,
         "num_devices": plan.num_devices, "average": average,
+        "hparams": [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
+        if names else [{} for _ in range(n_members)],
+        "first_nonfinite_step": first_bad, "stop_reason": "completed",
+        "leaf_shapes": info.leaf_shapes,
     }
-    hp_host = {k: np.broadcast_to(np.asarray(jax.device_get(v), np.float64), (n_members,))
-               for k, v in {**tr.hparams, **hp}.items()}
-    meta["hparams"] = [{k: float(v[i]) for k, v in hp_host.items()} for i in range(n_members)]
-    first_bad: list[int | None] = []
-    for i in range(n_members):
-        bad = np.flatnonzero(~history.finite[i])
-        first_bad.append(int(bad[0]) if bad.size else None)
-    meta["first_nonfinite_step"] = first_bad
-    meta["stop_reason"] = "completed"
     history = history._replace(meta=meta)
     diverged = [i for i, b in enumerate(first_bad) if b is not None]
     if diverged:
+        fate = ("those updates were skipped and never reached the parameters" if tr.skip_nonfinite
+                else "the Trainer applies such updates (skip_nonfinite=False), so their "
+                "parameters are likely non-finite")
         warnings.warn(
             f"fit_ensemble: the loss or an update became non-finite in member(s) {diverged} "
-            f"(first at steps {[first_bad[i] for i in diverged]}); those updates were skipped "
-            "and never reached the parameters. Their learning rate is likely too high.",
+            f"(first at steps {[first_bad[i] for i in diverged]}); {fate}. Their learning rate "
+            "is likely too high.",
             RuntimeWarning, stacklevel=2,
         )
     if monitor is None:
@@ -835,34 +870,9 @@ def fit_ensemble(
                           avg)
 
 
-def _history(outs: list[Any], n: int, per_step: int, num_epochs: int) -> EnsembleHistory:
-    if outs:
-        sm = [o[0] for o in outs]
-
-        def cat(get: Callable[[Any], np.ndarray], steps: bool) -> np.ndarray:
-            arrs = [np.asarray(get(o)) for o in sm] if steps else [np.asarray(get(o))
-                                                                  for o in outs]
-            a = np.concatenate(arrs, axis=1)
-            return a.reshape(n, -1) if steps else a
-
-        loss = cat(lambda m: m.loss, True)
-        acc = cat(lambda m: m.accuracy, True)
-        lr = cat(lambda m: m.learning_rate, True)
-        finite = cat(lambda m: m.finite, True).astype(bool)
-        ratios = {k: cat(lambda m, k=k: m.update_ratio[k], True) for k in sm[0].update_ratio}
-        tl = cat(lambda o: o[1].loss, False)
-        ta = cat(lambda o: o[1].accuracy, False)
-        vl = cat(lambda o: o[2].loss, False)
-        vacc = cat(lambda o: o[2].accuracy, False)
-        improved = cat(lambda o: o[3], False).astype(bool)
-    else:
-        z = np.zeros((n, 0))
-        loss, acc, lr, finite, ratios = z, z, z, z.astype(bool), {}
-        tl = ta = vl = vacc = z
-        improved = z.astype(bool)
-    best = np.zeros(n, np.int64)
-    for i in range(n):
-        hits = np.flatnonzero(improved[i])
-        best[i] = hits[-1] + 1 if hits.size else 0
-    epoch_step = per_step * np.arange(1, num_epochs + 1, dtype=np.int64)
-    return EnsembleHistory(loss, acc, lr, finite, ratios, epoch_step, tl, ta, vl, vacc, best, {})
+def _optimizer_name(opt: Any) -> str:
+    if isinstance(opt, str):
+        return opt
+    if isinstance(opt, optax.GradientTransformation):
+        return "optax transform"
+    return getattr(opt, "__name__", type(opt).__name__)
