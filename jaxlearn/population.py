@@ -329,6 +329,18 @@ class PopulationFn:
             strategy, chunk = self.strategy, None
         return Plan(strategy, chunk, d, n, padded, per, backend)
 
+    def _shardings(self, devices: tuple[Any, ...]) -> tuple[NamedSharding, NamedSharding]:
+        """The member axis split over the mesh of `devices`, and a replicated layout."""
+        key = ("shardings", devices, self.axis_name)
+        cached = self._programs.get(key)
+        if cached is None:
+            mesh = Mesh(np.asarray(devices), (self.axis_name,))
+            cached = self._programs[key] = (
+                NamedSharding(mesh, PartitionSpec(self.axis_name)),
+                NamedSharding(mesh, PartitionSpec()),
+            )
+        return cached  # type: ignore[return-value]
+
     def _program(self, plan: Plan, impls: tuple[Any, ...], treedef: Any) -> Callable[..., Any]:
         cut = None
         if plan.padded_size != plan.population_size and not self.keep_padding:
@@ -359,8 +371,8 @@ class PopulationFn:
 
             program = jax.jit(population)
         else:
-            mesh = Mesh(np.asarray(devices), (axis,))
-            out_sharding = NamedSharding(mesh, PartitionSpec(axis if cut is None else None))
+            split, replicated = self._shardings(devices)
+            out_sharding = split if cut is None else replicated
 
             def sharded(leaves: list[Any], shared: tuple) -> Any:
                 members = typed(leaves)
@@ -385,9 +397,7 @@ class PopulationFn:
             # Else the jitted call itself transfers the host leaves to the default device,
             # all in one go (cheaper than a separate jax.device_put of the tree).
             return leaves, shared, impls, treedef
-        mesh = Mesh(np.asarray(self.devices()), (self.axis_name,))
-        split = NamedSharding(mesh, PartitionSpec(self.axis_name))
-        replicated = NamedSharding(mesh, PartitionSpec())
+        split, replicated = self._shardings(self.devices())
         leaves, shared = jax.tree.map(_to_host_for_processes, (leaves, shared))
         leaves, shared = jax.device_put(
             (leaves, shared),
