@@ -82,8 +82,18 @@ def test_member_i_equals_a_single_fit_run_with_key_i(ens8, tr, digits):
         np.testing.assert_allclose(ens8.history.loss[i], single.history.loss, rtol=1e-4)
         h = ens8.history.member(i)
         assert h.meta["best_epoch"] == single.history.meta["best_epoch"]
+        assert h.meta["best_value"] == pytest.approx(single.history.meta["best_value"])
+        assert h.meta["leaf_shapes"] == single.history.meta["leaf_shapes"] == {
+            "W1": [64, 32], "b1": [32], "W2": [32, 10], "b2": [10]}
         np.testing.assert_allclose(h.update_ratio["W1"], single.history.update_ratio["W1"],
                                    rtol=1e-3)
+        # The activation statistics fit records (on the first 256 validation inputs).
+        assert set(h.activations["layer1"]) == {"mean", "std", "zero_fraction", "dead_units"}
+        for stat, v in single.history.activations["layer1"].items():
+            np.testing.assert_allclose(h.activations["layer1"][stat], v, rtol=1e-4, atol=1e-6,
+                                       err_msg=stat)
+        # diagnose reads a member as it reads the fit run: biases skipped by their shapes.
+        assert jaxlearn.diagnose(h).kinds == jaxlearn.diagnose(single.history).kinds
 
 
 def test_members_differ_in_init_data_order_and_predictions(ens8, model, digits):
@@ -227,6 +237,111 @@ def test_member_indices_give_each_member_its_own_training_subset(counted):
     np.testing.assert_allclose(split.history.loss, r.history.loss, rtol=1e-6)
     assert split.history.epoch_step.tolist() == [6, 12]
     np.testing.assert_array_equal(split.state.step, [12, 12])
+
+
+def test_member_history_feeds_diagnose_dead_units_and_bias_ratios():
+    # Biases start at zero: their update ratios are huge, which diagnose must skip by the
+    # leaf shapes; a ReLU layer whose biases are pushed far below zero is dead.
+    x, y = _tiny(n=64)
+    model = jaxlearn.mlp(4, (8,), 2)
+    init, apply, acts = model
+
+    def dead_init(key):
+        p = init(key)
+        return {**p, "b1": jnp.full_like(p["b1"], -50.0)}
+
+    dead = jaxlearn.Model(dead_init, apply, acts)
+    r = fit_ensemble(dead, (x, y), (x, y), num_members=2, learning_rate=0.1, batch_size=16,
+                     num_epochs=2, train_eval_size=0)
+    assert r.history.activations["layer1"]["dead_units"].shape == (2, 2)
+    np.testing.assert_array_equal(r.history.activations["layer1"]["dead_units"], 1.0)
+    h = r.history.member(1)
+    assert h.meta["leaf_shapes"]["b1"] == [8]
+    d = jaxlearn.diagnose(h)
+    assert "dead_units" in d.kinds
+    assert all(f.leaf not in ("b1", "b2") for f in d if f.kind.startswith("ratio"))
+    assert fit_ensemble(dead, (x, y), num_members=2, learning_rate=0.1, batch_size=16,
+                        num_epochs=1, activation_size=0).history.activations == {}
+
+
+def test_step_metrics_keep_only_the_records_asked_for(counted):
+    x, y = _tiny()
+    tr, _ = counted
+    kw = dict(num_members=3, num_epochs=2, train_eval_size=0)
+    with pytest.warns(RuntimeWarning, match=r"member\(s\) \[1\] \(first at steps \[0\]\)"):
+        full = fit_ensemble(tr, (x, y), learning_rate=[0.5, 3e38, 0.1], **kw)
+    with pytest.warns(RuntimeWarning, match=r"member\(s\) \[1\] \(first at steps \[0\]\)"):
+        lean = fit_ensemble(tr, (x, y), learning_rate=[0.5, 3e38, 0.1], step_metrics=("loss",),
+                            **kw)
+    np.testing.assert_array_equal(lean.params["W1"], full.params["W1"])
+    np.testing.assert_array_equal(lean.history.loss, full.history.loss)
+    assert lean.history.loss.shape == (3, 12)
+    for name in ("batch_accuracy", "learning_rate"):
+        assert getattr(lean.history, name).shape == (3, 0), name
+    assert lean.history.update_ratio == {} and set(full.history.update_ratio) == {"W1", "b1"}
+    # This Trainer skips non-finite steps: the flag that decides them is kept.
+    np.testing.assert_array_equal(lean.history.finite, full.history.finite)
+    assert lean.history.meta["first_nonfinite_step"] == [None, 0, None]
+    h = lean.history.member(0)
+    assert h.num_steps == 12 and h.batch_accuracy.size == 0
+    # A Trainer that applies every update: without the flag, the loss tells divergence.
+    bare = jaxlearn.trainer(jaxlearn.linear(4, 2), batch_size=8, skip_nonfinite=False,
+                            update_ratios=False)
+    with pytest.warns(RuntimeWarning, match=r"member\(s\) \[1\] .*skip_nonfinite=False"):
+        r = fit_ensemble(bare, (x, y), learning_rate=[0.5, 3e38, 0.1], step_metrics=("loss",),
+                         **kw)
+    assert r.history.finite.shape == (3, 0)
+    assert np.isfinite(r.history.loss[[0, 2]]).all()
+    first = int(np.argmin(np.isfinite(r.history.loss[1])))
+    assert first > 0 and not np.isfinite(r.history.loss[1, first])
+    assert r.history.meta["first_nonfinite_step"] == [None, first, None]
+    with pytest.raises(ValueError, match="`step_metrics` must be a sequence of names among"):
+        fit_ensemble(tr, (x, y), step_metrics="loss", **kw)
+
+
+def test_calls_again_with_a_model_reuse_its_program_and_check_jax_data_once(monkeypatch):
+    from jaxlearn.ensemble import _common
+
+    traces = []
+
+    def counted_loss(scores, labels):
+        traces.append(1)
+        return jaxlearn.softmax_cross_entropy(scores, labels)
+
+    checks = []
+    real_check = _common.check_dataset
+    monkeypatch.setattr(_common, "check_dataset",
+                        lambda *a, **k: (checks.append(k["name"]), real_check(*a, **k)))
+    x, y = _tiny()
+    model = jaxlearn.linear(4, 2)
+    kw = dict(num_members=2, learning_rate=0.1, batch_size=8, num_epochs=1,
+              train_eval_size=0, loss=counted_loss)
+    val = (x[:24], y[:24])
+    a = fit_ensemble(model, (x, y), val, **kw)
+    n_traces = len(traces)
+    b = fit_ensemble(model, (x, y), val, **kw)
+    assert len(traces) == n_traces, "the same model and options must reuse the program"
+    assert checks == ["train", "val"], "jax arrays are checked once"
+    np.testing.assert_array_equal(a.params["W1"], b.params["W1"])
+    # NumPy arrays may change between calls: checked (and copied) every time.
+    xn, yn = np.asarray(x), np.asarray(y).copy()
+    val_n = tuple(np.asarray(a) for a in val)
+    fit_ensemble(model, (xn, yn), val_n, **kw)
+    yn[0] = 5
+    with pytest.raises(ValueError, match=r"train: labels must lie in \[0, 2\) for 2 classes"):
+        fit_ensemble(model, (xn, yn), val_n, **kw)
+    assert checks == ["train", "val", "train", "val", "train"]
+    assert len(traces) == n_traces
+
+
+def test_epoch_schedules_count_each_members_own_epochs():
+    x, y = _tiny(n=64)
+    idx = np.stack([np.arange(0, 32), np.arange(32, 64)])  # 4 steps per member epoch
+    r = fit_ensemble(jaxlearn.linear(4, 2), (x, y), num_members=2, member_indices=idx,
+                     learning_rate=0.1, batch_size=8, num_epochs=3, train_eval_size=0,
+                     schedule=jaxlearn.step_decay(1.0, 1, 0.5), schedule_unit="epoch")
+    np.testing.assert_allclose(r.history.learning_rate[0],
+                               np.repeat([0.1, 0.05, 0.025], 4), rtol=1e-6)
 
 
 # --------------------------------------------------------------------------- prediction
@@ -379,6 +494,12 @@ def test_ema_snapshots_and_distilled_student_compared_to_the_raw_model(
         assert rep.ensemble_accuracy > 0.85
     assert student.val_accuracy[-1] > 0.85
     assert student.teacher_val_accuracy == pytest.approx(full.ensemble_accuracy)
+    # The student's Trainer sees example indices as labels: no per-step accuracy is
+    # reported, only the loss per step and the validation accuracy per epoch.
+    assert type(student)._fields == ("params", "state", "loss", "val_accuracy",
+                                     "teacher_val_accuracy")
+    assert student.loss.shape == (EPOCHS * (len(digits.train[1]) // 64),)
+    assert student.val_accuracy.shape == (EPOCHS,)
     # The EMA is a different set of params (the last iterate when its decay is 0), and
     # training itself is unchanged by it (test_member_i_equals_a_single_fit_run_with_key_i).
     assert not np.allclose(ens8.averaged_params["W1"][0], ens8.params["W1"][0])

@@ -18,8 +18,7 @@ import numpy as np
 from jax import lax
 
 from jaxlearn._compat import concrete_or_none
-from jaxlearn.data import check_dataset
-from jaxlearn.ensemble._common import apply_of, as_key, check_int, check_pair
+from jaxlearn.ensemble._common import apply_of, as_key, check_int, check_pairs, device_data
 from jaxlearn.ensemble.predict import evaluate_ensemble, predict_proba
 from jaxlearn.losses import softmax_cross_entropy
 from jaxlearn.train.core import Trainer, TrainState, trainer
@@ -175,22 +174,25 @@ def distill(
     **Returns:** a :class:`DistillResult` ``(params, state, loss, val_accuracy,
     teacher_val_accuracy)``.
 
+    The Trainer's minibatches carry example indices where labels would be (each step looks
+    its soft targets and true labels up by them), so its per-step "batch accuracy" compares
+    predictions with indices and means nothing: nothing here reports it. The student's
+    accuracy is ``val_accuracy``, measured on `val` after each epoch.
+
     Example:
-        >>> import jax, jax.numpy as jnp, jaxlearn
+        >>> import jax.numpy as jnp, jaxlearn
         >>> from jaxlearn.ensemble import distill
-        >>> x = jax.random.normal(jax.random.key(0), (64, 4))
-        >>> y = (x[:, 0] - x[:, 1] > 0).astype(jnp.int32)
-        >>> teacher = lambda p, x: x @ p["w"]  # two members that know the rule
-        >>> w = jnp.stack([jnp.array([[0.0, 3.0], [0.0, -3.0]] + [[0.0, 0.0]] * 2)] * 2)
-        >>> r = distill(teacher, {"w": w}, jaxlearn.linear(4, 2), (x, y), (x, y),
-        ...             temperature=2.0, learning_rate=0.1, batch_size=16, num_epochs=3)
-        >>> r.val_accuracy.shape, bool(r.val_accuracy[-1] > 0.9), r.teacher_val_accuracy
-        ((3,), True, 1.0)
+        >>> x = jnp.linspace(-1.0, 1.0, 64)[:, None] * jnp.array([[1.0, 2.0, -1.0]])
+        >>> y = (x[:, 0] > 0).astype(jnp.int32)
+        >>> teacher = lambda p, x: x[:, :1] * p["w"]  # two members that know the rule
+        >>> w = jnp.array([[[-4.0, 4.0]], [[-2.0, 2.0]]])
+        >>> r = distill(teacher, {"w": w}, jaxlearn.linear(3, 2), (x, y), (x, y),
+        ...             temperature=2.0, learning_rate=0.5, batch_size=16, num_epochs=3)
+        >>> r.loss.shape, bool(r.val_accuracy[-1] > 0.9), r.teacher_val_accuracy
+        ((12,), True, 1.0)
     """
     fn = "distill"
-    x_tr, y_tr = check_pair(fn, "train", train)
-    if val is not None:
-        x_va, y_va = check_pair(fn, "val", val)
+    (x_tr, y_tr), val, n = check_pairs(fn, train, val)
     if isinstance(student, Trainer):
         raise ValueError(
             f"{fn}: `student` must be a Model or an (init, apply) pair; distill builds the "
@@ -204,17 +206,16 @@ def distill(
     hp = dict(hparams or {})
     if learning_rate is not None:
         hp["learning_rate"] = learning_rate
-    n = int(np.shape(x_tr)[0]) if np.ndim(x_tr) else 0
-    x_d, y_d = jnp.asarray(x_tr), jnp.asarray(y_tr)
-    soft = soft_targets(teacher, teacher_params, x_d, temperature=float(temperature))
+    soft = soft_targets(teacher, teacher_params, x_tr, temperature=float(temperature))
     num_classes = int(soft.shape[-1])
-    check_dataset(x_tr, y_tr, num_classes, name="train")
+    x_d, y_d = device_data((x_tr, y_tr), num_classes, "train")
     if soft.shape[0] != n:
         raise ValueError(f"{fn}: the teacher gave {soft.shape[0]} rows for {n} examples.")
     t, hw = float(temperature), float(hard_weight)
 
-    # The Trainer's minibatches gather (x, y) by example index; the soft targets travel as
-    # the "label" index into them, and the loss looks the targets up.
+    # The Trainer's minibatches gather (x, y) by example index; the example's index travels
+    # as its "label", and the loss looks its soft targets and true label up. (The Trainer's
+    # batch accuracy, argmax against those indices, is meaningless and never read.)
     def loss_fn(scores: jax.Array, idx: jax.Array) -> jax.Array:
         return distillation_loss(scores, soft[idx], y_d[idx], temperature=t, hard_weight=hw)
 
@@ -236,8 +237,7 @@ def distill(
     val_d = None
     teacher_acc = float("nan")
     if val is not None:
-        check_dataset(x_va, y_va, num_classes, name="val")
-        val_d = (jnp.asarray(x_va), jnp.asarray(y_va))
+        val_d = device_data(val, num_classes, "val")
         teacher_acc = evaluate_ensemble(teacher, teacher_params, val_d).ensemble_accuracy
 
     def run(state: TrainState, data: Any, val: Any, shuffle_key: jax.Array) -> Any:

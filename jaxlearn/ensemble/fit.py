@@ -44,15 +44,9 @@ from jaxlearn.ensemble._common import (
 )
 from jaxlearn.ensemble.history import EPOCH_FIELDS, STEP_METRICS, EnsembleHistory, assemble
 from jaxlearn.optim.averaging import averaged_params, param_average
-from jaxlearn.train.core import (
-    OPTIMIZERS,
-    EvalMetrics,
-    StepMetrics,
-    Trainer,
-    TrainState,
-    leaf_names,
-)
-from jaxlearn.train.fit import activation_stats
+from jaxlearn.train import core
+from jaxlearn.train.core import EvalMetrics, StepMetrics, Trainer, TrainState
+from jaxlearn.train.fit import _optimizer_name, activation_stats
 
 __all__ = [
     "EnsembleHistory",
@@ -159,7 +153,7 @@ def averaged_trainer(tr: Trainer, kind: str = "ema") -> Trainer:
                     f"{sorted({*allowed, 'average_decay'})}."
                 )
         if isinstance(base, str):
-            inner = OPTIMIZERS[base](**hp)
+            inner = core.OPTIMIZERS[base](**hp)
         elif isinstance(base, optax.GradientTransformation):
             inner = base
         else:
@@ -427,7 +421,8 @@ def _epochs_program(
                 acts = (activation_stats(tr.activations(state.params, act_x))
                         if cfg.act_size else {})
                 per_epoch = [te.loss, te.accuracy, ve.loss, ve.accuracy, improved]
-                per_epoch += [v for stats in acts.values() for v in stats.values()]
+                per_epoch += [acts[layer][stat] for layer in sorted(acts)
+                              for stat in sorted(acts[layer])]  # as _model_info lists them
                 packed = jnp.stack([v.astype(jnp.float32) for v in per_epoch])
                 return (state, best_params, best_score), (
                     _step_columns(sm, cfg.step_fields), packed)
@@ -471,9 +466,9 @@ def _model_info(tr: Trainer, feature: tuple[tuple[int, ...], str],
         if tr.activations is not None:
             stats = jax.eval_shape(lambda p, x: activation_stats(tr.activations(p, x)),
                                    params, x1)
-            fields = tuple(f"activations/{layer}/{stat}" for layer, d in stats.items()
-                           for stat in d)
-        shapes = dict(zip(leaf_names(params), (list(p.shape) for p in jax.tree.leaves(params)),
+            fields = tuple(f"activations/{layer}/{stat}" for layer in sorted(stats)
+                           for stat in sorted(stats[layer]))
+        shapes = dict(zip(core.leaf_names(params), (list(p.shape) for p in jax.tree.leaves(params)),
                           strict=True))
         return _ModelInfo(int(out.shape[-1]), shapes, fields)
 
@@ -618,10 +613,13 @@ def fit_ensemble(
       (``train_eval_size=0`` skips the training-subset evaluation, ``activation_size=0``
       the activation statistics).
     - `step_metrics`: the per-step records to keep, among ``"loss"`` (always kept),
-      ``"batch_accuracy"``, ``"learning_rate"``, ``"finite"`` and ``"update_ratio"`` (when
-      the Trainer computes them). What is not kept is not computed either: with
-      ``("loss",)`` a step does what a hand-written loop does (a member whose loss turns
-      non-finite is still reported, judged by its loss).
+      ``"batch_accuracy"``, ``"learning_rate"``, ``"finite"`` (always kept when the Trainer
+      skips non-finite steps: it decides them) and ``"update_ratio"`` (when the Trainer
+      computes them); a record left out has shape ``(N, 0)``. What is not kept is not
+      computed either where XLA can leave it out: with ``("loss",)`` and a Trainer built
+      with ``update_ratios=False, skip_nonfinite=False`` a step does what a hand-written
+      loop does (a member whose loss turns non-finite is still reported, judged by its
+      loss).
     - `hparams`: hyperparameters; each value a scalar (shared) or N values (one per
       member), or a list of N mappings. Values are data: new values never recompile.
     - `learning_rate`: shortcut for ``hparams["learning_rate"]`` (scalar or N values).
@@ -748,8 +746,10 @@ def fit_ensemble(
     info = _model_info(tr, (tuple(np.shape(x_tr)[1:]), str(x_dtype)), member0)
     train_d = device_data((x_tr, y_tr), info.num_classes, "train")
     val_d = device_data(val, info.num_classes, "val") if val is not None else None
+    # The finite flag decides each step when the Trainer skips non-finite ones: kept then.
     step_fields = tuple(f for f in ("loss", "batch_accuracy", "learning_rate", "finite")
-                        if f == "loss" or f in step_metrics)
+                        if f == "loss" or f in step_metrics
+                        or (f == "finite" and tr.skip_nonfinite))
     if tr.update_ratios and "update_ratio" in step_metrics:
         step_fields += tuple(f"update_ratio/{k}" for k in info.leaf_shapes)
     act_size = activation_size if tr.activations is not None else 0
@@ -868,11 +868,3 @@ def fit_ensemble(
     avg = averaged_params(states.opt_state, like=states.params) if average is not None else None
     return EnsembleResult(states.params, best_params, history, states, member_keys_out, plan,
                           avg)
-
-
-def _optimizer_name(opt: Any) -> str:
-    if isinstance(opt, str):
-        return opt
-    if isinstance(opt, optax.GradientTransformation):
-        return "optax transform"
-    return getattr(opt, "__name__", type(opt).__name__)

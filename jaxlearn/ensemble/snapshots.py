@@ -16,11 +16,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxlearn.data import check_dataset
-from jaxlearn.ensemble._common import as_key, check_int, check_pair
-from jaxlearn.losses import softmax_cross_entropy
+from jaxlearn.ensemble._common import as_key, build_trainer, check_int, check_pairs, device_data
 from jaxlearn.schedules import cyclic_cosine
-from jaxlearn.train.core import Trainer, TrainState, trainer
+from jaxlearn.train.core import Trainer, TrainState
 
 __all__ = ["SnapshotResult", "snapshot_ensemble"]
 
@@ -89,9 +87,7 @@ def snapshot_ensemble(
         ((3, 4, 2), [0.5, 0.427, 0.25, 0.073, 0.5, 0.427, 0.25, 0.073, 0.5, 0.427, 0.25, 0.073])
     """
     fn = "snapshot_ensemble"
-    x_tr, y_tr = check_pair(fn, "train", train)
-    if val is not None:
-        x_va, y_va = check_pair(fn, "val", val)
+    train, val, n_train = check_pairs(fn, train, val)
     m = check_int(fn, "num_cycles", num_cycles, 1)
     e = check_int(fn, "epochs_per_cycle", epochs_per_cycle, 1)
     if isinstance(min_fraction, bool) or not isinstance(min_fraction, (int, float)) or not (
@@ -102,22 +98,13 @@ def snapshot_ensemble(
     hp = dict(hparams or {})
     if learning_rate is not None:
         hp["learning_rate"] = learning_rate
-    n_train = int(np.shape(x_tr)[0]) if np.ndim(x_tr) else 0
-    if isinstance(model, Trainer):
-        given = [k for k, v in (("loss", loss), ("optimizer", optimizer),
-                                ("batch_size", batch_size)) if v is not None]
-        if given:
-            raise ValueError(f"{fn}: {given} cannot be given with a Trainer, which fixes them.")
-        if model.schedule is not None:
-            raise ValueError(
-                f"{fn}: the Trainer already has a schedule; snapshot ensembles set the cyclic "
-                "cosine schedule themselves. Pass a Trainer without one."
-            )
-        base = model
-    else:
-        base = trainer(model, loss=loss or softmax_cross_entropy,
-                       optimizer="sgd" if optimizer is None else optimizer,
-                       batch_size=100 if batch_size is None else batch_size)
+    if isinstance(model, Trainer) and model.schedule is not None:
+        raise ValueError(
+            f"{fn}: the Trainer already has a schedule; snapshot ensembles set the cyclic "
+            "cosine schedule themselves. Pass a Trainer without one."
+        )
+    base = build_trainer(fn, model, n_train, loss=loss, optimizer=optimizer,
+                         batch_size=batch_size)
     if base.batch_size > n_train:
         raise ValueError(
             f"{fn}: `batch_size` ({base.batch_size}) is larger than the training set ({n_train} "
@@ -128,13 +115,9 @@ def snapshot_ensemble(
     init_key, shuffle_key, _ = jax.random.split(key, 3)
     state = tr.init(init_key, hp or None)
     num_classes = int(jax.eval_shape(lambda p, x: tr.apply(p, x), state.params,
-                                     jnp.asarray(x_tr[:1])).shape[-1])
-    check_dataset(x_tr, y_tr, num_classes, name="train")
-    train_d = (jnp.asarray(x_tr), jnp.asarray(y_tr))
-    val_d = None
-    if val is not None:
-        check_dataset(x_va, y_va, num_classes, name="val")
-        val_d = (jnp.asarray(x_va), jnp.asarray(y_va))
+                                     jnp.asarray(train[0][:1])).shape[-1])
+    train_d = device_data(train, num_classes, "train")
+    val_d = None if val is None else device_data(val, num_classes, "val")
 
     def run(state: TrainState, train: Any, val: Any, shuffle_key: jax.Array) -> Any:
         def cycle(s: TrainState, c: jax.Array) -> Any:
