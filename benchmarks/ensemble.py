@@ -6,18 +6,25 @@ member. For each ensemble size N the script measures **member-steps per second**
 steps per member / seconds) of:
 
 - ``jaxlearn``: ``jaxlearn.ensemble.fit_ensemble`` with ``strategy="auto"`` (the whole
-  call: placement, the one program, the history copied to the host), the Trainer built
-  with ``update_ratios=False, skip_nonfinite=False`` (the anchors record no per-leaf
-  ratios and do not guard against non-finite steps either);
+  call: checks, placement, the one program, the records copied to the host, the result),
+  asked to compute what the anchors compute: a Trainer built with ``update_ratios=False,
+  skip_nonfinite=False`` and ``step_metrics=("loss",), train_eval_size=0,
+  activation_size=0`` (the anchors record the loss per step and nothing else);
 - ``jaxlearn vmap`` / ``jaxlearn seq``: the same with the strategy forced (what ``auto``
   chooses between);
-- ``jl defaults``: ``auto`` with the Trainer's defaults (per-leaf update ratios recorded,
-  non-finite steps skipped): what those safety features cost per step;
+- ``jl defaults``: ``auto`` with the Trainer's and ``fit_ensemble``'s default records (per-
+  leaf update ratios, non-finite steps skipped, batch accuracy, learning rate and finite
+  flag per step, activation statistics per epoch; ``train_eval_size=0``): what the
+  babysitting costs;
 - ``python loop``: a Python loop over members, each a Python loop of jitted Adam steps
-  (one dispatch per step; measured on at most 16 members and scaled, since its cost is
-  exactly linear in N);
+  (one dispatch per step; measured on at most ``--loop-members`` members and scaled, since
+  its cost is exactly linear in N);
 - ``jit(vmap(scan))``: hand-written, all members vmapped in one program;
 - ``lax.map``: hand-written, members one after another in one program.
+
+Columns marked ``*`` ran on fewer members and were scaled: the Python loop always, and with
+``--seq-members`` (default 64 with ``--gpu``) the two one-after-another programs (``jaxlearn
+seq``, ``lax.map``), whose cost is linear in N too.
 
 Each strategy is compiled and run once first (compile time reported separately), then
 timed as the median of ``--repeats`` runs with ``block_until_ready``, the strategies
@@ -27,8 +34,12 @@ work it measures the work done, not the waiting for a core (use the wall clock o
 The last columns are jaxlearn (auto) over the best hand-written strategy for that N
 (goal: >= 0.95) and the strategy ``auto`` picked.
 
+The last lines measure the fixed cost of a call: N = 1 and no epoch (initialization only),
+``fit_ensemble`` against the hand-written program, in milliseconds.
+
 Usage: ``PYTHONPATH=. python benchmarks/ensemble.py [--quick | --gpu] [--epochs 20]
-[--clock wall|cpu]``. ``--gpu`` adds N = 64 and 512.
+[--clock wall|cpu]``. ``--gpu``: N = 1, 8, 64, 512, 10 epochs, 3 repeats (about a minute
+on an H100).
 """
 
 from __future__ import annotations
@@ -146,21 +157,43 @@ def measure(cases: dict[str, Callable[[], Any]], repeats: int, clock: Callable[[
     return {name: (first[name], statistics.median(ts)) for name, ts in times.items()}
 
 
+def per_call_ms(cases: dict[str, Callable[[], Any]], repeats: int, clock: Callable[[], float]
+                ) -> dict[str, float]:
+    """Median milliseconds of each case, interleaved, after a first (compile) run."""
+    for fn in cases.values():
+        jax.block_until_ready(fn())
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    for _ in range(repeats):
+        for name, fn in cases.items():
+            t0 = clock()
+            jax.block_until_ready(fn())
+            times[name].append(clock() - t0)
+    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
+
+
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="N = 1, 8 and 2 epochs (a smoke run)")
-    p.add_argument("--gpu", action="store_true", help="also N = 64 and 512")
+    p.add_argument("--gpu", action="store_true",
+                   help="N = 1, 8, 64, 512, 10 epochs, 3 repeats, scaled sequential runs")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--sizes", default=None, help="comma-separated N, overriding the defaults")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    p.add_argument("--loop-members", type=int, default=None,
+                   help="members the Python loop runs (scaled to N; default 16, 8 with --gpu)")
+    p.add_argument("--seq-members", type=int, default=None,
+                   help="members the one-after-another programs run (scaled to N; default "
+                   "all, 64 with --gpu)")
     args = p.parse_args(argv)
     clock = time.perf_counter if args.clock == "wall" else time.process_time
-    sizes = [1, 8] if args.quick else [1, 8, 32, 64, 128, 512] if args.gpu else [1, 8, 32, 128]
+    sizes = [1, 8] if args.quick else [1, 8, 64, 512] if args.gpu else [1, 8, 32, 128]
     if args.sizes:
         sizes = [int(s) for s in args.sizes.split(",")]
-    epochs = args.epochs or (2 if args.quick else 20)
-    repeats = args.repeats or (2 if args.quick else 5)
+    epochs = args.epochs or (2 if args.quick else 10 if args.gpu else 20)
+    repeats = args.repeats or (2 if args.quick else 3 if args.gpu else 5)
+    loop_cap = args.loop_members or (8 if args.gpu else 16)
+    seq_cap = args.seq_members or (64 if args.gpu else None)
 
     x, y = digits()
     steps = epochs * (x.shape[0] // BATCH)
@@ -183,32 +216,39 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
           f"(compile + first run in s)\n")
     names = ["jaxlearn", "jaxlearn vmap", "jaxlearn seq", "jl defaults", "python loop",
              "jit(vmap(scan))", "lax.map"]
-    print(f"{'N':>4} " + " ".join(f"{n:>15}" for n in names)
+    scaled = {"python loop"} | ({"jaxlearn seq", "lax.map"} if seq_cap else set())
+    print(f"{'N':>4} " + " ".join(f"{n + ('*' if n in scaled else ''):>15}" for n in names)
           + f" {'jaxlearn/best':>14} {'plan':>10}")
     rows = []
+    t_start = time.perf_counter()
     for n in sizes:
         keys = jax.random.split(jax.random.key(0), n)
-        n_loop = min(n, 16)
+        members = {name: n for name in names}
+        members["python loop"] = min(n, loop_cap)
+        if seq_cap:
+            members["jaxlearn seq"] = members["lax.map"] = min(n, seq_cap)
+        last: dict[str, Any] = {}
 
-        def fit(strategy: str, n: int = n, tr: jaxlearn.Trainer = tr) -> Any:
-            return fit_ensemble(tr, (x, y), num_members=n, num_epochs=epochs,
-                                train_eval_size=0, strategy=strategy).params
+        def fit(strategy: str, m: int, lean: bool = True, last: dict[str, Any] = last) -> Any:
+            opts: dict[str, Any] = dict(
+                step_metrics=("loss",), activation_size=0) if lean else {}
+            r = fit_ensemble(tr if lean else tr_defaults, (x, y), num_members=m,
+                             num_epochs=epochs, train_eval_size=0, strategy=strategy, **opts)
+            last[strategy] = r
+            return r.params
 
         cases = {
-            "jaxlearn": lambda: fit("auto"),
-            "jaxlearn vmap": lambda: fit("vmap"),
-            "jaxlearn seq": lambda: fit("sequential"),
-            "jl defaults": lambda: fit("auto", tr=tr_defaults),
-            "python loop": lambda k=keys[:n_loop]: loop(k),
+            "jaxlearn": lambda n=n: fit("auto", n),
+            "jaxlearn vmap": lambda n=n: fit("vmap", n),
+            "jaxlearn seq": lambda m=members["jaxlearn seq"]: fit("sequential", m),
+            "jl defaults": lambda n=n: fit("auto", n, lean=False),
+            "python loop": lambda k=keys[:members["python loop"]]: loop(k),
             "jit(vmap(scan))": lambda k=keys: vmapped(k),
-            "lax.map": lambda k=keys: mapped(k),
+            "lax.map": lambda k=keys[:members["lax.map"]]: mapped(k),
         }
         res = measure(cases, repeats, clock)
-        plan = fit_ensemble(tr, (x, y), num_members=n, num_epochs=1, train_eval_size=0).plan
-        rate = {}
-        for name, (_, t) in res.items():
-            members = n_loop if name == "python loop" else n
-            rate[name] = members * steps / t
+        plan = last["auto"].plan
+        rate = {name: members[name] * steps / t for name, (_, t) in res.items()}
         best = max(rate[k] for k in ("python loop", "jit(vmap(scan))", "lax.map"))
         ratio = rate["jaxlearn"] / best
         cells = " ".join(f"{rate[k]:>8.0f} ({res[k][0]:4.1f})" for k in names)
@@ -220,6 +260,20 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         rt = r["rates"]
         print(f"N={r['N']:>4}: {rt['jaxlearn'] / rt['jit(vmap(scan))']:.2f}x, "
               f"{rt['jaxlearn'] / rt['lax.map']:.2f}x, {rt['jaxlearn'] / rt['python loop']:.2f}x")
+
+    # The fixed cost of a call: one member, no epoch (initialization and bookkeeping only).
+    init_only = jax.jit(jax.vmap(hand_written(model, x, y, 0)))
+    key1 = jax.random.split(jax.random.key(0), 1)
+    ms = per_call_ms({
+        "fit_ensemble": lambda: fit_ensemble(
+            tr, (x, y), num_members=1, num_epochs=0, train_eval_size=0, activation_size=0,
+            step_metrics=("loss",)).params,
+        "hand-written": lambda: init_only(key1),
+    }, max(20, 10 * repeats), clock)
+    print(f"\nfixed cost of a call (N=1, no epoch, {args.clock} clock): fit_ensemble "
+          f"{ms['fit_ensemble']:.3f} ms, hand-written jit(vmap) {ms['hand-written']:.3f} ms, "
+          f"difference {ms['fit_ensemble'] - ms['hand-written']:.3f} ms")
+    print(f"total {time.perf_counter() - t_start:.0f} s")
     return rows
 
 
