@@ -206,3 +206,117 @@ def test_bad_data_is_a_clear_error(data, match):
     lin = jaxlearn.trainer(jaxlearn.linear(4, 2), batch_size=5, hparams={"learning_rate": 0.1})
     with pytest.raises(ValueError, match=match):
         jax.eval_shape(lin.train_epoch, lin.init(jax.random.key(0)), data, jax.random.key(1))
+
+
+def _same(a, b):
+    leaves = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    return all(np.array_equal(jax.random.key_data(u) if jnp.issubdtype(u.dtype, jax.dtypes.prng_key)
+                              else u, jax.random.key_data(v)
+                              if jnp.issubdtype(v.dtype, jax.dtypes.prng_key) else v,
+                              equal_nan=True) for u, v in leaves)
+
+
+@pytest.mark.parametrize("learning_rate", [0.1, 1e30], ids=["finite", "diverging"])
+def test_epoch_mode_equals_step_mode_bit_for_bit(digits, tr, learning_rate):
+    out = {}
+    for mode in ("step", "epoch"):
+        state = tr.init(jax.random.key(0), {"learning_rate": learning_rate})
+        ms = []
+        for e in range(2):
+            state, m = tr.jit_epoch(state, digits, jax.random.key(e), nonfinite=mode)
+            ms.append(m)
+        out[mode] = state, ms
+    assert _same(out["step"], out["epoch"])
+    finite = np.concatenate([m.finite for m in out["epoch"][1]])
+    assert finite.all() if learning_rate == 0.1 else not finite.any()
+    assert all(bool(jnp.isfinite(v).all()) for v in jax.tree.leaves(out["epoch"][0].params))
+
+
+def test_learning_rates_recorded_after_the_scan_are_the_ones_the_steps_used(digits):
+    lin = jaxlearn.trainer(jaxlearn.linear(64, 10), batch_size=50, hparams={"learning_rate": 0.3},
+                           schedule=jaxlearn.exponential_decay(1.0, 0.0937))
+    state = lin.init(jax.random.key(0))
+    _, m = jax.jit(lin.train_epoch)(state, digits, jax.random.key(1))
+    used = []
+    for _ in range(8):
+        state, mi = lin.jit_step(state, (digits[0][:50], digits[1][:50]))
+        used.append(mi.learning_rate)
+    np.testing.assert_array_equal(m.learning_rate, np.stack(used))
+    assert float(m.learning_rate[7]) < float(m.learning_rate[0])
+
+
+def test_without_guard_or_ratios_a_nonfinite_update_is_flagged_from_the_next_loss_or_the_end():
+    x = jnp.full((4, 3), 1e3)
+    y = jnp.array([0, 1, 0, 1])
+    lin = jaxlearn.trainer(jaxlearn.linear(3, 2), batch_size=2, hparams={"learning_rate": 1e38},
+                           skip_nonfinite=False, update_ratios=False)
+    state = lin.init(jax.random.key(0))
+    # Step 0's loss is finite but its update overflows: step 1's loss shows it.
+    _, m = jax.jit(lin.train_epoch)(state, (x, y), jax.random.key(1))
+    assert np.isfinite(m.loss[0]) and not np.isfinite(m.loss[1])
+    assert m.finite.tolist() == [True, False]
+    # An epoch of one step has no next loss: the parameters it produced are checked.
+    _, m1 = jax.jit(lin.train_epoch)(state, (x[:2], y[:2]), jax.random.key(1))
+    assert np.isfinite(m1.loss[0]) and m1.finite.tolist() == [False]
+    _, ms = jax.jit(lin.train_step)(state, (x[:2], y[:2]))
+    assert not bool(ms.finite)
+
+
+def _momentum_scan(model, data, batch_size):
+    """The hand-written anchor: a jitted lax.scan of optax steps, the loss recorded."""
+    x, y = data
+    opt = jaxlearn.momentum(0.1, 0.9)
+
+    def epoch(p, o, key):
+        def body(carry, ix):
+            p, o = carry
+            loss, g = jax.value_and_grad(
+                lambda p: jaxlearn.softmax_cross_entropy(model.apply(p, x[ix]), y[ix]))(p)
+            u, o = opt.update(g, o, p)
+            return (optax.apply_updates(p, u), o), loss
+
+        return jax.lax.scan(body, (p, o), jaxlearn.batch_indices(key, x.shape[0], batch_size))
+
+    p = model.init(jax.random.key(0))
+    return jax.jit(epoch).lower(p, opt.init(p), jax.random.key(1)).compile().as_text()
+
+
+def test_a_step_without_extras_runs_no_more_kernels_than_the_hand_written_step(digits):
+    from jaxlearn.train._hlo import loop_body_ops
+
+    model = jaxlearn.mlp(64, (32,), 10)
+    hand = sum(loop_body_ops(_momentum_scan(model, digits, 50)).values())
+
+    def kernels(**kw):
+        t = jaxlearn.trainer(model, optimizer="momentum", batch_size=50,
+                             hparams={"learning_rate": 0.1, "mu": 0.9}, **kw)
+        lowered = t.jit_epoch.lower(t.init(jax.random.key(0)), digits, jax.random.key(1))
+        return sum(loop_body_ops(lowered.compile().as_text()).values())
+
+    bare = kernels(update_ratios=False, skip_nonfinite=False)
+    guarded = kernels(update_ratios=False)
+    assert hand > 10 and bare <= hand < guarded
+
+
+def test_packed_epochs_train_as_the_plain_tree_and_hand_back_the_plain_tree(digits):
+    from jaxlearn.train._hlo import loop_body_ops
+
+    model = jaxlearn.mlp(64, (16,) * 6, 10)  # 14 leaves
+    runs = {}
+    for pack in (False, True):
+        t = jaxlearn.trainer(model, optimizer="adam", batch_size=50, pack=pack,
+                             hparams={"learning_rate": 1e-2})
+        state = t.init(jax.random.key(0))
+        assert t.packs(state.params) is pack
+        text = t.jit_epoch.lower(state, digits, jax.random.key(9)).compile().as_text()
+        for e in range(2):
+            state, m = t.jit_epoch(state, digits, jax.random.key(e))
+        runs[pack] = state, m, sum(loop_body_ops(text).values())
+    (plain, mp, k_plain), (packed, mk, k_packed) = runs[False], runs[True]
+    assert jax.tree.structure(packed) == jax.tree.structure(plain)  # a plain dict, not Packed
+    for name in plain.params:
+        np.testing.assert_allclose(packed.params[name], plain.params[name], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(mk.loss, mp.loss, rtol=1e-5)
+    assert sorted(mk.update_ratio) == sorted(plain.params)
+    np.testing.assert_allclose(mk.update_ratio["W3"], mp.update_ratio["W3"], rtol=1e-4)
+    assert k_packed < k_plain  # one update kernel per buffer, not per leaf
