@@ -4,6 +4,7 @@ border warnings, studies, resuming and checkpoints."""
 from __future__ import annotations
 
 import json
+import logging
 import math
 import warnings
 
@@ -208,11 +209,10 @@ def test_outputs_that_are_not_scalars_or_histories_are_refused():
                     jax.random.key(0), stratgy="vmap")
 
 
-def test_a_search_draws_the_documented_points_and_keys_and_compiles_nothing_again():
+def test_a_search_draws_the_documented_points_and_keys_and_compiles_nothing_else(caplog):
     # Trial n: the point sample(space, k1, ...)[n] and the key fold_in(k2, n), with
-    # k1, k2 = split(key), all drawn in one compiled call that the next search reuses.
-    from jaxlearn.search import engine
-
+    # k1, k2 = split(key), drawn in one compiled call shared by searches of nearby sizes:
+    # once the objective's program exists, another search compiles nothing.
     traces = []
 
     def objective(hp, key):
@@ -230,15 +230,19 @@ def test_a_search_draws_the_documented_points_and_keys_and_compiles_nothing_agai
         key = jax.random.fold_in(k2, t.number)
         assert t.key_data == np.asarray(jax.random.key_data(key)).tolist()
         assert t.metrics["u"] == pytest.approx(float(jax.random.uniform(key)), rel=1e-6)
-    compiled = engine._random_streams._cache_size()
     groups = len(traces)
-    again = random_search(objective, space, 6, jax.random.key(7), metric="score", warn=False)
-    assert engine._random_streams._cache_size() == compiled and len(traces) == groups
-    assert [t.metrics for t in again.ranked()] == [t.metrics for t in study.ranked()]
-    # "auto" runs "sequential" on the CPU: asking for it by name reuses the same programs.
-    random_search(objective, space, 6, jax.random.key(7), metric="score", warn=False,
-                  strategy="vmap" if jax.default_backend() != "cpu" else "sequential")
-    assert len(traces) == groups
+    space = {"lr": log_uniform(1e-4, 1e-1), "x": uniform(0.0, 1.0)}
+    random_search(objective, space, 5, jax.random.key(1), metric="score", warn=False)
+    assert len(traces) == groups + 1
+    with jax.log_compiles(True), caplog.at_level(logging.WARNING):
+        caplog.clear()
+        again = random_search(objective, space, 5, jax.random.key(2), metric="score",
+                              warn=False)
+        # "auto" runs "sequential" on the CPU: asking for it by name reuses its program.
+        random_search(objective, space, 5, jax.random.key(3), metric="score", warn=False,
+                      strategy="vmap" if jax.default_backend() != "cpu" else "sequential")
+    assert not [r for r in caplog.records if "Compiling" in r.getMessage()], caplog.text
+    assert len(traces) == groups + 1 and len(again.trials) == 5
 
 
 # --------------------------------------------------------------------------- borders

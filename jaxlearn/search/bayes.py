@@ -21,7 +21,7 @@ from jaxlearn.search.engine import (
     _key_streams,
     _start,
 )
-from jaxlearn.search.space import Dimension
+from jaxlearn.search.space import Dimension, _bucket
 from jaxlearn.search.study import Study
 
 __all__ = ["optuna_search"]
@@ -97,7 +97,7 @@ def optuna_search(
     study = Study(opts["metric"], opts["mode"], space, path=opts["path"],
                   info={"search": "optuna", "key": _key_data(key),
                         "sampler": type(sampler).__name__})
-    _, key_rows = jax.device_get(_key_streams(k_trials, np.arange(num_trials, dtype=np.uint32)))
+    _, key_rows = jax.device_get(_key_streams(k_trials, _bucket(num_trials)))
     impl = jax.random.key_impl(key)
     opts["trials_per_call"] = batch_size
     done = 0

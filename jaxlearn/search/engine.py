@@ -32,6 +32,7 @@ from jaxlearn.population import population_map
 from jaxlearn.search.border import warn_borders
 from jaxlearn.search.space import (
     Dimension,
+    _bucket,
     _check_key,
     bits_table,
     check_space,
@@ -680,9 +681,10 @@ def random_search(
     # One compiled call draws everything (the points' bits, the trials' keys), one
     # transfer brings it to the host; the points are then built with NumPy.
     key_row, bits, key_rows = jax.device_get(
-        _random_streams(key, np.arange(num_trials, dtype=np.uint32), len(space))
+        _random_streams(key, _bucket(num_trials), len(space))
     )
-    cols = columns(space, bits)
+    cols = columns(space, bits[:, :num_trials])
+    key_rows = key_rows[:num_trials]
     info = {"search": "random", "key": key_row.ravel().tolist(),
             "settings": dict(opts["settings"] or {}), "stage": stage}
     study = _open_study(opts["path"], opts["metric"], opts["mode"], space, info)
@@ -721,7 +723,8 @@ def grid_search(
     fn = "grid_search"
     space, key, opts = _start(fn, objective, space, key, options)
     pts = grid_points(space, points)
-    key_row, key_rows = jax.device_get(_key_streams(key, np.arange(len(pts), dtype=np.uint32)))
+    key_row, key_rows = jax.device_get(_key_streams(key, _bucket(len(pts))))
+    key_rows = key_rows[: len(pts)]
     info = {"search": "grid", "key": key_row.ravel().tolist(), "points": points,
             "settings": dict(opts["settings"] or {})}
     study = _open_study(opts["path"], opts["metric"], opts["mode"], space, info)

@@ -292,6 +292,13 @@ def bits_table(key: jax.Array, numbers: jax.Array, num_dims: int) -> jax.Array:
 _bits_table = jax.jit(bits_table, static_argnums=2)
 
 
+def _bucket(num: int) -> np.ndarray:
+    """Trial numbers ``0 .. B - 1`` for a search of `num` trials, ``B`` the next power of two
+    (at least 8): the compiled draws of a trial do not depend on how many are drawn, so
+    rounding up lets searches of nearby sizes share one compiled call."""
+    return np.arange(max(8, 1 << (int(num) - 1).bit_length()), dtype=np.uint32)
+
+
 def uniforms(bits: np.ndarray) -> np.ndarray:
     """Floats in ``[0, 1)`` from the bits of :func:`bits_table` (53 random bits each)."""
     bits = np.asarray(bits, dtype=np.uint64)
@@ -375,9 +382,9 @@ def sample(
         raise ValueError(f"sample: `num` must be an int >= 1, got {num!r}.")
     if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
         raise ValueError(f"sample: `start` must be an int >= 0, got {start!r}.")
-    numbers = np.arange(int(start), int(start) + int(num), dtype=np.uint32)
+    numbers = np.uint32(start) + _bucket(int(num))
     bits = np.asarray(_bits_table(key, numbers, len(space)))  # one call, one transfer
-    return points_of(columns(space, bits), int(num))
+    return points_of(columns(space, bits[:, : int(num)]), int(num))
 
 
 def grid_points(space: Mapping[str, Dimension], points: int = 3) -> list[dict[str, Any]]:
