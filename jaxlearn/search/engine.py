@@ -34,7 +34,7 @@ from jaxlearn.search.space import (
     Dimension,
     _bucket,
     _check_key,
-    bits_table,
+    bits_of_dims,
     check_space,
     columns,
     grid_points,
@@ -230,8 +230,14 @@ def _random_streams(
     bits of the points (``sample(space, k1, ...)``) and the trials' key data
     (``fold_in(k2, n)``), where ``k1, k2 = split(key)``."""
     k_points, k_trials = jax.random.split(key)
-    return (jax.random.key_data(key), bits_table(k_points, numbers, num_dims),
-            jax.random.key_data(_fold_keys(k_trials, numbers)))
+    # fold_in(k1, i) of the dimensions and fold_in(k2, n) of the trials as one batched
+    # threefry call (on the CPU each call is a loop of its own).
+    keys = jnp.concatenate([jnp.broadcast_to(k_points, (num_dims,)),
+                            jnp.broadcast_to(k_trials, numbers.shape)])
+    data = jnp.concatenate([jnp.arange(num_dims, dtype=jnp.uint32), numbers])
+    folded = jax.vmap(jax.random.fold_in)(keys, data)
+    return (jax.random.key_data(key), bits_of_dims(folded[:num_dims], numbers),
+            jax.random.key_data(folded[num_dims:]))
 
 
 @jax.jit

@@ -280,13 +280,15 @@ def bits_table(key: jax.Array, numbers: jax.Array, num_dims: int) -> jax.Array:
     search sees the same points), nor on the other dimensions. Returns ``uint32`` bits of
     shape ``(num_dims, len(numbers), 2)``; :func:`uniforms` turns them into floats.
     """
-    def dim_bits(i: jax.Array) -> jax.Array:
-        dim_key = jax.random.fold_in(key, i)
-        return jax.vmap(
-            lambda n: jax.random.bits(jax.random.fold_in(dim_key, n), (2,), jnp.uint32)
-        )(numbers)
+    dims = jnp.arange(num_dims, dtype=jnp.uint32)
+    return bits_of_dims(jax.vmap(jax.random.fold_in, in_axes=(None, 0))(key, dims), numbers)
 
-    return jax.vmap(dim_bits)(jnp.arange(num_dims, dtype=jnp.uint32))
+
+def bits_of_dims(dim_keys: jax.Array, numbers: jax.Array) -> jax.Array:
+    """:func:`bits_table` from the dimensions' keys ``fold_in(key, i)`` (traceable)."""
+    # Each stage is one batched threefry call over every (dimension, trial) pair.
+    keys = jax.vmap(lambda k: jax.vmap(lambda n: jax.random.fold_in(k, n))(numbers))(dim_keys)
+    return jax.vmap(jax.vmap(lambda k: jax.random.bits(k, (2,), jnp.uint32)))(keys)
 
 
 _bits_table = jax.jit(bits_table, static_argnums=2)
