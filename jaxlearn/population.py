@@ -44,7 +44,11 @@ Contract (what callers, ensembles and search, rely on)
       examples, 2026-11-26, a shared and loaded machine) ``jit(vmap)`` ran 0.7-0.8x of
       ``lax.map`` at 8, 32 and 128 members; one member's matmuls already keep both cores
       busy. So the CPU runs members one after another, which also keeps memory at one
-      member's. The CPU numbers are noisy: treat the rule as a default, not a law.
+      member's. Splitting the 2-core CPU into two XLA devices
+      (``--xla_force_host_platform_device_count=2``) and sharding 64 such members over
+      them ran 0.98x of one device (0.79x with single-threaded devices), so ``"auto"``
+      does not shard host devices either. The CPU numbers are noisy (shared machine):
+      treat the rule as a default, not a law.
       :func:`measure_strategies` times the candidates on your own function and machine
       when you want to decide by measurement.
 - Devices: by default every device of ``jax.devices()`` (all processes' devices after
