@@ -46,9 +46,9 @@ Contract (what callers, ensembles and search, rely on)
       busy. So the CPU runs members one after another, which also keeps memory at one
       member's. Splitting the 2-core CPU into two XLA devices
       (``--xla_force_host_platform_device_count=2``) and sharding 64 such members over
-      them ran 0.98x of one device (0.79x with single-threaded devices), so ``"auto"``
-      does not shard host devices either. The CPU numbers are noisy (shared machine):
-      treat the rule as a default, not a law.
+      them ran 0.98x of one device (0.79x with single-threaded devices): nothing is
+      gained by splitting a CPU into devices, so jaxlearn does not do it for you. The CPU
+      numbers are noisy (shared machine): treat the rule as a default, not a law.
       :func:`measure_strategies` times the candidates on your own function and machine
       when you want to decide by measurement.
 - Devices: by default every device of ``jax.devices()`` (all processes' devices after
