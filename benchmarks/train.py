@@ -36,7 +36,9 @@ examples) with minibatches of 256.
 from __future__ import annotations
 
 import argparse
+import functools
 import platform
+import shutil
 import statistics
 import sys
 import tempfile
@@ -122,26 +124,83 @@ def hand_written(model: jaxlearn.Model, train: tuple[jax.Array, jax.Array], batc
     return {"per-step loop": per_step_loop, "scan per epoch": scan_per_epoch}
 
 
-def fit_variants(model: jaxlearn.Model, train, val, batch: int, epochs: int
-                 ) -> dict[str, Callable[[], None]]:
+def fit_variants(model: jaxlearn.Model, train, val, batch: int, epochs: int,
+                 folders: list[str]) -> dict[str, Callable[[], None]]:
     tr = jaxlearn.trainer(model, optimizer="momentum", batch_size=batch,
                           hparams={"learning_rate": LR, "mu": MU})
     tr_running = jaxlearn.trainer(model, optimizer="momentum", batch_size=batch,
                                   hparams={"learning_rate": LR, "mu": MU})
+    packs = tr.packs(model.init(jax.random.key(0)))
+    tr_other = jaxlearn.trainer(model, optimizer="momentum", batch_size=batch,
+                                hparams={"learning_rate": LR, "mu": MU}, pack=not packs)
 
-    def run(trainer: jaxlearn.Trainer, checkpoints: bool, **kw) -> None:
-        with tempfile.TemporaryDirectory() as d:
-            r = jaxlearn.fit(trainer, train, val, num_epochs=epochs, progress=False,
-                             checkpoint_dir=d if checkpoints else None, **kw)
-            jax.block_until_ready((r.params, r.best_params))
-            assert r.history.num_epochs == epochs and r.history.update_ratio
+    def run(trainer: jaxlearn.Trainer, folder: str | None, **kw) -> None:
+        # The folder is made once per variant (outside the timing): each run rewrites its
+        # files, as a run writing to a fixed folder would.
+        r = jaxlearn.fit(trainer, train, val, num_epochs=epochs, progress=False,
+                         checkpoint_dir=folder, **kw)
+        jax.block_until_ready((r.params, r.best_params))
+        assert r.history.num_epochs == epochs and r.history.update_ratio
+
+    def folder() -> str:
+        folders.append(tempfile.mkdtemp(prefix="jaxlearn-bench-"))
+        return folders[-1]
 
     return {
-        "fit": lambda: run(tr, True),
-        "fit (running train metrics)": lambda: run(tr_running, True, train_eval_size=0),
-        "fit (no checkpoints)": lambda: run(tr, False),
-        "fit (checkpoints every epoch)": lambda: run(tr, True, checkpoint_every=1),
+        "fit": functools.partial(run, tr, folder()),
+        "fit (running train metrics)": functools.partial(run, tr_running, folder(),
+                                                         train_eval_size=0),
+        "fit (no checkpoints)": functools.partial(run, tr, None),
+        "fit (checkpoints every epoch)": functools.partial(run, tr, folder(),
+                                                           checkpoint_every=1),
+        f"fit ({'not ' if packs else ''}packed)": functools.partial(run, tr_other, folder()),
     }
+
+
+def loop_kernels(model: jaxlearn.Model, train: tuple[jax.Array, jax.Array], batch: int
+                 ) -> list[tuple[str, int]]:
+    """Kernels per step: top-level instructions of the epoch loop's body in optimized HLO."""
+    from jaxlearn.train._hlo import loop_body_ops
+
+    x, y = train
+    n = x.shape[0]
+
+    def count(fn: Callable[..., object], *args: object) -> int:
+        return sum(loop_body_ops(jax.jit(fn).lower(*args).compile().as_text()).values())
+
+    def hand(opt: optax.GradientTransformation, b: int) -> int:
+        def epoch(p, o, key):
+            def body(carry, ix):
+                p, o = carry
+                loss, g = jax.value_and_grad(
+                    lambda p: jaxlearn.softmax_cross_entropy(model.apply(p, x[ix]), y[ix]))(p)
+                u, o = opt.update(g, o, p)
+                return (optax.apply_updates(p, u), o), loss
+
+            return jax.lax.scan(body, (p, o), jaxlearn.batch_indices(key, n, b))
+
+        p = model.init(jax.random.key(0))
+        return count(epoch, p, opt.init(p), jax.random.key(1))
+
+    def ours(opt: str, hp: dict[str, float], b: int, **kw: object) -> int:
+        t = jaxlearn.trainer(model, optimizer=opt, batch_size=b, hparams=hp, **kw)
+        return count(t.train_epoch, t.init(jax.random.key(0)), train, jax.random.key(1))
+
+    mom = {"learning_rate": LR, "mu": MU}
+    adam = {"learning_rate": 1e-3}
+    return [
+        ("hand-written scan (momentum)", hand(jaxlearn.momentum(LR, MU), batch)),
+        ("Trainer defaults (guard every step)", ours("momentum", mom, batch)),
+        ("fit's epoch (defaults; guarded rerun only after a non-finite step)",
+         ours("momentum", mom, batch, skip_nonfinite=False)),
+        ("Trainer, pack=True, unguarded", ours("momentum", mom, batch, skip_nonfinite=False,
+                                               pack=True)),
+        ("Trainer, no ratios, no guard", ours("momentum", mom, batch, update_ratios=False,
+                                              skip_nonfinite=False)),
+        ("ensemble anchor (optax.adam, batch 100)", hand(optax.adam(1e-3), 100)),
+        ("Trainer adam, no ratios, no guard, batch 100",
+         ours("adam", adam, 100, update_ratios=False, skip_nonfinite=False)),
+    ]
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -160,7 +219,8 @@ def main(argv: list[str] | None = None) -> None:
     train, val = data(tile)
     model = jaxlearn.mlp(64, hidden, 10)
     steps = epochs * (train[0].shape[0] // batch)
-    variants = {**fit_variants(model, train, val, batch, epochs),
+    folders: list[str] = []
+    variants = {**fit_variants(model, train, val, batch, epochs, folders),
                 **hand_written(model, train, batch, epochs)}
 
     compile_s = {}
@@ -191,6 +251,12 @@ def main(argv: list[str] | None = None) -> None:
     for name, t in med.items():
         print(f"| {name:30s} | {steps / t:9.0f} | {t:9.4f} | {compile_s[name]:11.2f} "
               f"| {scan / t:6.2f}x | {med_cpu[name]:7.4f} | {scan_cpu / med_cpu[name]:11.2f}x |")
+    for d in folders:
+        shutil.rmtree(d, ignore_errors=True)
+    print()
+    print("Kernels per step (top-level instructions of the optimized HLO's loop body):")
+    for name, k in loop_kernels(model, train, batch):
+        print(f"  {name:66s} {k:4d}")
     sys.stdout.flush()
 
 

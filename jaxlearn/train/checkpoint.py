@@ -53,12 +53,19 @@ def _is_key(x: Any) -> bool:
     return isinstance(x, jax.Array) and jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key)
 
 
-def _host_leaf(leaf: Any) -> tuple[np.ndarray, dict[str, Any]]:
-    """A private host copy of ``leaf`` and its header entry."""
-    info: dict[str, Any] = {}
-    if _is_key(leaf):
-        info["key_impl"] = str(jax.random.key_impl(leaf))
-        leaf = jax.random.key_data(leaf)
+def _host_leaves(leaves: list[Any]) -> list[tuple[np.ndarray, dict[str, Any]]]:
+    """Private host copies of ``leaves`` (one transfer for all) and their header entries."""
+    infos: list[dict[str, Any]] = [{} for _ in leaves]
+    raw = []
+    for leaf, info in zip(leaves, infos, strict=True):
+        if _is_key(leaf):
+            info["key_impl"] = str(jax.random.key_impl(leaf))
+            leaf = jax.random.key_data(leaf)
+        raw.append(leaf)
+    return [_host_leaf(a, info) for a, info in zip(jax.device_get(raw), infos, strict=True)]
+
+
+def _host_leaf(leaf: Any, info: dict[str, Any]) -> tuple[np.ndarray, dict[str, Any]]:
     # A copy, never a view: the device buffer may be donated and reused right after.
     arr = np.array(leaf, copy=True)
     info["shape"] = list(arr.shape)
@@ -79,7 +86,9 @@ def _fsync_dir(folder: str) -> None:
         os.close(fd)
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) -> None:
+def atomic_write(
+    path: str | os.PathLike, write: Callable[[IO[bytes]], None], sync_dir: bool = True
+) -> None:
     """Write a file so that a crash leaves the old file or the new one, never a mix.
 
     ``write(f)`` fills a temporary file in the same folder; it is flushed, ``fsync``-ed and
@@ -89,6 +98,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
     **Arguments:**
     - `path`: the file to (re)place.
     - `write`: a function writing the content to a binary file object.
+    - `sync_dir`: ``fsync`` the folder after the rename, so the rename itself survives a
+      crash (False when the caller syncs the folder once for several files).
 
     **Returns:** None.
 
@@ -116,7 +127,8 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None]) ->
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
-    _fsync_dir(folder)
+    if sync_dir:
+        _fsync_dir(folder)
 
 
 def _read_umask() -> int:
@@ -140,13 +152,14 @@ def _prepare(
     leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
     arrays: dict[str, np.ndarray] = {}
     infos = []
-    for i, (path, leaf) in enumerate(leaves):
+    for path, leaf in leaves:
         if leaf is None or not (hasattr(leaf, "shape") or np.isscalar(leaf)):
             raise ValueError(
                 f"save_checkpoint: leaf {path_str(path)} is a {type(leaf).__name__}, not an "
                 "array or number."
             )
-        arr, info = _host_leaf(leaf)
+    host = _host_leaves([leaf for _, leaf in leaves])
+    for i, ((path, _), (arr, info)) in enumerate(zip(leaves, host, strict=True)):
         info["path"] = path_str(path)
         arrays[f"leaf/{i}"] = arr
         infos.append(info)
@@ -167,8 +180,10 @@ def _prepare(
     return arrays
 
 
-def _write(path: str | os.PathLike, arrays: Mapping[str, np.ndarray]) -> None:
-    atomic_write(path, lambda f: np.savez(f, **arrays))
+def _write(
+    path: str | os.PathLike, arrays: Mapping[str, np.ndarray], sync_dir: bool = True
+) -> None:
+    atomic_write(path, lambda f: np.savez(f, **arrays), sync_dir)
 
 
 def save_checkpoint(
@@ -375,6 +390,22 @@ class Checkpointer:
         """Whether the checkpoint ``name`` has been written (and finished)."""
         return os.path.exists(self.path(name))
 
+    def busy(self) -> bool:
+        """Whether a background write is queued or in progress.
+
+        A training loop can skip a save while the writer is busy (the next one would only
+        replace the queued payload) and save at its next chance instead, so copying states
+        to the host never outpaces the disk.
+
+        **Returns:** True while a write is pending.
+
+        Example:
+            >>> import tempfile, jaxlearn
+            >>> jaxlearn.Checkpointer(tempfile.mkdtemp()).busy()
+            False
+        """
+        return any(not fut.done() for fut in self._pending)
+
     def _raise_errors(self, block: bool) -> None:
         still = []
         for fut in self._pending:
@@ -408,6 +439,61 @@ class Checkpointer:
             self._queued[name] = arrays
         if not already_queued:
             self._pending.append(self._pool.submit(self._write_queued, name))
+
+    def save_many(
+        self, saves: Mapping[str, tuple[Any, Mapping[str, Any] | None, History | None]], *,
+        blocking: bool = False,
+    ) -> None:
+        """Save several checkpoints: ``{name: (tree, metadata, history)}``.
+
+        With ``blocking=True`` they are written side by side (one thread each) and made
+        durable together: every file is on disk when ``save_many`` returns, after every
+        earlier write, for one sync of the folder instead of one per file.
+
+        **Arguments:**
+        - `saves`: name -> ``(tree, metadata or None, History or None)``.
+        - `blocking`: wait for the files (True) or write them in the background (False).
+
+        **Returns:** None.
+
+        Example:
+            >>> import tempfile, jax.numpy as jnp, jaxlearn
+            >>> with jaxlearn.Checkpointer(tempfile.mkdtemp()) as ck:
+            ...     ck.save_many({"best": ({"W": jnp.ones(2)}, {"epoch": 3}, None),
+            ...                   "last": ({"W": jnp.zeros(2)}, {"epoch": 4}, None)},
+            ...                  blocking=True)
+            ...     ck.load("best").metadata, ck.load("last").metadata
+            ({'epoch': 3}, {'epoch': 4})
+        """
+        if not blocking or not saves:
+            for name, (tree, metadata, history) in saves.items():
+                self.save(name, tree, metadata=metadata, history=history, blocking=blocking)
+            return
+        self._raise_errors(block=False)
+        payloads = {name: _prepare(tree, metadata, history)
+                    for name, (tree, metadata, history) in saves.items()}
+        self.wait()
+        first, *others = payloads.items()
+        errors: list[BaseException] = []
+        threads = [threading.Thread(target=self._write_guarded, args=(name, arrays, errors))
+                   for name, arrays in others]
+        for t in threads:
+            t.start()
+        try:
+            _write(self.path(first[0]), first[1], sync_dir=False)
+        finally:
+            for t in threads:
+                t.join()
+        if errors:
+            raise errors[0]
+        _fsync_dir(self.directory)
+
+    def _write_guarded(self, name: str, arrays: Mapping[str, np.ndarray],
+                       errors: list[BaseException]) -> None:
+        try:
+            _write(self.path(name), arrays, sync_dir=False)
+        except BaseException as e:  # noqa: BLE001 - handed to the caller's thread
+            errors.append(e)
 
     def _write_queued(self, name: str) -> None:
         with self._lock:

@@ -197,6 +197,18 @@ def _sq_norm(a: jax.Array) -> jax.Array:
     return jnp.sum(a * a)
 
 
+def _positive_int(fn: str, name: str, value: Any, allow_none: bool = False) -> Any:
+    """``value`` as an int >= 1 (or None when allowed), else a ValueError naming it."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(
+            f"{fn}: `{name}` must be a positive int{' or None' if allow_none else ''}, got "
+            f"{value!r}."
+        )
+    return int(value)
+
+
 def _all_finite(tree: Any) -> jax.Array:
     ok = jnp.ones((), bool)
     for leaf in jax.tree.leaves(tree):
@@ -832,17 +844,9 @@ def trainer(
             "trainer: `optimizer` must be a rule's name, an optax transform or a function "
             f"hparams -> transform, got {optimizer!r}."
         )
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or (
-        batch_size < 1
-    ):
-        raise ValueError(f"trainer: `batch_size` must be a positive int, got {batch_size!r}.")
-    if eval_batch_size is not None and (
-        isinstance(eval_batch_size, bool) or not isinstance(eval_batch_size, (int, np.integer))
-        or eval_batch_size < 1
-    ):
-        raise ValueError(
-            f"trainer: `eval_batch_size` must be a positive int or None, got {eval_batch_size!r}."
-        )
+    batch_size = _positive_int("trainer", "batch_size", batch_size)
+    eval_batch_size = _positive_int("trainer", "eval_batch_size", eval_batch_size,
+                                    allow_none=True)
     if schedule is not None and not callable(schedule):
         raise ValueError(
             f"trainer: `schedule` must be a function step -> multiplier, got {schedule!r}."
@@ -853,7 +857,7 @@ def trainer(
         apply=apply,
         loss=loss,
         optimizer=optimizer,
-        batch_size=int(batch_size),
+        batch_size=batch_size,
         hparams=dict(hparams or {}),
         schedule=schedule,
         init_params=init,
@@ -861,7 +865,7 @@ def trainer(
         exclude_biases=bool(exclude_biases),
         skip_nonfinite=bool(skip_nonfinite),
         update_ratios=bool(update_ratios),
-        eval_batch_size=None if eval_batch_size is None else int(eval_batch_size),
+        eval_batch_size=eval_batch_size,
         apply_takes_key=_accepts_key(apply),
         pack=pack,
     )

@@ -9,7 +9,9 @@ whether to stop.
 
 from __future__ import annotations
 
+import collections
 import functools
+import math
 import time
 import warnings
 import weakref
@@ -25,10 +27,17 @@ from jaxlearn.data import check_dataset
 from jaxlearn.losses import softmax_cross_entropy
 from jaxlearn.schedules import per_epoch
 from jaxlearn.train.checkpoint import Checkpointer
-from jaxlearn.train.core import EvalMetrics, Trainer, TrainState, leaf_names, trainer
+from jaxlearn.train.core import (
+    EvalMetrics,
+    Trainer,
+    TrainState,
+    _positive_int,
+    leaf_names,
+    trainer,
+)
 from jaxlearn.train.history import History
 
-__all__ = ["FitResult", "fit", "activation_stats"]
+__all__ = ["FitResult", "fit", "activation_stats", "cached_trainer"]
 
 _MONITORS = {"val_accuracy": True, "val_loss": False, "train_accuracy": True,
              "train_loss": False}
@@ -120,7 +129,9 @@ def _fit_chunk(
     which, metric = monitor.split("_")
 
     def run(c: _Carry, epoch: jax.Array) -> tuple[_Carry, tuple[Any, ...]]:
-        state, m = tr.train_epoch(c.state, train, jax.random.fold_in(shuffle_key, epoch))
+        # "epoch": no per-step select; an epoch with a non-finite step runs again, guarded.
+        state, m = tr.train_epoch(c.state, train, jax.random.fold_in(shuffle_key, epoch),
+                                  nonfinite="epoch")
         if train_eval is None:  # the epoch's running means, as Keras reports them
             te = EvalMetrics(jnp.mean(m.loss).astype(jnp.float32), jnp.mean(m.accuracy))
         else:
@@ -164,7 +175,9 @@ def _fit_chunk(
     ran, carry, outs = jax.lax.while_loop(
         keep_going, one_epoch, (jnp.zeros((), jnp.int32), carry, outs0)
     )
-    return carry, (*outs, jnp.arange(epochs_per_call) < ran)
+    # The scalars Python reads are outputs of their own: the carry is donated to the next call
+    # before they are read.
+    return carry, (*outs, jnp.arange(epochs_per_call) < ran, carry.bad_epochs, carry.stop)
 
 
 @jax.jit
@@ -213,16 +226,84 @@ def _as_key(key: Any) -> jax.Array:
     )
 
 
-def _check_shapes(name: str, x: Any, y: Any) -> None:
-    xs, ys = np.shape(x), np.shape(y)
-    if len(xs) < 1 or len(ys) != 1 or xs[0] != ys[0]:
-        raise ValueError(
-            f"{name}: x of shape (N, ...) and y of shape (N,) must have the same number of "
-            f"examples, got {xs[0] if xs else 'a scalar'} and {ys[0] if ys else 'a scalar'} "
-            f"(shapes {xs} and {ys})."
-        )
-    if xs[0] == 0:
-        raise ValueError(f"{name}: the data set is empty (N = 0).")
+_TRAINERS: collections.OrderedDict = collections.OrderedDict()
+_MAX_TRAINERS = 16
+
+
+def cached_trainer(
+    fn: str,
+    model: Any,
+    num_train: int,
+    *,
+    loss: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    optimizer: Any = None,
+    batch_size: int | None = None,
+    schedule: Callable[[jax.Array], jax.Array] | None = None,
+    schedule_unit: str = "step",
+) -> Trainer:
+    """The :class:`~jaxlearn.Trainer` that :func:`fit` builds for a model, reused across calls.
+
+    ``model`` itself when it is a Trainer (then the options must be None); else a Trainer
+    with :func:`fit`'s defaults (softmax cross-entropy, ``"sgd"``, batches of 100), the
+    schedule advancing once per epoch of ``num_train // batch_size`` steps with
+    ``schedule_unit="epoch"``. The same model and options give the same Trainer (the last
+    16 are kept), so a second call compiles nothing; hyperparameter values are not part of
+    a Trainer's identity (pass them to ``Trainer.init``).
+
+    **Arguments:**
+    - `fn`: the caller's name, for error messages.
+    - `model`: a model (see :func:`jaxlearn.trainer`) or a Trainer.
+    - `num_train`: training examples (sets an epoch's steps for epoch schedules).
+    - `loss`, `optimizer`, `batch_size`, `schedule`: as :func:`jaxlearn.trainer`'s (None:
+      the defaults).
+    - `schedule_unit`: ``"step"`` or ``"epoch"``.
+
+    **Returns:** a :class:`~jaxlearn.Trainer`.
+
+    Example:
+        >>> import jaxlearn
+        >>> from jaxlearn.train.fit import cached_trainer
+        >>> model = jaxlearn.linear(4, 2)
+        >>> a = cached_trainer("fit", model, 100, batch_size=10)
+        >>> a is cached_trainer("fit", model, 100, batch_size=10), a.batch_size
+        (True, 10)
+    """
+    if isinstance(model, Trainer):
+        given = [k for k, v in (("loss", loss), ("optimizer", optimizer),
+                                ("batch_size", batch_size), ("schedule", schedule))
+                 if v is not None]
+        if given:
+            raise ValueError(
+                f"{fn}: {given} cannot be given with a Trainer, which fixes them; build the "
+                "Trainer with them instead."
+            )
+        return model
+    if schedule_unit not in ("step", "epoch"):
+        raise ValueError(f"{fn}: `schedule_unit` must be 'step' or 'epoch', got {schedule_unit!r}.")
+    if schedule is not None and not callable(schedule):
+        raise ValueError(f"{fn}: `schedule` must be a function, got {schedule!r}.")
+    bs = 100 if batch_size is None else batch_size
+    spe = num_train // bs if isinstance(bs, int) and 0 < bs <= num_train else None
+    key: Any = (model, loss, optimizer, bs, schedule, schedule_unit if schedule else None,
+                spe if schedule is not None and schedule_unit == "epoch" else None)
+    try:
+        tr = _TRAINERS.get(key)
+    except TypeError:  # an unhashable part: build it every time
+        key, tr = None, None
+    if tr is not None:
+        _TRAINERS.move_to_end(key)
+        return tr
+    sched = schedule
+    if schedule is not None and schedule_unit == "epoch" and spe is not None:
+        sched = per_epoch(schedule, spe)
+    tr = trainer(model, loss=loss or softmax_cross_entropy,
+                 optimizer="sgd" if optimizer is None else optimizer, batch_size=bs,
+                 schedule=sched)
+    if key is not None:
+        _TRAINERS[key] = tr
+        if len(_TRAINERS) > _MAX_TRAINERS:
+            _TRAINERS.popitem(last=False)
+    return tr
 
 
 def _check_pair(name: str, data: Any) -> tuple[jax.Array, jax.Array]:
@@ -239,6 +320,28 @@ def _optimizer_name(opt: Any) -> str:
     if isinstance(opt, optax.GradientTransformation):
         return "optax transform"
     return getattr(opt, "__name__", type(opt).__name__)
+
+
+def _save(
+    ckpt: Checkpointer, carry: _Carry, best_meta: dict[str, Any] | None, clean: bool,
+    history: History, epoch: int, bad_epochs: Any, shuffle_key: jax.Array,
+    subset_key: jax.Array, batch_size: int, n_train: int, monitor: str, *, blocking: bool,
+) -> tuple[None, bool]:
+    """Write ``best`` (when a better epoch came) and ``last`` (when the state is clean)."""
+    saves: dict[str, tuple[Any, dict[str, Any], History | None]] = {}
+    if best_meta is not None:
+        # best_params only ever take finite, improving epochs: safe to write any time.
+        saves["best"] = (carry.best_params, best_meta, None)
+    if clean:
+        tree = _FitCheckpoint(carry.state, carry.best_params, carry.best_score, shuffle_key,
+                              subset_key)
+        saves["last"] = (tree, {
+            "epoch": epoch, "step": int(history.num_steps),
+            "best_epoch": history.meta["best_epoch"], "bad_epochs": int(bad_epochs),
+            "batch_size": batch_size, "num_train": n_train, "monitor": monitor,
+        }, history)
+    ckpt.save_many(saves, blocking=blocking)
+    return None, clean
 
 
 def fit(
@@ -344,13 +447,7 @@ def fit(
                         ("activation_size", activation_size, 0)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{fn}: `{name}` must be an int >= {lo}, got {v!r}.")
-    if checkpoint_every is not None and (
-        isinstance(checkpoint_every, bool) or not isinstance(checkpoint_every, (int, np.integer))
-        or checkpoint_every < 1
-    ):
-        raise ValueError(
-            f"{fn}: `checkpoint_every` must be a positive int or None, got {checkpoint_every!r}."
-        )
+    checkpoint_every = _positive_int(fn, "checkpoint_every", checkpoint_every, allow_none=True)
     if checkpoint_seconds is not None and not (
         isinstance(checkpoint_seconds, (int, float)) and checkpoint_seconds >= 0
     ):
@@ -358,19 +455,10 @@ def fit(
             f"{fn}: `checkpoint_seconds` must be a number >= 0 or None, got "
             f"{checkpoint_seconds!r}."
         )
-    if epochs_per_call is not None and (
-        isinstance(epochs_per_call, bool) or not isinstance(epochs_per_call, (int, np.integer))
-        or epochs_per_call < 1
-    ):
-        raise ValueError(
-            f"{fn}: `epochs_per_call` must be a positive int or None, got {epochs_per_call!r}."
-        )
+    epochs_per_call = _positive_int(fn, "epochs_per_call", epochs_per_call, allow_none=True)
     if callback is not None and epochs_per_call not in (None, 1):
         raise ValueError(f"{fn}: a `callback` runs after every epoch: it needs epochs_per_call=1.")
-    if patience is not None and (
-        isinstance(patience, bool) or not isinstance(patience, (int, np.integer)) or patience < 1
-    ):
-        raise ValueError(f"{fn}: `patience` must be a positive int or None, got {patience!r}.")
+    patience = _positive_int(fn, "patience", patience, allow_none=True)
     if not (isinstance(min_delta, (int, float)) and min_delta >= 0):
         raise ValueError(f"{fn}: `min_delta` must be a number >= 0, got {min_delta!r}.")
     if schedule_unit not in ("step", "epoch"):
@@ -390,51 +478,27 @@ def fit(
         raise ValueError(f"{fn}: resume=True needs `checkpoint_dir`.")
     key = _as_key(key)
 
-    # Shapes before the model sees the data; labels' range and finiteness once the number of
-    # classes is known (check_dataset below).
-    _check_shapes("train", x_tr, y_tr)
-    if val is not None:
-        _check_shapes("val", x_va, y_va)
-    n_train = int(np.shape(x_tr)[0])
     hp = dict(hparams or {})
     if learning_rate is not None:
         hp["learning_rate"] = learning_rate
-    if isinstance(model, Trainer):
-        fixed = (("loss", loss), ("optimizer", optimizer), ("batch_size", batch_size),
-                 ("schedule", schedule))
-        given = [n for n, v in fixed if v is not None]
-        if given:
-            raise ValueError(
-                f"{fn}: {given} cannot be given with a Trainer, which fixes them; build the "
-                "Trainer with them instead."
-            )
-        tr = model
-    else:
-        bs = 100 if batch_size is None else batch_size
-        sched = schedule
-        if schedule is not None and schedule_unit == "epoch":
-            if not callable(schedule):
-                raise ValueError(f"{fn}: `schedule` must be a function, got {schedule!r}.")
-            if isinstance(bs, int) and 0 < bs <= n_train:
-                sched = per_epoch(schedule, n_train // bs)
-        tr = trainer(
-            model, loss=loss or softmax_cross_entropy,
-            optimizer="sgd" if optimizer is None else optimizer, batch_size=bs,
-            hparams=hp, schedule=sched,
-        )
-        hp = {}
+    n_train = int(np.shape(x_tr)[0]) if np.ndim(x_tr) >= 1 else 0
+    # Hyperparameter values go to init, not into the Trainer: the same model and options
+    # then reuse one Trainer, and its compiled programs, from call to call.
+    tr = cached_trainer(fn, model, n_train, loss=loss, optimizer=optimizer,
+                        batch_size=batch_size, schedule=schedule, schedule_unit=schedule_unit)
+
+    init_key, shuffle_key, subset_key = _split3(key)
+    state = tr.init(init_key, hp or None, params=params)
+    # The data once the number of classes is known: shapes, labels' range, finiteness.
+    num_classes = _num_classes(tr, state.params, x_tr) if np.ndim(x_tr) >= 1 else None
+    check_dataset(x_tr, y_tr, num_classes, name="train")
+    if val is not None:
+        check_dataset(x_va, y_va, num_classes, name="val")
     if tr.batch_size > n_train:
         raise ValueError(
             f"{fn}: `batch_size` ({tr.batch_size}) is larger than the training set ({n_train} "
             f"examples); use a batch size of at most {n_train}."
         )
-
-    init_key, shuffle_key, subset_key = _split3(key)
-    state = tr.init(init_key, hp or None, params=params)
-    num_classes = _num_classes(tr, state.params, x_tr)
-    check_dataset(x_tr, y_tr, num_classes, name="train")
-    if val is not None:
-        check_dataset(x_va, y_va, num_classes, name="val")
 
     # ------------------------------------------------------------------ data on device
     train_d = (jnp.asarray(x_tr), jnp.asarray(y_tr))
@@ -450,12 +514,24 @@ def fit(
 
     act_x = activation_inputs()
     steps_per_epoch = n_train // tr.batch_size
-    if epochs_per_call is None:
-        # About 256 updates per compiled call: enough to hide the per-call cost of Python
-        # (history, progress bar, checkpoints) behind the device's work.
-        epochs_per_call = 1 if callback is not None else max(1, min(64, -(-256 // steps_per_epoch)))
-        if checkpoint_dir is not None and checkpoint_every is not None:
-            epochs_per_call = min(epochs_per_call, checkpoint_every)
+    # Epochs per compiled call: up to `buffer` (a static size, so calls of fewer epochs share
+    # one program), as many as the progress bar and timed checkpoints allow; Python runs only
+    # between calls (history, progress bar, checkpoints).
+    by_time = [t for t, on in ((1.0, progress),
+                               (None if checkpoint_seconds is None else checkpoint_seconds / 2,
+                                checkpoint_dir is not None and checkpoint_seconds is not None))
+               if on and t is not None]
+    if epochs_per_call is not None:
+        buffer = epochs_per_call
+    elif callback is not None:
+        buffer = 1
+    else:
+        buffer = max(1, min(64, math.ceil(4096 / max(steps_per_epoch, 1))))
+    if epochs_per_call is None and checkpoint_dir is not None and checkpoint_every is not None:
+        buffer = min(buffer, checkpoint_every)
+    per_call = buffer
+    if epochs_per_call is None and progress:  # the bar's first update comes soon
+        per_call = max(1, min(buffer, math.ceil(256 / max(steps_per_epoch, 1))))
 
     # ------------------------------------------------------------------ state and resume
     carry = _initial_carry(state)
@@ -508,16 +584,46 @@ def fit(
         best_meta: dict[str, Any] | None = None  # the best epoch not yet in best.npz
         stop_reason = None
         warned_skip = False
-        while epoch < num_epochs and stop_reason is None:
+        clean = True  # no non-finite update reached the state (always, when skipped)
+
+        def dispatch(first: int) -> tuple[Any, ...]:
+            nonlocal carry
+            until = min(num_epochs, first + per_call)
             carry, out = _fit_chunk(
-                carry, train_d, train_eval, val_d, act_x, shuffle_key, epoch, num_epochs,
+                carry, train_d, train_eval, val_d, act_x, shuffle_key, first, until,
                 0 if patience is None else patience, float(min_delta), tr=tr, monitor=monitor,
-                epochs_per_call=epochs_per_call, stop_on_nonfinite=on_nonfinite == "stop",
+                epochs_per_call=buffer, stop_on_nonfinite=on_nonfinite == "stop",
             )
-            (sm, te, ve, acts, improved, active), bad_epochs, stop = jax.device_get(
-                (out, carry.bad_epochs, carry.stop)
-            )
+            return out, until
+
+        def save_due(after: int) -> bool:
+            """Whether checkpoints are due once the run reaches epoch `after`."""
+            if ckpt is None or after >= num_epochs:
+                return False  # the final checkpoints are written after the loop
+            if after + per_call >= num_epochs or ckpt.busy():
+                return False  # the run ends within a call, or the writer is still busy
+            return (checkpoint_every is not None and after - last_saved >= checkpoint_every) or (
+                checkpoint_seconds is not None
+                and time.monotonic() - last_saved_time >= checkpoint_seconds)
+
+        # The next call is dispatched before this one's records are read, so the device
+        # never waits for Python; a call after a stop runs no epoch. Python waits for the
+        # device only where it must: a callback, or checkpoints of the state in between.
+        pending = dispatch(epoch) if epoch < num_epochs else None
+        last_done = time.monotonic()
+        while pending is not None:
+            out, until = pending
+            due = save_due(until)
+            sync = callback is not None or due
+            pending = dispatch(until) if not sync and until < num_epochs else None
+            # One transfer per call: the chunk's records and the two scalars Python needs.
+            sm, te, ve, acts, improved, active, bad_epochs, stop = jax.device_get(out)
             k = int(active.sum())  # the epochs that ran (a prefix of the chunk)
+            now = time.monotonic()
+            if by_time and epochs_per_call is None and k:
+                seconds_per_epoch = (now - last_done) / k
+                per_call = max(1, min(buffer, int(min(by_time) / max(seconds_per_epoch, 1e-9))))
+            last_done = now
             first_step = history.num_steps
             history.append_steps(
                 loss=sm.loss[:k].ravel(), batch_accuracy=sm.accuracy[:k].ravel(),
@@ -533,6 +639,7 @@ def fit(
             )
             finite = sm.finite[:k]
             all_finite = bool(finite.all())
+            clean = clean and (all_finite or tr.skip_nonfinite)
             if not all_finite and history.meta["first_nonfinite_step"] is None:
                 bad_step = first_step + int(np.argmin(finite.ravel()))
                 bad_epoch = epoch + bad_step // steps_per_epoch - first_step // steps_per_epoch
@@ -577,29 +684,22 @@ def fit(
                     val_acc=f"{float(ve.accuracy[k - 1]):.3f}", refresh=False,
                 )
                 bar.update(k)
-            done = epoch >= num_epochs or stop_reason is not None
-            history.meta["stop_reason"] = stop_reason or ("completed" if done else None)
-            state_clean = all_finite or tr.skip_nonfinite
-            due = done or (
-                checkpoint_every is not None and epoch - last_saved >= checkpoint_every
-            ) or (
-                checkpoint_seconds is not None
-                and time.monotonic() - last_saved_time >= checkpoint_seconds
-            )
-            if ckpt is not None and due and best_meta is not None:
-                # best_params only ever take finite, improving epochs: safe to write any time.
-                ckpt.save("best", carry.best_params, metadata=best_meta, blocking=done)
-                best_meta = None
-            if ckpt is not None and state_clean and due:
-                last_saved, last_saved_time = epoch, time.monotonic()
-                ckpt.save("last", ckpt_tree(), history=history, blocking=done, metadata={
-                    "epoch": epoch, "step": int(history.num_steps),
-                    "best_epoch": history.meta["best_epoch"], "bad_epochs": int(bad_epochs),
-                    "batch_size": tr.batch_size, "num_train": n_train, "monitor": monitor,
-                })
+            if stop_reason is not None or epoch >= num_epochs:
+                break  # a call already dispatched runs no epoch: its carry is this one
+            if sync:
+                if due and ckpt is not None:
+                    best_meta, saved = _save(ckpt, carry, best_meta, clean, history, epoch,
+                                             bad_epochs, shuffle_key, subset_key, tr.batch_size,
+                                             n_train, monitor, blocking=False)
+                    if saved:
+                        last_saved, last_saved_time = epoch, time.monotonic()
+                pending = dispatch(epoch)
+        history.meta["stop_reason"] = stop_reason or "completed"
+        if ckpt is not None and epoch > start_epoch:
+            # The final files, written side by side, are on disk when fit returns.
+            _save(ckpt, carry, best_meta, clean, history, epoch, bad_epochs, shuffle_key,
+                  subset_key, tr.batch_size, n_train, monitor, blocking=True)
         bar.close()
-        if history.meta["stop_reason"] is None:
-            history.meta["stop_reason"] = "completed"
         if ckpt is not None:
             ckpt.wait()
     finally:
