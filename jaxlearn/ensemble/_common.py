@@ -3,7 +3,6 @@ Trainer and data of a call, host copies."""
 
 from __future__ import annotations
 
-import collections
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -14,9 +13,7 @@ import numpy as np
 
 from jaxlearn._compat import is_tracer
 from jaxlearn.data import check_dataset
-from jaxlearn.losses import softmax_cross_entropy
-from jaxlearn.schedules import per_epoch
-from jaxlearn.train.core import Trainer, trainer
+from jaxlearn.train.fit import cached_trainer
 
 
 def is_key_array(x: Any) -> bool:
@@ -249,66 +246,9 @@ def check_pairs(
     return tr, va, int(np.shape(tr[0])[0]) if np.ndim(tr[0]) else 0
 
 
-# (model, loss, optimizer, batch size, schedule) -> Trainer, for the most recent models:
-# the compiled programs are kept per Trainer, so calling again with the same model and
-# options (not only the same Trainer) reuses them.
-_TRAINERS: collections.OrderedDict = collections.OrderedDict()
-_MAX_TRAINERS = 16
-
-
-def build_trainer(
-    fn: str,
-    model: Any,
-    num_train: int,
-    *,
-    loss: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
-    optimizer: Any = None,
-    batch_size: int | None = None,
-    schedule: Callable[[jax.Array], jax.Array] | None = None,
-    schedule_unit: str = "step",
-) -> Trainer:
-    """`model` itself when it is a Trainer (then the options must be None), else its Trainer.
-
-    The defaults are :func:`jaxlearn.fit`'s: softmax cross-entropy, ``"sgd"``, batches of
-    100; with ``schedule_unit="epoch"`` the schedule advances once per epoch of
-    ``num_train // batch_size`` steps. The same model and options give the same Trainer
-    (for the last few), so their compiled programs are reused.
-    """
-    if isinstance(model, Trainer):
-        given = [k for k, v in (("loss", loss), ("optimizer", optimizer),
-                                ("batch_size", batch_size), ("schedule", schedule))
-                 if v is not None]
-        if given:
-            raise ValueError(
-                f"{fn}: {given} cannot be given with a Trainer, which fixes them; build the "
-                "Trainer with them instead."
-            )
-        return model
-    if schedule_unit not in ("step", "epoch"):
-        raise ValueError(f"{fn}: `schedule_unit` must be 'step' or 'epoch', got {schedule_unit!r}.")
-    if schedule is not None and not callable(schedule):
-        raise ValueError(f"{fn}: `schedule` must be a function, got {schedule!r}.")
-    bs = 100 if batch_size is None else batch_size
-    spe = num_train // bs if isinstance(bs, int) and 0 < bs <= num_train else None
-    key: Any = (model, loss, optimizer, bs, schedule, schedule_unit, spe)
-    try:
-        tr = _TRAINERS.get(key)
-    except TypeError:  # an unhashable part: build it every time
-        key, tr = None, None
-    if tr is not None:
-        _TRAINERS.move_to_end(key)
-        return tr
-    sched = schedule
-    if schedule is not None and schedule_unit == "epoch" and spe is not None:
-        sched = per_epoch(schedule, spe)
-    tr = trainer(model, loss=loss or softmax_cross_entropy,
-                 optimizer="sgd" if optimizer is None else optimizer, batch_size=bs,
-                 schedule=sched)
-    if key is not None:
-        _TRAINERS[key] = tr
-        if len(_TRAINERS) > _MAX_TRAINERS:
-            _TRAINERS.popitem(last=False)
-    return tr
+# One Trainer per model and options, shared with `fit` (its cache): calling again with the
+# same model and options, from either, reuses the compiled programs.
+build_trainer = cached_trainer
 
 
 # id(x) -> (weakref(x), weakref(y), num_classes) of jax arrays already checked: jax arrays
