@@ -341,6 +341,49 @@ def test_successive_halving_keeps_the_true_best_trial():
     assert study.trial(int(np.argmin(truth))).reason == "pruned at rung 0 after 1 epochs"
 
 
+def test_successive_halving_resumes_after_the_last_finished_rung(tmp_path):
+    calls = {"step": 0}
+
+    def init(hp, key):
+        return {"w": jnp.zeros(()), "n": jnp.zeros((), jnp.int32)}
+
+    def step(hp, s, key):
+        jax.debug.callback(lambda: calls.__setitem__("step", calls["step"] + 1))
+        s = {"w": s["w"] + hp["lr"] * jax.random.normal(key), "n": s["n"] + 1}
+        return s, {"score": -((jnp.log10(hp["lr"]) + 2.0) ** 2) + s["w"] * 0.01}
+
+    space = {"lr": log_uniform(1e-4, 1e0)}
+    args = (init, step, space, 9, jax.random.key(3))
+    kw = dict(metric="score", eta=3, strategy="vmap", warn=False)
+    whole = successive_halving(*args, **kw)
+
+    class Crash(Exception):
+        pass
+
+    def crash_after_rung_1(study, decided):
+        if decided and decided[0].stage == 1:
+            raise Crash
+
+    path = tmp_path / "halving.json"
+    with pytest.raises(Crash):
+        successive_halving(*args, path=path, callback=crash_after_rung_1, **kw)
+    assert (tmp_path / "halving.rungs.npz").exists()
+    calls["step"] = 0
+    resumed = successive_halving(*args, path=path, **kw)
+    # Rungs 0 and 1 (1 and 3 epochs) are not trained again: only the last survivor's
+    # epochs 3..8, one vmapped call per epoch.
+    assert calls["step"] == 6
+    assert [(t.number, t.status, t.epochs, t.value) for t in resumed.trials] == [
+        (t.number, t.status, t.epochs, t.value) for t in whole.trials]
+    assert resumed.best.history == whole.best.history
+    # A finished study resumes to itself, training nothing.
+    calls["step"] = 0
+    again = successive_halving(*args, path=path, **kw)
+    assert calls["step"] == 0 and again.best.number == whole.best.number
+    with pytest.raises(ValueError, match="cannot be resumed"):
+        successive_halving(init, step, space, 9, jax.random.key(4), path=path, **kw)
+
+
 def test_successive_halving_refuses_static_hyperparameters():
     with pytest.raises(ValueError, match=r"\['width'\] are static"):
         successive_halving(lambda hp, k: 0.0, lambda hp, s, k: (s, {}),

@@ -21,9 +21,18 @@ import numpy as np
 
 from jaxlearn._compat import default_float
 from jaxlearn.population import population_map
-from jaxlearn.search.engine import _key_data, random_search, take, trial_keys
+from jaxlearn.search.engine import (
+    _close,
+    _finish,
+    _key_data,
+    _open_study,
+    random_search,
+    take,
+    trial_keys,
+)
 from jaxlearn.search.space import Dimension, _check_key, check_space, narrow, sample
-from jaxlearn.search.study import Study, Trial, _check_mode
+from jaxlearn.search.study import Study, Trial, _check_mode, _from_json_safe, _json_safe
+from jaxlearn.train.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["Stage", "coarse_to_fine", "narrow_space", "successive_halving"]
 
@@ -250,7 +259,10 @@ def successive_halving(
     - `max_epochs`: the largest number of epochs a trial may train (default: unbounded,
       stop when one trial is left).
     - `strategy`, `chunk_size`, `devices`: as :func:`jaxlearn.population.population_map`.
-    - `path`: save the study there after every rung.
+    - `path`: save the study there after every rung, and the survivors' training states
+      beside it (``<path stem>.rungs.npz``); a rerun with the same `path` and arguments
+      resumes after the last finished rung (nothing finished is trained again) and
+      returns the finished study as it is.
     - `callback`: ``callback(study, trials_decided_at_this_rung)`` after every rung.
     - `warn`: issue border warnings at the end.
 
@@ -310,14 +322,23 @@ def successive_halving(
     run_step = population_map(
         lambda m, e: step(m["hparams"], m["state"], jax.random.fold_in(m["key"], e)), **opts
     )
-    study = Study(metric, mode, space, path=path,
-                  info={"search": "successive_halving", "key": _key_data(key), "eta": eta,
-                        "min_epochs": min_epochs})
-    alive = np.arange(num_trials)
+    info = {"search": "successive_halving", "key": _key_data(key), "eta": eta,
+            "min_epochs": min_epochs, "num_trials": num_trials, "max_epochs": max_epochs}
+    study = _open_study(path, metric, mode, space, info)
     states = run_init({"hparams": hp_all, "key": keys_all})
+    alive = np.arange(num_trials)
     history: dict[int, dict[str, list[float]]] = {i: {} for i in range(num_trials)}
     epochs_done = 0
     rung = 0
+    rungs_path = _rungs_path(path)
+    if rungs_path is not None and os.path.exists(path) and os.path.exists(rungs_path):
+        saved = _resume_rungs(fn, rungs_path, study, points, space, states)
+        if saved is None:  # the study is finished
+            study.trials.sort(key=lambda t: t.number)
+            return _finish(study, warn, "successive halving")
+        states, alive, history, epochs_done, rung = saved
+    else:
+        study.trials = []  # nothing to resume from: start over
     while True:
         budget = min_epochs * eta**rung
         if max_epochs is not None:
@@ -366,19 +387,63 @@ def successive_halving(
             )
             study.trials.append(trial)
             decided.append(trial)
+        if not is_last:
+            idx = np.searchsorted(alive, np.asarray(sorted(keep)))
+            states = take(states, idx)
+            alive = np.asarray(sorted(keep))
+            rung += 1
+        if rungs_path is not None:
+            # The survivors' states first, then the study: the states file names the
+            # trials decided so far, so a crash between the two writes loses nothing.
+            save_checkpoint(rungs_path, {"states": states if not is_last else {}}, metadata={
+                "rung": rung, "epochs_done": epochs_done, "finished": is_last,
+                "alive": [int(n) for n in alive] if not is_last else [],
+                "history": _json_safe({str(int(n)): history[int(n)] for n in alive}
+                                      if not is_last else {}),
+                "trials": [t.to_dict() for t in study.trials],
+            })
         study.save()
         if callback is not None:
             callback(study, decided)
         if is_last:
             break
-        idx = np.searchsorted(alive, np.asarray(sorted(keep)))
-        states = take(states, idx)
-        alive = np.asarray(sorted(keep))
-        rung += 1
     study.trials.sort(key=lambda t: t.number)
-    from jaxlearn.search.engine import _finish
-
     return _finish(study, warn, "successive halving")
+
+
+def _rungs_path(path: str | os.PathLike | None) -> str | None:
+    if path is None:
+        return None
+    return os.path.splitext(os.fspath(path))[0] + ".rungs.npz"
+
+
+def _resume_rungs(
+    fn: str, rungs_path: str, study: Study, points: list[dict[str, Any]],
+    space: Mapping[str, Dimension], states: Any,
+) -> tuple[Any, np.ndarray, dict[int, dict[str, list[float]]], int, int] | None:
+    """The saved rung's state, or None when the saved search is finished."""
+    meta = load_checkpoint(rungs_path).metadata
+    study.trials = [Trial.from_dict(d) for d in meta["trials"]]
+    for t in study.trials:  # a resumed study must be the same search
+        if t.number >= len(points) or any(
+            not _close(t.hparams.get(n), _py(points[t.number][n], d, default_float()))
+            for n, d in space.items()
+        ):
+            raise ValueError(
+                f"{fn}: trial {t.number} of the saved study ({t.hparams}) is not this "
+                "search's trial (another key or space?); remove the files or choose another "
+                "`path`."
+            )
+    if meta["finished"]:
+        return None
+    alive = np.asarray(meta["alive"], dtype=np.int64)
+    like = {"states": take(states, alive)}
+    saved = load_checkpoint(rungs_path, like=like).tree["states"]
+    history: dict[int, dict[str, list[float]]] = {
+        int(n): {k: [float(v) for v in vs] for k, vs in h.items()}
+        for n, h in _from_json_safe(meta["history"]).items()
+    }
+    return saved, alive, history, int(meta["epochs_done"]), int(meta["rung"])
 
 
 def _py(v: Any, dim: Dimension, fdt: Any) -> Any:
