@@ -479,6 +479,29 @@ def test_each_trial_keeps_its_best_params_with_the_metric_in_the_file_name(tmp_p
     np.testing.assert_allclose(params["w"], [best.hparams["x"]] * 2, rtol=1e-6)
 
 
+def test_optuna_search_resumes_from_its_saved_study(tmp_path):
+    optuna = pytest.importorskip("optuna", reason="Optuna is the optional `search` extra")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    seen = []
+
+    def objective(hp, key):
+        jax.debug.callback(lambda lr: seen.append(float(lr)), hp["lr"])
+        return {"loss": (jnp.log10(hp["lr"]) + 3.0) ** 2}
+
+    space = {"lr": log_uniform(1e-6, 1.0)}
+    path = tmp_path / "optuna.json"
+    kw = dict(batch_size=4, mode="min", warn=False, strategy="vmap", path=path)
+    first = search.optuna_search(objective, space, 8, jax.random.key(0), **kw)
+    seen.clear()
+    more = search.optuna_search(objective, space, 12, jax.random.key(0), **kw)
+    assert len(seen) == 4  # only the 4 new trials ran
+    assert [t.number for t in more.trials] == list(range(12))
+    assert [t.hparams for t in more.trials[:8]] == [t.hparams for t in first.trials]
+    assert len(more.optuna.trials) == 12  # the sampler saw the 8 earlier trials
+    with pytest.raises(ValueError, match="cannot be resumed"):
+        search.optuna_search(objective, space, 12, jax.random.key(1), **kw)
+
+
 def test_optuna_ask_tell_drives_batches_of_populations():
     optuna = pytest.importorskip("optuna", reason="Optuna is the optional `search` extra")
     optuna.logging.set_verbosity(optuna.logging.WARNING)

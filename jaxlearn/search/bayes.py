@@ -19,6 +19,7 @@ from jaxlearn.search.engine import (
     _finish,
     _key_data,
     _key_streams,
+    _open_study,
     _start,
 )
 from jaxlearn.search.space import Dimension, _bucket
@@ -46,6 +47,16 @@ def _suggest(trial: Any, name: str, dim: Dimension) -> Any:
     return trial.suggest_categorical(name, list(dim.values))
 
 
+def _distribution(optuna: Any, dim: Dimension) -> Any:
+    """The Optuna distribution :func:`_suggest` draws ``dim`` from."""
+    d = optuna.distributions
+    if dim.kind in ("log_uniform", "uniform"):
+        return d.FloatDistribution(dim.low, dim.high, log=dim.log)
+    if dim.kind == "int_uniform":
+        return d.IntDistribution(int(dim.low), int(dim.high), log=dim.log)
+    return d.CategoricalDistribution(list(dim.values))
+
+
 def optuna_search(
     objective: Callable[..., Any],
     space: Mapping[str, Dimension],
@@ -66,8 +77,11 @@ def optuna_search(
       batch; the last one is padded). Larger batches use the accelerator better, smaller
       ones let the sampler learn more often.
     - `sampler`: an ``optuna.samplers`` instance; default ``TPESampler`` seeded from `key`.
-    - `path`: save the study there after every batch (an Optuna search is not resumed:
-      the sampler's state is Optuna's).
+    - `path`: save the study there after every batch. A rerun with the same `path` and
+      arguments resumes: the saved trials are told to a new Optuna study (so the sampler
+      learns from them) and only the missing trials run. The sampler's random state is
+      not saved, so the trials proposed after a resume differ from an uninterrupted
+      run's.
 
     **Returns:** a :class:`jaxlearn.search.Study`; ``study.optuna`` is the
     ``optuna.Study`` that drove it.
@@ -94,13 +108,27 @@ def optuna_search(
     ostudy = optuna.create_study(
         direction="maximize" if opts["mode"] == "max" else "minimize", sampler=sampler
     )
-    study = Study(opts["metric"], opts["mode"], space, path=opts["path"],
-                  info={"search": "optuna", "key": _key_data(key),
-                        "sampler": type(sampler).__name__})
+    study = _open_study(opts["path"], opts["metric"], opts["mode"], space,
+                        {"search": "optuna", "key": _key_data(key),
+                         "sampler": type(sampler).__name__})
+    dists = {n: _distribution(optuna, d) for n, d in space.items()}
+    for t in sorted(study.trials, key=lambda t: t.number):  # a resumed search
+        ok = t.status != "failed" and t.value is not None and np.isfinite(t.value)
+        ostudy.add_trial(optuna.trial.create_trial(
+            params={n: t.hparams[n] for n in space}, distributions=dists,
+            value=float(t.value) if ok else None,
+            state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL,
+        ))
     _, key_rows = jax.device_get(_key_streams(k_trials, _bucket(num_trials)))
     impl = jax.random.key_impl(key)
     opts["trials_per_call"] = batch_size
-    done = 0
+    done = len(study.trials)
+    if sorted(t.number for t in study.trials) != list(range(done)) or done > num_trials:
+        raise ValueError(
+            f"{fn}: the study at {opts['path']!r} holds trials "
+            f"{sorted(t.number for t in study.trials)}, not the first trials of this search; "
+            "remove the file or choose another `path`."
+        )
     while done < num_trials:
         b = min(batch_size, num_trials - done)
         asked = [ostudy.ask() for _ in range(b)]
