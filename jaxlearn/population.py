@@ -50,7 +50,11 @@ Contract (what callers, ensembles and search, rely on)
       gained by splitting a CPU into devices, so jaxlearn does not do it for you. The CPU
       numbers are noisy (shared machine): treat the rule as a default, not a law.
       :func:`measure_strategies` times the candidates on your own function and machine
-      when you want to decide by measurement.
+      when you want to decide by measurement. Where the device reports its memory (GPU,
+      TPU), the first ``"auto"`` call of a shape compiles the vmapped program, reads how
+      much memory it needs (XLA's memory analysis: temporaries and outputs) and, when
+      that exceeds 90% of the device's free memory, runs ``"chunked"`` instead with the
+      largest group that fits (:func:`memory_chunk`); ``run.plan`` then reports it.
 - Devices: by default every device of ``jax.devices()`` (all processes' devices after
   ``jax.distributed.initialize()``). With ``D > 1`` devices the population is padded to a
   multiple of ``D`` (with copies of member 0) only when ``N`` is not one already, placed
@@ -115,6 +119,7 @@ __all__ = [
     "Plan",
     "choose_strategy",
     "measure_strategies",
+    "memory_chunk",
     "population_map",
     "population_size",
     "run_population",
@@ -193,6 +198,64 @@ def choose_strategy(
         return "chunked", chunk
     platform = (backend or jax.default_backend()).lower()
     return ("sequential" if platform == "cpu" else "vmap"), None
+
+
+def memory_chunk(
+    per_device: int, temp_bytes: int, output_bytes: int, free_bytes: int, headroom: float = 0.9
+) -> int | None:
+    """The vmapped group size that fits in memory, or None when all members fit at once.
+
+    The vmapped program of ``per_device`` members needs ``temp_bytes`` of temporaries
+    (they grow with the group) and ``output_bytes`` of outputs (all members', whatever the
+    grouping). It fits when both stay within ``headroom * free_bytes``; otherwise the
+    largest group ``k`` with ``k / per_device * temp_bytes + output_bytes`` within it is
+    returned (at least 1: one member at a time).
+
+    **Arguments:**
+    - `per_device`: members on the device, an int >= 1.
+    - `temp_bytes`, `output_bytes`: from the compiled vmapped program's memory analysis.
+    - `free_bytes`: the device's free memory.
+    - `headroom`: the share of `free_bytes` the program may use.
+
+    **Returns:** None (vmap them all) or the chunk size, ``1 <= k < per_device``.
+
+    Example:
+        >>> from jaxlearn.population import memory_chunk
+        >>> GB = 10**9
+        >>> memory_chunk(64, 1 * GB, 10**6, 8 * GB), memory_chunk(64, 16 * GB, 10**6, 8 * GB)
+        (None, 28)
+    """
+    room = headroom * free_bytes
+    if temp_bytes + output_bytes <= room:
+        return None
+    per_member = temp_bytes / per_device
+    k = int((room - output_bytes) // per_member) if per_member > 0 else per_device - 1
+    return max(1, min(per_device - 1, k))
+
+
+def _free_memory(device: Any) -> int | None:
+    """Free bytes on ``device`` (its allocator's limit less what is in use), or None where
+    the backend does not report memory (the CPU)."""
+    try:
+        stats = device.memory_stats()
+    except Exception:  # noqa: BLE001 - backends without memory statistics
+        return None
+    if not stats:
+        return None
+    limit = stats.get("bytes_limit") or stats.get("bytes_reservable_limit")
+    return int(limit) - int(stats.get("bytes_in_use", 0)) if limit else None
+
+
+def _memory_needed(compiled: Any) -> tuple[int, int] | None:
+    """``(temporaries, outputs)`` in bytes from XLA's memory analysis, or None."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # noqa: BLE001 - backends without the analysis
+        return None
+    if m is None:
+        return None
+    out = int(m.output_size_in_bytes) - int(getattr(m, "alias_size_in_bytes", 0))
+    return int(m.temp_size_in_bytes), max(0, out)
 
 
 def population_size(members: Any, fn: str = "population_size") -> int:
@@ -306,6 +369,8 @@ class PopulationFn:
         self._devices = None if devices is None else tuple(devices)
         self.axis_name = axis_name
         self.keep_padding = keep_padding
+        # per-device members -> the chunk size "auto" fell back to for lack of memory
+        self._memory_chunks: dict[int, int] = {}
         try:
             self._programs: dict[tuple, Callable[..., Any]] = _PROGRAMS.setdefault(fn, {})
         except TypeError:  # not weak-referable: programs kept by this object only
@@ -327,6 +392,8 @@ class PopulationFn:
         backend = devices[0].platform
         if self.strategy == "auto":
             strategy, chunk = choose_strategy(per, backend, self.chunk_size)
+            if strategy == "vmap" and per in self._memory_chunks:
+                strategy, chunk = "chunked", self._memory_chunks[per]
         elif self.strategy == "chunked":
             strategy, chunk = "chunked", min(self.chunk_size or per, per)
         else:
@@ -420,7 +487,33 @@ class PopulationFn:
     def __call__(self, members: Any, *shared: Any) -> Any:
         plan = self.plan(members)
         leaves, placed, impls, treedef = self._prepare(members, shared, plan)
+        if self.strategy == "auto" and plan.strategy == "vmap":
+            free = _free_memory(self.devices()[0])
+            if free is not None:
+                return self._fitted(plan, impls, treedef, leaves, placed, free)
         return self._program(plan, impls, treedef)(leaves, placed)
+
+    def _fitted(
+        self, plan: Plan, impls: tuple[Any, ...], treedef: Any, leaves: list[Any],
+        placed: tuple, free: int,
+    ) -> Any:
+        """Run the vmapped program if it fits in ``free`` bytes, else the largest chunks
+        that do; decided once per shape from the compiled program's memory analysis."""
+        sig = tuple((tuple(np.shape(x)), str(getattr(x, "dtype", type(x).__name__)))
+                    for x in jax.tree.leaves((leaves, placed)))
+        key = ("fitted", plan.per_device, self.devices(), impls, treedef, sig)
+        cached = self._programs.get(key)
+        if cached is None:
+            compiled = self._program(plan, impls, treedef).lower(leaves, placed).compile()
+            need = _memory_needed(compiled)
+            chunk = None if need is None else memory_chunk(plan.per_device, *need, free)
+            run = compiled if chunk is None else self._program(
+                plan._replace(strategy="chunked", chunk_size=chunk), impls, treedef)
+            cached = self._programs[key] = (run, chunk)
+        run, chunk = cached
+        if chunk is not None:
+            self._memory_chunks[plan.per_device] = chunk
+        return run(leaves, placed)
 
 
 def population_map(

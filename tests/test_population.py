@@ -266,3 +266,37 @@ def test_measured_winner_and_a_second_map_of_the_same_function_do_not_compile_ag
     run_population(fn, members, strategy="vmap")
     assert len(traces) == 3
     np.testing.assert_allclose(out, 2.0 * np.sin(np.arange(16.0) + 1.0), rtol=1e-6)
+
+
+def test_auto_runs_chunks_when_the_vmapped_program_does_not_fit(monkeypatch):
+    import jaxlearn.population as pop
+
+    # As on an accelerator: "auto" picks vmap, the device reports 1000 free bytes, and the
+    # vmapped program of 8 members needs 3200 bytes of temporaries and no outputs.
+    monkeypatch.setattr(pop, "choose_strategy", lambda per, backend, chunk: ("vmap", None))
+    monkeypatch.setattr(pop, "_free_memory", lambda device: 1000)
+    needs = []
+    monkeypatch.setattr(pop, "_memory_needed", lambda compiled: needs.append(1) or (3200, 0))
+    run = pop.population_map(lambda m, x: m["w"] * x)
+    members = {"w": jnp.arange(8.0)}
+    assert run.plan(members).strategy == "vmap"  # not yet measured
+    np.testing.assert_allclose(run(members, 2.0), 2.0 * np.arange(8.0))
+    # 90% of 1000 bytes holds 2 members' 400 bytes each: groups of 2.
+    assert run.plan(members)[:2] == ("chunked", 2)
+    np.testing.assert_allclose(run(members, 3.0), 3.0 * np.arange(8.0))
+    assert len(needs) == 1  # decided once per shape
+
+    # When it fits, the compiled vmapped program runs as it is.
+    monkeypatch.setattr(pop, "_free_memory", lambda device: 10**9)
+    run = pop.population_map(lambda m, x: m["w"] + x)
+    np.testing.assert_allclose(run({"w": jnp.arange(4.0)}, 1.0), np.arange(4.0) + 1.0)
+    assert run.plan({"w": jnp.arange(4.0)}).strategy == "vmap"
+
+
+def test_memory_needed_reads_the_compiled_programs_analysis():
+    import jaxlearn.population as pop
+
+    compiled = jax.jit(lambda x: jnp.stack([x, x])).lower(jnp.ones(1000)).compile()
+    temp, out = pop._memory_needed(compiled)
+    assert out == 2 * 1000 * 4 and temp >= 0
+    assert pop._free_memory(jax.devices("cpu")[0]) is None  # the CPU does not report it
