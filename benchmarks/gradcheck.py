@@ -21,8 +21,10 @@ gradient missing. Then kinks: the coordinates flagged against an exact oracle (w
 coordinates flip some ReLU between ``x + h`` and ``x - h``), on the MLP as it is and with
 eight pre-activations placed within ``h`` of zero.
 
-Usage: ``PYTHONPATH=. python benchmarks/gradcheck.py [--quick | --gpu]``.
-``--gpu`` runs the same problem on 128 and 1,078 rows without torch.
+Usage: ``PYTHONPATH=. python benchmarks/gradcheck.py [--quick | --gpu | --sampled]``.
+``--gpu`` runs the same problem on 128 and 1,078 rows without torch; ``--sampled`` only
+the sampled check against ``grad_check_sparse``, with repeated calls (the compiled program
+reused), in well under a minute.
 """
 
 from __future__ import annotations
@@ -425,10 +427,72 @@ def run(rows: int, hidden: int, repeats: int, with_torch: bool, with_loop: bool)
     )
 
 
+def sampled(rows: int, hidden: int, repeats: int) -> None:
+    """The sampled check alone: 10 coordinates per leaf against grad_check_sparse.
+
+    jaxlearn's first call (trace + compile), then ``repeats`` further calls with the same
+    function and shapes (the compiled program is reused): the device program's wall
+    (``timings["run"]``) and the whole call's wall, against the loop over the same number
+    of coordinates: back to back, and interleaved with the loop.
+    """
+    p, X, y = problem(rows, hidden)
+    P = sum(int(np.size(v)) for v in p.values())
+    print(f"\n## sampled check, MLP 64-{hidden}-10, {rows} rows, P = {P}, float64\n")
+    t = time.perf_counter()
+    first = jaxlearn.check_grad(plain_loss, p, X, y, num_checks=10)
+    first_wall = time.perf_counter() - t
+    n = sum(r.checked for r in first.rows)
+    idx = sampled_coords(p, 10)
+
+    def one_check() -> tuple[float, float, float]:
+        t = time.perf_counter()
+        r = jaxlearn.check_grad(plain_loss, p, X, y, num_checks=10)
+        wall = time.perf_counter() - t
+        return r.timings["run"], wall, r.timings["trace"] + r.timings["compile"]
+
+    def one_loop() -> float:
+        return cs231n_loop(plain_loss, p, X, y, idx)[2][0]
+
+    # Back to back (each method warm from its own previous call), then interleaved (each
+    # jaxlearn call right after a loop, as when a check follows other work).
+    warm = [one_check() for _ in range(repeats)]
+    warm_loops = [one_loop() for _ in range(repeats)]
+    mixed, mixed_loops = [], []
+    for _ in range(repeats):
+        mixed.append(one_check())
+        mixed_loops.append(one_loop())
+    built = first.timings["trace"] + first.timings["compile"]
+    later = max(c for _, _, c in warm + mixed)
+    print(
+        f"first call: {first_wall * 1e3:.0f} ms (trace + compile {built:.2f} s); later calls: "
+        f"trace + compile {later * 1e3:.1f} ms\n"
+    )
+    print(
+        f"| wall ms (median of {repeats}) | program + transfer | whole call | loop "
+        "| loop / program | loop / call |"
+    )
+    print("|---|---|---|---|---|---|")
+    for name, checks, loops in (
+        ("back to back", warm, warm_loops),
+        ("interleaved", mixed, mixed_loops),
+    ):
+        run = statistics.median(r for r, _, _ in checks)
+        call = statistics.median(w for _, w, _ in checks)
+        loop = statistics.median(loops)
+        print(
+            f"| {name} | {run * 1e3:.2f} | {call * 1e3:.2f} | {loop * 1e3:.2f} | "
+            f"{loop / run:.1f}x | {loop / call:.1f}x |"
+        )
+    print(f"\n({n} coordinates: jaxlearn's one program against {2 * n} jitted calls of f)")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small MLP, few repeats")
     ap.add_argument("--gpu", action="store_true", help="128 and 1,078 rows, no torch")
+    ap.add_argument(
+        "--sampled", action="store_true", help="only 10 per leaf against grad_check_sparse"
+    )
     a = ap.parse_args()
     print(
         f"jax {jax.__version__}, backend {jax.default_backend()}, "
@@ -436,7 +500,9 @@ def main() -> None:
         f"{sys.platform}"
     )
     print("command: PYTHONPATH=. python benchmarks/gradcheck.py " + " ".join(sys.argv[1:]))
-    if a.quick:
+    if a.sampled:
+        sampled(rows=128, hidden=128, repeats=30)
+    elif a.quick:
         run(rows=32, hidden=16, repeats=2, with_torch=True, with_loop=True)
     elif a.gpu:
         for rows in (128, 1078):

@@ -393,6 +393,49 @@ def test_report_prints_a_table():
         r.row("['W9']")
 
 
+def test_a_second_check_of_the_same_function_and_shapes_compiles_nothing():
+    X, y = _data()
+    traces = []
+
+    def f(p, X, y):
+        traces.append(1)  # runs once per trace of f, never when a compiled program runs
+        return tanh_mlp(p, X, y)
+
+    first = check_grad(f, _params(), X, y, num_checks=3)
+    n = len(traces)
+    assert n > 0 and first.timings["compile"] > 0
+    # New values at the same shapes (new arrays too): the compiled check is reused ...
+    second = check_grad(f, _params(seed=2), X * 0.5, y, num_checks=3)
+    assert len(traces) == n
+    assert second.timings["trace"] == 0.0 and second.timings["compile"] == 0.0
+    again = check_grad(f, _params(), X, y, num_checks=3)
+    for a, b in zip(first.rows, again.rows, strict=True):
+        np.testing.assert_array_equal(a.numerical, b.numerical)
+        np.testing.assert_array_equal(a.forward, b.forward)
+    assert again.value == first.value and second.value != first.value
+    # ... while other shapes or program options compile anew.
+    check_grad(f, _params(), X[:7], y[:7], num_checks=3)
+    assert len(traces) > n
+    n = len(traces)
+    check_grad(f, _params(), X, y, num_checks=4)
+    assert len(traces) > n
+
+
+def test_the_compiled_check_keeps_neither_f_nor_the_arrays_alive():
+    import gc
+    import weakref
+
+    X, y = _data()
+    p = {k: jnp.asarray(v) for k, v in _params().items()}
+    Xd = jnp.asarray(X)
+    f = lambda p, X, y: tanh_mlp(p, X, y)  # noqa: E731
+    check_grad(f, p, Xd, y, num_checks=3)
+    refs = [weakref.ref(f), weakref.ref(Xd), weakref.ref(p["W1"])]
+    del f, p, Xd
+    gc.collect()
+    assert [r() for r in refs] == [None, None, None]
+
+
 # ----------------------------------------------------------------------------- bad input
 
 _P = {"w": np.array([0.5, -0.2, 0.3])}

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import time
 import warnings
+import weakref
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -39,6 +41,11 @@ _RUN_REPEATS = 1
 _FORWARD = ("directions", "coordinates", "none")
 # Random directions per leaf for the forward-vs-reverse comparison.
 _forward_directions = 1
+# f -> {(signature, options): _Plan}: a second check of the same function at the same
+# shapes, dtypes, static args and options compiles nothing. Keyed weakly on f; a plan holds
+# f only weakly and no user array, so neither outlives the caller's references.
+_PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+_PLANS_PER_FUNCTION = 8
 
 
 class RegularizationWarning(UserWarning):
@@ -90,29 +97,63 @@ def _forward_available(prob: nm.Problem, closed: Any) -> str | None:
     return None
 
 
-def _run(
-    prob: nm.Problem,
-    evaluate: nm.Evaluate,
-    n_sites: int,
-    coords: Sequence[np.ndarray],
-    groups: Sequence[nm.Group],
-    batches: Sequence[int],
-    mode: str,
-    forward: str,
-    seed: int,
-    h: float,
-) -> dict[str, Any]:
-    """One compiled program: f, its gradient, every perturbed evaluation, forward mode.
+@dataclass
+class _Program:
+    """A compiled check program; its outputs come back as one float64 vector."""
 
-    ``coords[i]`` lists the checked coordinates of leaf ``i`` (in directions mode, the
-    direction numbers). Returns per leaf ``vals (n, 2)``, ``steps``, ``crossed``, ``x``,
-    ``analytic`` and, when compared, ``forward`` and ``reverse``, as NumPy arrays.
+    compiled: Any
+    treedef: Any
+    pieces: list[tuple[tuple[int, ...], Any]]  # (shape, dtype) of each output leaf, in order
+    trace: float
+    compile: float
+
+    def __call__(self, *inputs: Any) -> Any:
+        # One transfer for everything: the pieces are cut from one vector on the host
+        # (float64 holds every float and bool output exactly).
+        flat = np.asarray(self.compiled(*inputs))
+        out, at = [], 0
+        for shape, dtype in self.pieces:
+            n = math.prod(shape)
+            out.append(flat[at : at + n].reshape(shape).astype(dtype, copy=False))
+            at += n
+        return jax.tree.unflatten(self.treedef, out)
+
+
+@dataclass
+class _Plan:
+    """What checking one function at one signature builds once and reuses on every call.
+
+    Holds no user array: ``call`` holds ``f`` weakly, ``evaluate`` its jaxpr.
     """
-    nl = len(prob.leaves)
-    sizes = [int(np.prod(jnp.shape(x), dtype=np.int64)) for x in prob.leaves]
+
+    call: Callable[[Sequence[Any], Sequence[Any]], jax.Array]
+    evaluate: nm.Evaluate
+    sites: list[Any]
+    eps: float
+    casts: list[str]
+    notes: list[str]
+    forward: str
+    coords: list[np.ndarray]
+    groups: list[nm.Group]
+    everything: nm.Group
+    batches: list[int]
+    # (checked counts per leaf, forward) -> compiled program; the main check's index inputs.
+    programs: dict[tuple, _Program]
+    inputs: Any = None
+
+
+def _index_inputs(
+    plan: _Plan, coords: Sequence[np.ndarray], mode: str, forward: str
+) -> tuple[list[Any], Any, list[int]]:
+    """The device index arrays of a check of ``coords``: perturbed and forward-mode ones.
+
+    **Returns:** ``(pin, fin, m_per)``: per group, the chunked coordinates (or direction
+    ids, owners and support); the forward-mode inputs; directions per leaf in forward mode.
+    """
+    groups, batches, everything = plan.groups, plan.batches, plan.everything
+    nl = len(everything.members)
     counts = [len(c) for c in coords]
-    everything = nm.Group(range(nl), prob.leaves)
-    key, fkey = 2 * seed, 2 * seed + 1  # direction seeds: the check's, forward mode's
+    sizes = [everything.sizes[i] for i in range(nl)]
 
     def local(g: nm.Group, arrays: Sequence[np.ndarray], offset: bool) -> np.ndarray:
         parts = [
@@ -125,26 +166,27 @@ def _run(
     def segments(g: nm.Group) -> np.ndarray:
         return np.repeat(np.asarray(g.members, np.int32), g.sizes)
 
-    inputs_static: list[Any] = []
+    pin: list[Any] = []
     for g, b in zip(groups, batches, strict=True):
         if mode == "coordinates":
             idx = local(g, coords, offset=True)
-            inputs_static.append(nm.chunk(idx, b) if idx.size else None)
+            pin.append(nm.chunk(idx, b) if idx.size else None)
         else:
             ids = local(g, coords, offset=False)
             owners = np.repeat(np.asarray(g.members, np.int32), [counts[i] for i in g.members])
-            inputs_static.append((ids, owners, segments(g)) if ids.size else None)
-    f_static: Any = None
+            pin.append((ids, owners, segments(g)) if ids.size else None)
+    fin: Any = None
+    m_per: list[int] = []
     if forward == "coordinates" and mode == "coordinates":
         idx = local(everything, coords, offset=True)
-        f_static = nm.chunk(idx, max(batches)) if idx.size else None
+        fin = nm.chunk(idx, max(batches)) if idx.size else None
     elif forward != "none":
         # Directions over the checked coordinates of each leaf (all of it in directions
         # mode), one jvp program per perturbation group, so a leaf-by-leaf check
         # differentiates only along its own leaf.
         m_per = counts if mode == "directions" else [_forward_directions] * nl
         m_per = [k if counts[i] else 0 for i, k in enumerate(m_per)]
-        f_static = []
+        fin = []
         for g in groups:
             support = np.full(g.size, -1, np.int32)
             for i, o in zip(g.members, g.offsets, strict=True):
@@ -155,10 +197,26 @@ def _run(
             m = [m_per[i] for i in g.members]
             ids = np.arange(sum(m), dtype=np.int32)
             owners = np.repeat(np.asarray(g.members, np.int32), m)
-            f_static.append((ids, owners, support) if ids.size else None)
+            fin.append((ids, owners, support) if ids.size else None)
+    return jax.device_put(pin), jax.device_put(fin), m_per
+
+
+def _compile(
+    plan: _Plan,
+    inputs: tuple[Any, ...],
+    counts: Sequence[int],
+    mode: str,
+    forward: str,
+    seed: int,
+) -> _Program:
+    """One compiled program: f, its gradient, every perturbed evaluation, forward mode."""
+    call, evaluate, groups = plan.call, plan.evaluate, plan.groups
+    nl = len(counts)
+    everything = nm.Group(range(nl), inputs[0])
+    key, fkey = 2 * seed, 2 * seed + 1  # direction seeds: the check's, forward mode's
 
     def program(leaves: list[Any], others: list[Any], pin: list[Any], fin: Any, hh: jax.Array):
-        value, grads = jax.value_and_grad(lambda ls: prob.call(ls, others))(list(leaves))
+        value, grads = jax.value_and_grad(lambda ls: call(ls, others))(list(leaves))
         out: dict[str, Any] = {
             "value": value,
             "grad_norm": [jnp.linalg.norm(g.reshape(-1)) for g in grads],
@@ -188,9 +246,7 @@ def _run(
             gall = everything.flat(grads)
             if forward == "coordinates" and mode == "coordinates":
                 n = sum(counts)
-                out["forward"] = nm.forward_coordinates(
-                    prob.call, leaves, others, everything, fin, n
-                )
+                out["forward"] = nm.forward_coordinates(call, leaves, others, everything, fin, n)
                 out["reverse"] = gall[fin.reshape(-1)[:n]]
             else:
                 fwd, rev = [], []
@@ -199,7 +255,7 @@ def _run(
                         continue
                     ids, owners, support = fg
                     a, b = nm.forward_directions(
-                        prob.call, leaves, others, g, fkey, ids, owners, support, g.flat(grads)
+                        call, leaves, others, g, fkey, ids, owners, support, g.flat(grads)
                     )
                     fwd.append(a)
                     rev.append(b)
@@ -207,29 +263,56 @@ def _run(
                 out["reverse"] = jnp.concatenate(rev)
         return out
 
-    def device(a: Any) -> Any:
-        return jax.tree.map(jnp.asarray, a)
+    shapes: dict[str, Any] = {}
 
-    inputs = (
-        prob.leaves,
-        prob.others,
-        [None if a is None else device(a) for a in inputs_static],
-        None
-        if f_static is None
-        else [None if a is None else device(a) for a in f_static]
-        if isinstance(f_static, list)
-        else device(f_static),
-        jnp.asarray(h, jnp.float64),
-    )
+    def packed(*args: Any) -> jax.Array:
+        flat, shapes["treedef"] = jax.tree.flatten(program(*args))
+        shapes["pieces"] = [(tuple(a.shape), np.dtype(a.dtype)) for a in flat]
+        return jnp.concatenate([jnp.ravel(a).astype(jnp.float64) for a in flat])
+
     t0 = time.perf_counter()
-    lowered = jax.jit(program).lower(*inputs)
+    lowered = jax.jit(packed).lower(*inputs)
     t1 = time.perf_counter()
     compiled = lowered.compile()
     t2 = time.perf_counter()
+    return _Program(compiled, shapes["treedef"], shapes["pieces"], t1 - t0, t2 - t1)
+
+
+def _run(
+    plan: _Plan,
+    leaves: list[Any],
+    others: list[Any],
+    coords: Sequence[np.ndarray],
+    mode: str,
+    forward: str,
+    seed: int,
+    h: float,
+) -> dict[str, Any]:
+    """Run the check of ``coords`` (compiled once per plan, counts and forward mode).
+
+    ``coords[i]`` lists the checked coordinates of leaf ``i`` (in directions mode, the
+    direction numbers). Returns per leaf ``vals (n, 2)``, ``steps``, ``crossed``, ``x``,
+    ``analytic`` and, when compared, ``forward`` and ``reverse``, as NumPy arrays.
+    """
+    nl, groups, n_sites = len(leaves), plan.groups, len(plan.sites)
+    counts = [len(c) for c in coords]
+    main = coords is plan.coords
+    if main and plan.inputs is not None and plan.inputs[0] == forward:
+        pin, fin, m_per = plan.inputs[1]
+    else:
+        pin, fin, m_per = _index_inputs(plan, coords, mode, forward)
+        if main:
+            plan.inputs = (forward, (pin, fin, m_per))
+    inputs = (leaves, others, pin, fin, np.float64(h))
+    pkey = (tuple(counts), forward)
+    fresh = pkey not in plan.programs
+    if fresh:
+        plan.programs[pkey] = _compile(plan, inputs, counts, mode, forward, seed)
+    prog = plan.programs[pkey]
     runs, cpu = [], []
     for _ in range(max(1, _RUN_REPEATS)):
         t, c = time.perf_counter(), time.process_time()
-        res = jax.device_get(compiled(*inputs))
+        res = prog(*inputs)
         runs.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
     # Split the per-group (and forward) results back into per-leaf pieces.
@@ -239,7 +322,7 @@ def _run(
             continue
         cuts = np.cumsum([counts[i] for i in g.members])[:-1]
         for k, v in r.items():
-            for i, piece in zip(g.members, np.split(np.asarray(v), cuts), strict=True):
+            for i, piece in zip(g.members, np.split(v, cuts), strict=True):
                 per_leaf[i][k] = piece
     for i in range(nl):
         per_leaf[i].setdefault("crossed", np.zeros((0, n_sites), bool))
@@ -253,15 +336,15 @@ def _run(
             lengths = [m_per[i] for i in order]
         cuts = np.cumsum(lengths)[:-1]
         for k in ("forward", "reverse"):
-            for i, piece in zip(order, np.split(np.asarray(res[k]), cuts), strict=True):
+            for i, piece in zip(order, np.split(res[k], cuts), strict=True):
                 per_leaf[i][k] = piece
     return {
         "value": res["value"],
         "grad_norm": res["grad_norm"],
         "leaves": per_leaf,
         "timings": {
-            "trace": t1 - t0,
-            "compile": t2 - t1,
+            "trace": prog.trace if fresh else 0.0,
+            "compile": prog.compile if fresh else 0.0,
             "run": float(np.median(runs)),
             "run_cpu": float(np.median(cpu)),
         },
@@ -315,32 +398,29 @@ def _judge(
     return num, err, atol, status
 
 
-def _check_one(
+def _plans_of(owner: Any) -> OrderedDict | None:
+    """The cached plans of the function `owner` (None if it cannot be weakly referenced)."""
+    try:
+        return _PLANS.setdefault(owner, OrderedDict())
+    except TypeError:
+        return None
+
+
+def _make_plan(
     fn: str,
     prob: nm.Problem,
-    *,
-    part: str,
     num_checks: int | None,
-    h: float,
-    threshold: float,
     batch_size: int | None,
     seed: int,
     kinks: bool,
-    retry_kinks: int,
     forward: str,
     mode: str,
     num_directions: int,
-    noise_factor: float,
     leafwise: bool | None,
-) -> _Part:
-    for leaf in prob.leaves:
-        if is_tracer(leaf):
-            raise ValueError(
-                f"{fn}: `params` must be concrete arrays (check_grad returns a report, it "
-                "cannot run under jit/vmap); use jaxlearn.numerical_grad inside "
-                "transformations."
-            )
-    evaluate, plan, closed = nm.interpreted_evaluate(
+) -> _Plan:
+    """Trace ``f``, plan its kink sites, coordinates, groups and chunks (no compilation)."""
+    nm.check_output(prob)
+    evaluate, kplan, closed = nm.interpreted_evaluate(
         prob.call, prob.leaves, prob.others, record=kinks
     )
     lowered = lowered_precisions(closed)
@@ -352,8 +432,8 @@ def _check_one(
         for d, w in lowered
     ]
     notes: list[str] = []
-    sites = plan.sites
-    for o in sorted(set(plan.opaque)):
+    sites = kplan.sites
+    for o in sorted(set(kplan.opaque)):
         notes.append(f"kinks inside `{o}` are not tracked (opaque primitive)")
     if forward != "none":
         reason = _forward_available(prob, closed)
@@ -378,7 +458,63 @@ def _check_one(
         batches = [nm.auto_batch(per_eval, sum(len(coords[i]) for i in g.members)) for g in groups]
     else:
         batches = [batch_size] * len(groups)
-    res = _run(prob, evaluate, len(sites), coords, groups, batches, mode, forward, seed, h)
+    everything = nm.Group(range(len(sizes)), prob.leaves)
+    return _Plan(
+        call=prob.call,
+        evaluate=evaluate,
+        sites=sites,
+        eps=eps,
+        casts=casts,
+        notes=notes,
+        forward=forward,
+        coords=coords,
+        groups=groups,
+        everything=everything,
+        batches=batches,
+        programs={},
+    )
+
+
+def _check_one(
+    fn: str,
+    prob: nm.Problem,
+    owner: Any,
+    *,
+    part: str,
+    num_checks: int | None,
+    h: float,
+    threshold: float,
+    batch_size: int | None,
+    seed: int,
+    kinks: bool,
+    retry_kinks: int,
+    forward: str,
+    mode: str,
+    num_directions: int,
+    noise_factor: float,
+    leafwise: bool | None,
+) -> _Part:
+    for leaf in prob.leaves:
+        if is_tracer(leaf):
+            raise ValueError(
+                f"{fn}: `params` must be concrete arrays (check_grad returns a report, it "
+                "cannot run under jit/vmap); use jaxlearn.numerical_grad inside "
+                "transformations."
+            )
+    options = (num_checks, batch_size, seed, kinks, forward, mode, num_directions, leafwise)
+    plans = _plans_of(owner) if prob.signature is not None else None
+    plan = None if plans is None else plans.get((prob.signature, options))
+    if plan is None:
+        plan = _make_plan(fn, prob, *options)
+        if plans is not None:
+            plans[(prob.signature, options)] = plan
+            while len(plans) > _PLANS_PER_FUNCTION:
+                plans.pop(next(iter(plans)))
+    else:
+        plans.move_to_end((prob.signature, options))
+    sites, eps, casts, notes = plan.sites, plan.eps, plan.casts, list(plan.notes)
+    forward, coords = plan.forward, plan.coords
+    res = _run(plan, prob.leaves, prob.others, coords, mode, forward, seed, h)
     timings = dict(res["timings"])
     value = float(res["value"])
     if not math.isfinite(value):
@@ -395,7 +531,7 @@ def _check_one(
             break
         step = step / 10
         sub = [c[t] for c, t in zip(coords, todo, strict=True)]
-        again = _run(prob, evaluate, len(sites), sub, groups, batches, mode, "none", seed, step)
+        again = _run(plan, prob.leaves, prob.others, sub, mode, "none", seed, step)
         for k, v in again["timings"].items():
             timings[k] += v
         for r, t, a, rt in zip(raw, todo, again["leaves"], retried, strict=True):
@@ -591,14 +727,14 @@ def check_grad(
         leafwise=leafwise,
     )
     with enable_x64():
-        prob = nm.prepare(fn, f, params, args, key)
-        parts = [("data" if regularization is not None else "", prob)]
+        prob = nm.prepare(fn, f, params, args, key, validate=False)
+        parts = [("data" if regularization is not None else "", prob, f)]
         if regularization is not None:
             reg = nm.prepare(
-                f"{fn} (regularization)", lambda p: regularization(p), params, (), None
+                f"{fn} (regularization)", regularization, params, (), None, validate=False
             )
-            parts.append(("reg", reg))
-        results = [_check_one(fn, pr, part=name, **opts) for name, pr in parts]
+            parts.append(("reg", reg, regularization))
+        results = [_check_one(fn, pr, owner, part=name, **opts) for name, pr, owner in parts]
     rows = [r for res in results for r in res.rows]
     casts = [c for res in results for c in res.casts]
     site_counts: dict[str, int] = {}

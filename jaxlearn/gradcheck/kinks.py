@@ -442,10 +442,22 @@ def _dot_one_hot(eqn: Any, lhs: Any, rhs: Any) -> Any:
     else:
         out_starts += zeros + moved_free
         shape = [1] * len(mb) + list(slab.shape) + [1] * len(free_moved)
-    out_starts = [jnp.asarray(x, jnp.int32) for x in out_starts]
-    cur = lax.dynamic_slice(base_out, out_starts, shape)
-    upd = cur + (oh.delta * slab).reshape(shape).astype(base_out.dtype)
-    return lax.dynamic_update_slice(base_out, upd, out_starts)
+    n_moved = len(mb) + len(free_moved)
+    if moved_is_lhs:
+        moved_axes = list(range(n_moved))
+    else:
+        moved_axes = list(range(len(mb))) + list(range(len(shape) - len(free_moved), len(shape)))
+    # A select over the output, not a dynamic_update_slice: under vmap the update then
+    # fuses with the product's consumers instead of copying the product once per
+    # perturbation. The selected entries are the same sums, ``base + delta * slab``.
+    upd = base_out + (oh.delta * slab).reshape(shape).astype(base_out.dtype)
+    inside = None
+    for a in moved_axes:
+        here = lax.broadcasted_iota(jnp.int32, jnp.shape(base_out), a) == jnp.asarray(
+            out_starts[a], jnp.int32
+        )
+        inside = here if inside is None else inside & here
+    return upd if inside is None else jnp.where(inside, upd, base_out)
 
 
 def _same_or_wider(src: Any, dst: Any) -> bool:

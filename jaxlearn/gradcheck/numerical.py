@@ -17,6 +17,7 @@ taken, ``(x + h) - (x - h)`` in floating point.
 from __future__ import annotations
 
 import math
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -108,6 +109,17 @@ class Problem:
     dtypes: list[Any]
     leaves: list[Any]
     others: list[Any]
+    # What a compiled check depends on besides ``f`` itself: the structure, shapes and
+    # dtypes of the leaves and array args, and the static args (None when unhashable).
+    signature: Any = None
+
+
+def _float64(x: Any) -> Any:
+    """``x`` as float64: host values stay on the host (the compiled call moves them in one
+    batch, which is cheaper than a ``device_put`` each); device arrays stay on device."""
+    if isinstance(x, (np.ndarray, np.generic, float, int)) and not is_tracer(x):
+        return np.asarray(x, np.float64)
+    return jnp.asarray(x, jnp.float64)
 
 
 def check_step(fn: str, h: Any, name: str = "h") -> None:
@@ -124,8 +136,14 @@ def check_step(fn: str, h: Any, name: str = "h") -> None:
         )
 
 
-def prepare(fn: str, f: Any, params: Any, args: tuple, key: Any) -> Problem:
-    """Validate ``f(params, *args[, key=key])`` and cast it to float64. Call inside x64."""
+def prepare(fn: str, f: Any, params: Any, args: tuple, key: Any, validate: bool = True) -> Problem:
+    """Validate ``f(params, *args[, key=key])`` and cast it to float64. Call inside x64.
+
+    ``call`` holds ``f`` by a weak reference where it can (and the static args, never the
+    array args), so a compiled program built from it keeps neither ``f`` nor the caller's
+    arrays alive. Without `validate`, the output of ``f`` is not checked here (that traces
+    ``f``; see :func:`check_output`).
+    """
     if not callable(f):
         raise ValueError(f"{fn}: `f` must be a callable f(params, *args) -> scalar, got {f!r}.")
     flat, treedef = jax.tree_util.tree_flatten_with_path(params)
@@ -151,7 +169,7 @@ def prepare(fn: str, f: Any, params: Any, args: tuple, key: Any) -> Problem:
                 )
         paths.append(name)
         dtypes.append(dtype)
-        leaves.append(jnp.asarray(leaf, jnp.float64))
+        leaves.append(_float64(leaf))
     arg_leaves, arg_def = jax.tree_util.tree_flatten((args, key))
     dynamic = [_is_array(x) for x in arg_leaves]
     others = []
@@ -159,16 +177,51 @@ def prepare(fn: str, f: Any, params: Any, args: tuple, key: Any) -> Problem:
         if not d:
             continue
         if jnp.issubdtype(jnp.result_type(x), jnp.floating):
-            x = jnp.asarray(x, jnp.float64)
+            x = _float64(x)
         others.append(x)
+
+    statics = [None if d else x for x, d in zip(arg_leaves, dynamic, strict=True)]
+    with_key = key is not None
+    try:
+        f_ref = weakref.ref(f)
+    except TypeError:  # not weak-referable: held strongly
+
+        def f_ref() -> Any:
+            return f
 
     def call(ls: Sequence[Any], os: Sequence[Any]) -> jax.Array:
         it = iter(os)
-        full = [next(it) if d else x for x, d in zip(arg_leaves, dynamic, strict=True)]
+        full = [next(it) if d else x for x, d in zip(statics, dynamic, strict=True)]
         a, k = jax.tree_util.tree_unflatten(arg_def, full)
         p = jax.tree_util.tree_unflatten(treedef, list(ls))
-        return f(p, *a, key=k) if key is not None else f(p, *a)
+        fun = f_ref()
+        return fun(p, *a, key=k) if with_key else fun(p, *a)
 
+    cast = iter(others)
+    signature: Any = (
+        treedef,
+        tuple((tuple(x.shape), str(x.dtype)) for x in leaves),
+        arg_def,
+        tuple(
+            ("array", tuple(jnp.shape(o)), str(jnp.result_type(o))) if d else ("static", type(x), x)
+            for x, d in zip(arg_leaves, dynamic, strict=True)
+            for o in [next(cast) if d else None]
+        ),
+        with_key,
+    )
+    try:
+        hash(signature)
+    except TypeError:  # an unhashable static arg: nothing is cached
+        signature = None
+    prob = Problem(fn, call, treedef, paths, dtypes, leaves, others, signature)
+    if validate:
+        check_output(prob)
+    return prob
+
+
+def check_output(prob: Problem) -> None:
+    """Raise a ``ValueError`` unless ``f`` returns a real scalar (traces ``f`` once)."""
+    fn, call, leaves, others = prob.fn, prob.call, prob.leaves, prob.others
     out = jax.eval_shape(call, leaves, others)
     shape = getattr(out, "shape", None)
     dtype = getattr(out, "dtype", None)
@@ -178,7 +231,6 @@ def prepare(fn: str, f: Any, params: Any, args: tuple, key: Any) -> Problem:
             f"{fn}: `f` must return a real scalar (the loss), got {got}. Reduce it to a "
             "scalar, e.g. with jnp.mean or jnp.sum."
         )
-    return Problem(fn, call, treedef, paths, dtypes, leaves, others)
 
 
 # ----------------------------------------------------------------------------- engine
