@@ -642,6 +642,11 @@ def check_grad(
     shared ``x @ W`` plus ``h x[:, i]`` in column ``j`` (exactly ``f(W + h e_ij)`` to
     rounding), so a full check costs a fraction of ``2P`` separate evaluations.
 
+    The compiled check is kept for the next call with the same `f` (the same object), tree
+    structure, shapes and dtypes, static args and options (as ``jax.jit`` keeps a program:
+    arrays that `f` closes over are read when it is traced); it holds `f` weakly and no
+    array of the caller's.
+
     **Arguments:**
     - `f`: ``f(params, *args) -> scalar`` (``f(params, *args, key=key)`` with a `key`).
     - `params`: a pytree of floating-point arrays (the point to check at).
