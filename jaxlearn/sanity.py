@@ -65,22 +65,16 @@ def _status(passed: bool | None) -> str:
     return {True: "PASS", False: "FAIL", None: "CANNOT JUDGE"}[passed]
 
 
-def _table(checks: Sequence[Check], verdict_width: int = 64) -> str:
-    header = ("check", "expected", "observed", "verdict")
-    rows = [(c.name, c.expected, c.observed, f"{_status(c.passed)}: {c.verdict}") for c in checks]
-    widths = [max(len(r[i]) for r in (header, *rows)) for i in range(3)]
-    pad = [w + 2 for w in widths]
-
-    def line(cells: Sequence[str]) -> list[str]:
-        wrapped = textwrap.wrap(cells[3], verdict_width) or [""]
-        first = "".join(c.ljust(p) for c, p in zip(cells[:3], pad, strict=True)) + wrapped[0]
-        indent = " " * sum(pad)
-        return [first.rstrip()] + [indent + w for w in wrapped[1:]]
-
-    out = line(header)
-    out.append("-" * (sum(pad) + min(verdict_width, max(len(r[3]) for r in (header, *rows)))))
-    for r in rows:
-        out.extend(line(r))
+def _table(checks: Sequence[Check], width: int = 88) -> str:
+    """One block per check: its name and status, then expected, observed and the verdict,
+    each wrapped to `width` columns."""
+    out = []
+    for c in checks:
+        out.append(f"{c.name}: {_status(c.passed)}")
+        for label, text in (("expected", c.expected), ("observed", c.observed),
+                            ("verdict", c.verdict)):
+            out.extend(textwrap.wrap(text, width, initial_indent=f"  {label:9s}",
+                                     subsequent_indent=" " * 11) or [f"  {label}"])
     return "\n".join(out)
 
 
@@ -647,8 +641,11 @@ def run_all(
         ...                         x, y, steps=100)
         >>> report.passed, [c.status for c in report]
         (True, ['PASS', 'PASS', 'PASS'])
-        >>> print(report)  # doctest: +SKIP
-        check                       expected                          observed   verdict
+        >>> print(report)  # doctest: +ELLIPSIS
+        initial_loss: PASS
+          expected 2.303 = log(10) +- 50%
+        ...
+        overfit_small: PASS
         ...
     """
     return SanityReport(
