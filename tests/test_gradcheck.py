@@ -404,9 +404,11 @@ def test_a_second_check_of_the_same_function_and_shapes_compiles_nothing():
     first = check_grad(f, _params(), X, y, num_checks=3)
     n = len(traces)
     assert n > 0 and first.timings["compile"] > 0
-    # New values at the same shapes (new arrays too): the compiled check is reused ...
+    # New values at the same shapes (new arrays too): the compiled check is reused; f is
+    # traced once more only for the fingerprint of its value and gradient ...
     second = check_grad(f, _params(seed=2), X * 0.5, y, num_checks=3)
-    assert len(traces) == n
+    assert len(traces) == n + 1
+    n = len(traces)
     assert second.timings["trace"] == 0.0 and second.timings["compile"] == 0.0
     again = check_grad(f, _params(), X, y, num_checks=3)
     for a, b in zip(first.rows, again.rows, strict=True):
@@ -483,3 +485,34 @@ _f = lambda p: jnp.sum(jnp.sin(p["w"]))  # noqa: E731
 def test_bad_input_gets_a_clear_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_a_cached_check_never_judges_a_changed_function_by_its_old_program():
+    @jax.custom_vjp
+    def softplus(x):
+        return jnp.logaddexp(x, 0.0)
+
+    def fwd(x):
+        return softplus(x), x
+
+    softplus.defvjp(fwd, lambda x, g: (g * jax.nn.sigmoid(x),))
+    scale = {"w": jnp.ones(3)}
+
+    def loss(p, x):
+        return jnp.mean(softplus(x @ p["W"])) + jnp.sum(scale["w"] * p["W"][0] ** 2)
+
+    params = {"W": jax.random.normal(jax.random.key(0), (4, 3))}
+    x = jax.random.normal(jax.random.key(1), (8, 4))
+    assert jaxlearn.check_grad(loss, params, x).ok
+    # The same function object, its backward rule redefined with a bug: caught.
+    softplus.defvjp(fwd, lambda x, g: (1.001 * g * jax.nn.sigmoid(x),))
+    bad = jaxlearn.check_grad(loss, params, x)
+    assert not bad.ok and bad.max_relative_error > 1e-4
+    # Fixed again: passes again (the first program, cached, is still right).
+    softplus.defvjp(fwd, lambda x, g: (g * jax.nn.sigmoid(x),))
+    first = jaxlearn.check_grad(loss, params, x)
+    assert first.ok
+    # A closed-over array changes value: the check sees the new function.
+    scale["w"] = jnp.full(3, 1e3)
+    again = jaxlearn.check_grad(loss, params, x)
+    assert again.ok and again.value != first.value

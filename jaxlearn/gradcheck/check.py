@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 import warnings
@@ -398,6 +399,45 @@ def _judge(
     return num, err, atol, status
 
 
+def _has_custom_rules(jaxpr: Any) -> bool:
+    """Whether ``jaxpr`` (or a jaxpr inside it) calls a ``custom_jvp``/``custom_vjp`` rule."""
+    for eqn in jaxpr.eqns:
+        if eqn.primitive.name.startswith("custom_"):
+            return True
+        for v in eqn.params.values():
+            for sub in v if isinstance(v, (tuple, list)) else (v,):
+                inner = getattr(sub, "jaxpr", sub)
+                if hasattr(inner, "eqns") and _has_custom_rules(inner):
+                    return True
+    return False
+
+
+def _traced(fn: Callable[..., Any], prob: nm.Problem) -> tuple[str, tuple, Any]:
+    """``fn``'s jaxpr as text and the values of the arrays it closes over (hashed)."""
+    closed = jax.make_jaxpr(fn)(prob.leaves, prob.others)
+    consts = tuple(
+        (np.shape(c), str(np.asarray(c).dtype),
+         hashlib.blake2b(np.ascontiguousarray(np.asarray(c)).tobytes(), digest_size=16).digest())
+        for c in closed.consts
+    )
+    return str(closed.jaxpr), consts, closed.jaxpr
+
+
+def _fingerprint(prob: nm.Problem) -> Any:
+    """What the compiled check computes, read afresh at every call: the jaxpr of ``f`` and
+    the values of the arrays it closes over, and where ``f`` has ``custom_jvp`` or
+    ``custom_vjp`` rules (whose code its jaxpr does not show), the jaxpr of its value and
+    gradient too, so a rule redefined with ``defvjp``/``defjvp`` shows. None when ``f``
+    cannot be traced so (the plan's own checks then say why)."""
+    try:
+        text, consts, jaxpr = _traced(prob.call, prob)
+        if not _has_custom_rules(jaxpr):
+            return text, consts
+        return text, consts, _traced(jax.value_and_grad(prob.call), prob)[:2]
+    except Exception:  # noqa: BLE001 - reported by the plan's own checks
+        return None
+
+
 def _plans_of(owner: Any) -> OrderedDict | None:
     """The cached plans of the function `owner` (None if it cannot be weakly referenced)."""
     try:
@@ -503,15 +543,17 @@ def _check_one(
             )
     options = (num_checks, batch_size, seed, kinks, forward, mode, num_directions, leafwise)
     plans = _plans_of(owner) if prob.signature is not None else None
-    plan = None if plans is None else plans.get((prob.signature, options))
+    fp = _fingerprint(prob) if plans is not None else None
+    key = (prob.signature, options, fp)
+    plan = None if plans is None or fp is None else plans.get(key)
     if plan is None:
         plan = _make_plan(fn, prob, *options)
-        if plans is not None:
-            plans[(prob.signature, options)] = plan
+        if plans is not None and fp is not None:
+            plans[key] = plan
             while len(plans) > _PLANS_PER_FUNCTION:
                 plans.pop(next(iter(plans)))
     else:
-        plans.move_to_end((prob.signature, options))
+        plans.move_to_end(key)
     sites, eps, casts, notes = plan.sites, plan.eps, plan.casts, list(plan.notes)
     forward, coords = plan.forward, plan.coords
     res = _run(plan, prob.leaves, prob.others, coords, mode, forward, seed, h)
@@ -643,9 +685,12 @@ def check_grad(
     rounding), so a full check costs a fraction of ``2P`` separate evaluations.
 
     The compiled check is kept for the next call with the same `f` (the same object), tree
-    structure, shapes and dtypes, static args and options (as ``jax.jit`` keeps a program:
-    arrays that `f` closes over are read when it is traced); it holds `f` weakly and no
-    array of the caller's.
+    structure, shapes and dtypes, static args and options, and the same computation: every
+    call traces ``f`` again (a few milliseconds; its gradient too where it has custom
+    rules) and compiles anew when that changed (a rule redefined with ``defvjp``, a
+    changed global function, new values of arrays ``f`` closes over), so a fixed or
+    planted bug is never judged by a stale program. It holds `f` weakly and no array of
+    the caller's.
 
     **Arguments:**
     - `f`: ``f(params, *args) -> scalar`` (``f(params, *args, key=key)`` with a `key`).
