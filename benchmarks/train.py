@@ -6,15 +6,13 @@ program from the 1437 training digits, ``--epochs`` epochs, data on the device. 
 measures **steps per second** of:
 
 - ``fit``: ``jaxlearn.fit`` as users call it, the whole call timed (setup, the compiled
-  epochs, per-step loss/learning rate/accuracy, per-leaf update ratios sampled every 10
-  steps and at each epoch's end (the default ``ratio_every=10``), the evaluation
+  epochs, per-step loss/learning rate/accuracy and per-leaf update ratios, the evaluation
   of a 1000-example training subset and of the 180 validation digits after every epoch,
   activation statistics, best params, the History on the host, ``best.npz`` and
   ``last.npz`` written atomically to a temporary folder with the default policy (every
   60 s and at the end), waiting for the last write);
 - ``fit (running train metrics)``: the same with ``train_eval_size=0`` (training loss and
   accuracy taken from the epoch's minibatches, as Keras reports them: no subset pass);
-- ``fit (ratios every step)``: the same with a Trainer built with ``ratio_every=1``;
 - ``fit (no checkpoints)``: the same as ``fit`` without ``checkpoint_dir``;
 - ``fit (checkpoints every epoch)``: ``checkpoint_every=1``: both files rewritten after
   every epoch (so one compiled call per epoch), instead of the default (every 60 s and at
@@ -132,8 +130,6 @@ def fit_variants(model: jaxlearn.Model, train, val, batch: int, epochs: int,
                           hparams={"learning_rate": LR, "mu": MU})
     tr_running = jaxlearn.trainer(model, optimizer="momentum", batch_size=batch,
                                   hparams={"learning_rate": LR, "mu": MU})
-    tr_every = jaxlearn.trainer(model, optimizer="momentum", batch_size=batch,
-                                hparams={"learning_rate": LR, "mu": MU}, ratio_every=1)
     packs = tr.packs(model.init(jax.random.key(0)))
     tr_other = jaxlearn.trainer(model, optimizer="momentum", batch_size=batch,
                                 hparams={"learning_rate": LR, "mu": MU}, pack=not packs)
@@ -154,7 +150,6 @@ def fit_variants(model: jaxlearn.Model, train, val, batch: int, epochs: int,
         "fit": functools.partial(run, tr, folder()),
         "fit (running train metrics)": functools.partial(run, tr_running, folder(),
                                                          train_eval_size=0),
-        "fit (ratios every step)": functools.partial(run, tr_every, folder()),
         "fit (no checkpoints)": functools.partial(run, tr, None),
         "fit (checkpoints every epoch)": functools.partial(run, tr, folder(),
                                                            checkpoint_every=1),
@@ -164,11 +159,7 @@ def fit_variants(model: jaxlearn.Model, train, val, batch: int, epochs: int,
 
 def loop_kernels(model: jaxlearn.Model, train: tuple[jax.Array, jax.Array], batch: int
                  ) -> list[tuple[str, int]]:
-    """Kernels per step: top-level instructions of the epoch loop's body in optimized HLO.
-
-    With sampled update ratios the epoch is a loop over groups of steps around a loop of
-    the steps without ratios: the count is that inner loop's, the step most steps run.
-    """
+    """Kernels per step: top-level instructions of the epoch loop's body in optimized HLO."""
     from jaxlearn.train._hlo import loop_body_ops
 
     x, y = train
@@ -202,8 +193,6 @@ def loop_kernels(model: jaxlearn.Model, train: tuple[jax.Array, jax.Array], batc
         ("Trainer defaults (guard every step)", ours("momentum", mom, batch)),
         ("fit's epoch (defaults; guarded rerun only after a non-finite step)",
          ours("momentum", mom, batch, skip_nonfinite=False)),
-        ("fit's epoch, ratios every step (ratio_every=1)",
-         ours("momentum", mom, batch, skip_nonfinite=False, ratio_every=1)),
         ("Trainer, pack=True, unguarded", ours("momentum", mom, batch, skip_nonfinite=False,
                                                pack=True)),
         ("Trainer, no ratios, no guard", ours("momentum", mom, batch, update_ratios=False,

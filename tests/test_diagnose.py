@@ -154,14 +154,3 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match=r"`ratio_band` must be \(low, high\)"):
         jaxlearn.diagnose(jaxlearn.History(), ratio_band=(1e-2, 1e-4))
     assert jaxlearn.diagnose(jaxlearn.History()) == []
-
-
-def test_sampled_update_ratios_are_judged_from_the_recorded_steps():
-    # A Trainer with ratio_every=10 records one ratio in ten (and each epoch's last): NaN
-    # between them. The last epoch (100 steps) still holds 10 of them.
-    sampled = np.full(1000, np.nan)
-    sampled[9::10] = 3e-6
-    h = _synthetic(HEALTHY, ratios={"W1": sampled})
-    d = jaxlearn.diagnose(h)
-    assert [(f.kind, f.leaf) for f in d] == [("update_ratio_low", "W1")]
-    assert "median over the last 100 steps 3.00e-06 (10 recorded)" in d[0].evidence

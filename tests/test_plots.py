@@ -61,21 +61,6 @@ def test_update_ratio_plot_is_log_scale_per_leaf(history):
     assert [line.get_label() for line in ax.lines] == ["W1", "b1", "1e-3"]
 
 
-def test_update_ratio_plot_draws_sampled_ratios_at_their_steps():
-    n = 44  # one epoch of a Trainer with ratio_every=10: ratios at 9, 19, 29, 39 and 43
-    sampled = np.full(n, np.nan)
-    sampled[[9, 19, 29, 39, 43]] = [1e-3, 2e-3, 3e-3, 4e-3, 5e-3]
-    b1 = sampled.copy()
-    b1[9] = 0.0  # a leaf still all zeros has no ratio on a log scale
-    h = jaxlearn.History.from_arrays({"update_ratio/W1": sampled, "update_ratio/b1": b1})
-    w, b = plots.plot_update_ratios(h, smooth=0).axes[0].lines[:2]
-    assert w.get_xdata().tolist() == [9, 19, 29, 39, 43]
-    np.testing.assert_allclose(w.get_ydata(), [1e-3, 2e-3, 3e-3, 4e-3, 5e-3])
-    assert b.get_xdata().tolist() == [19, 29, 39, 43]
-    smoothed = plots.plot_update_ratios(h).axes[0].lines[0].get_ydata()
-    assert smoothed.shape == (5,) and np.isfinite(smoothed).all()
-
-
 def test_smooth_ema_skips_nonfinite_values():
     out = plots.smooth_ema([1.0, np.nan, 1.0, 3.0], weight=0.5)
     assert out[1] == 1.0 and out[3] == pytest.approx((0.5 * 0.75 + 1.5) / 0.875)

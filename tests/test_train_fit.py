@@ -150,19 +150,11 @@ def test_nonfinite_loss_stops_cleanly_and_keeps_the_best_checkpoint(splits, jump
     assert d[0].kind == "nonfinite" and d[0].step == h.meta["first_nonfinite_step"]
 
 
-@pytest.mark.parametrize("ratio_every", [1, 10])
-def test_nonfinite_loss_can_be_skipped(splits, ratio_every):
+def test_nonfinite_loss_can_be_skipped(splits, jump_trainer):
     spe = len(splits.train[1]) // 128
-    tr = jaxlearn.trainer(
-        jaxlearn.mlp(64, (32,), 10),
-        batch_size=128,
-        hparams={"learning_rate": 0.1},
-        schedule=lambda step: jnp.where(step < 2 * spe, 1.0, 1e30),
-        ratio_every=ratio_every,
-    )
     with pytest.warns(RuntimeWarning, match=r"such updates are skipped"):
         r = jaxlearn.fit(
-            tr,
+            jump_trainer,
             splits.train,
             splits.val,
             num_epochs=4,
@@ -171,18 +163,10 @@ def test_nonfinite_loss_can_be_skipped(splits, ratio_every):
         )
     h = r.history
     assert h.num_epochs == 4 and h.meta["stop_reason"] == "completed"
-    assert all(bool(jnp.isfinite(p).all()) for p in jax.tree.leaves(r.params))
-    if ratio_every == 1:
-        # The first update at the new rate overflows its recorded norm: it and every later
-        # update were skipped, the parameters stayed those of epoch 2.
-        assert h.finite[: 2 * spe].all() and not h.finite[2 * spe :].any()
-        np.testing.assert_array_equal(h.val_accuracy[2:], h.val_accuracy[1])
-        assert h.val_accuracy[-1] > 0.5
-    else:
-        # That step records no ratios: its gradients, finite, are judged, so its huge but
-        # finite update is applied; every later loss is NaN and every later update skipped.
-        assert h.finite[: 2 * spe + 1].all() and not h.finite[2 * spe + 1 :].any()
-        np.testing.assert_array_equal(h.val_accuracy[3:], h.val_accuracy[2])
+    assert h.finite[: 2 * spe].all() and not h.finite[2 * spe :].any()
+    # Every later update was skipped: the parameters stayed those of epoch 2.
+    np.testing.assert_array_equal(h.val_accuracy[2:], h.val_accuracy[1])
+    assert h.val_accuracy[-1] > 0.5
 
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(splits, tmp_path):

@@ -615,8 +615,7 @@ def fit_ensemble(
     - `step_metrics`: the per-step records to keep, among ``"loss"`` (always kept),
       ``"batch_accuracy"``, ``"learning_rate"``, ``"finite"`` (always kept when the Trainer
       skips non-finite steps: it decides them) and ``"update_ratio"`` (when the Trainer
-      computes them: on its sampled steps, NaN in between, see ``ratio_every`` in
-      :func:`jaxlearn.trainer`); a record left out has shape ``(N, 0)``. What is not kept is not
+      computes them); a record left out has shape ``(N, 0)``. What is not kept is not
       computed either where XLA can leave it out: with ``("loss",)`` and a Trainer built
       with ``update_ratios=False, skip_nonfinite=False`` a step does what a hand-written
       loop does (a member whose loss turns non-finite is still reported, judged by its
@@ -851,7 +850,6 @@ def fit_ensemble(
         if names else [{} for _ in range(n_members)],
         "first_nonfinite_step": first_bad, "stop_reason": "completed",
         "leaf_shapes": info.leaf_shapes,
-        "ratio_every": tr.ratio_every if tr.update_ratios else None,
     }
     history = history._replace(meta=meta)
     diverged = [i for i, b in enumerate(first_bad) if b is not None]

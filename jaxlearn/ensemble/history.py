@@ -27,8 +27,7 @@ class EnsembleHistory(NamedTuple):
     """What every member recorded, as NumPy arrays with a leading member axis.
 
     Per step (``(N, steps)``): ``loss``, ``batch_accuracy``, ``learning_rate``, ``finite`` and
-    ``update_ratio[leaf]`` (NaN at the steps the Trainer does not sample, see
-    ``meta["ratio_every"]``; a metric left out of ``step_metrics`` has shape ``(N, 0)``). Per
+    ``update_ratio[leaf]`` (a metric left out of ``step_metrics`` has shape ``(N, 0)``). Per
     epoch (``(N, epochs)``): ``train_loss``, ``train_accuracy`` (each member's fixed
     training subset), ``val_loss``, ``val_accuracy`` (NaN where not evaluated) and
     ``activations[layer][stat]`` (hidden-unit statistics, :func:`jaxlearn.activation_stats`);

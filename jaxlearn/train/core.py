@@ -32,44 +32,30 @@ Contract (what ensembles, searches and ``fit`` build on)
   regularization), ``accuracy`` (of the minibatch, before the update), ``learning_rate``
   (the value used at that step, after the schedule), ``update_ratio`` (a dict, leaf name ->
   ``||update|| / ||param||``, the notes' "~1e-3" heuristic; NaN where the parameter is all
-  zeros and at the steps that do not sample it, see below; empty with
-  ``update_ratios=False``) and ``finite`` (False when the step's loss or update was NaN or
-  infinite: see below for how each configuration judges it).
-- Sampled update ratios: ``train_epoch`` computes the ratios on every ``ratio_every``-th
-  step of the epoch (positions ``k-1, 2k-1, ...`` for ``k = ratio_every``, default 10) and
-  always on its last step; the other steps record NaN, so the stacked metrics keep one
-  value per step. ``ratio_every=1`` records them at every step; ``train_step`` always
-  records them. The trajectory does not depend on ``ratio_every``: the steps without
-  ratios take the same updates, they only skip the per-leaf norms (about a quarter of a
-  small model's kernels per step). The epoch is a scan over groups of ``k`` steps (a scan
-  of ``k - 1`` steps without ratios, then one with them), then the remaining steps, so no
-  step pays for a ``lax.cond``.
+  zeros; empty with ``update_ratios=False``) and ``finite`` (False when the step's loss or
+  update was NaN or infinite: see below for how each configuration judges it).
 - Non-finite steps: with ``skip_nonfinite=True`` (the default) a step whose loss or update
   is not finite leaves ``params`` and ``opt_state`` unchanged (``step`` still advances), so
   a diverging run never writes NaN into its parameters; the metrics say where it happened.
-  On a step that records update ratios the updates' norms (computed for the ratios
-  anyway) are judged; on the others (all of them with ``update_ratios=False``) the
-  gradients are, which misses only an update overflowing from finite gradients (e.g. a
-  rate near 1e38). With ``skip_nonfinite=False`` nothing is skipped and ``finite`` costs
-  nothing inside the step: it is the loss's (and, on steps with ratios, the updates'
-  norms') finiteness; on the other steps a non-finite update shows as the next step's
-  non-finite loss, and without ratios the last step of each ``train_step``/``train_epoch``
-  call also checks the parameters it produced (with ratios the last step records them).
+  With ``update_ratios=True`` the updates' norms (computed for the ratios anyway) are
+  judged; with ``update_ratios=False`` the gradients are, which misses only an update
+  overflowing from finite gradients (e.g. a rate near 1e38). With ``skip_nonfinite=False``
+  nothing is skipped and ``finite`` costs nothing inside the step: it is the loss's (and,
+  with ratios, the updates' norms') finiteness; without ratios a non-finite update shows as
+  the next step's non-finite loss, and the last step of each ``train_step``/``train_epoch``
+  call also checks the parameters it produced.
 - ``train_epoch(..., nonfinite="epoch")`` gives the same results as ``"step"`` but does not
   pay for the per-step select: the epoch runs without it and, only when some step was not
-  finite, runs again from its start with it. The unguarded run tells exactly whether the
-  guard would have skipped a step: the losses and, on steps with ratios, the recorded
-  update norms say it; on steps without ratios a non-finite gradient, which a named rule
-  carries into the parameters for good (``x + inf`` and ``x + nan`` are never finite
-  again), shows in the epoch's final parameters. When it cannot tell (an update rule that
-  is not named, without ratios at every step) it is ``"step"``. Under ``vmap`` a
-  ``lax.cond`` runs both branches, so there use ``"step"``; ``fit`` uses ``"epoch"``.
+  finite, runs again from its start with it (when the trainer cannot tell exactly from the
+  unguarded run, with ``update_ratios=False`` and an update rule that is not named, it is
+  ``"step"``). Under ``vmap`` a ``lax.cond`` runs both branches, so there use ``"step"``;
+  ``fit`` uses ``"epoch"``.
 - Cost of a step: what the scan records per step is written as two rows (the loss with
-  the minibatch's 0/1 correctness, and, on steps with ratios, the update and parameter
-  norms), one in-place write each; the learning rates, the accuracies' means, the ratios'
-  square roots and the derived ``finite`` flags are computed after the scan, from the
-  stacked rows. Update ratios the caller drops (``m.update_ratio`` unused under ``jit``)
-  are not computed at all: XLA removes their row and the norms behind it from the loop.
+  the minibatch's 0/1 correctness, and the update and parameter norms), one in-place write
+  each; the learning rates, the accuracies' means, the ratios' square roots and the
+  derived ``finite`` flags are computed after the scan, from the stacked rows. Update
+  ratios the caller drops (``m.update_ratio`` unused under ``jit``) are not computed at
+  all: XLA removes their row and the norms behind it from the loop.
 - Packed buffers (``pack``): ``train_epoch`` may run its scan on parameters and optimizer
   state laid end to end in a few flat buffers (:func:`jaxlearn.pack`, with
   ``max_leaf_size="auto"``), so the update rule runs one fused kernel per buffer instead of
@@ -271,51 +257,6 @@ def _scan_rows(
     return carry, out
 
 
-def _scan_sampled(
-    plain: Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]],
-    sampled: Callable[[Any, Any], tuple[Any, dict[str, jax.Array]]],
-    carry: Any, xs: jax.Array, every: int,
-) -> tuple[Any, dict[str, jax.Array]]:
-    """:func:`_scan_rows` whose steps ``every-1, 2*every-1, ...`` and last run ``sampled``.
-
-    The other steps run ``plain``; the records only ``sampled`` makes are NaN there. No
-    step pays for a ``lax.cond``: a scan over groups of ``every`` steps (a scan of
-    ``every - 1`` plain steps, then a sampled one), then one group of the steps left over.
-    """
-    n = xs.shape[0]
-    g, r = divmod(n, every)
-
-    def group(c: Any, xg: jax.Array) -> tuple[Any, dict[str, jax.Array]]:
-        rec: dict[str, jax.Array] = {}
-        if xg.shape[0] > 1:
-            c, inner = _scan_rows(plain, c, xg[:-1])
-            rec = {f"plain:{k}": v for k, v in inner.items()}
-        c, last = sampled(c, xg[-1])
-        return c, {**rec, **last}
-
-    def merge(rec: dict[str, jax.Array], m: int) -> dict[str, jax.Array]:
-        # (G, m, ...) plain records and (G, ...) sampled ones -> (G * (m + 1), ...) in order
-        out = {}
-        for k, v in rec.items():
-            if k.startswith("plain:"):
-                continue
-            before = rec.get(f"plain:{k}")
-            if before is None:  # a record plain steps do not make (the ratios)
-                before = jnp.full((v.shape[0], m, *v.shape[1:]), jnp.nan, v.dtype)
-            both = jnp.concatenate([before, v[:, None]], axis=1)
-            out[k] = both.reshape(-1, *v.shape[1:])
-        return out
-
-    parts = []
-    if g:
-        carry, full = _scan_rows(group, carry, xs[:g * every].reshape(g, every, *xs.shape[1:]))
-        parts.append(merge(full, every - 1))
-    if r:
-        carry, rest = group(carry, xs[g * every:])
-        parts.append(merge(jax.tree.map(lambda v: v[None], rest), r - 1))
-    return carry, {k: jnp.concatenate([p[k] for p in parts]) for k in parts[0]}
-
-
 @dataclasses.dataclass(frozen=True, eq=False)
 class Trainer:
     """Static configuration of a training run; its methods are the pure core.
@@ -337,7 +278,6 @@ class Trainer:
     eval_batch_size: int | None
     apply_takes_key: bool
     pack: bool | str = "auto"
-    ratio_every: int = 10
 
     # ------------------------------------------------------------------ hyperparameters
 
@@ -529,13 +469,9 @@ class Trainer:
         return loss, scores
 
     def _step(
-        self, state: TrainState, batch: Batch, guard: bool, ratios: bool
+        self, state: TrainState, batch: Batch, guard: bool
     ) -> tuple[TrainState, dict[str, jax.Array]]:
-        """One update and its raw records: what the epoch's scan stacks, one row a step.
-
-        ``ratios``: record the squared norms of the update and the parameter per leaf (and
-        let the guard judge the update's). The update itself does not depend on it.
-        """
+        """One update and its raw records: what the epoch's scan stacks, one row a step."""
         x, y = batch
         hp = state.hparams
         lr = self.learning_rate(hp, state.step)
@@ -553,14 +489,14 @@ class Trainer:
         # its records, so the accuracy's mean is taken once after the scan.
         correct = (jnp.argmax(scores, axis=-1) == y).astype(jnp.float32)
         rec = {"loss": loss, "loss/correct": correct}
-        if ratios:
+        if self.update_ratios:
             # Squared norms only: the ratios' divisions and roots happen after the scan.
             leaf_u = jax.tree.leaves(unpack(updates))
             leaf_p = jax.tree.leaves(unpack(state.params))
             for i, (u, p) in enumerate(zip(leaf_u, leaf_p, strict=True)):
                 rec[f"ratio/u{i}"], rec[f"ratio/p{i}"] = _sq_norm(u), _sq_norm(p)
         if guard:
-            if ratios:
+            if self.update_ratios:
                 u_sq = [rec[f"ratio/u{i}"] for i in range(len(leaf_u))]
                 finite = jnp.isfinite(loss) & jnp.isfinite(sum(u_sq, jnp.zeros((), jnp.float32)))
             else:
@@ -576,13 +512,9 @@ class Trainer:
 
     def _metrics(
         self, rec: dict[str, jax.Array], step: jax.Array, hparams: Mapping[str, jax.Array],
-        names: list[str], params_after: Params, sampled: np.ndarray | None = None,
+        names: list[str], params_after: Params,
     ) -> StepMetrics:
-        """StepMetrics from the raw records of one step (scalars) or of a scan (vectors).
-
-        ``sampled``: which steps of the scan recorded update ratios (the others hold NaN);
-        None when all did.
-        """
+        """StepMetrics from the raw records of one step (scalars) or of a scan (vectors)."""
         loss, accuracy = rec["loss"], jnp.mean(rec["loss/correct"], axis=-1)
         if jnp.ndim(step) == 0:
             lr = self.learning_rate(hparams, step)
@@ -598,12 +530,7 @@ class Trainer:
         if "loss/finite" in rec:
             finite = rec["loss/finite"]
         elif self.update_ratios:
-            u_ok = jnp.isfinite(sum(u_sq, jnp.zeros((), jnp.float32)))
-            if sampled is not None and not sampled.all():
-                # A step without ratios is judged by its loss: a non-finite update shows as
-                # the next step's loss (the epoch's last step records ratios).
-                u_ok = u_ok | ~sampled
-            finite = jnp.isfinite(loss) & u_ok
+            finite = jnp.isfinite(loss) & jnp.isfinite(sum(u_sq, jnp.zeros((), jnp.float32)))
         else:
             # From the loss alone: a non-finite update shows as the next step's loss; the
             # last step checks the parameters it produced.
@@ -620,8 +547,7 @@ class Trainer:
         - `state`: the current :class:`TrainState`.
         - `batch`: ``(x, y)``, inputs (B, ...) and integer labels (B,).
 
-        **Returns:** ``(new_state, StepMetrics)``; the update ratios are always recorded
-        here (``ratio_every`` samples them within :meth:`train_epoch`).
+        **Returns:** ``(new_state, StepMetrics)``.
 
         Example:
             >>> import jax, jax.numpy as jnp, jaxlearn
@@ -632,40 +558,16 @@ class Trainer:
             >>> int(state.step), round(float(m.loss), 3), sorted(m.update_ratio)
             (1, 1.099, ['W1', 'b1'])
         """
-        new, rec = self._step(state, batch, self.skip_nonfinite, self.update_ratios)
+        new, rec = self._step(state, batch, self.skip_nonfinite)
         names = leaf_names(unpack(state.params))
         return new, self._metrics(rec, state.step, state.hparams, names, new.params)
 
-    def _epoch_check_exact(self, sampled: np.ndarray) -> bool:
+    def _epoch_check_exact(self) -> bool:
         # An unguarded epoch whose every step was finite equals the guarded one exactly when
-        # the guard's verdicts can be read from it: on steps with ratios the guard's own
-        # numbers are recorded; on the others a named rule turns non-finite gradients into
-        # non-finite updates, which stay in the parameters (x + inf and x + nan are never
-        # finite again).
-        return isinstance(self.optimizer, str) or (self.update_ratios and bool(sampled.all()))
-
-    def ratio_steps(self, num_steps: int) -> np.ndarray:
-        """Which steps of an epoch of ``num_steps`` record update ratios.
-
-        Positions ``k-1, 2k-1, ...`` for ``k = ratio_every``, and the last step; none with
-        ``update_ratios=False``.
-
-        **Arguments:**
-        - `num_steps`: the epoch's steps (``N // batch_size``).
-
-        **Returns:** a NumPy bool array of shape ``(num_steps,)``.
-
-        Example:
-            >>> import jaxlearn
-            >>> tr = jaxlearn.trainer(jaxlearn.linear(4, 2), ratio_every=3)
-            >>> tr.ratio_steps(7).nonzero()[0].tolist()
-            [2, 5, 6]
-        """
-        sampled = np.zeros(num_steps, bool)
-        if self.update_ratios and num_steps:
-            sampled[self.ratio_every - 1::self.ratio_every] = True
-            sampled[-1] = True
-        return sampled
+        # the guard's verdicts can be read from it: with ratios the guard's own numbers are
+        # recorded; without, a named rule turns non-finite gradients into non-finite updates,
+        # which stay in the parameters (x + inf and x + nan are never finite again).
+        return self.update_ratios or isinstance(self.optimizer, str)
 
     def train_epoch(
         self, state: TrainState, data: Batch, key: jax.Array, *, nonfinite: str = "step"
@@ -681,8 +583,7 @@ class Trainer:
           (same results, cheaper steps; not under ``vmap``, where both would run).
 
         **Returns:** ``(new_state, metrics)`` with each metric stacked over the
-        ``N // batch_size`` steps; ``metrics.update_ratio`` holds NaN at the steps that do
-        not sample the ratios (:meth:`ratio_steps`).
+        ``N // batch_size`` steps.
 
         Example:
             >>> import jax, jax.numpy as jnp, jaxlearn
@@ -702,35 +603,28 @@ class Trainer:
         idx = batch_indices(key, x.shape[0], self.batch_size)
         names = leaf_names(unpack(state.params))
         start, done = self._packed_state(state)
-        sampled = self.ratio_steps(idx.shape[0])
 
         def scan(guard: bool) -> tuple[TrainState, dict[str, jax.Array]]:
-            def body(ratios: bool) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
-                def step(s: TrainState, ix: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
-                    return self._step(s, (x[ix], y[ix]), guard, ratios)
+            def body(s: TrainState, ix: jax.Array) -> tuple[TrainState, dict[str, jax.Array]]:
+                return self._step(s, (x[ix], y[ix]), guard)
 
-                return step
+            return _scan_rows(body, start, idx)
 
-            if sampled.all() or not sampled.any():
-                return _scan_rows(body(self.update_ratios), start, idx)
-            return _scan_sampled(body(False), body(True), start, idx, self.ratio_every)
-
-        if self.skip_nonfinite and nonfinite == "epoch" and self._epoch_check_exact(sampled):
+        if self.skip_nonfinite and nonfinite == "epoch" and self._epoch_check_exact():
             fast, rec = scan(False)
-            ok = jnp.all(jnp.isfinite(rec["loss"]))
-            if self.update_ratios:  # the guard's verdicts where it judges the recorded norms
+            if self.update_ratios:  # the guard's verdicts, from the recorded norms
                 u_sq = sum((rec[f"ratio/u{i}"] for i in range(len(names))),
                            jnp.zeros((), jnp.float32))
-                ok = ok & jnp.all(jnp.isfinite(u_sq) | ~sampled)
-            if not sampled.all():  # elsewhere it judges gradients, which stay in the params
-                ok = ok & _all_finite(fast.params)
+                ok = jnp.all(jnp.isfinite(rec["loss"]) & jnp.isfinite(u_sq))
+            else:
+                ok = jnp.all(jnp.isfinite(rec["loss"])) & _all_finite(fast.params)
             rec["loss/finite"] = jnp.ones(rec["loss"].shape, bool)
             new, rec = jax.lax.cond(ok, lambda: (fast, rec), lambda: scan(True))
         else:
             new, rec = scan(self.skip_nonfinite)
         new = done(new)
         steps = state.step + jnp.arange(idx.shape[0], dtype=state.step.dtype)
-        return new, self._metrics(rec, steps, state.hparams, names, new.params, sampled)
+        return new, self._metrics(rec, steps, state.hparams, names, new.params)
 
     def packs(self, params: Params) -> bool:
         """Whether :meth:`train_epoch` runs on packed buffers for these parameters.
@@ -893,7 +787,6 @@ def trainer(
     update_ratios: bool = True,
     eval_batch_size: int | None = None,
     pack: bool | str = "auto",
-    ratio_every: int = 10,
 ) -> Trainer:
     """Build the :class:`Trainer` whose pure methods train ``model``.
 
@@ -916,11 +809,7 @@ def trainer(
       ``jaxlearn.step_decay(1.0, 1000, 0.5)``), or None for a constant rate.
     - `exclude_biases`: leave leaves with fewer than 2 dimensions out of the penalties.
     - `skip_nonfinite`: skip (do not apply) updates whose loss or update is not finite.
-    - `update_ratios`: record ``||update|| / ||param||`` per leaf.
-    - `ratio_every`: in :meth:`Trainer.train_epoch`, compute the ratios on every
-      ``ratio_every``-th step (positions ``k-1, 2k-1, ...``) and on the epoch's last step;
-      the other steps record NaN (a positive int; 1: every step). The updates are the same
-      for any value; sampling saves the per-leaf norms on the other steps.
+    - `update_ratios`: record ``||update|| / ||param||`` per leaf at every step.
     - `eval_batch_size`: evaluate in chunks of this many examples (None: all at once).
     - `pack`: run :meth:`Trainer.train_epoch` on packed buffers (:func:`jaxlearn.pack`):
       ``"auto"`` (on accelerators, when :func:`jaxlearn.should_pack` says it pays), True or
@@ -956,7 +845,6 @@ def trainer(
             f"hparams -> transform, got {optimizer!r}."
         )
     batch_size = _positive_int("trainer", "batch_size", batch_size)
-    ratio_every = _positive_int("trainer", "ratio_every", ratio_every)
     eval_batch_size = _positive_int("trainer", "eval_batch_size", eval_batch_size,
                                     allow_none=True)
     if schedule is not None and not callable(schedule):
@@ -980,7 +868,6 @@ def trainer(
         eval_batch_size=eval_batch_size,
         apply_takes_key=_accepts_key(apply),
         pack=pack,
-        ratio_every=ratio_every,
     )
     tr._merge_hparams(None, require_learning_rate=False)  # check the defaults now
     return tr

@@ -108,10 +108,9 @@ def diagnose(
     barely decaying loss -> rate too low; a quick drop then a high plateau -> rate too high;
     a wiggle large next to the trend -> batch too small. Accuracies (per epoch):
     ``train - val > gap`` -> overfitting; ``train - val`` small and ``train < low_accuracy``
-    -> underfitting. Update ratios (per weight leaf, median of the finite values over the
-    last epoch, so the NaN a Trainer records between its sampled steps are left out; leaves
-    with fewer than 2 dimensions are skipped when ``history.meta["leaf_shapes"]`` names
-    them) outside ``ratio_band`` around the notes' ``~1e-3``.
+    -> underfitting. Update ratios (per weight leaf, median over the last epoch; leaves with
+    fewer than 2 dimensions are skipped when ``history.meta["leaf_shapes"]`` names them)
+    outside ``ratio_band`` around the notes' ``~1e-3``.
 
     **Arguments:**
     - `history`: the :class:`~jaxlearn.History` of a run (e.g. ``fit(...).history``).
@@ -304,9 +303,7 @@ def diagnose(
     # ------------------------------------------------------------------ update ratios
     if not diverged:
         for leaf, (med, count) in ratio_medians.items():
-            where = (f"median over the last {last.stop - last.start} steps {med:.2e} "
-                     f"({count} recorded)" if count < last.stop - last.start
-                     else f"median over the last {count} steps {med:.2e}")
+            where = f"median over the last {count} steps {med:.2e}"
             if med < lo_band:
                 findings.append(Finding(
                     "update_ratio_low", "info",

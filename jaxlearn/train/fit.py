@@ -542,7 +542,6 @@ def fit(
         "hparams": {k: float(v) for k, v in jax.device_get(state.hparams).items()},
         "monitor": monitor, "best_epoch": None, "best_value": None, "stop_reason": None,
         "first_nonfinite_step": None,
-        "ratio_every": tr.ratio_every if tr.update_ratios else None,
         "leaf_shapes": dict(zip(leaf_names(state.params),
                                 (list(np.shape(p)) for p in jax.tree.leaves(state.params)),
                                 strict=True)),

@@ -2,9 +2,7 @@
 
 A :class:`History` holds NumPy arrays on the host. Per step (one entry per minibatch update):
 ``loss``, ``batch_accuracy``, ``learning_rate``, ``finite`` and, per leaf,
-``update_ratio[name]`` (``||update|| / ||param||``; NaN at the steps that did not record
-one: a Trainer records them every ``ratio_every``-th step of an epoch and at its last, and
-``meta["ratio_every"]`` says which). Per epoch: ``epoch_step`` (updates taken
+``update_ratio[name]`` (``||update|| / ||param||``). Per epoch: ``epoch_step`` (updates taken
 when the epoch ended), ``train_loss``, ``train_accuracy`` (on a fixed subset of the training
 set), ``val_loss``, ``val_accuracy`` and, for models that report hidden activations,
 ``activations[layer][stat]`` (``mean``, ``std``, ``zero_fraction``, ``dead_units``). ``meta``
@@ -98,7 +96,7 @@ class History:
 
         **Arguments:**
         - `loss`, `batch_accuracy`, `learning_rate`, `finite`: one value per step.
-        - `update_ratio`: leaf name -> one ratio per step (NaN where none was recorded).
+        - `update_ratio`: leaf name -> one ratio per step.
 
         **Returns:** None.
 
@@ -223,7 +221,7 @@ class History:
 
     @property
     def update_ratio(self) -> dict[str, np.ndarray]:
-        """Leaf name -> ``||update|| / ||param||`` at each step (NaN where not recorded)."""
+        """Leaf name -> ``||update|| / ||param||`` at each step."""
         p = "update_ratio/"
         return {n[len(p):]: self._get(n) for n in self._chunks if n.startswith(p)}
 
