@@ -516,3 +516,20 @@ def test_a_cached_check_never_judges_a_changed_function_by_its_old_program():
     scale["w"] = jnp.full(3, 1e3)
     again = jaxlearn.check_grad(loss, params, x)
     assert again.ok and again.value != first.value
+
+
+def test_only_user_defined_custom_rules_make_the_cache_trace_the_gradient():
+    from jaxlearn.gradcheck.check import _user_rules
+
+    @jax.custom_jvp
+    def sin(x):
+        return jnp.sin(x)
+
+    sin.defjvp(lambda p, t: (jnp.sin(p[0]), jnp.cos(p[0]) * t[0]))
+
+    def jaxpr(g):
+        return jax.make_jaxpr(g)(jnp.ones(3)).jaxpr
+
+    assert not _user_rules(jaxpr(lambda x: jnp.sum(jax.nn.relu(x)) + jax.nn.logsumexp(x)))
+    assert _user_rules(jaxpr(lambda x: jnp.sum(sin(x))))
+    assert _user_rules(jaxpr(jax.jit(lambda x: jnp.sum(sin(x) + jax.nn.relu(x)))))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+import types
 import warnings
 import weakref
 from collections import OrderedDict
@@ -399,15 +400,45 @@ def _judge(
     return num, err, atol, status
 
 
-def _has_custom_rules(jaxpr: Any) -> bool:
-    """Whether ``jaxpr`` (or a jaxpr inside it) calls a ``custom_jvp``/``custom_vjp`` rule."""
+def _reachable_functions(obj: Any, found: list[Any], seen: set[int], depth: int = 0) -> None:
+    """Python functions reachable from a custom rule's parameters: through wrapped
+    functions, closure cells, tuples and lists (a few levels deep)."""
+    if depth > 6 or id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, types.FunctionType):
+        found.append(obj)
+        for cell in obj.__closure__ or ():
+            try:
+                contents = cell.cell_contents
+            except ValueError:  # an empty cell
+                continue
+            _reachable_functions(contents, found, seen, depth + 1)
+    elif isinstance(obj, (tuple, list)) and len(obj) <= 16:
+        for item in obj:
+            _reachable_functions(item, found, seen, depth + 1)
+    elif hasattr(obj, "transforms") and callable(getattr(obj, "f", None)):  # a WrappedFun
+        _reachable_functions(obj.f, found, seen, depth + 1)
+
+
+def _user_rules(jaxpr: Any) -> bool:
+    """Whether ``jaxpr`` calls a ``custom_jvp``/``custom_vjp`` rule that may not be JAX's
+    own (``jax.nn.relu``'s and the like never change): True when a rule's functions
+    include one defined outside ``jax`` or cannot be found."""
     for eqn in jaxpr.eqns:
         if eqn.primitive.name.startswith("custom_"):
-            return True
+            found: list[Any] = []
+            seen: set[int] = set()
+            for v in eqn.params.values():
+                if not hasattr(getattr(v, "jaxpr", v), "eqns"):
+                    _reachable_functions(v, found, seen)
+            modules = [getattr(f, "__module__", None) or "" for f in found]
+            if not modules or not all(m == "jax" or m.startswith("jax.") for m in modules):
+                return True
         for v in eqn.params.values():
             for sub in v if isinstance(v, (tuple, list)) else (v,):
                 inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns") and _has_custom_rules(inner):
+                if hasattr(inner, "eqns") and _user_rules(inner):
                     return True
     return False
 
@@ -426,12 +457,13 @@ def _traced(fn: Callable[..., Any], prob: nm.Problem) -> tuple[str, tuple, Any]:
 def _fingerprint(prob: nm.Problem) -> Any:
     """What the compiled check computes, read afresh at every call: the jaxpr of ``f`` and
     the values of the arrays it closes over, and where ``f`` has ``custom_jvp`` or
-    ``custom_vjp`` rules (whose code its jaxpr does not show), the jaxpr of its value and
-    gradient too, so a rule redefined with ``defvjp``/``defjvp`` shows. None when ``f``
+    ``custom_vjp`` rules of its own (whose code its jaxpr does not show; JAX's own, as in
+    ``jax.nn.relu``, never change), the jaxpr of its value and gradient too, so a rule
+    redefined with ``defvjp``/``defjvp`` shows. None when ``f``
     cannot be traced so (the plan's own checks then say why)."""
     try:
         text, consts, jaxpr = _traced(prob.call, prob)
-        if not _has_custom_rules(jaxpr):
+        if not _user_rules(jaxpr):
             return text, consts
         return text, consts, _traced(jax.value_and_grad(prob.call), prob)[:2]
     except Exception:  # noqa: BLE001 - reported by the plan's own checks
@@ -687,7 +719,7 @@ def check_grad(
     The compiled check is kept for the next call with the same `f` (the same object), tree
     structure, shapes and dtypes, static args and options, and the same computation: every
     call traces ``f`` again (a few milliseconds; its gradient too where it has custom
-    rules) and compiles anew when that changed (a rule redefined with ``defvjp``, a
+    rules of its own) and compiles anew when that changed (a rule redefined with ``defvjp``, a
     changed global function, new values of arrays ``f`` closes over), so a fixed or
     planted bug is never judged by a stale program. It holds `f` weakly and no array of
     the caller's.
