@@ -233,9 +233,9 @@ def memory_chunk(
     return max(1, min(per_device - 1, k))
 
 
-def _free_memory(device: Any) -> int | None:
-    """Free bytes on ``device`` (its allocator's limit less what is in use), or None where
-    the backend does not report memory (the CPU)."""
+def device_memory(device: Any) -> tuple[int, int] | None:
+    """``(limit, in_use)``: the bytes ``device``'s allocator may hold and holds now, or
+    None where the backend does not report memory (the CPU)."""
     try:
         stats = device.memory_stats()
     except Exception:  # noqa: BLE001 - backends without memory statistics
@@ -243,7 +243,13 @@ def _free_memory(device: Any) -> int | None:
     if not stats:
         return None
     limit = stats.get("bytes_limit") or stats.get("bytes_reservable_limit")
-    return int(limit) - int(stats.get("bytes_in_use", 0)) if limit else None
+    return (int(limit), int(stats.get("bytes_in_use", 0))) if limit else None
+
+
+def _free_memory(device: Any) -> int | None:
+    """Free bytes on ``device`` (its limit less what is in use), or None (the CPU)."""
+    mem = device_memory(device)
+    return None if mem is None else mem[0] - mem[1]
 
 
 def _memory_needed(compiled: Any) -> tuple[int, int] | None:

@@ -241,14 +241,8 @@ def estimate_member_bytes(
 @functools.lru_cache(maxsize=64)
 def _device_memory(device: Any) -> int | None:
     # The limit does not change while the process runs: asked once per device.
-    try:
-        stats = device.memory_stats()
-    except Exception:  # noqa: BLE001 - backends without memory statistics
-        return None
-    if not stats:
-        return None
-    limit = stats.get("bytes_limit") or stats.get("bytes_reservable_limit")
-    return int(limit) if limit else None
+    mem = population.device_memory(device)
+    return None if mem is None else mem[0]
 
 
 def choose_strategy(
