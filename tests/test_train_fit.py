@@ -169,6 +169,23 @@ def test_nonfinite_loss_can_be_skipped(splits, jump_trainer):
     assert h.val_accuracy[-1] > 0.5
 
 
+def test_last_checkpoint_never_holds_nonfinite_params(splits, tmp_path):
+    # Without update ratios the guard judges the gradients: finite gradients times an
+    # infinite rate reach the parameters. `last.npz` keeps the last finite state.
+    spe = len(splits.train[1]) // 128
+    tr = jaxlearn.trainer(
+        jaxlearn.mlp(64, (32,), 10), batch_size=128, hparams={"learning_rate": 0.1},
+        update_ratios=False, schedule=lambda step: jnp.where(step < 2 * spe, 1.0, jnp.inf),
+    )
+    with pytest.warns(RuntimeWarning):
+        r = jaxlearn.fit(tr, splits.train, splits.val, num_epochs=4, progress=False,
+                         on_nonfinite="skip", checkpoint_dir=str(tmp_path), checkpoint_every=1)
+    assert not all(bool(jnp.isfinite(p).all()) for p in jax.tree.leaves(r.params))
+    last = jaxlearn.load_checkpoint(tmp_path / "last.npz")
+    assert last.metadata["epoch"] in (1, 2)  # a save is skipped while the writer is busy
+    assert all(np.isfinite(v).all() for k, v in last.tree.items() if "params" in k)
+
+
 def test_resume_is_bit_identical_to_an_uninterrupted_run(splits, tmp_path):
     # Dropout, Adam and L2: the keys, the optimizer state and the penalty all resume exactly.
     tr = jaxlearn.trainer(

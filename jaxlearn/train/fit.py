@@ -31,6 +31,7 @@ from jaxlearn.train.core import (
     EvalMetrics,
     Trainer,
     TrainState,
+    _all_finite,
     _positive_int,
     leaf_names,
     trainer,
@@ -332,6 +333,9 @@ def _save(
     if best_meta is not None:
         # best_params only ever take finite, improving epochs: safe to write any time.
         saves["best"] = (carry.best_params, best_meta, None)
+    # A skipped step never reaches the parameters, but a guard that judges gradients (no
+    # update ratios) lets a finite gradient times an infinite rate through: check them.
+    clean = clean and bool(jax.device_get(_all_finite(carry.state.params)))
     if clean:
         tree = _FitCheckpoint(carry.state, carry.best_params, carry.best_score, shuffle_key,
                               subset_key)
