@@ -39,6 +39,23 @@ def test_ema_matches_the_notes_running_average_and_leaves_training_unchanged():
     np.testing.assert_allclose(jaxlearn.averaged_params(s_avg)["w"], x_test, rtol=1e-5)
 
 
+def test_ema_warmup_follows_tensorflows_num_updates_rule():
+    g = lambda p, i: {"w": jnp.sin(p["w"] + i)}
+    p0 = {"w": jnp.array([0.3, -1.2, 2.0])}
+    opt = jaxlearn.param_average(jaxlearn.sgd(0.1), decay=0.999, warmup=True)
+    _, state, iterates = _train(opt, 30, g, p0)
+    x_test = np.asarray(p0["w"], np.float64)
+    for t, x in enumerate(iterates[1:]):
+        d = min(0.999, (1 + t) / (10 + t))
+        x_test = d * x_test + (1 - d) * np.asarray(x["w"], np.float64)
+    np.testing.assert_allclose(jaxlearn.averaged_params(state)["w"], x_test, rtol=1e-5)
+    # Without the warm-up, 30 steps at decay 0.999 leave the average 97% at the start;
+    # with it, the average sits near the recent iterates.
+    _, plain, _ = _train(jaxlearn.param_average(jaxlearn.sgd(0.1), decay=0.999), 30, g, p0)
+    last = np.asarray(iterates[-1]["w"])
+    assert (np.abs(last - x_test) < np.abs(last - jaxlearn.averaged_params(plain)["w"])).all()
+
+
 def test_polyak_average_is_the_mean_of_all_iterates():
     g = lambda p, i: {"w": 2 * p["w"] - 1.0}
     p0 = {"w": jnp.array([5.0, -3.0])}

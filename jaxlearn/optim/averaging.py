@@ -31,7 +31,8 @@ class AverageState(NamedTuple):
 
 
 def param_average(
-    inner: optax.GradientTransformation, decay: Hyper = 0.999, *, kind: str = "ema"
+    inner: optax.GradientTransformation, decay: Hyper = 0.999, *, kind: str = "ema",
+    warmup: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """Keep a running average of the parameters that ``inner``'s updates produce.
 
@@ -48,6 +49,11 @@ def param_average(
     - `inner`: any optax transform (e.g. ``jaxlearn.adam(1e-3)`` or an ``optax.chain``).
     - `decay`: the EMA decay in [0, 1) (a number, array or schedule of the step).
     - `kind`: ``"ema"`` or ``"polyak"``.
+    - `warmup`: with ``"ema"``, use ``min(decay, (1 + t) / (10 + t))`` at update ``t``
+      (counted from 0), as TensorFlow's ``ExponentialMovingAverage(num_updates=...)``
+      does: early on the average follows the parameters instead of staying near the
+      initial ones (with ``decay=0.999`` and no warm-up, a run of a few hundred steps
+      averages mostly the initialization).
 
     **Returns:** an optax transform whose state is :class:`AverageState`; ``update`` needs
     ``params``. Read the average with :func:`averaged_params`.
@@ -88,6 +94,9 @@ def param_average(
         t = state.t + 1
         if kind == "ema":
             d = resolve(decay, state.t)
+            if warmup:
+                tf = state.t.astype(jnp.float32)
+                d = jnp.minimum(d, (1.0 + tf) / (10.0 + tf))
 
             def avg(a, p, u):
                 x = (p + u).astype(a.dtype)
