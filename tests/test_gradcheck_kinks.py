@@ -7,12 +7,13 @@ from collections import Counter
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from jax import lax
 
 import jaxlearn
 from jaxlearn import check_grad
 from jaxlearn._compat import enable_x64
-from jaxlearn.gradcheck.kinks import evaluate_with_decisions, plan_kinks
+from jaxlearn.gradcheck.kinks import OneHot, evaluate_with_decisions, plan_kinks
 
 H = 1e-5
 
@@ -232,3 +233,110 @@ def test_no_false_alarm_from_stable_softmax_or_stop_gradient():
     r = check_grad(f, p, X, y, num_checks=None, forward="none")
     assert r.kinks == 0 and r.ok and r.max_relative_error < 1e-7
     assert r.kink_sites == ()
+
+
+def _moved_tail(pre, b, c):
+    return jnp.maximum(pre + b, 0.0) * c
+
+
+def test_a_moved_column_stays_sparse_through_add_max_mul_with_the_dense_bits():
+    rng = np.random.default_rng(5)
+    with enable_x64():
+        X, W = jnp.asarray(rng.normal(size=(16, 6))), jnp.asarray(rng.normal(size=(6, 7)))
+        b, c = jnp.asarray(rng.normal(size=7)), jnp.asarray(rng.normal(size=(16, 7)))
+        layer = jax.make_jaxpr(lambda w, X, b, c: _moved_tail(X @ w, b, c))(W, X, b, c)
+        plan = plan_kinks(layer, [True, False, False, False])
+        assert [s.primitive for s in plan.sites] == ["max"]
+        product = jax.make_jaxpr(lambda w, X: X @ w)(W, X)
+        product_plan = plan_kinks(product, [True, False])
+
+        def sparse_and_dense(k, d, W, X, b, c):
+            moved = OneHot(W, k, d)
+            sparse = evaluate_with_decisions(plan, layer.consts, [moved, X, b, c])
+            # The same moved product, materialized, then every op on the whole array.
+            pre = evaluate_with_decisions(product_plan, product.consts, [moved, X])[0][0]
+            return sparse, (_moved_tail(pre, b, c), pre + b > 0)
+
+        ks = jnp.arange(W.size, dtype=jnp.int32)
+        ds = jnp.array([H, -H, 3.0, -3.0])
+        run = jax.vmap(jax.vmap(sparse_and_dense, (None, 0, *[None] * 4)), (0, *[None] * 5))
+        ((outs, decisions), (want, decided)) = jax.jit(run)(ks, ds, W, X, b, c)
+        got, want = np.asarray(outs[0]), np.asarray(want)
+        assert got.shape == want.shape == (W.size, 4, 16, 7)
+        assert (got.view(np.uint64) == want.view(np.uint64)).all()
+        # The max was decided on the moved column alone: (its index, a fingerprint of the
+        # rest, the column's outcomes), the rest the same for every step of a coordinate.
+        ((index, outside, column),) = decisions
+        j = np.arange(W.size) % W.shape[1]
+        np.testing.assert_array_equal(index, np.broadcast_to(j[:, None], (W.size, 4)))
+        assert column.shape == (W.size, 4, 16, 1)
+        decided = np.asarray(decided)[np.arange(W.size), :, :, j]
+        np.testing.assert_array_equal(column[..., 0], decided)
+        assert (np.asarray(outside) == np.asarray(outside)[:, :1]).all()
+
+
+def _near_kink_problem():
+    rng = np.random.default_rng(6)
+    X = rng.uniform(0.5, 1.5, size=(6, 4)) * rng.choice([-1.0, 1.0], size=(6, 4))
+    p = {"W": rng.normal(size=(4, 5)), "b": rng.normal(size=5) * 0.1}
+    c = rng.normal(size=(6, 5))
+    return p, X, c
+
+
+def _kink_oracle(p, X, pre_fn, name="W"):
+    """Coordinates of p[name] whose +-h perturbation flips some sign of pre_fn(p, X)."""
+    found = set()
+    shape = p[name].shape
+    for k in range(int(np.prod(shape))):
+        signs = []
+        for s in (H, -H):
+            q = {n: v.copy() for n, v in p.items()}
+            q[name].reshape(-1)[k] += s
+            signs.append(pre_fn(q, X) > 0)
+        if (signs[0] != signs[1]).any():
+            found.add(tuple(int(i) for i in np.unravel_index(k, shape)))
+    return found
+
+
+@pytest.mark.parametrize("leafwise", [False, True])
+def test_a_kink_inside_the_moved_column_is_detected_and_is_a_failure_without_detection(
+    leafwise,
+):
+    p, X, c = _near_kink_problem()
+    # Unit 3 of row 2 sits 0.2 h above its kink: moving any W[i, 3] by +-h crosses it.
+    p["b"][3] -= (X @ p["W"] + p["b"])[2, 3] - 0.2 * H
+
+    def f(p, X, c):
+        return jnp.sum(jax.nn.relu(X @ p["W"] + p["b"]) * c)
+
+    want = _kink_oracle(p, X, lambda q, X: X @ q["W"] + q["b"])
+    assert want == {(i, 3) for i in range(4)}
+    r = check_grad(f, p, X, c, num_checks=None, forward="none", leafwise=leafwise)
+    assert {tuple(int(i) for i in k) for k in r.row("['W']").kinked} == want
+    assert {tuple(int(i) for i in k) for k in r.row("['b']").kinked} == {(3,)}
+    assert r.ok and r.failures == 0
+    blind = check_grad(f, p, X, c, num_checks=None, forward="none", kinks=False, leafwise=leafwise)
+    row = blind.row("['W']")
+    assert not blind.ok and blind.kinks == 0
+    failed = row.indices[row.status == "fail"]
+    assert {tuple(int(i) for i in np.unravel_index(k, row.shape)) for k in failed} == want
+
+
+def test_a_kink_outside_the_moved_column_crossed_through_a_dense_use_is_detected():
+    p, X, c = _near_kink_problem()
+    # mean(W) shifts every unit by +-h / 20 whichever W[i, j] moves; unit 1 of row 4 sits
+    # 0.3 h / 20 above its kink, so every coordinate crosses it, most outside column 1.
+    size = p["W"].size
+    p["b"][1] -= (X @ p["W"] + p["b"] + p["W"].mean())[4, 1] - 0.3 * H / size
+
+    def pre(q, X):
+        return X @ q["W"] + q["b"] + q["W"].mean()
+
+    def f(p, X, c):
+        return jnp.sum(jax.nn.relu(X @ p["W"] + p["b"] + jnp.mean(p["W"])) * c)
+
+    want = _kink_oracle(p, X, pre)
+    assert len(want) == size
+    r = check_grad(f, p, X, c, num_checks=None, forward="none", leafwise=True)
+    assert {tuple(int(i) for i in k) for k in r.row("['W']").kinked} == want
+    assert r.ok

@@ -8,7 +8,8 @@ fraction of ``2P`` separate evaluations of ``f``:
 - checked leaf by leaf (:class:`Group`), only the moved leaf carries the batch axis, so
   work that does not depend on it (the first layer when checking the last) is done once;
 - the moved leaf enters ``f``'s jaxpr as a :class:`~jaxlearn.gradcheck.kinks.OneHot`, so
-  a matmul with it is the shared product plus a rank-one slab, not a new matmul.
+  a matmul with it is the shared product plus a rank-one slab, not a new matmul, and the
+  elementwise ops after it (a ReLU, its kink decisions) run on the moved slab alone.
 
 Both compute ``f(x +- h e_k)`` itself, to rounding; the denominator is the step actually
 taken, ``(x + h) - (x - h)`` in floating point.
@@ -239,11 +240,19 @@ def check_output(prob: Problem) -> None:
 Evaluate = Callable[[Sequence[Any], Sequence[Any]], tuple[jax.Array, list[jax.Array]]]
 
 
-def crossed(decisions: list[jax.Array]) -> jax.Array:
-    """Per site, whether the two evaluations stacked on axis 0 decided differently."""
+def crossed(decisions: list[Any]) -> jax.Array:
+    """Per site, whether the two evaluations stacked on axis 0 decided differently.
+
+    A site's decision may be a tuple of arrays (a site on a moved slice records the
+    slice's index, a fingerprint of the rest and the slice's outcomes): it differs when
+    any part does. The two evaluations are always ``x + h`` and ``x - h`` of one
+    coordinate, so a slice's outcomes are compared only with the same slice's.
+    """
     if not decisions:
         return jnp.zeros((0,), bool)
-    return jnp.stack([jnp.any(d[0] != d[1]) for d in decisions])
+    return jnp.stack(
+        [jnp.any(jnp.stack([jnp.any(p[0] != p[1]) for p in jax.tree.leaves(d)])) for d in decisions]
+    )
 
 
 def plain_evaluate(call: Callable) -> Evaluate:
