@@ -56,3 +56,25 @@ def path_str(path: tuple) -> str:
 def default_float() -> jnp.dtype:
     """float64 inside ``enable_x64``, float32 otherwise."""
     return jnp.zeros((), dtype=float).dtype
+
+
+def scan_counts(eqn: Any) -> tuple[int, int]:
+    """``(constants, carries)`` of a ``scan`` equation: the leading operands that are
+    constants and the carries after them (the rest are scanned over).
+
+    jax < 0.11 names them ``num_consts`` and ``num_carry``; newer jax groups the operands
+    in ``ft_in = (constants, carries, scanned)``.
+    """
+    params = eqn.params
+    if "num_consts" in params:
+        return int(params["num_consts"]), int(params["num_carry"])
+    groups = params["ft_in"]
+    # A flat tree of three groups; each group's len() counts its operands.
+    parts = groups.unpack() if hasattr(groups, "unpack") else groups
+    nc, ncarry, nxs = (len(g) for g in parts)
+    if nc + ncarry + nxs != len(eqn.invars):
+        raise NotImplementedError(
+            f"scan with ft_in={groups!r} over {len(eqn.invars)} operands: this jax version's "
+            "scan layout is not understood."
+        )
+    return nc, ncarry

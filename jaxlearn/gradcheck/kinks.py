@@ -30,6 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxlearn._compat import scan_counts
+
 __all__ = [
     "Site",
     "KinkPlan",
@@ -759,7 +761,7 @@ def _eval_higher_order(
         return list(outs)
     if name == "scan":
         body = eqn.params["jaxpr"]
-        nc, ncarry = eqn.params["num_consts"], eqn.params["num_carry"]
+        nc, ncarry = scan_counts(eqn)
         consts, init, xs = invals[:nc], invals[nc : nc + ncarry], invals[nc + ncarry :]
         n = len(kids[0].sites)
 
