@@ -80,7 +80,12 @@ def _sgd_kernel(g, slots, hp, t):
 def _momentum_kernel(g, slots, hp, t):
     (v,) = slots
     v = hp["mu"] * v - hp["learning_rate"] * g
-    return v, (v,)
+    # The update is the new velocity, times a 1 that XLA cannot fold (t is never NaN), so
+    # ``params + updates`` compiles to a multiply-add fusion as optax's momentum does; a
+    # lone add takes XLA:CPU's slower single-op emitter (about 20% slower over the same
+    # bytes). ``v * 1`` is ``v`` exactly, for every float.
+    one = (t == t).astype(v.dtype)
+    return v * one, (v,)
 
 
 def _nesterov_kernel(g, slots, hp, t):
