@@ -232,6 +232,8 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gpu", action="store_true", help="GPU sizes and more repeats")
     ap.add_argument("--rules", default=",".join(BYTES), help="comma-separated rules")
     ap.add_argument("--skip-mlp", action="store_true", help="skip the MLP training step")
+    ap.add_argument("--repeats", type=int, default=None,
+                    help="timed calls per path (default 30, 200 with --gpu, 50 with --quick)")
     ap.add_argument("--cases", default=None,
                     help="comma-separated case labels to run (e.g. '2000 leaves'); default all")
     ap.add_argument("--paths", default=",".join(PATHS),
@@ -258,6 +260,10 @@ def main(argv: list[str] | None = None) -> None:
         cases = [("one leaf", 1, 10_000_000), ("200 leaves", 200, 10_000_000),
                  ("2000 leaves", 2000, 1_000_000)]
         repeats, mlps = 30, [(100, 32, 64), (20, 64, 64), (20, 128, 64), (20, 512, 128)]
+    if args.repeats is not None:
+        if args.repeats < 6:
+            ap.error("--repeats must be at least 6 (six alternating rounds)")
+        repeats = args.repeats
     if args.cases is not None:
         wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
         unknown = sorted(set(wanted) - {c[0] for c in cases})
