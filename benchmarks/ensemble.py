@@ -157,20 +157,6 @@ def measure(cases: dict[str, Callable[[], Any]], repeats: int, clock: Callable[[
     return {name: (first[name], statistics.median(ts)) for name, ts in times.items()}
 
 
-def per_call_ms(cases: dict[str, Callable[[], Any]], repeats: int, clock: Callable[[], float]
-                ) -> dict[str, float]:
-    """Median milliseconds of each case, interleaved, after a first (compile) run."""
-    for fn in cases.values():
-        jax.block_until_ready(fn())
-    times: dict[str, list[float]] = {name: [] for name in cases}
-    for _ in range(repeats):
-        for name, fn in cases.items():
-            t0 = clock()
-            jax.block_until_ready(fn())
-            times[name].append(clock() - t0)
-    return {name: 1e3 * statistics.median(ts) for name, ts in times.items()}
-
-
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="N = 1, 8 and 2 epochs (a smoke run)")
@@ -264,12 +250,12 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     # The fixed cost of a call: one member, no epoch (initialization and bookkeeping only).
     init_only = jax.jit(jax.vmap(hand_written(model, x, y, 0)))
     key1 = jax.random.split(jax.random.key(0), 1)
-    ms = per_call_ms({
+    ms = {name: 1e3 * median for name, (_, median) in measure({
         "fit_ensemble": lambda: fit_ensemble(
             tr, (x, y), num_members=1, num_epochs=0, train_eval_size=0, activation_size=0,
             step_metrics=("loss",)).params,
         "hand-written": lambda: init_only(key1),
-    }, max(20, 10 * repeats), clock)
+    }, max(20, 10 * repeats), clock).items()}
     print(f"\nfixed cost of a call (N=1, no epoch, {args.clock} clock): fit_ensemble "
           f"{ms['fit_ensemble']:.3f} ms, hand-written jit(vmap) {ms['hand-written']:.3f} ms, "
           f"difference {ms['fit_ensemble'] - ms['hand-written']:.3f} ms")

@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -60,6 +61,27 @@ def data(tile: int) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.A
     s = jaxlearn.train_val_test_split(x, y, jax.random.key(0))
     xt, yt = np.tile(s.train[0], (tile, 1)), np.tile(s.train[1], tile)
     return (jnp.asarray(xt), jnp.asarray(yt)), (jnp.asarray(s.val[0]), jnp.asarray(s.val[1]))
+
+
+def scan_epoch_fn(model: jaxlearn.Model, opt: optax.GradientTransformation,
+                  train: tuple[jax.Array, jax.Array], batch: int) -> Callable[..., Any]:
+    """The hand-written anchor: ``(params, opt_state, key) -> (params, opt_state, losses)``,
+    one epoch as a ``lax.scan`` of optax steps over minibatches drawn from ``key``."""
+    x, y = train
+
+    def epoch(p, o, key):
+        def body(carry, ix):
+            p, o = carry
+            loss, g = jax.value_and_grad(
+                lambda p: jaxlearn.softmax_cross_entropy(model.apply(p, x[ix]), y[ix]))(p)
+            u, o = opt.update(g, o, p)
+            return (optax.apply_updates(p, u), o), loss
+
+        (p, o), losses = jax.lax.scan(body, (p, o),
+                                      jaxlearn.batch_indices(key, x.shape[0], batch))
+        return p, o, losses
+
+    return epoch
 
 
 def hand_written(model: jaxlearn.Model, train: tuple[jax.Array, jax.Array], batch: int,
@@ -100,20 +122,7 @@ def hand_written(model: jaxlearn.Model, train: tuple[jax.Array, jax.Array], batc
                 p, o, loss = step(p, o, idx, i)
         jax.block_until_ready((p, loss))
 
-    @jax.jit
-    def scan_epoch_impl(p, o, key):
-        idx = jaxlearn.batch_indices(key, n, batch)
-
-        def body(carry, ix):
-            p, o = carry
-            loss, g = jax.value_and_grad(loss_fn)(p, x[ix], y[ix])
-            u, o = opt.update(g, o, p)
-            return (optax.apply_updates(p, u), o), loss
-
-        (p, o), losses = jax.lax.scan(body, (p, o), idx)
-        return p, o, losses
-
-    scan_epoch = jax.jit(scan_epoch_impl, donate_argnums=(0, 1))
+    scan_epoch = jax.jit(scan_epoch_fn(model, opt, train, batch), donate_argnums=(0, 1))
 
     def scan_per_epoch() -> None:
         p, o = init(jax.random.key(0))
@@ -162,25 +171,12 @@ def loop_kernels(model: jaxlearn.Model, train: tuple[jax.Array, jax.Array], batc
     """Kernels per step: top-level instructions of the epoch loop's body in optimized HLO."""
     from jaxlearn.train._hlo import loop_body_ops
 
-    x, y = train
-    n = x.shape[0]
-
     def count(fn: Callable[..., object], *args: object) -> int:
         return sum(loop_body_ops(jax.jit(fn).lower(*args).compile().as_text()).values())
 
     def hand(opt: optax.GradientTransformation, b: int) -> int:
-        def epoch(p, o, key):
-            def body(carry, ix):
-                p, o = carry
-                loss, g = jax.value_and_grad(
-                    lambda p: jaxlearn.softmax_cross_entropy(model.apply(p, x[ix]), y[ix]))(p)
-                u, o = opt.update(g, o, p)
-                return (optax.apply_updates(p, u), o), loss
-
-            return jax.lax.scan(body, (p, o), jaxlearn.batch_indices(key, n, b))
-
         p = model.init(jax.random.key(0))
-        return count(epoch, p, opt.init(p), jax.random.key(1))
+        return count(scan_epoch_fn(model, opt, train, b), p, opt.init(p), jax.random.key(1))
 
     def ours(opt: str, hp: dict[str, float], b: int, **kw: object) -> int:
         t = jaxlearn.trainer(model, optimizer=opt, batch_size=b, hparams=hp, **kw)

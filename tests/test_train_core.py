@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -263,20 +266,14 @@ def test_without_guard_or_ratios_a_nonfinite_update_is_flagged_from_the_next_los
 
 
 def _momentum_scan(model, data, batch_size):
-    """The hand-written anchor: a jitted lax.scan of optax steps, the loss recorded."""
-    x, y = data
+    """The hand-written anchor of ``benchmarks/train.py`` (a jitted lax.scan of optax
+    steps, the loss recorded), compiled: its optimized HLO text."""
+    spec = importlib.util.spec_from_file_location(
+        "train_benchmark", Path(__file__).resolve().parents[1] / "benchmarks" / "train.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
     opt = jaxlearn.momentum(0.1, 0.9)
-
-    def epoch(p, o, key):
-        def body(carry, ix):
-            p, o = carry
-            loss, g = jax.value_and_grad(
-                lambda p: jaxlearn.softmax_cross_entropy(model.apply(p, x[ix]), y[ix]))(p)
-            u, o = opt.update(g, o, p)
-            return (optax.apply_updates(p, u), o), loss
-
-        return jax.lax.scan(body, (p, o), jaxlearn.batch_indices(key, x.shape[0], batch_size))
-
+    epoch = bench.scan_epoch_fn(model, opt, data, batch_size)
     p = model.init(jax.random.key(0))
     return jax.jit(epoch).lower(p, opt.init(p), jax.random.key(1)).compile().as_text()
 
