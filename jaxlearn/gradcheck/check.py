@@ -19,7 +19,7 @@ import numpy as np
 
 from jaxlearn._compat import enable_x64, is_tracer
 from jaxlearn.gradcheck import numerical as nm
-from jaxlearn.gradcheck.kinks import find_primitives, lowered_precisions
+from jaxlearn.gradcheck.kinks import all_eqns, find_primitives, lowered_precisions
 from jaxlearn.gradcheck.report import (
     FAIL,
     GOOD,
@@ -425,7 +425,7 @@ def _user_rules(jaxpr: Any) -> bool:
     """Whether ``jaxpr`` calls a ``custom_jvp``/``custom_vjp`` rule that may not be JAX's
     own (``jax.nn.relu``'s and the like never change): True when a rule's functions
     include one defined outside ``jax`` or cannot be found."""
-    for eqn in jaxpr.eqns:
+    for eqn in all_eqns(jaxpr):
         if eqn.primitive.name.startswith("custom_"):
             found: list[Any] = []
             seen: set[int] = set()
@@ -435,11 +435,6 @@ def _user_rules(jaxpr: Any) -> bool:
             modules = [getattr(f, "__module__", None) or "" for f in found]
             if not modules or not all(m == "jax" or m.startswith("jax.") for m in modules):
                 return True
-        for v in eqn.params.values():
-            for sub in v if isinstance(v, (tuple, list)) else (v,):
-                inner = getattr(sub, "jaxpr", sub)
-                if hasattr(inner, "eqns") and _user_rules(inner):
-                    return True
     return False
 
 

@@ -21,6 +21,7 @@ one flipped decision always changes it, several collide with probability about `
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -813,16 +814,23 @@ def find_primitives(jaxpr: Any, names: set[str]) -> list[str]:
     """Labels (``name(function)``) of the equations of ``jaxpr`` whose primitive is in ``names``,
     nested jaxprs included."""
     found: list[str] = []
-    for eqn in _open(jaxpr).eqns:
+    for eqn in all_eqns(jaxpr):
         if eqn.primitive.name in names:
             sub = eqn.params.get(_CALLS.get(eqn.primitive.name, ""))
             label = _label(eqn, sub)
             found.append(f"{eqn.primitive.name}({label})" if label else eqn.primitive.name)
+    return found
+
+
+def all_eqns(jaxpr: Any) -> Iterator[Any]:
+    """Every equation of ``jaxpr``, then those of the jaxprs in its parameters (calls,
+    branches, loop bodies, custom rules' bodies), depth first."""
+    for eqn in _open(jaxpr).eqns:
+        yield eqn
         for p in eqn.params.values():
             for s in p if isinstance(p, (tuple, list)) else (p,):
                 if isinstance(s, (_CORE.Jaxpr, _CORE.ClosedJaxpr)):
-                    found.extend(find_primitives(s, names))
-    return found
+                    yield from all_eqns(s)
 
 
 def lowered_precisions(jaxpr: Any, dtype: Any = jnp.float64) -> list[tuple[str, str]]:
@@ -834,10 +842,9 @@ def lowered_precisions(jaxpr: Any, dtype: Any = jnp.float64) -> list[tuple[str, 
 
     **Returns:** a list of ``(lower dtype name, "file.py:line (fn)")``.
     """
-    jaxpr = _open(jaxpr)
     bits = jnp.finfo(dtype).bits
     found: list[tuple[str, str]] = []
-    for eqn in jaxpr.eqns:
+    for eqn in all_eqns(jaxpr):
         name = eqn.primitive.name
         if name in ("convert_element_type", "reduce_precision"):
             src, dst = eqn.invars[0].aval, eqn.outvars[0].aval
@@ -852,9 +859,4 @@ def lowered_precisions(jaxpr: Any, dtype: Any = jnp.float64) -> list[tuple[str, 
             pet = eqn.params["preferred_element_type"]
             if jnp.issubdtype(pet, jnp.floating) and jnp.finfo(pet).bits < bits:
                 found.append((str(jnp.dtype(pet)), _where(eqn)))
-        for p in eqn.params.values():
-            subs = p if isinstance(p, (tuple, list)) else (p,)
-            for s in subs:
-                if isinstance(s, (_CORE.Jaxpr, _CORE.ClosedJaxpr)):
-                    found.extend(lowered_precisions(s, dtype))
     return found
