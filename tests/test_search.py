@@ -517,3 +517,35 @@ def test_optuna_ask_tell_drives_batches_of_populations():
     states = {t.number: t.state.name for t in study.optuna.trials}
     for t in study.trials:
         assert states[t.number] == ("FAIL" if t.status == "failed" else "COMPLETE")
+
+
+
+def test_a_short_last_batch_is_padded_and_reuses_the_program():
+    traces = []
+
+    def objective(hp, key):
+        traces.append(hp["lr"].shape)
+        return {"loss": hp["lr"] ** 2}
+
+    space = {"lr": log_uniform(1e-6, 1.0)}
+    for n in (10, 3, 2):  # batches of 4, 4, 2; fewer points than trials_per_call
+        study = random_search(objective, space, n, jax.random.key(n), mode="min",
+                              trials_per_call=4, strategy="vmap", warn=False)
+        assert len(study.trials) == n
+    assert len(traces) == 1  # every call padded to 4 trials: one program
+
+
+def test_optuna_pads_its_last_batch_and_reuses_the_program():
+    optuna = pytest.importorskip("optuna", reason="Optuna is the optional `search` extra")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    traces = []
+
+    def objective(hp, key):
+        traces.append(hp["lr"].shape)
+        return {"loss": (jnp.log10(hp["lr"]) + 3.0) ** 2}
+
+    study = search.optuna_search(objective, {"lr": log_uniform(1e-6, 1.0)}, 10,
+                                 jax.random.key(0), batch_size=4, mode="min", warn=False,
+                                 strategy="vmap")
+    assert len(study.trials) == 10  # batches of 4, 4 and 2 (padded to 4)
+    assert len(traces) == 1  # one population size, one program

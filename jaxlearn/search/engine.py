@@ -396,7 +396,9 @@ def _evaluate(
         for start in range(0, len(idx), per_call):
             batch = idx[start : start + per_call]
             rows = np.asarray(batch + [batch[0]] * (per_call - len(batch)))
-            whole = len(batch) == num  # every trial, in order, no padding
+            # Every trial, in order, and no padding: a partial batch is padded to
+            # per_call so every call of the group reuses one program.
+            whole = len(rows) == num and len(batch) == num
             host = {n: (v if whole else v[rows]) for n, v in traced.items()}
             members = {"hparams": host, "key": key_rows if whole else key_rows[rows]}
             try:
