@@ -137,8 +137,6 @@ def fit_variants(model: jaxlearn.Model, train, val, batch: int, epochs: int,
                  folders: list[str]) -> dict[str, Callable[[], None]]:
     tr = jaxlearn.trainer(model, optimizer="momentum", batch_size=batch,
                           hparams={"learning_rate": LR, "mu": MU})
-    tr_running = jaxlearn.trainer(model, optimizer="momentum", batch_size=batch,
-                                  hparams={"learning_rate": LR, "mu": MU})
     packs = tr.packs(model.init(jax.random.key(0)))
     tr_other = jaxlearn.trainer(model, optimizer="momentum", batch_size=batch,
                                 hparams={"learning_rate": LR, "mu": MU}, pack=not packs)
@@ -157,7 +155,7 @@ def fit_variants(model: jaxlearn.Model, train, val, batch: int, epochs: int,
 
     return {
         "fit": functools.partial(run, tr, folder()),
-        "fit (running train metrics)": functools.partial(run, tr_running, folder(),
+        "fit (running train metrics)": functools.partial(run, tr, folder(),
                                                          train_eval_size=0),
         "fit (no checkpoints)": functools.partial(run, tr, None),
         "fit (checkpoints every epoch)": functools.partial(run, tr, folder(),

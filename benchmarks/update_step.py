@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = run_case(label, n_leaves, total, rules, repeats, paths)
         by = {(r["rule"], r["path"]): r for r in rows}
         if all(("adam", k) in by for k in PATHS):
-            o, j, p, f = (by["adam", k] for k in ("optax", "jaxlearn", "packed", "flat"))
+            o, j, p, f = (by["adam", k] for k in PATHS)
             summary.append(
                 f"| {label:13} | {o['step_ms']:8.3f} | {j['step_ms']:8.3f} | "
                 f"{p['step_ms']:8.3f} | {f['step_ms']:8.3f} | {p['speedup']:7.1f}x | "

@@ -177,8 +177,11 @@ def _fit_chunk(
         keep_going, one_epoch, (jnp.zeros((), jnp.int32), carry, outs0)
     )
     # The scalars Python reads are outputs of their own: the carry is donated to the next call
-    # before they are read.
-    return carry, (*outs, jnp.arange(epochs_per_call) < ran, carry.bad_epochs, carry.stop)
+    # before they are read. Finite parameters: a guard that judges gradients (no update
+    # ratios) lets a finite gradient times an infinite rate through, and last.npz must not
+    # hold what it made.
+    return carry, (*outs, jnp.arange(epochs_per_call) < ran, carry.bad_epochs, carry.stop,
+                   _all_finite(carry.state.params))
 
 
 @jax.jit
@@ -321,31 +324,6 @@ def _optimizer_name(opt: Any) -> str:
     if isinstance(opt, optax.GradientTransformation):
         return "optax transform"
     return getattr(opt, "__name__", type(opt).__name__)
-
-
-def _save(
-    ckpt: Checkpointer, carry: _Carry, best_meta: dict[str, Any] | None, clean: bool,
-    history: History, epoch: int, bad_epochs: Any, shuffle_key: jax.Array,
-    subset_key: jax.Array, batch_size: int, n_train: int, monitor: str, *, blocking: bool,
-) -> tuple[None, bool]:
-    """Write ``best`` (when a better epoch came) and ``last`` (when the state is clean)."""
-    saves: dict[str, tuple[Any, dict[str, Any], History | None]] = {}
-    if best_meta is not None:
-        # best_params only ever take finite, improving epochs: safe to write any time.
-        saves["best"] = (carry.best_params, best_meta, None)
-    # A skipped step never reaches the parameters, but a guard that judges gradients (no
-    # update ratios) lets a finite gradient times an infinite rate through: check them.
-    clean = clean and bool(jax.device_get(_all_finite(carry.state.params)))
-    if clean:
-        tree = _FitCheckpoint(carry.state, carry.best_params, carry.best_score, shuffle_key,
-                              subset_key)
-        saves["last"] = (tree, {
-            "epoch": epoch, "step": int(history.num_steps),
-            "best_epoch": history.meta["best_epoch"], "bad_epochs": int(bad_epochs),
-            "batch_size": batch_size, "num_train": n_train, "monitor": monitor,
-        }, history)
-    ckpt.save_many(saves, blocking=blocking)
-    return None, clean
 
 
 def fit(
@@ -557,6 +535,22 @@ def fit(
         return _FitCheckpoint(carry.state, carry.best_params, carry.best_score, shuffle_key,
                               subset_key)
 
+    def save(blocking: bool) -> bool:
+        """Write ``best`` (when a better epoch came) and ``last`` (when the state is clean);
+        whether ``last`` was written."""
+        saves: dict[str, tuple[Any, dict[str, Any], History | None]] = {}
+        if best_meta is not None:
+            # best_params only ever take finite, improving epochs: safe to write any time.
+            saves["best"] = (carry.best_params, best_meta, None)
+        if clean:
+            saves["last"] = (ckpt_tree(), {
+                "epoch": epoch, "step": int(history.num_steps),
+                "best_epoch": history.meta["best_epoch"], "bad_epochs": int(bad_epochs),
+                "batch_size": tr.batch_size, "num_train": n_train, "monitor": monitor,
+            }, history)
+        ckpt.save_many(saves, blocking=blocking)
+        return clean
+
     try:
         if resume and ckpt is not None and ckpt.exists("last"):
             ck = ckpt.load("last", like=ckpt_tree())
@@ -620,8 +614,9 @@ def fit(
             due = save_due(until)
             sync = callback is not None or due
             pending = dispatch(until) if not sync and until < num_epochs else None
-            # One transfer per call: the chunk's records and the two scalars Python needs.
-            sm, te, ve, acts, improved, active, bad_epochs, stop = jax.device_get(out)
+            # One transfer per call: the chunk's records and the scalars Python needs.
+            sm, te, ve, acts, improved, active, bad_epochs, stop, params_finite = (
+                jax.device_get(out))
             k = int(active.sum())  # the epochs that ran (a prefix of the chunk)
             now = time.monotonic()
             if by_time and epochs_per_call is None and k:
@@ -643,7 +638,7 @@ def fit(
             )
             finite = sm.finite[:k]
             all_finite = bool(finite.all())
-            clean = clean and (all_finite or tr.skip_nonfinite)
+            clean = clean and (all_finite or tr.skip_nonfinite) and bool(params_finite)
             if not all_finite and history.meta["first_nonfinite_step"] is None:
                 bad_step = first_step + int(np.argmin(finite.ravel()))
                 bad_epoch = epoch + bad_step // steps_per_epoch - first_step // steps_per_epoch
@@ -692,17 +687,14 @@ def fit(
                 break  # a call already dispatched runs no epoch: its carry is this one
             if sync:
                 if due and ckpt is not None:
-                    best_meta, saved = _save(ckpt, carry, best_meta, clean, history, epoch,
-                                             bad_epochs, shuffle_key, subset_key, tr.batch_size,
-                                             n_train, monitor, blocking=False)
+                    saved, best_meta = save(blocking=False), None
                     if saved:
                         last_saved, last_saved_time = epoch, time.monotonic()
                 pending = dispatch(epoch)
         history.meta["stop_reason"] = stop_reason or "completed"
         if ckpt is not None and epoch > start_epoch:
             # The final files, written side by side, are on disk when fit returns.
-            _save(ckpt, carry, best_meta, clean, history, epoch, bad_epochs, shuffle_key,
-                  subset_key, tr.batch_size, n_train, monitor, blocking=True)
+            save(blocking=True)
         bar.close()
         if ckpt is not None:
             ckpt.wait()
