@@ -39,16 +39,8 @@ def _import_optuna() -> Any:
     return optuna
 
 
-def _suggest(trial: Any, name: str, dim: Dimension) -> Any:
-    if dim.kind in ("log_uniform", "uniform"):
-        return trial.suggest_float(name, dim.low, dim.high, log=dim.log)
-    if dim.kind == "int_uniform":
-        return trial.suggest_int(name, int(dim.low), int(dim.high), log=dim.log)
-    return trial.suggest_categorical(name, list(dim.values))
-
-
 def _distribution(optuna: Any, dim: Dimension) -> Any:
-    """The Optuna distribution :func:`_suggest` draws ``dim`` from."""
+    """The Optuna distribution ``dim`` is drawn from."""
     d = optuna.distributions
     if dim.kind in ("log_uniform", "uniform"):
         return d.FloatDistribution(dim.low, dim.high, log=dim.log)
@@ -131,10 +123,9 @@ def optuna_search(
         )
     while done < num_trials:
         b = min(batch_size, num_trials - done)
-        asked = [ostudy.ask() for _ in range(b)]
-        points = [{n: _suggest(t, n, d) for n, d in space.items()} for t in asked]
+        asked = [ostudy.ask(dists) for _ in range(b)]
         numbers = list(range(done, done + b))
-        cols = {n: [p[n] for p in points] for n in space}
+        cols = {n: [t.params[n] for t in asked] for n in space}
         new = _evaluate(objective, cols, key_rows[done : done + b], impl, numbers, space, study,
                         opts)
         for asked_trial, t in zip(asked, new, strict=True):
