@@ -128,8 +128,9 @@ def stage_gradcheck(run: Run) -> dict[str, Any]:
     for i in range(s.burn_in_steps):
         b = idx[i % idx.shape[0]]
         state, m = tr.jit_step(state, (x[b], y[b]))
-        losses.append(float(m.loss))
+        losses.append(m.loss)  # read back once, after the loop
         bar.update(1)
+    losses = [float(v) for v in jax.device_get(losses)]
     params = state.params
     k = min(s.gradcheck_examples, int(x.shape[0]))
     xs, ys = x[:k], y[:k]

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from jaxlearn.plots import smooth_ema
+from jaxlearn.plots import _figure, _save, smooth_ema
 from jaxlearn.train.history import History
 
 __all__ = ["plot_rule_comparison"]
@@ -50,14 +50,7 @@ def plot_rule_comparison(
         if not isinstance(h, History):
             raise ValueError(f"plot_rule_comparison: histories[{name!r}] must be a History, "
                              f"got {type(h).__name__}.")
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError("plot_rule_comparison needs matplotlib: pip install "
-                          "'jaxlearn[plot]'.") from e
-    fig = Figure(figsize=(11, 4), layout="constrained")
-    FigureCanvasAgg(fig)
+    fig = _figure((11, 4))
     ax_loss, ax_acc = fig.subplots(1, 2)
     for name, h in histories.items():
         loss = np.asarray(h.loss, dtype=float)
@@ -78,9 +71,5 @@ def plot_rule_comparison(
     ax_acc.set_ylabel("accuracy")
     ax_acc.set_title("Validation accuracy")
     ax_acc.legend(fontsize="small", loc="lower right")
-    if path is not None:
-        folder = os.path.dirname(os.fspath(path))
-        if folder:
-            os.makedirs(folder, exist_ok=True)
-        fig.savefig(path, dpi=dpi, format="png")
+    _save(fig, path, dpi)
     return fig
