@@ -521,6 +521,28 @@ def test_ema_snapshots_and_distilled_student_compared_to_the_raw_model(
     np.testing.assert_allclose(snaps.val_accuracy[-1], single.history.val_accuracy[-1])
 
 
+def test_snapshot_ensemble_called_again_compiles_nothing():
+    traces = []
+
+    def counted_loss(scores, labels):
+        traces.append(1)
+        return jaxlearn.softmax_cross_entropy(scores, labels)
+
+    x, y = _tiny(n=64)
+    model = jaxlearn.linear(4, 2)
+    kw = dict(num_cycles=2, epochs_per_cycle=1, learning_rate=0.5, batch_size=16,
+              loss=counted_loss, key=0)
+    a = snapshot_ensemble(model, (x, y), (x, y), **kw)
+    n_traces = len(traces)
+    assert n_traces > 0
+    b = snapshot_ensemble(model, (x, y), (x, y), **kw)
+    assert len(traces) == n_traces, "the same model and cycles must reuse the program"
+    np.testing.assert_array_equal(a.params["W1"], b.params["W1"])
+    # Another key or rate is data, not a new program.
+    snapshot_ensemble(model, (x, y), (x, y), **{**kw, "key": 1, "learning_rate": 0.1})
+    assert len(traces) == n_traces
+
+
 # --------------------------------------------------------------------------- errors
 
 

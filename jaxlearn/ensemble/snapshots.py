@@ -8,6 +8,8 @@ low-rate minimum, and those M snapshots form an ensemble that cost one training 
 from __future__ import annotations
 
 import dataclasses
+import functools
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -19,6 +21,7 @@ from jax import lax
 from jaxlearn.ensemble._common import as_key, build_trainer, check_int, check_pairs, device_data
 from jaxlearn.schedules import cyclic_cosine
 from jaxlearn.train.core import Trainer, TrainState
+from jaxlearn.train.fit import _num_classes
 
 __all__ = ["SnapshotResult", "snapshot_ensemble"]
 
@@ -38,6 +41,41 @@ class SnapshotResult(NamedTuple):
     loss: np.ndarray
     learning_rate: np.ndarray
     val_accuracy: np.ndarray
+
+
+# base Trainer -> {(cycle steps, min_fraction): the Trainer with that cyclic cosine}: the same
+# base and cycle give the same Trainer, so a second call reuses its compiled programs.
+_SNAPSHOT_TRAINERS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _snapshot_trainer(base: Trainer, cycle_steps: int, min_fraction: float) -> Trainer:
+    """`base` with the schedule ``cyclic_cosine(1, cycle_steps, min_fraction)``, built once."""
+    cache = _SNAPSHOT_TRAINERS.setdefault(base, {})
+    key = (cycle_steps, min_fraction)
+    if key not in cache:
+        cache[key] = dataclasses.replace(
+            base, schedule=cyclic_cosine(1.0, cycle_steps, min_fraction))
+    return cache[key]
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1, 2))
+def _run(
+    tr: Trainer, num_cycles: int, epochs_per_cycle: int, state: TrainState, train: Any,
+    val: Any, shuffle_key: jax.Array,
+) -> Any:
+    """The whole run, one program: M cycles of E epochs, each cycle's end params kept."""
+    e = epochs_per_cycle
+
+    def cycle(s: TrainState, c: jax.Array) -> Any:
+        def epoch(s: TrainState, j: jax.Array) -> Any:
+            return tr.train_epoch(s, train, jax.random.fold_in(shuffle_key, c * e + j))
+
+        s, sm = lax.scan(epoch, s, jnp.arange(e, dtype=jnp.int32))
+        va = (tr.evaluate(s.params, val).accuracy if val is not None
+              else jnp.full((), jnp.nan, jnp.float32))
+        return s, (s.params, sm.loss.reshape(-1), sm.learning_rate.reshape(-1), va)
+
+    return lax.scan(cycle, state, jnp.arange(num_cycles, dtype=jnp.int32))
 
 
 def snapshot_ensemble(
@@ -111,26 +149,12 @@ def snapshot_ensemble(
             f"examples); use a batch size of at most {n_train}."
         )
     steps = n_train // base.batch_size
-    tr = dataclasses.replace(base, schedule=cyclic_cosine(1.0, e * steps, float(min_fraction)))
+    tr = _snapshot_trainer(base, e * steps, float(min_fraction))
     init_key, shuffle_key, _ = jax.random.split(key, 3)
     state = tr.init(init_key, hp or None)
-    num_classes = int(jax.eval_shape(lambda p, x: tr.apply(p, x), state.params,
-                                     jnp.asarray(train[0][:1])).shape[-1])
+    num_classes = _num_classes(tr, state.params, train[0])
     train_d = device_data(train, num_classes, "train")
     val_d = None if val is None else device_data(val, num_classes, "val")
-
-    def run(state: TrainState, train: Any, val: Any, shuffle_key: jax.Array) -> Any:
-        def cycle(s: TrainState, c: jax.Array) -> Any:
-            def epoch(s: TrainState, j: jax.Array) -> Any:
-                return tr.train_epoch(s, train, jax.random.fold_in(shuffle_key, c * e + j))
-
-            s, sm = lax.scan(epoch, s, jnp.arange(e, dtype=jnp.int32))
-            va = (tr.evaluate(s.params, val).accuracy if val is not None
-                  else jnp.full((), jnp.nan, jnp.float32))
-            return s, (s.params, sm.loss.reshape(-1), sm.learning_rate.reshape(-1), va)
-
-        return lax.scan(cycle, state, jnp.arange(m, dtype=jnp.int32))
-
-    state, (snaps, losses, lrs, va) = jax.jit(run)(state, train_d, val_d, shuffle_key)
+    state, (snaps, losses, lrs, va) = _run(tr, m, e, state, train_d, val_d, shuffle_key)
     return SnapshotResult(snaps, state, np.asarray(losses).reshape(-1),
                           np.asarray(lrs).reshape(-1), np.asarray(va))
