@@ -155,7 +155,7 @@ def _index_inputs(
     groups, batches, everything = plan.groups, plan.batches, plan.everything
     nl = len(everything.members)
     counts = [len(c) for c in coords]
-    sizes = [everything.sizes[i] for i in range(nl)]
+    sizes = everything.sizes
 
     def local(g: nm.Group, arrays: Sequence[np.ndarray], offset: bool) -> np.ndarray:
         parts = [
@@ -213,8 +213,7 @@ def _compile(
 ) -> _Program:
     """One compiled program: f, its gradient, every perturbed evaluation, forward mode."""
     call, evaluate, groups = plan.call, plan.evaluate, plan.groups
-    nl = len(counts)
-    everything = nm.Group(range(nl), inputs[0])
+    everything = plan.everything
     key, fkey = 2 * seed, 2 * seed + 1  # direction seeds: the check's, forward mode's
 
     def program(leaves: list[Any], others: list[Any], pin: list[Any], fin: Any, hh: jax.Array):
