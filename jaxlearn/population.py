@@ -375,10 +375,8 @@ class PopulationFn:
         self._devices = None if devices is None else tuple(devices)
         self.axis_name = axis_name
         self.keep_padding = keep_padding
-        # per-device members -> the chunk size "auto" fell back to for lack of memory
-        self._memory_chunks: dict[int, int] = {}
         try:
-            self._programs: dict[tuple, Callable[..., Any]] = _PROGRAMS.setdefault(fn, {})
+            self._programs: dict[tuple, Any] = _PROGRAMS.setdefault(fn, {})
         except TypeError:  # not weak-referable: programs kept by this object only
             self._programs = {}
 
@@ -398,8 +396,9 @@ class PopulationFn:
         backend = devices[0].platform
         if self.strategy == "auto":
             strategy, chunk = choose_strategy(per, backend, self.chunk_size)
-            if strategy == "vmap" and per in self._memory_chunks:
-                strategy, chunk = "chunked", self._memory_chunks[per]
+            fallback = self._programs.get(("memory chunk", per, devices))
+            if strategy == "vmap" and fallback is not None:
+                strategy, chunk = "chunked", fallback
         elif self.strategy == "chunked":
             strategy, chunk = "chunked", min(self.chunk_size or per, per)
         else:
@@ -494,31 +493,34 @@ class PopulationFn:
         plan = self.plan(members)
         leaves, placed, impls, treedef = self._prepare(members, shared, plan)
         if self.strategy == "auto" and plan.strategy == "vmap":
-            free = _free_memory(self.devices()[0])
-            if free is not None:
-                return self._fitted(plan, impls, treedef, leaves, placed, free)
+            return self._fitted(plan, impls, treedef, leaves, placed)
         return self._program(plan, impls, treedef)(leaves, placed)
 
     def _fitted(
         self, plan: Plan, impls: tuple[Any, ...], treedef: Any, leaves: list[Any],
-        placed: tuple, free: int,
+        placed: tuple,
     ) -> Any:
-        """Run the vmapped program if it fits in ``free`` bytes, else the largest chunks
-        that do; decided once per shape from the compiled program's memory analysis."""
+        """Run the vmapped program if it fits in the device's free memory, else the largest
+        chunks that do; decided once per shape from the compiled program's memory analysis
+        (where the device reports no memory, the vmapped program as it is)."""
         sig = tuple((tuple(np.shape(x)), str(getattr(x, "dtype", type(x).__name__)))
                     for x in jax.tree.leaves((leaves, placed)))
         key = ("fitted", plan.per_device, self.devices(), impls, treedef, sig)
-        cached = self._programs.get(key)
-        if cached is None:
-            compiled = self._program(plan, impls, treedef).lower(leaves, placed).compile()
-            need = _memory_needed(compiled)
-            chunk = None if need is None else memory_chunk(plan.per_device, *need, free)
-            run = compiled if chunk is None else self._program(
-                plan._replace(strategy="chunked", chunk_size=chunk), impls, treedef)
-            cached = self._programs[key] = (run, chunk)
-        run, chunk = cached
-        if chunk is not None:
-            self._memory_chunks[plan.per_device] = chunk
+        run = self._programs.get(key)
+        if run is None:
+            run = self._program(plan, impls, treedef)
+            free = _free_memory(self.devices()[0])
+            if free is not None:
+                compiled = run.lower(leaves, placed).compile()
+                need = _memory_needed(compiled)
+                chunk = None if need is None else memory_chunk(plan.per_device, *need, free)
+                if chunk is None:
+                    run = compiled
+                else:  # what plan() then reports, for every caller of this function
+                    self._programs[("memory chunk", plan.per_device, self.devices())] = chunk
+                    run = self._program(plan._replace(strategy="chunked", chunk_size=chunk),
+                                        impls, treedef)
+            self._programs[key] = run
         return run(leaves, placed)
 
 
