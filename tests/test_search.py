@@ -549,3 +549,12 @@ def test_optuna_pads_its_last_batch_and_reuses_the_program():
                                  strategy="vmap")
     assert len(study.trials) == 10  # batches of 4, 4 and 2 (padded to 4)
     assert len(traces) == 1  # one population size, one program
+
+
+def test_a_saved_study_with_trials_of_another_search_is_refused(tmp_path):
+    path = tmp_path / "study.json"
+    random_search(_train_objective, SPACE, 4, jax.random.key(5), metric="loss", mode="min",
+                  path=path, warn=False)
+    with pytest.raises(ValueError, match="trial 3 of the saved study .* is not this search's"):
+        random_search(_train_objective, SPACE, 3, jax.random.key(5), metric="loss",
+                      mode="min", path=path, warn=False)

@@ -598,13 +598,7 @@ def _run(
 ) -> Study:
     num = len(key_rows)
     done = {t.number for t in study.trials}
-    for t in study.trials:  # a resumed study must be the same search
-        if t.number >= num or any(not _close(t.hparams.get(n), cols[n][t.number]) for n in space):
-            raise ValueError(
-                f"search: trial {t.number} of the saved study ({t.hparams}) is not this "
-                "search's trial (another key or space?); remove the file or choose another "
-                "`path`."
-            )
+    _check_resumed("search", study, cols, space)
     todo = [n for n in range(num) if n not in done]
     if todo:
         if done:
@@ -621,6 +615,25 @@ def _start(
     """The checks every search starts with: objective, space, key and options."""
     _check_objective(objective)
     return check_space(space, fn), _check_key(fn, key), search_options(fn, options, without)
+
+
+def _check_resumed(
+    fn: str,
+    study: Study,
+    cols: Mapping[str, Sequence[Any]],
+    space: Mapping[str, Dimension],
+    saved: str = "the file",
+) -> None:
+    """Refuse a resumed study whose trials are not this search's: trial ``n`` must have
+    the hyperparameters ``cols[name][n]`` (`saved` names what to remove)."""
+    num = len(next(iter(cols.values()))) if cols else 0
+    for t in study.trials:
+        if t.number >= num or any(not _close(t.hparams.get(n), cols[n][t.number]) for n in space):
+            raise ValueError(
+                f"{fn}: trial {t.number} of the saved study ({t.hparams}) is not this "
+                f"search's trial (another key or space?); remove {saved} or choose another "
+                "`path`."
+            )
 
 
 def _close(a: Any, b: Any) -> bool:

@@ -22,7 +22,7 @@ import numpy as np
 from jaxlearn._compat import default_float
 from jaxlearn.population import population_map
 from jaxlearn.search.engine import (
-    _close,
+    _check_resumed,
     _finish,
     _key_data,
     _open_study,
@@ -424,16 +424,9 @@ def _resume_rungs(
     """The saved rung's state, or None when the saved search is finished."""
     meta = load_checkpoint(rungs_path).metadata
     study.trials = [Trial.from_dict(d) for d in meta["trials"]]
-    for t in study.trials:  # a resumed study must be the same search
-        if t.number >= len(points) or any(
-            not _close(t.hparams.get(n), _py(points[t.number][n], d, default_float()))
-            for n, d in space.items()
-        ):
-            raise ValueError(
-                f"{fn}: trial {t.number} of the saved study ({t.hparams}) is not this "
-                "search's trial (another key or space?); remove the files or choose another "
-                "`path`."
-            )
+    fdt = default_float()
+    cols = {n: [_py(p[n], d, fdt) for p in points] for n, d in space.items()}
+    _check_resumed(fn, study, cols, space, saved="the files")
     if meta["finished"]:
         return None
     alive = np.asarray(meta["alive"], dtype=np.int64)
