@@ -543,6 +543,32 @@ def test_snapshot_ensemble_called_again_compiles_nothing():
     assert len(traces) == n_traces
 
 
+def test_distill_called_again_compiles_nothing():
+    traces = []
+    lin = jaxlearn.linear(4, 2)
+
+    def counted_apply(params, x):
+        traces.append(1)
+        return lin.apply(params, x)
+
+    x, y = _tiny(n=64)
+    teacher = lambda p, x: x[:, :2] * p["w"]  # noqa: E731
+    w = jnp.array([[[-4.0, 4.0]], [[-2.0, 2.0]]])
+    student = (lin.init, counted_apply)
+    kw = dict(temperature=2.0, learning_rate=0.5, batch_size=16, num_epochs=2, key=0)
+    a = distill(teacher, {"w": w}, student, (x, y), (x, y), **kw)
+    n_traces = len(traces)
+    assert n_traces > 0
+    b = distill(teacher, {"w": w}, student, (x, y), (x, y), **kw)
+    assert len(traces) == n_traces, "the same student and options must reuse the program"
+    np.testing.assert_array_equal(a.params["W1"], b.params["W1"])
+    # Other soft targets (another teacher or temperature) are data, not constants.
+    c = distill(teacher, {"w": 2 * w}, student, (x, y), (x, y),
+                **{**kw, "temperature": 3.0, "hard_weight": 0.5})
+    assert len(traces) == n_traces
+    assert not np.allclose(c.params["W1"], a.params["W1"])
+
+
 # --------------------------------------------------------------------------- errors
 
 

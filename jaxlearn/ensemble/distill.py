@@ -9,6 +9,9 @@ as T changes.
 
 from __future__ import annotations
 
+import collections
+import dataclasses
+import functools
 from collections.abc import Callable, Mapping
 from typing import Any, NamedTuple
 
@@ -20,8 +23,9 @@ from jax import lax
 from jaxlearn._compat import concrete_or_none
 from jaxlearn.ensemble._common import apply_of, as_key, check_int, check_pairs, device_data
 from jaxlearn.ensemble.predict import evaluate_ensemble, predict_proba
-from jaxlearn.losses import softmax_cross_entropy
+from jaxlearn.losses import accuracy, softmax_cross_entropy
 from jaxlearn.train.core import Trainer, TrainState, trainer
+from jaxlearn.train.fit import _num_classes
 
 __all__ = ["DistillResult", "distill", "distillation_loss", "soft_targets"]
 
@@ -136,6 +140,63 @@ class DistillResult(NamedTuple):
     teacher_val_accuracy: float
 
 
+def _index_loss(scores: jax.Array, idx: jax.Array) -> jax.Array:
+    raise NotImplementedError("distill replaces the student's loss inside its program.")
+
+
+# (student, optimizer, batch_size, schedule) -> the student's Trainer; the last 16 are kept, so
+# a second call with the same student and options reuses the compiled program.
+_STUDENTS: collections.OrderedDict = collections.OrderedDict()
+_MAX_STUDENTS = 16
+
+
+def _student_trainer(student: Any, optimizer: Any, batch_size: Any, schedule: Any) -> Trainer:
+    """The student's Trainer (its loss a placeholder that `_run` replaces), built once."""
+    key: Any = (student, optimizer, batch_size, schedule)
+    try:
+        tr = _STUDENTS.get(key)
+    except TypeError:  # an unhashable part: build it every time
+        key, tr = None, None
+    if tr is not None:
+        _STUDENTS.move_to_end(key)
+        return tr
+    tr = trainer(student, loss=_index_loss, optimizer=optimizer, batch_size=batch_size,
+                 schedule=schedule, update_ratios=False)
+    if key is not None:
+        _STUDENTS[key] = tr
+        if len(_STUDENTS) > _MAX_STUDENTS:
+            _STUDENTS.popitem(last=False)
+    return tr
+
+
+@functools.partial(jax.jit, static_argnums=(0, 1))
+def _run(
+    tr: Trainer, num_epochs: int, state: TrainState, data: Any, soft: jax.Array,
+    labels: jax.Array, temperature: jax.Array, hard_weight: jax.Array, val: Any,
+    shuffle_key: jax.Array,
+) -> Any:
+    """Every epoch of the student, one program; the targets are its arguments, not constants."""
+
+    # The Trainer's minibatches gather (x, y) by example index; the example's index travels
+    # as its "label", and the loss looks its soft targets and true label up. (The Trainer's
+    # batch accuracy, argmax against those indices, is meaningless and never read.)
+    def loss_fn(scores: jax.Array, idx: jax.Array) -> jax.Array:
+        return distillation_loss(scores, soft[idx], labels[idx], temperature=temperature,
+                                 hard_weight=hard_weight)
+
+    st = dataclasses.replace(tr, loss=loss_fn)
+
+    def epoch(s: TrainState, e: jax.Array) -> Any:
+        s, sm = st.train_epoch(s, data, jax.random.fold_in(shuffle_key, e))
+        if val is None:
+            acc = jnp.full((), jnp.nan, jnp.float32)
+        else:
+            acc = accuracy(st.apply(s.params, val[0]), val[1])
+        return s, (sm.loss, acc)
+
+    return lax.scan(epoch, state, jnp.arange(num_epochs, dtype=jnp.int32))
+
+
 def distill(
     teacher: Any,
     teacher_params: Any,
@@ -211,25 +272,15 @@ def distill(
     x_d, y_d = device_data((x_tr, y_tr), num_classes, "train")
     if soft.shape[0] != n:
         raise ValueError(f"{fn}: the teacher gave {soft.shape[0]} rows for {n} examples.")
-    t, hw = float(temperature), float(hard_weight)
-
-    # The Trainer's minibatches gather (x, y) by example index; the example's index travels
-    # as its "label", and the loss looks its soft targets and true label up. (The Trainer's
-    # batch accuracy, argmax against those indices, is meaningless and never read.)
-    def loss_fn(scores: jax.Array, idx: jax.Array) -> jax.Array:
-        return distillation_loss(scores, soft[idx], y_d[idx], temperature=t, hard_weight=hw)
-
-    tr = trainer(student, loss=loss_fn, optimizer=optimizer, batch_size=batch_size,
-                 hparams=hp or None, schedule=schedule, update_ratios=False)
+    tr = _student_trainer(student, optimizer, batch_size, schedule)
     if tr.batch_size > n:
         raise ValueError(
             f"{fn}: `batch_size` ({tr.batch_size}) is larger than the training set ({n} "
             f"examples); use a batch size of at most {n}."
         )
     init_key, shuffle_key, _ = jax.random.split(key, 3)
-    state = tr.init(init_key)
-    out_classes = int(jax.eval_shape(lambda p, x: tr.apply(p, x), state.params,
-                                     x_d[:1]).shape[-1])
+    state = tr.init(init_key, hp or None)
+    out_classes = _num_classes(tr, state.params, x_d)
     if out_classes != num_classes:
         raise ValueError(
             f"{fn}: the student predicts {out_classes} classes but the teacher {num_classes}."
@@ -240,19 +291,9 @@ def distill(
         val_d = device_data(val, num_classes, "val")
         teacher_acc = evaluate_ensemble(teacher, teacher_params, val_d).ensemble_accuracy
 
-    def run(state: TrainState, data: Any, val: Any, shuffle_key: jax.Array) -> Any:
-        def epoch(s: TrainState, e: jax.Array) -> Any:
-            s, sm = tr.train_epoch(s, data, jax.random.fold_in(shuffle_key, e))
-            if val is None:
-                acc = jnp.full((), jnp.nan, jnp.float32)
-            else:
-                scores = tr.apply(s.params, val[0])
-                acc = jnp.mean((jnp.argmax(scores, axis=-1) == val[1]).astype(jnp.float32))
-            return s, (sm.loss, acc)
-
-        return lax.scan(epoch, state, jnp.arange(num_epochs, dtype=jnp.int32))
-
     data = (x_d, jnp.arange(n, dtype=jnp.int32))
-    state, (losses, accs) = jax.jit(run)(state, data, val_d, shuffle_key)
+    t, hw = jnp.asarray(float(temperature)), jnp.asarray(float(hard_weight))
+    state, (losses, accs) = _run(tr, num_epochs, state, data, soft, y_d, t, hw, val_d,
+                                 shuffle_key)
     return DistillResult(state.params, state, np.asarray(losses).reshape(-1), np.asarray(accs),
                          teacher_acc)
