@@ -354,8 +354,8 @@ def _evaluate(
     the trials' keys as host key data (``key_rows``, one row per trial) of the
     implementation `impl`: every call's members (traced hyperparameters and key data) are
     NumPy arrays cut from whole columns, placed in one transfer. `opts` holds the options
-    of :func:`evaluate_trials` (missing ones take their defaults)."""
-    opts = {**_DEFAULTS, **opts}
+    of :func:`evaluate_trials`, every one given (:func:`search_options` completes a
+    search's)."""
     settings = dict(opts["settings"] or {})
     trials_per_call, keep_params = opts["trials_per_call"], opts["keep_params"]
     checkpoint_dir, callback = opts["checkpoint_dir"], opts["callback"]
