@@ -344,18 +344,22 @@ def successive_halving(
         if max_epochs is not None:
             budget = min(budget, max_epochs)
         hp, keys_alive = take((hp_all, keys_all), alive) if rung else (hp_all, keys_all)
+        per_epoch = []  # the rung's metrics stay on the device until its last epoch
         for e in range(epochs_done, budget):
             member = {"hparams": hp, "state": states, "key": keys_alive}
             states, metrics = run_step(member, jnp.asarray(e, jnp.uint32))
-            metrics = jax.device_get(metrics)
-            if metric not in metrics:
+            if not per_epoch and metric not in metrics:
                 raise ValueError(
                     f"{fn}: `metric` {metric!r} is not among step's metrics {sorted(metrics)}."
                 )
-            host = {k: np.asarray(v, dtype=np.float64) for k, v in metrics.items()}
-            for j, n in enumerate(alive):
-                for k, v in host.items():
-                    history[int(n)].setdefault(k, []).append(float(v[j]))
+            per_epoch.append(metrics)
+        if per_epoch:
+            host = jax.device_get(per_epoch)  # one transfer per rung
+            for k in host[0]:
+                # (epochs, alive) -> one list of epochs per trial, converted in bulk.
+                rows = np.asarray([m[k] for m in host], dtype=np.float64).T.tolist()
+                for n, row in zip(alive, rows, strict=True):
+                    history[int(n)].setdefault(k, []).extend(row)
         epochs_done = budget
         last = {int(n): {k: h[-1] for k, h in history[int(n)].items()} for n in alive}
         finite = [int(n) for n in alive if all(math.isfinite(v) for v in last[int(n)].values())]
