@@ -18,6 +18,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn._checks import positive_int
+
 __all__ = ["Model", "linear", "mlp"]
 
 Params = dict[str, jax.Array]
@@ -40,8 +42,7 @@ class Model(NamedTuple):
 
 def _check_dims(fn: str, **dims: Any) -> None:
     for name, v in dims.items():
-        if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
-            raise ValueError(f"{fn}: `{name}` must be a positive int, got {v!r}.")
+        positive_int(fn, name, v)
 
 
 def _std(fan_in: int, scale: float | str) -> float:

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn._checks import positive_int
 from jaxlearn._compat import enable_x64, is_tracer
 from jaxlearn.gradcheck import numerical as nm
 from jaxlearn.gradcheck.kinks import all_eqns, find_primitives, lowered_precisions
@@ -52,14 +53,6 @@ _PLANS_PER_FUNCTION = 8
 
 class RegularizationWarning(UserWarning):
     """The regularization gradient dwarfs the data gradient on some parameter leaf."""
-
-
-def _check_positive_int(fn: str, name: str, v: Any, allow_none: bool = False) -> None:
-    if v is None and allow_none:
-        return
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-        extra = " or None (every coordinate)" if allow_none else ""
-        raise ValueError(f"{fn}: `{name}` must be a positive int{extra}, got {v!r}.")
 
 
 def _check_positive(fn: str, name: str, v: Any) -> None:
@@ -766,13 +759,13 @@ def check_grad(
     """
     fn = "check_grad"
     nm.check_step(fn, h)
-    _check_positive_int(fn, "num_checks", num_checks, allow_none=True)
+    positive_int(fn, "num_checks", num_checks, allow_none=True, none_means="every coordinate")
     if batch_size is not None:
         nm.check_batch_size(fn, batch_size)
     _check_positive(fn, "threshold", threshold)
     _check_positive(fn, "noise_factor", noise_factor)
     _check_positive(fn, "dominance", dominance)
-    _check_positive_int(fn, "num_directions", num_directions)
+    positive_int(fn, "num_directions", num_directions)
     if (
         isinstance(retry_kinks, bool)
         or not isinstance(retry_kinks, (int, np.integer))
@@ -889,7 +882,7 @@ def step_size_sweep(
         True
     """
     fn = "step_size_sweep"
-    _check_positive_int(fn, "num_checks", num_checks)
+    positive_int(fn, "num_checks", num_checks)
     hs_arr = np.asarray(10.0 ** -np.arange(1, 13) if hs is None else hs, np.float64)
     if hs_arr.ndim != 1 or not hs_arr.size:
         raise ValueError(f"{fn}: `hs` must be a non-empty list of steps, got {hs!r}.")

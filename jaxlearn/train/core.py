@@ -87,6 +87,7 @@ import numpy as np
 import optax
 
 from jaxlearn import optim
+from jaxlearn._checks import positive_int
 from jaxlearn._compat import concrete_or_none, default_float, is_tracer
 from jaxlearn.data import _check_xy, batch_indices
 from jaxlearn.losses import l1_penalty, l2_penalty, softmax_cross_entropy
@@ -195,18 +196,6 @@ def _optimizer_hparams(name: str) -> tuple[str, ...]:
 def _sq_norm(a: jax.Array) -> jax.Array:
     a = a.astype(jnp.promote_types(a.dtype, jnp.float32))
     return jnp.sum(a * a)
-
-
-def _positive_int(fn: str, name: str, value: Any, allow_none: bool = False) -> Any:
-    """``value`` as an int >= 1 (or None when allowed), else a ValueError naming it."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(
-            f"{fn}: `{name}` must be a positive int{' or None' if allow_none else ''}, got "
-            f"{value!r}."
-        )
-    return int(value)
 
 
 def _update_finite(loss: jax.Array, rec: dict[str, jax.Array], n: int) -> jax.Array:
@@ -846,8 +835,8 @@ def trainer(
             "trainer: `optimizer` must be a rule's name, an optax transform or a function "
             f"hparams -> transform, got {optimizer!r}."
         )
-    batch_size = _positive_int("trainer", "batch_size", batch_size)
-    eval_batch_size = _positive_int("trainer", "eval_batch_size", eval_batch_size,
+    batch_size = positive_int("trainer", "batch_size", batch_size)
+    eval_batch_size = positive_int("trainer", "eval_batch_size", eval_batch_size,
                                     allow_none=True)
     if schedule is not None and not callable(schedule):
         raise ValueError(

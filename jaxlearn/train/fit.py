@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxlearn._checks import positive_int
 from jaxlearn.data import check_dataset
 from jaxlearn.losses import softmax_cross_entropy
 from jaxlearn.schedules import per_epoch
@@ -32,7 +33,6 @@ from jaxlearn.train.core import (
     Trainer,
     TrainState,
     _all_finite,
-    _positive_int,
     leaf_names,
     trainer,
 )
@@ -429,7 +429,7 @@ def fit(
                         ("activation_size", activation_size, 0)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{fn}: `{name}` must be an int >= {lo}, got {v!r}.")
-    checkpoint_every = _positive_int(fn, "checkpoint_every", checkpoint_every, allow_none=True)
+    checkpoint_every = positive_int(fn, "checkpoint_every", checkpoint_every, allow_none=True)
     if checkpoint_seconds is not None and not (
         isinstance(checkpoint_seconds, (int, float)) and checkpoint_seconds >= 0
     ):
@@ -437,10 +437,10 @@ def fit(
             f"{fn}: `checkpoint_seconds` must be a number >= 0 or None, got "
             f"{checkpoint_seconds!r}."
         )
-    epochs_per_call = _positive_int(fn, "epochs_per_call", epochs_per_call, allow_none=True)
+    epochs_per_call = positive_int(fn, "epochs_per_call", epochs_per_call, allow_none=True)
     if callback is not None and epochs_per_call not in (None, 1):
         raise ValueError(f"{fn}: a `callback` runs after every epoch: it needs epochs_per_call=1.")
-    patience = _positive_int(fn, "patience", patience, allow_none=True)
+    patience = positive_int(fn, "patience", patience, allow_none=True)
     if not (isinstance(min_delta, (int, float)) and min_delta >= 0):
         raise ValueError(f"{fn}: `min_delta` must be a number >= 0, got {min_delta!r}.")
     if schedule_unit not in ("step", "epoch"):

@@ -1,0 +1,37 @@
+"""Argument checks shared by the public functions: one wording for one kind of error."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+
+def positive_int(fn: str, name: str, value: Any, allow_none: bool = False,
+                 none_means: str = "") -> int | None:
+    """``value`` as an int >= 1 (or None when allowed), else a ValueError naming it.
+
+    **Arguments:**
+    - `fn`, `name`: the function and the argument, for the message.
+    - `value`: what was passed.
+    - `allow_none`: whether None is accepted (and returned).
+    - `none_means`: what None stands for, said in the message (e.g. ``"every coordinate"``).
+
+    **Returns:** ``int(value)``, or None.
+
+    Example:
+        >>> from jaxlearn._checks import positive_int
+        >>> positive_int("f", "n", 3)
+        3
+        >>> positive_int("f", "n", 0, allow_none=True, none_means="all")
+        Traceback (most recent call last):
+        ValueError: f: `n` must be a positive int or None (all), got 0.
+    """
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        extra = ""
+        if allow_none:
+            extra = f" or None ({none_means})" if none_means else " or None"
+        raise ValueError(f"{fn}: `{name}` must be a positive int{extra}, got {value!r}.")
+    return int(value)
