@@ -290,17 +290,3 @@ def check_int(fn: str, name: str, v: Any, lo: int) -> int:
     if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
         raise ValueError(f"{fn}: `{name}` must be an int >= {lo}, got {v!r}.")
     return int(v)
-
-
-def stacked_size(fn: str, params: Any, name: str = "params") -> int:
-    """The leading (member) size shared by every leaf of stacked ``params``."""
-    leaves = jax.tree.leaves(params)
-    if not leaves:
-        raise ValueError(f"{fn}: `{name}` has no array leaves.")
-    sizes = {np.shape(x)[0] if np.ndim(x) else None for x in leaves}
-    if None in sizes or len(sizes) != 1:
-        raise ValueError(
-            f"{fn}: `{name}` must be stacked on a leading member axis shared by every leaf, got "
-            f"leaf shapes {[np.shape(x) for x in leaves]}."
-        )
-    return int(sizes.pop())

@@ -19,7 +19,7 @@ import numpy as np
 from jax import lax
 
 from jaxlearn import population
-from jaxlearn.ensemble._common import apply_of, stacked_size, to_host
+from jaxlearn.ensemble._common import apply_of, to_host
 from jaxlearn.ensemble.fit import choose_strategy
 
 __all__ = [
@@ -32,6 +32,19 @@ __all__ = [
     "stack_members",
     "unstack_members",
 ]
+
+
+def _num_members(fn: str, params: Any) -> int:
+    """N of stacked ``params`` (:func:`jaxlearn.population.population_size`), with an error
+    that speaks of params rather than population members."""
+    try:
+        return population.population_size(params, fn)
+    except ValueError as err:
+        raise ValueError(
+            f"{fn}: `params` must be stacked on a leading member axis shared by every leaf, got "
+            f"leaf shapes {[np.shape(x) for x in jax.tree.leaves(params)]}."
+        ) from err
+
 
 _PROB_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
@@ -102,7 +115,7 @@ def unstack_members(params: Any) -> list[Any]:
         >>> [m["w"].tolist() for m in unstack_members({"w": jnp.arange(4.0).reshape(2, 2)})]
         [[0.0, 1.0], [2.0, 3.0]]
     """
-    n = stacked_size("unstack_members", params)
+    n = _num_members("unstack_members", params)
     return [jax.tree.map(lambda x, i=i: x[i], params) for i in range(n)]
 
 
@@ -149,7 +162,7 @@ def member_probabilities(
     fn = "member_probabilities"
     apply = apply_of(fn, model)
     t = _check_temperature(fn, temperature)
-    n = stacked_size(fn, params)
+    n = _num_members(fn, params)
     strat, chunk = strategy, None
     if strategy == "auto":
         devs = tuple(devices) if devices is not None else tuple(jax.devices())
