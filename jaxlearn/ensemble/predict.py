@@ -20,7 +20,6 @@ from jax import lax
 
 from jaxlearn import population
 from jaxlearn.ensemble._common import apply_of, to_host
-from jaxlearn.ensemble.fit import choose_strategy
 
 __all__ = [
     "EnsembleReport",
@@ -144,8 +143,8 @@ def member_probabilities(
     - `params`: stacked parameters (leading member axis N).
     - `x`: inputs (n, ...), shared by every member.
     - `temperature`: T > 0 (1: the members' own probabilities; larger: softer).
-    - `strategy`: as :func:`jaxlearn.population.population_map` (``"auto"``: by
-      :func:`choose_strategy`).
+    - `strategy`: as :func:`jaxlearn.population.population_map`, which resolves ``"auto"``
+      (by backend and size, with its memory fallback).
     - `devices`: devices to shard the members over (None: all).
 
     **Returns:** float array (N, n, C), each row summing to 1.
@@ -162,13 +161,9 @@ def member_probabilities(
     fn = "member_probabilities"
     apply = apply_of(fn, model)
     t = _check_temperature(fn, temperature)
-    n = _num_members(fn, params)
-    strat, chunk = strategy, None
-    if strategy == "auto":
-        devs = tuple(devices) if devices is not None else tuple(jax.devices())
-        strat, chunk = choose_strategy(-(-n // len(devs)), devs[0].platform)
+    _num_members(fn, params)
     return population.run_population(_prob_fn(apply), params, jnp.asarray(x), t,
-                                      strategy=strat, chunk_size=chunk, devices=devices)
+                                      strategy=strategy, devices=devices)
 
 
 def predict_proba(
