@@ -13,7 +13,7 @@ import numpy as np
 
 from jaxlearn._compat import is_tracer
 from jaxlearn.data import check_dataset
-from jaxlearn.train.fit import cached_trainer
+from jaxlearn.train.fit import _as_key, cached_trainer
 
 
 def is_key_array(x: Any) -> bool:
@@ -22,14 +22,15 @@ def is_key_array(x: Any) -> bool:
 
 
 def as_key(fn: str, key: Any, name: str = "key") -> jax.Array:
-    """An int seed or a key (typed or raw uint32 pair) as one typed key."""
-    if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
-        return jax.random.key(int(key))
-    if is_key_array(key) and key.shape == ():
-        return key
-    if isinstance(key, jax.Array) and key.shape == (2,) and key.dtype == jnp.uint32:
-        return jax.random.wrap_key_data(key)
-    raise ValueError(f"{fn}: `{name}` must be an int seed or a jax.random key, got {key!r}.")
+    """An int seed or a key (typed or raw uint32 pair) as one typed key, as :func:`jaxlearn.fit`
+    reads its `key`; errors name `fn` and `name`."""
+    try:
+        out = _as_key(key)
+    except ValueError:
+        out = None
+    if out is None or out.shape != ():
+        raise ValueError(f"{fn}: `{name}` must be an int seed or a jax.random key, got {key!r}.")
+    return out
 
 
 def member_keys(fn: str, num_members: Any, keys: Any) -> jax.Array:
@@ -40,11 +41,8 @@ def member_keys(fn: str, num_members: Any, keys: Any) -> jax.Array:
                 f"{fn}: give `num_members` (members get seeds 0..N-1) or `keys` (one int seed "
                 "or jax.random key per member)."
             )
-        if isinstance(num_members, bool) or not isinstance(num_members, (int, np.integer)) or (
-            num_members < 1
-        ):
-            raise ValueError(f"{fn}: `num_members` must be an int >= 1, got {num_members!r}.")
-        return jax.vmap(jax.random.key)(jnp.arange(int(num_members), dtype=jnp.uint32))
+        n = check_int(fn, "num_members", num_members, 1)
+        return jax.vmap(jax.random.key)(jnp.arange(n, dtype=jnp.uint32))
     if is_key_array(keys):
         if keys.ndim != 1 or keys.shape[0] == 0:
             raise ValueError(
