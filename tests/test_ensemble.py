@@ -569,6 +569,18 @@ def test_distill_called_again_compiles_nothing():
     assert not np.allclose(c.params["W1"], a.params["W1"])
 
 
+def test_fit_ensemble_with_a_progress_bar_records_the_same_history(capsys):
+    x, y = _tiny(n=64)
+    kw = dict(num_members=2, learning_rate=0.1, batch_size=16, num_epochs=3,
+              epochs_per_call=2, train_eval_size=0)
+    quiet = fit_ensemble(jaxlearn.linear(4, 2), (x, y), (x, y), progress=False, **kw)
+    shown = fit_ensemble(jaxlearn.linear(4, 2), (x, y), (x, y), progress=True, **kw)
+    assert "fit_ensemble" in capsys.readouterr().err
+    np.testing.assert_array_equal(shown.history.loss, quiet.history.loss)
+    np.testing.assert_array_equal(shown.history.val_accuracy, quiet.history.val_accuracy)
+    assert shown.history.val_accuracy.shape == (2, 3)
+
+
 # --------------------------------------------------------------------------- errors
 
 

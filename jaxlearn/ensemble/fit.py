@@ -785,7 +785,9 @@ def fit_ensemble(
         from tqdm.auto import tqdm
 
         bar = tqdm(total=num_epochs, unit="epoch", desc="fit_ensemble", dynamic_ncols=True)
-    outs = []  # (epochs, records) of each call, left on the devices until the end
+    # (epochs, records) of each call: left on the devices until the end, or, with a progress
+    # bar (which reads them after each call anyway), copied to the host once as they come.
+    outs: list[tuple[int, Any]] = []
     done = 0
     while True:
         k = min(per_call, num_epochs - done)
@@ -794,11 +796,11 @@ def fit_ensemble(
             train_d, val_d, **run_options,
         )
         if k:
-            outs.append((k, out))
+            outs.append((k, out if bar is None else to_host(out)))
         done += k
         if bar is not None:
             if k:
-                ep = _unpack(to_host(out), k, cfg, len(epoch_fields))[1]
+                ep = _unpack(outs[-1][1], k, cfg, len(epoch_fields))[1]
                 va = ep[:, -1, epoch_fields.index("val_accuracy")]
                 bar.set_postfix(val_acc=f"{float(np.nanmean(va)):.3f}", refresh=False)
             bar.update(k)
@@ -807,7 +809,7 @@ def fit_ensemble(
     if bar is not None:
         bar.close()
 
-    host = to_host([out for _, out in outs])  # one copy of every record
+    host = to_host([out for _, out in outs])  # one copy of every record (none when copied)
     parts = [_unpack(r, k, cfg, len(epoch_fields)) for (k, _), r in zip(outs, host, strict=True)]
     if parts:
         steps = np.concatenate([p[0] for p in parts], axis=1)
