@@ -25,7 +25,7 @@ from jaxlearn.ensemble._common import apply_of, as_key, check_int, check_pairs, 
 from jaxlearn.ensemble.predict import evaluate_ensemble, predict_proba
 from jaxlearn.losses import accuracy, softmax_cross_entropy
 from jaxlearn.train.core import Trainer, TrainState, trainer
-from jaxlearn.train.fit import _num_classes
+from jaxlearn.train.fit import _num_classes, lru_get
 
 __all__ = ["DistillResult", "distill", "distillation_loss", "soft_targets"]
 
@@ -152,21 +152,10 @@ _MAX_STUDENTS = 16
 
 def _student_trainer(student: Any, optimizer: Any, batch_size: Any, schedule: Any) -> Trainer:
     """The student's Trainer (its loss a placeholder that `_run` replaces), built once."""
-    key: Any = (student, optimizer, batch_size, schedule)
-    try:
-        tr = _STUDENTS.get(key)
-    except TypeError:  # an unhashable part: build it every time
-        key, tr = None, None
-    if tr is not None:
-        _STUDENTS.move_to_end(key)
-        return tr
-    tr = trainer(student, loss=_index_loss, optimizer=optimizer, batch_size=batch_size,
-                 schedule=schedule, update_ratios=False)
-    if key is not None:
-        _STUDENTS[key] = tr
-        if len(_STUDENTS) > _MAX_STUDENTS:
-            _STUDENTS.popitem(last=False)
-    return tr
+    return lru_get(_STUDENTS, _MAX_STUDENTS, (student, optimizer, batch_size, schedule),
+                   lambda: trainer(student, loss=_index_loss, optimizer=optimizer,
+                                   batch_size=batch_size, schedule=schedule,
+                                   update_ratios=False))
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))

@@ -290,24 +290,28 @@ def cached_trainer(
     spe = num_train // bs if isinstance(bs, int) and 0 < bs <= num_train else None
     key: Any = (model, loss, optimizer, bs, schedule, schedule_unit if schedule else None,
                 spe if schedule is not None and schedule_unit == "epoch" else None)
+    per_epochs = schedule is not None and schedule_unit == "epoch" and spe is not None
+    return lru_get(_TRAINERS, _MAX_TRAINERS, key, lambda: trainer(
+        model, loss=loss or softmax_cross_entropy,
+        optimizer="sgd" if optimizer is None else optimizer, batch_size=bs,
+        schedule=per_epoch(schedule, spe) if per_epochs else schedule))
+
+
+def lru_get(cache: collections.OrderedDict, limit: int, key: Any, make: Callable[[], Any]
+            ) -> Any:
+    """``cache[key]``, made by ``make()`` the first time; the ``limit`` most recently used
+    entries are kept. An unhashable key is made every time, never stored."""
     try:
-        tr = _TRAINERS.get(key)
-    except TypeError:  # an unhashable part: build it every time
-        key, tr = None, None
-    if tr is not None:
-        _TRAINERS.move_to_end(key)
-        return tr
-    sched = schedule
-    if schedule is not None and schedule_unit == "epoch" and spe is not None:
-        sched = per_epoch(schedule, spe)
-    tr = trainer(model, loss=loss or softmax_cross_entropy,
-                 optimizer="sgd" if optimizer is None else optimizer, batch_size=bs,
-                 schedule=sched)
-    if key is not None:
-        _TRAINERS[key] = tr
-        if len(_TRAINERS) > _MAX_TRAINERS:
-            _TRAINERS.popitem(last=False)
-    return tr
+        value = cache.get(key)
+    except TypeError:
+        return make()
+    if value is not None:
+        cache.move_to_end(key)
+        return value
+    value = cache[key] = make()
+    if len(cache) > limit:
+        cache.popitem(last=False)
+    return value
 
 
 def _check_pair(name: str, data: Any) -> tuple[jax.Array, jax.Array]:
