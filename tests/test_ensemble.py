@@ -218,6 +218,26 @@ def test_auto_strategy_follows_the_backend_and_the_memory_bound():
     assert big > small + 1000 * 100 * 4  # a 1000-example batch's hidden activations
 
 
+def test_auto_chunks_members_whose_compiled_program_does_not_fit(monkeypatch):
+    import jaxlearn.population as pop
+
+    # As on an accelerator whose free memory holds 2 of the 8 members: the estimate lets
+    # them all vmap, the compiled program's memory analysis does not, so they run in
+    # vmapped groups of 2, with the same results, and the plan and history say so.
+    monkeypatch.setattr(pop, "choose_strategy", lambda per, backend, chunk: ("vmap", None))
+    monkeypatch.setattr(pop, "_free_memory", lambda device: 1000)
+    monkeypatch.setattr(pop, "_memory_needed", lambda compiled: (3200, 0))
+    x, y = _tiny(n=64)
+    tr = jaxlearn.trainer(jaxlearn.mlp(4, (8,), 2), optimizer="sgd", batch_size=16,
+                          hparams={"learning_rate": 0.1})
+    kw = dict(num_members=8, num_epochs=2, train_eval_size=0)
+    r = fit_ensemble(tr, (x, y), (x, y), **kw)
+    assert r.plan[:2] == ("chunked", 2)
+    assert (r.history.meta["strategy"], r.history.meta["chunk_size"]) == ("chunked", 2)
+    ref = fit_ensemble(tr, (x, y), (x, y), strategy="vmap", **kw)
+    np.testing.assert_allclose(r.params["W1"], ref.params["W1"], rtol=1e-5, atol=1e-6)
+
+
 def test_member_indices_give_each_member_its_own_training_subset(counted):
     x, y = _tiny(n=64)
     idx = np.stack([np.arange(0, 48), np.arange(16, 64)])

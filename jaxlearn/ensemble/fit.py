@@ -6,10 +6,12 @@ split into an initialization key, a shuffling key (epoch ``e`` shuffles with
 Parameters, optimizer states and keys are stacked on a leading member axis, and the whole
 training, every epoch of every member, runs through :mod:`jaxlearn.population`: one program,
 the member axis vmapped, chunked or run in turn (:func:`choose_strategy`), sharded over every
-device there is.
+device there is. Where the rule says vmap, the population's ``"auto"`` runs the members: on
+a device that reports its memory it also reads what the compiled program needs and chunks
+the members when they do not fit (:func:`jaxlearn.population.memory_chunk`).
 
-A call costs little beyond the program itself: the programs, the Trainer of a model, the
-data checks of jax arrays and the plan are kept between calls; the members go to the
+A call costs little beyond the program itself: the programs, the Trainer of a model and the
+data checks of jax arrays are kept between calls; the members go to the
 devices as one placement, and the records come back packed in two arrays per call, copied
 to the host once at the end.
 """
@@ -543,9 +545,13 @@ def _resolve(
     per = -(-n // len(devs))
     backend = devs[0].platform
     mem = None if backend == "cpu" or chunk_size is not None else _device_memory(devs[0])
-    return choose_strategy(per, backend, member_bytes=member_bytes() if mem else None,
-                           memory_bytes=mem, memory_fraction=memory_fraction,
-                           chunk_size=chunk_size)
+    strat, chunk = choose_strategy(per, backend, member_bytes=member_bytes() if mem else None,
+                                   memory_bytes=mem, memory_fraction=memory_fraction,
+                                   chunk_size=chunk_size)
+    # Where the estimate lets every member vmap, the population's own "auto" runs them:
+    # it also checks the compiled program against the device's free memory (XLA's memory
+    # analysis, not an estimate) and chunks when it does not fit.
+    return ("auto", None) if strat == "vmap" else (strat, chunk)
 
 
 # --------------------------------------------------------------------------- fit_ensemble
@@ -630,8 +636,11 @@ def fit_ensemble(
       bound that makes it chunk).
     - `devices`: devices to shard the member axis over (None: every device, every process
       after ``jax.distributed.initialize()``).
-    - `memory_fraction`: share of an accelerator's memory the members may use before
-      ``"auto"`` chunks them.
+    - `memory_fraction`: share of an accelerator's memory the members may use, by
+      :func:`estimate_member_bytes`, before ``"auto"`` chunks them; where that estimate
+      lets them all vmap, the compiled program's own memory analysis is still checked
+      against 90% of the device's free memory (see :mod:`jaxlearn.population`), and
+      ``plan`` reports what ran.
     - `epochs_per_call`: epochs per compiled call (None: all epochs in one call); Python
       runs between calls (the progress bar).
     - `progress`: show a tqdm bar over the calls.
@@ -774,11 +783,7 @@ def fit_ensemble(
         strat, chunk = _resolve(strategy, chunk_size, n_members, devices, member_bytes,
                                 memory_fraction)
     run_options = {"strategy": strat, "chunk_size": chunk, "devices": devices}
-    plan = _cached(
-        tr, ("plan", n_members, strat, chunk, None if devices is None else tuple(devices)),
-        lambda: population.population_map(
-            _epochs_program(tr, cfg, per_call, True), **run_options).plan((carry, const)),
-    )
+    members0 = (carry, const)
 
     bar = None
     if progress:
@@ -809,6 +814,9 @@ def fit_ensemble(
     if bar is not None:
         bar.close()
 
+    # Read after the first call: with "auto" it may have chunked the members to fit memory.
+    plan = population.population_map(
+        _epochs_program(tr, cfg, per_call, True), **run_options).plan(members0)
     host = to_host([out for _, out in outs])  # one copy of every record (none when copied)
     parts = [_unpack(r, k, cfg, len(epoch_fields)) for (k, _), r in zip(outs, host, strict=True)]
     if parts:
