@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import time
 import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -509,28 +508,15 @@ def init_members(
 
 
 def _measure(
-    fn: Callable[..., Any], members: Any, shared: tuple, devices: Any, n: int
+    fn: Callable[..., Any], members: Any, shared: tuple, devices: Any
 ) -> tuple[str, int | None]:
-    # Each candidate runs through run_population, so the winner's compiled program is the
-    # one the training then reuses (when it runs the measured number of epochs per call).
-    devs = tuple(devices) if devices is not None else tuple(jax.devices())
-    per = -(-n // len(devs))
-    candidates: list[tuple[str, int | None]] = [("vmap", None), ("sequential", None)]
-    candidates += [("chunked", c) for c in (8, 32) if c < per]
-    times = {}
-    for strategy, chunk in candidates:
-        def run(strategy: str = strategy, chunk: int | None = chunk) -> Any:
-            return population.run_population(fn, members, *shared, strategy=strategy,
-                                             chunk_size=chunk, devices=devices)
-
-        jax.block_until_ready(run())  # compile
-        runs = []
-        for _ in range(2):
-            t0 = time.perf_counter()
-            jax.block_until_ready(run())
-            runs.append(time.perf_counter() - t0)
-        times[(strategy, chunk)] = min(runs)
-    return min(times, key=times.__getitem__)
+    # Each candidate runs through the population's own programs, so the winner's compiled
+    # program is the one the training then reuses (when it runs the measured number of
+    # epochs per call).
+    times = population.measure_strategies(fn, members, *shared, chunk_sizes=(8, 32),
+                                          repeats=2, devices=devices)
+    strategy, _, chunk = next(iter(times)).partition(":")
+    return strategy, int(chunk) if chunk else None
 
 
 def _resolve(
@@ -777,7 +763,7 @@ def fit_ensemble(
         strat, chunk = _cached(
             tr, ("measured", n_members, dev_ids, cfg._replace(impl=str(impl))),
             lambda: _measure(_epochs_program(tr, cfg, 1, True), (carry, const),
-                             (train_d, val_d), devices, n_members),
+                             (train_d, val_d), devices),
         )
     else:
         strat, chunk = _resolve(strategy, chunk_size, n_members, devices, member_bytes,
