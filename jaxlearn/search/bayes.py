@@ -22,7 +22,7 @@ from jaxlearn.search.engine import (
     _open_study,
     _start,
 )
-from jaxlearn.search.space import Dimension, _bucket
+from jaxlearn.search.space import Dimension, _bounds, _bucket
 from jaxlearn.search.study import Study
 
 __all__ = ["optuna_search"]
@@ -43,9 +43,11 @@ def _distribution(optuna: Any, dim: Dimension) -> Any:
     """The Optuna distribution ``dim`` is drawn from."""
     d = optuna.distributions
     if dim.kind in ("log_uniform", "uniform"):
-        return d.FloatDistribution(dim.low, dim.high, log=dim.log)
+        low, high = _bounds(dim)
+        return d.FloatDistribution(low, high, log=dim.log)
     if dim.kind == "int_uniform":
-        return d.IntDistribution(int(dim.low), int(dim.high), log=dim.log)
+        low, high = _bounds(dim)
+        return d.IntDistribution(int(low), int(high), log=dim.log)
     return d.CategoricalDistribution(list(dim.values))
 
 

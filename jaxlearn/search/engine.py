@@ -245,7 +245,7 @@ def _take(tree: Any, idx: jax.Array) -> Any:
     return jax.tree.map(lambda a: a[idx], tree)
 
 
-def take(tree: Any, idx: Sequence[int]) -> Any:
+def take(tree: Any, idx: Sequence[int] | np.ndarray) -> Any:
     """Rows ``idx`` of every leaf of a stacked pytree, in one compiled call."""
     return _take(tree, jnp.asarray(np.asarray(idx, dtype=np.int32)))
 
@@ -403,7 +403,7 @@ def _evaluate(
             members = {"hparams": host, "key": key_rows if whole else key_rows[rows]}
             try:
                 out = run(members)
-            except (*_TRACE_ERRORS, TypeError) as e:
+            except _TRACE_ERRORS + (TypeError,) as e:
                 if isinstance(e, TypeError) and not _about_tracers(e):
                     raise
                 raise ValueError(
@@ -465,8 +465,8 @@ def _make_trials(
     hparams = rows({n: (host[n][:m].tolist() if n in host else [cols[n][i] for i in batch])
                     for n in space})
     if settings:
-        for h in hparams:
-            h.update(settings)
+        for point in hparams:
+            point.update(settings)
     metrics = rows({k: v[:m].tolist() for k, v in scalars.items()})
     history = rows({k: v[:m].tolist() for k, v in histories.items()})
     ok = np.ones(m, dtype=bool)

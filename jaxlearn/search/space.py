@@ -307,20 +307,32 @@ def uniforms(bits: np.ndarray) -> np.ndarray:
     return ((bits[..., 0] >> np.uint64(5)) * 2.0**26 + (bits[..., 1] >> np.uint64(6))) / 2.0**53
 
 
+def _bounds(dim: Dimension) -> tuple[float, float]:
+    """``(low, high)`` of a range dimension (every constructor of a range sets both)."""
+    if dim.low is None or dim.high is None:
+        raise ValueError(
+            f"{dim.kind} dimension without bounds (low={dim.low!r}, high={dim.high!r}); make "
+            "ranges with log_uniform, uniform or int_uniform."
+        )
+    return dim.low, dim.high
+
+
 def _draw(dim: Dimension, u: np.ndarray) -> list[Any]:
     if dim.kind == "log_uniform" or dim.kind == "uniform":
-        lo, hi = dim.to_scale(dim.low), dim.to_scale(dim.high)
-        return np.clip(dim.from_scale(lo + u * (hi - lo)), dim.low, dim.high).tolist()
+        low, high = _bounds(dim)
+        lo, hi = dim.to_scale(low), dim.to_scale(high)
+        return np.clip(dim.from_scale(lo + u * (hi - lo)), low, high).tolist()
     if dim.kind == "int_uniform":
-        lo, hi = int(dim.low), int(dim.high)
+        low, high = _bounds(dim)
+        ilo, ihi = int(low), int(high)
         if dim.log:
             # Uniform in log space over [lo - 1/2, hi + 1/2), rounded (half to even): every
             # integer gets the share of the log axis that rounds to it.
-            a, b = np.log10(max(lo - 0.5, 0.5)), np.log10(hi + 0.5)
+            a, b = np.log10(max(ilo - 0.5, 0.5)), np.log10(ihi + 0.5)
             v = np.rint(10.0 ** (a + u * (b - a)))
         else:
-            v = lo + np.floor(u * (hi - lo + 1))
-        return np.clip(v, lo, hi).astype(np.int64).tolist()
+            v = ilo + np.floor(u * (ihi - ilo + 1))
+        return np.clip(v, ilo, ihi).astype(np.int64).tolist()
     idx = np.minimum((u * len(dim.values)).astype(np.int64), len(dim.values) - 1)
     return [dim.values[i] for i in idx.tolist()]
 
@@ -412,7 +424,7 @@ def grid_points(space: Mapping[str, Dimension], points: int = 3) -> list[dict[st
     space = check_space(space, "grid_points")
     if isinstance(points, bool) or not isinstance(points, (int, np.integer)) or points < 2:
         raise ValueError(f"grid_points: `points` must be an int >= 2, got {points!r}.")
-    axes = []
+    axes: list[list[Any]] = []
     for dim in space.values():
         if dim.kind in _RANGES:
             u = np.linspace(dim.to_scale(dim.low), dim.to_scale(dim.high), int(points))

@@ -174,10 +174,11 @@ def coarse_to_fine(
         if isinstance(st, int) and not isinstance(st, bool):
             st = Stage(st)
         elif isinstance(st, Mapping):
+            fields = dict(st)
             try:
-                st = Stage(**st)
+                st = Stage(**fields)
             except TypeError as e:
-                raise ValueError(f"{fn}: stages[{i}] {dict(st)!r} is not a Stage: {e}.") from e
+                raise ValueError(f"{fn}: stages[{i}] {fields!r} is not a Stage: {e}.") from e
         if not isinstance(st, Stage):
             raise ValueError(f"{fn}: stages[{i}] must be a Stage, got {st!r}.")
         parsed.append(st)
@@ -317,7 +318,7 @@ def successive_halving(
     }
     keys_all = trial_keys(k_trials, range(num_trials))
     key_rows = np.asarray(jax.random.key_data(keys_all))
-    opts = {"strategy": strategy, "chunk_size": chunk_size, "devices": devices}
+    opts: dict[str, Any] = {"strategy": strategy, "chunk_size": chunk_size, "devices": devices}
     run_init = population_map(lambda m: init(m["hparams"], m["key"]), **opts)
     run_step = population_map(
         lambda m, e: step(m["hparams"], m["state"], jax.random.fold_in(m["key"], e)), **opts
@@ -326,12 +327,15 @@ def successive_halving(
             "min_epochs": min_epochs, "num_trials": num_trials, "max_epochs": max_epochs}
     study = _open_study(path, metric, mode, space, info)
     states = run_init({"hparams": hp_all, "key": keys_all})
-    alive = np.arange(num_trials)
+    alive: np.ndarray = np.arange(num_trials)
     history: dict[int, dict[str, list[float]]] = {i: {} for i in range(num_trials)}
     epochs_done = 0
     rung = 0
     rungs_path = _rungs_path(path)
-    if rungs_path is not None and os.path.exists(path) and os.path.exists(rungs_path):
+    if (
+        rungs_path is not None and path is not None  # both None or both set
+        and os.path.exists(path) and os.path.exists(rungs_path)
+    ):
         saved = _resume_rungs(fn, rungs_path, study, points, space, states)
         if saved is None:  # the study is finished
             study.trials.sort(key=lambda t: t.number)
@@ -344,7 +348,8 @@ def successive_halving(
         if max_epochs is not None:
             budget = min(budget, max_epochs)
         hp, keys_alive = take((hp_all, keys_all), alive) if rung else (hp_all, keys_all)
-        per_epoch = []  # the rung's metrics stay on the device until its last epoch
+        # The rung's metrics stay on the device until its last epoch.
+        per_epoch: list[Mapping[str, Any]] = []
         for e in range(epochs_done, budget):
             member = {"hparams": hp, "state": states, "key": keys_alive}
             states, metrics = run_step(member, jnp.asarray(e, jnp.uint32))
@@ -358,8 +363,8 @@ def successive_halving(
             for k in host[0]:
                 # (epochs, alive) -> one list of epochs per trial, converted in bulk.
                 rows = np.asarray([m[k] for m in host], dtype=np.float64).T.tolist()
-                for n, row in zip(alive, rows, strict=True):
-                    history[int(n)].setdefault(k, []).extend(row)
+                for n, row in zip(alive.tolist(), rows, strict=True):
+                    history[n].setdefault(k, []).extend(row)
         epochs_done = budget
         last = {int(n): {k: h[-1] for k, h in history[int(n)].items()} for n in alive}
         finite = [int(n) for n in alive if all(math.isfinite(v) for v in last[int(n)].values())]
