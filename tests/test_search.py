@@ -417,6 +417,14 @@ def test_study_table_history_export_and_reload(tmp_path):
     assert json.loads((tmp_path / "s.json").read_text())["metric"] == "val_acc"
 
 
+def test_a_study_without_a_metric_names_its_value_column_value():
+    study = search.Study(None, "max", {"lr": log_uniform(1e-3, 1e-1)},
+                         [search.Trial(0, {"lr": 1e-2}, "complete", 0.9, {"acc": 0.9})])
+    assert study.table().splitlines()[0].split() == ["number", "status", "value", "lr", "acc",
+                                                     "stage"]
+    assert study.to_csv().splitlines()[0].startswith("number,status,value,lr,acc,")
+
+
 def test_plot_uses_a_log_axis_for_log_parameters(tmp_path):
     pytest.importorskip("matplotlib", reason="plots need the plot extra (matplotlib)")
     import matplotlib

@@ -267,9 +267,11 @@ class Study:
 
     def rows(self) -> list[dict[str, Any]]:
         """The table: one flat dict per trial, best first."""
+        # A study made without a metric (before a search learns it) names the column "value".
+        metric = self.metric if self.metric is not None else "value"
         out = []
         for t in self.ranked():
-            row: dict[str, Any] = {"number": t.number, "status": t.status, self.metric: t.value}
+            row: dict[str, Any] = {"number": t.number, "status": t.status, metric: t.value}
             row.update(t.hparams)
             for k, v in t.metrics.items():
                 if k != self.metric:
@@ -375,7 +377,9 @@ class Study:
         axes = fig.subplots(1, len(names), squeeze=False)
 
         def value_of(t: Trial) -> float:
-            return t.value if metric == self.metric else t.metrics.get(metric, math.nan)
+            if metric is None or metric == self.metric:
+                return t.value
+            return t.metrics.get(metric, math.nan)
 
         ok = [t for t in self.trials if t.status != "failed"]
         bad = [t for t in self.trials if t.status == "failed"]
