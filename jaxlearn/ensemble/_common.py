@@ -13,7 +13,7 @@ import numpy as np
 
 from jaxlearn._compat import is_tracer
 from jaxlearn.data import check_dataset
-from jaxlearn.train.fit import _as_key, cached_trainer
+from jaxlearn.train.fit import cached_trainer, read_key
 
 
 def is_key_array(x: Any) -> bool:
@@ -25,7 +25,7 @@ def as_key(fn: str, key: Any, name: str = "key") -> jax.Array:
     """An int seed or a key (typed or raw uint32 pair) as one typed key, as :func:`jaxlearn.fit`
     reads its `key`; errors name `fn` and `name`."""
     try:
-        out = _as_key(key)
+        out = read_key(key)
     except ValueError:
         out = None
     if out is None or out.shape != ():

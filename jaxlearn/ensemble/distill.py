@@ -25,7 +25,7 @@ from jaxlearn.ensemble._common import apply_of, as_key, check_int, check_pairs, 
 from jaxlearn.ensemble.predict import evaluate_ensemble, predict_proba
 from jaxlearn.losses import accuracy, softmax_cross_entropy
 from jaxlearn.train.core import Trainer, TrainState, trainer
-from jaxlearn.train.fit import _num_classes, lru_get
+from jaxlearn.train.fit import lru_get, output_size
 
 __all__ = ["DistillResult", "distill", "distillation_loss", "soft_targets"]
 
@@ -269,7 +269,7 @@ def distill(
         )
     init_key, shuffle_key, _ = jax.random.split(key, 3)
     state = tr.init(init_key, hp or None)
-    out_classes = _num_classes(tr, state.params, x_d)
+    out_classes = output_size(tr, state.params, x_d)
     if out_classes != num_classes:
         raise ValueError(
             f"{fn}: the student predicts {out_classes} classes but the teacher {num_classes}."

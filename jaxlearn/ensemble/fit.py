@@ -47,7 +47,7 @@ from jaxlearn.ensemble.history import EPOCH_FIELDS, STEP_METRICS, EnsembleHistor
 from jaxlearn.optim.averaging import averaged_params, param_average
 from jaxlearn.train import core
 from jaxlearn.train.core import EvalMetrics, StepMetrics, Trainer, TrainState
-from jaxlearn.train.fit import _optimizer_name, activation_stats
+from jaxlearn.train.fit import activation_stats, optimizer_name
 
 __all__ = [
     "EnsembleHistory",
@@ -833,7 +833,7 @@ def fit_ensemble(
     meta = {
         "num_members": n_members, "batch_size": tr.batch_size, "steps_per_epoch": spe,
         "num_train": n_member_train, "num_val": int(np.shape(val[0])[0]) if val else 0,
-        "optimizer": _optimizer_name(tr.optimizer), "monitor": monitor,
+        "optimizer": optimizer_name(tr.optimizer), "monitor": monitor,
         "strategy": plan.strategy, "chunk_size": plan.chunk_size,
         "num_devices": plan.num_devices, "average": average,
         "hparams": [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]

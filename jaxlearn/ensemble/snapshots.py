@@ -21,7 +21,7 @@ from jax import lax
 from jaxlearn.ensemble._common import as_key, build_trainer, check_int, check_pairs, device_data
 from jaxlearn.schedules import cyclic_cosine
 from jaxlearn.train.core import Trainer, TrainState
-from jaxlearn.train.fit import _num_classes
+from jaxlearn.train.fit import output_size
 
 __all__ = ["SnapshotResult", "snapshot_ensemble"]
 
@@ -152,7 +152,7 @@ def snapshot_ensemble(
     tr = _snapshot_trainer(base, e * steps, float(min_fraction))
     init_key, shuffle_key, _ = jax.random.split(key, 3)
     state = tr.init(init_key, hp or None)
-    num_classes = _num_classes(tr, state.params, train[0])
+    num_classes = output_size(tr, state.params, train[0])
     train_d = device_data(train, num_classes, "train")
     val_d = None if val is None else device_data(val, num_classes, "val")
     state, (snaps, losses, lrs, va) = _run(tr, m, e, state, train_d, val_d, shuffle_key)

@@ -206,7 +206,7 @@ def _initial_carry(state: TrainState) -> _Carry:
 _NUM_CLASSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _num_classes(tr: Trainer, params: Any, x: Any) -> int:
+def output_size(tr: Trainer, params: Any, x: Any) -> int:
     """The model's number of outputs, traced once per trainer and input shape."""
     x1 = jax.ShapeDtypeStruct((1, *np.shape(x)[1:]), jnp.result_type(x))
     sig = (x1.shape, str(x1.dtype), jax.tree.structure(params),
@@ -217,7 +217,8 @@ def _num_classes(tr: Trainer, params: Any, x: Any) -> int:
     return cache[sig]
 
 
-def _as_key(key: Any) -> jax.Array:
+def read_key(key: Any) -> jax.Array:
+    """``fit``'s `key`: an int seed, a typed key or a raw ``uint32`` pair, as one typed key."""
     if isinstance(key, (int, np.integer)) and not isinstance(key, bool):
         return jax.random.key(int(key))
     if isinstance(key, jax.Array):
@@ -322,7 +323,9 @@ def _check_pair(name: str, data: Any) -> tuple[jax.Array, jax.Array]:
     return data[0], data[1]
 
 
-def _optimizer_name(opt: Any) -> str:
+def optimizer_name(opt: Any) -> str:
+    """How a History names the Trainer's optimizer: a rule's name, "optax transform", or the
+    object's name."""
     if isinstance(opt, str):
         return opt
     if isinstance(opt, optax.GradientTransformation):
@@ -462,7 +465,7 @@ def fit(
         )
     if resume and checkpoint_dir is None:
         raise ValueError(f"{fn}: resume=True needs `checkpoint_dir`.")
-    key = _as_key(key)
+    key = read_key(key)
 
     hp = dict(hparams or {})
     if learning_rate is not None:
@@ -476,7 +479,7 @@ def fit(
     init_key, shuffle_key, subset_key = _split3(key)
     state = tr.init(init_key, hp or None, params=params)
     # The data once the number of classes is known: shapes, labels' range, finiteness.
-    num_classes = _num_classes(tr, state.params, x_tr) if np.ndim(x_tr) >= 1 else None
+    num_classes = output_size(tr, state.params, x_tr) if np.ndim(x_tr) >= 1 else None
     check_dataset(x_tr, y_tr, num_classes, name="train")
     if val is not None:
         check_dataset(x_va, y_va, num_classes, name="val")
@@ -524,7 +527,7 @@ def fit(
     history = History({
         "batch_size": tr.batch_size, "steps_per_epoch": steps_per_epoch,
         "num_train": n_train, "num_val": int(np.shape(x_va)[0]) if val is not None else 0,
-        "optimizer": _optimizer_name(tr.optimizer),
+        "optimizer": optimizer_name(tr.optimizer),
         "hparams": {k: float(v) for k, v in jax.device_get(state.hparams).items()},
         "monitor": monitor, "best_epoch": None, "best_value": None, "stop_reason": None,
         "first_nonfinite_step": None,
