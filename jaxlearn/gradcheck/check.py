@@ -572,6 +572,7 @@ def _check_one(
             while len(plans) > _PLANS_PER_FUNCTION:
                 plans.pop(next(iter(plans)))
     else:
+        assert plans is not None  # a cached plan came from plans
         plans.move_to_end(key)
     sites, eps, casts, notes = plan.sites, plan.eps, plan.casts, list(plan.notes)
     forward, coords = plan.forward, plan.coords
@@ -781,7 +782,7 @@ def check_grad(
             f"{fn}: `regularization` must be a callable R(params) -> scalar, got "
             f"{regularization!r}."
         )
-    opts = dict(
+    opts: dict[str, Any] = dict(
         num_checks=num_checks,
         h=float(h),
         threshold=float(threshold),

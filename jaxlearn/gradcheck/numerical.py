@@ -183,12 +183,11 @@ def prepare(fn: str, f: Any, params: Any, args: tuple, key: Any, validate: bool 
 
     statics = [None if d else x for x, d in zip(arg_leaves, dynamic, strict=True)]
     with_key = key is not None
+    f_ref: Callable[[], Any]
     try:
         f_ref = weakref.ref(f)
     except TypeError:  # not weak-referable: held strongly
-
-        def f_ref() -> Any:
-            return f
+        f_ref = lambda: f
 
     def call(ls: Sequence[Any], os: Sequence[Any]) -> jax.Array:
         it = iter(os)
@@ -196,6 +195,8 @@ def prepare(fn: str, f: Any, params: Any, args: tuple, key: Any, validate: bool 
         a, k = jax.tree_util.tree_unflatten(arg_def, full)
         p = jax.tree_util.tree_unflatten(treedef, list(ls))
         fun = f_ref()
+        if fun is None:  # a program kept after `f` was collected, traced again
+            raise RuntimeError(f"{fn}: `f` was garbage collected; a check needs it alive.")
         return fun(p, *a, key=k) if with_key else fun(p, *a)
 
     cast = iter(others)
@@ -206,7 +207,7 @@ def prepare(fn: str, f: Any, params: Any, args: tuple, key: Any, validate: bool 
         tuple(
             ("array", tuple(jnp.shape(o)), str(jnp.result_type(o))) if d else ("static", type(x), x)
             for x, d in zip(arg_leaves, dynamic, strict=True)
-            for o in [next(cast) if d else None]
+            for o in [next(cast) if d else x]  # o: the array passed (unused when static)
         ),
         with_key,
     )

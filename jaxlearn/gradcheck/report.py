@@ -154,12 +154,12 @@ class LeafCheck:
     @property
     def failing(self) -> list[tuple[int, ...] | int]:
         """Indices of the failing coordinates."""
-        return [self.location(j) for j in np.flatnonzero(self.status == FAIL)]
+        return [self.location(j) for j in np.flatnonzero(self.status == FAIL).tolist()]
 
     @property
     def kinked(self) -> list[tuple[int, ...] | int]:
         """Indices of the coordinates that crossed a kink."""
-        return [self.location(j) for j in np.flatnonzero(self.status == KINK)]
+        return [self.location(j) for j in np.flatnonzero(self.status == KINK).tolist()]
 
     @property
     def verdict(self) -> str:
