@@ -9,7 +9,7 @@ rather than a plausible number, and you should check your data once outside ``ji
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
@@ -152,7 +152,7 @@ def _penalized_leaves(
     leaves, treedef = jax.tree_util.tree_flatten_with_path(params)
     if mask is not None:
         mask_leaves, mask_def = jax.tree_util.tree_flatten(mask)
-        if mask_def != treedef:
+        if mask_def != treedef:  # type: ignore[operator]  # jaxlib ships PyTreeDef unstubbed
             raise ValueError(
                 f"{fn}: `mask` must have the structure of `params` with one boolean per leaf; "
                 f"params have {treedef}, mask has {mask_def}."
@@ -202,7 +202,8 @@ def l2_penalty(params: Any, *, exclude_biases: bool = True, mask: Any | None = N
     leaves = _penalized_leaves(params, exclude_biases, mask, "l2_penalty")
     if not leaves:
         return jnp.zeros(())
-    return 0.5 * sum(jnp.sum(jnp.square(w)) for w in leaves)
+    # sum() of a non-empty list of arrays is an array; its stub adds the type of its start, 0.
+    return cast(jax.Array, 0.5 * sum(jnp.sum(jnp.square(w)) for w in leaves))
 
 
 def l1_penalty(params: Any, *, exclude_biases: bool = True, mask: Any | None = None) -> jax.Array:
@@ -220,7 +221,7 @@ def l1_penalty(params: Any, *, exclude_biases: bool = True, mask: Any | None = N
     leaves = _penalized_leaves(params, exclude_biases, mask, "l1_penalty")
     if not leaves:
         return jnp.zeros(())
-    return sum(jnp.sum(jnp.abs(w)) for w in leaves)
+    return cast(jax.Array, sum(jnp.sum(jnp.abs(w)) for w in leaves))
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:

@@ -170,14 +170,15 @@ def transform(rule: Rule, hparams: Mapping[str, Hyper]) -> optax.GradientTransfo
         ]
         return rule.state(*slot_trees, jnp.zeros([], jnp.int32))
 
-    def update_fn(updates: Any, state: NamedTuple, params: Any = None, **extra: Any):
+    # `state` is a `rule.state`: its fields (the rule's slots, then t) are known at run time.
+    def update_fn(updates: Any, state: Any, params: Any = None, **extra: Any):
         del params, extra
         _check_float_leaves(updates, "gradient", rule.name)
         g_leaves, treedef = jax.tree.flatten(updates)
         slot_leaves = []
         for name in rule.slots:
             tree = getattr(state, name)
-            if jax.tree.structure(tree) != treedef:
+            if jax.tree.structure(tree) != treedef:  # type: ignore[operator]  # PyTreeDef unstubbed
                 raise ValueError(
                     f"{rule.name}: the gradients' tree does not match the state's `{name}` "
                     f"(made by init from the params): {_first_difference(tree, updates)}."
@@ -189,7 +190,8 @@ def transform(rule: Rule, hparams: Mapping[str, Hyper]) -> optax.GradientTransfo
         # Hyperparameters are cast once per compute dtype, not once per leaf.
         scalars: dict[jnp.dtype, tuple[dict[str, jax.Array], jax.Array]] = {}
         run = _leaf_kernel(rule.kernel)
-        out_u, out_slots = [], [[] for _ in rule.slots]
+        out_u: list[jax.Array] = []
+        out_slots: list[list[jax.Array]] = [[] for _ in rule.slots]
         for i, g in enumerate(g_leaves):
             cdt = compute_dtype(g.dtype)
             if cdt not in scalars:

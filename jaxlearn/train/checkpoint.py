@@ -183,7 +183,9 @@ def _prepare(
 def _write(
     path: str | os.PathLike, arrays: Mapping[str, np.ndarray], sync_dir: bool = True
 ) -> None:
-    atomic_write(path, lambda f: np.savez(f, **arrays), sync_dir)
+    # No key is "allow_pickle" (they are "leaf/<i>", "history/<name>" and the header), which
+    # numpy's stub cannot know of a ** mapping.
+    atomic_write(path, lambda f: np.savez(f, **arrays), sync_dir)  # type: ignore[arg-type]
 
 
 def save_checkpoint(

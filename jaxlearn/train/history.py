@@ -79,7 +79,7 @@ class History:
     # ------------------------------------------------------------------ recording
 
     def _add(self, name: str, values: Any) -> None:
-        arr = np.asarray(values, dtype=_DTYPES.get(name.split("/")[0], np.float64))
+        arr: np.ndarray = np.asarray(values, dtype=_DTYPES.get(name.split("/")[0], np.float64))
         self._chunks.setdefault(name, []).append(np.atleast_1d(arr))
         self._cache.pop(name, None)
 
