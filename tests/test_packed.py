@@ -288,6 +288,21 @@ def test_leaves_above_max_leaf_size_keep_buffers_of_their_own_with_free_views():
         jaxlearn.pack(tree, max_leaf_size="big")
 
 
+def test_auto_max_leaf_size_takes_each_dtypes_threshold():
+    # A bfloat16 leaf moves half the bytes of a float32 one, so its threshold is twice as
+    # high: at a size between the two, "auto" packs the bfloat16 leaf with its neighbour
+    # and gives the float32 one a buffer of its own, as should_pack assumes.
+    f32 = jaxlearn.packing_threshold(dtype=jnp.float32)
+    assert jaxlearn.packing_threshold(dtype=jnp.bfloat16) == 2 * f32
+    n = f32 + f32 // 2
+    tree = {"a": jnp.ones(n), "b": jnp.ones(8), "c": jnp.ones(n, jnp.bfloat16),
+            "d": jnp.ones(8, jnp.bfloat16)}
+    packed = jaxlearn.pack(tree, max_leaf_size="auto")
+    assert sorted((str(b.dtype), b.shape[0]) for b in packed.buffers) == sorted(
+        [("float32", n), ("float32", 8), ("bfloat16", n + 8)])
+    _assert_same_tree(packed.unpack(), tree)
+
+
 def test_leaves_on_different_shardings_go_to_different_buffers():
     # Two host devices need a fresh process (the flag is read when jax starts).
     code = textwrap.dedent(

@@ -255,7 +255,7 @@ def _layout_for(
     treedef: Any,
     batch_ndim: int,
     group: Callable[[Any], Hashable] | None,
-    max_leaf_size: int | None,
+    max_leaf_size: int | Callable[[np.dtype], int] | None,
 ) -> Layout:
     keys: list[Hashable] = []
     dtypes: list[np.dtype] = []
@@ -267,7 +267,8 @@ def _layout_for(
         shape = tuple(int(d) for d in jnp.shape(leaf)[batch_ndim:])
         size = math.prod(shape)
         key = group(leaf) if group is not None else _sharding_key(leaf)
-        if max_leaf_size is not None and size > max_leaf_size:
+        limit = max_leaf_size(dtype) if callable(max_leaf_size) else max_leaf_size
+        if limit is not None and size > limit:
             key = (_OWN, len(leaves), key)  # a buffer of its own: a view with no copy
         gkey = (dtype, key)
         if gkey not in index:
@@ -310,9 +311,9 @@ def pack(
       than one device (so a buffer never mixes placements), else None.
     - `max_leaf_size`: leaves with more elements than this get a buffer of their own,
       whole, so their view and their gradient cost no copy; ``"auto"`` takes
-      :func:`packing_threshold` for the default backend (what a training step should
-      use); None (the default) packs every leaf (best when nothing reads the view, as
-      in an update alone).
+      :func:`packing_threshold` for the default backend and each leaf's dtype (what a
+      training step should use, and what :func:`should_pack` assumes); None (the default)
+      packs every leaf (best when nothing reads the view, as in an update alone).
 
     **Returns:** a :class:`Packed`; ``pack(tree).unpack()`` equals ``tree``.
 
@@ -329,11 +330,16 @@ def pack(
         raise ValueError(f"pack: `batch_ndim` must be an int >= 0, got {batch_ndim!r}.")
     if isinstance(tree, Packed):
         raise ValueError("pack: `tree` is already a Packed; call `.unpack()` first to repack.")
+    limit: int | Callable[[np.dtype], int] | None
     if isinstance(max_leaf_size, str) and max_leaf_size == "auto":
-        max_leaf_size = packing_threshold()
-    elif max_leaf_size is not None and (
-        isinstance(max_leaf_size, bool) or not isinstance(max_leaf_size, int) or max_leaf_size < 0
+        platform = _platform("pack", None)
+        limit = lambda dtype: packing_threshold(platform, dtype)
+    elif max_leaf_size is None or (
+        isinstance(max_leaf_size, int) and not isinstance(max_leaf_size, bool)
+        and max_leaf_size >= 0
     ):
+        limit = max_leaf_size
+    else:
         raise ValueError(
             f"pack: `max_leaf_size` must be None, 'auto' or an int >= 0, got {max_leaf_size!r}."
         )
@@ -349,7 +355,7 @@ def pack(
             raise ValueError(f"pack: `like` must be a Packed or a Layout, got {type(like)}.")
         _check_like(flat, treedef, layout, batch_ndim)
     else:
-        layout = _layout_for(flat, treedef, batch_ndim, group, max_leaf_size)
+        layout = _layout_for(flat, treedef, batch_ndim, group, limit)
     pieces: list[list[Any]] = [[] for _ in layout.sizes]
     for (_, leaf), where in zip(flat, layout.leaves, strict=True):
         dtype = layout.dtypes[where.group]
