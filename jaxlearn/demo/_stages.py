@@ -124,13 +124,13 @@ def stage_gradcheck(run: Run) -> dict[str, Any]:
     state = tr.init(jax.random.fold_in(run.key(2), 0))
     idx = jaxlearn.batch_indices(jax.random.fold_in(run.key(2), 1), int(x.shape[0]),
                                  s.batch_size)
-    losses = []
+    step_losses: list[jax.Array] = []
     for i in range(s.burn_in_steps):
         b = idx[i % idx.shape[0]]
         state, m = tr.jit_step(state, (x[b], y[b]))
-        losses.append(m.loss)  # read back once, after the loop
+        step_losses.append(m.loss)  # read back once, after the loop
         bar.update(1)
-    losses = [float(v) for v in jax.device_get(losses)]
+    losses = [float(v) for v in jax.device_get(step_losses)]
     params = state.params
     k = min(s.gradcheck_examples, int(x.shape[0]))
     xs, ys = x[:k], y[:k]
@@ -148,7 +148,7 @@ def stage_gradcheck(run: Run) -> dict[str, Any]:
                                      retry_kinks=1)
     bar.update(1)
     bar.close()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for r in report.rows:
         rows.append({
             "part": r.part, "leaf": _leaf(r.path), "checked": r.checked, "size": r.size,
@@ -313,6 +313,12 @@ def _make_objective(run: Run, rule: str) -> Callable[..., dict[str, jax.Array]]:
     return objective
 
 
+def _bounds(d: search.Dimension) -> tuple[float, float]:
+    # The demo searches log_uniform ranges only (narrowed ones too): both bounds are set.
+    assert d.low is not None and d.high is not None
+    return float(d.low), float(d.high)
+
+
 def _trial_dict(t: search.Trial) -> dict[str, Any]:
     return {"number": t.number, "learning_rate": float(t.hparams["learning_rate"]),
             "l2": float(t.hparams["l2"]), "status": t.status, "val_acc": _num(t.value),
@@ -352,7 +358,7 @@ def stage_search(run: Run) -> dict[str, Any]:
             "stage": i,
             "num_trials": len(st.trials),
             "epochs": s.search_stages[i - 1][1],
-            "ranges": {n: [float(d.low), float(d.high)] for n, d in sp.items()},
+            "ranges": {n: list(_bounds(d)) for n, d in sp.items()},
             "failed": len(st.failed),
             "failure_reasons": sorted({t.reason for t in st.failed if t.reason})[:3],
             "best": _trial_dict(ok[0]) if ok else None,
@@ -365,8 +371,8 @@ def stage_search(run: Run) -> dict[str, Any]:
     return {
         "rule": rule,
         "metric": "val_acc",
-        "space": {n: {"low": float(d.low), "high": float(d.high), "log": bool(d.log)}
-                  for n, d in space.items()},
+        "space": {n: {"low": lo, "high": hi, "log": bool(d.log)}
+                  for n, d in space.items() for lo, hi in [_bounds(d)]},
         "stages": out_stages,
         "best": _trial_dict(best),
         "notes": [n for n in notes if not n.startswith("BorderWarning")],

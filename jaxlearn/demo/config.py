@@ -8,6 +8,7 @@ import datetime
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 __all__ = ["DATASETS", "RULES", "DemoConfig", "DemoError", "Settings", "check_out",
            "new_run_dir", "settings_for"]
@@ -143,7 +144,7 @@ def settings_for(quick: bool) -> Settings:
         >>> settings_for(False).search_stages, settings_for(True).search_stages
         (((32, 1), (16, 5)), ((12, 1), (8, 5)))
     """
-    common = dict(
+    common: dict[str, Any] = dict(
         hidden=(100,), batch_size=64, burn_in_steps=20, burn_in_learning_rate=0.1,
         gradcheck_l2=1e-3, sanity_examples=200, overfit_examples=20,
         rule_learning_rates=dict(_RULE_LR), search_lr=(1e-5, 1.0), search_l2=(1e-6, 1.0),
