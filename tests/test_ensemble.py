@@ -246,8 +246,12 @@ def test_member_indices_give_each_member_its_own_training_subset(counted):
                      learning_rate=0.3, train_eval_size=0)
     for i in range(2):
         single = jaxlearn.fit(tr, (x[idx[i]], y[idx[i]]), hparams={"learning_rate": 0.3},
-                              num_epochs=2, key=i, progress=False)
+                              num_epochs=2, key=i, progress=False, train_eval_size=0)
         np.testing.assert_allclose(r.params["W1"][i], single.params["W1"], rtol=1e-5, atol=1e-6)
+        # Without a training subset both record the epoch's running means.
+        np.testing.assert_allclose(r.history.train_loss[i], single.history.train_loss,
+                                   rtol=1e-5)
+        np.testing.assert_allclose(r.history.train_accuracy[i], single.history.train_accuracy)
     assert r.history.loss.shape == (2, 12)
     assert r.history.meta["num_train"] == 48
     # One epoch per call (Python between calls) is the same run, its history joined.

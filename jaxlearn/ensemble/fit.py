@@ -47,7 +47,7 @@ from jaxlearn.ensemble.history import EPOCH_FIELDS, STEP_METRICS, EnsembleHistor
 from jaxlearn.optim.averaging import averaged_params, param_average
 from jaxlearn.train import core
 from jaxlearn.train.core import EvalMetrics, StepMetrics, Trainer, TrainState
-from jaxlearn.train.fit import activation_stats, optimizer_name
+from jaxlearn.train.fit import MONITORS, activation_stats, evaluated_epoch, optimizer_name
 
 __all__ = [
     "EnsembleHistory",
@@ -59,8 +59,6 @@ __all__ = [
     "init_members",
 ]
 
-_MONITORS = {"val_accuracy": True, "val_loss": False, "train_accuracy": True,
-             "train_loss": False}
 _STRATEGIES = ("auto", "measure", "vmap", "chunked", "sequential")
 
 # Member programs are built once per (Trainer, configuration) and kept while the Trainer
@@ -361,7 +359,6 @@ def _epochs_program(
 
     def make() -> Callable[..., Any]:
         monitor = cfg.monitor
-        maximize = _MONITORS.get(monitor or "", True)
 
         def run(member: Any, train: Any, val: Any) -> Any:
             carry, const = member
@@ -392,35 +389,21 @@ def _epochs_program(
 
             def epoch(c: Any, j: jax.Array) -> Any:
                 state, best_params, best_score = c
-                state, sm = tr.train_epoch(
-                    state, (x, y), jax.random.fold_in(shuffle_key, epoch0 + j)
+                # Without the finite flag recorded, the loss alone judges the epoch.
+                e = evaluated_epoch(
+                    tr, state, (x, y), jax.random.fold_in(shuffle_key, epoch0 + j),
+                    train_eval=train_eval, val=val if cfg.has_val else None,
+                    act_x=act_x if cfg.act_size else None, monitor=monitor,
+                    best_params=best_params, best_score=best_score, min_delta=cfg.min_delta,
+                    finite_by_loss="finite" not in cfg.step_fields,
                 )
-                te = tr.evaluate(state.params, train_eval) if cfg.eval_size else EvalMetrics(
-                    nan, nan)
-                ve = tr.evaluate(state.params, val) if cfg.has_val else EvalMetrics(nan, nan)
-                if monitor is None:
-                    improved = jnp.zeros((), bool)
-                else:
-                    which, metric = monitor.split("_")
-                    value = getattr(te if which == "train" else ve, metric)
-                    score = value if maximize else -value
-                    # Without the finite flag recorded, the loss alone judges the epoch.
-                    finite = sm.finite if "finite" in cfg.step_fields else jnp.isfinite(sm.loss)
-                    improved = jnp.all(finite) & jnp.isfinite(score) & (
-                        score > best_score + cfg.min_delta
-                    )
-                    best_params = jax.tree.map(
-                        functools.partial(jnp.where, improved), state.params, best_params
-                    )
-                    best_score = jnp.where(improved, score, best_score)
-                acts = (activation_stats(tr.activations(state.params, act_x))
-                        if cfg.act_size else {})
-                per_epoch = [te.loss, te.accuracy, ve.loss, ve.accuracy, improved]
-                per_epoch += [acts[layer][stat] for layer in sorted(acts)
-                              for stat in sorted(acts[layer])]  # as _model_info lists them
+                te, ve = e.train, e.val
+                per_epoch = [te.loss, te.accuracy, ve.loss, ve.accuracy, e.improved]
+                per_epoch += [e.activations[layer][stat] for layer in sorted(e.activations)
+                              for stat in sorted(e.activations[layer])]  # as _model_info
                 packed = jnp.stack([v.astype(jnp.float32) for v in per_epoch])
-                return (state, best_params, best_score), (
-                    _step_columns(sm, cfg.step_fields), packed)
+                return (e.state, e.best_params, e.best_score), (
+                    _step_columns(e.steps, cfg.step_fields), packed)
 
             carry, (steps, epochs) = lax.scan(
                 epoch, carry, jnp.arange(num_epochs, dtype=jnp.int32))
@@ -596,8 +579,10 @@ def fit_ensemble(
     - `keys`: instead, one int seed or ``jax.random`` key per member (or a stacked array).
     - `loss`, `optimizer`, `batch_size`, `schedule`, `schedule_unit`, `monitor`,
       `min_delta`, `train_eval_size`, `activation_size`: as :func:`jaxlearn.fit`
-      (``train_eval_size=0`` skips the training-subset evaluation, ``activation_size=0``
-      the activation statistics).
+      (``train_eval_size=0`` records the epoch's running means instead of evaluating a
+      training subset, ``activation_size=0`` skips the activation statistics), except
+      that without `val` and with ``train_eval_size=0`` nothing is monitored unless you
+      name a metric (no best params are carried: ``best_params`` are the last).
     - `step_metrics`: the per-step records to keep, among ``"loss"`` (always kept),
       ``"batch_accuracy"``, ``"learning_rate"``, ``"finite"`` (always kept when the Trainer
       skips non-finite steps: it decides them) and ``"update_ratio"`` (when the Trainer
@@ -674,12 +659,10 @@ def fit_ensemble(
     if monitor is None:
         monitor = ("val_accuracy" if val is not None
                    else "train_accuracy" if train_eval_size > 0 else None)
-    elif monitor not in _MONITORS:
-        raise ValueError(f"{fn}: `monitor` must be one of {sorted(_MONITORS)}, got {monitor!r}.")
+    elif monitor not in MONITORS:
+        raise ValueError(f"{fn}: `monitor` must be one of {sorted(MONITORS)}, got {monitor!r}.")
     elif monitor.startswith("val") and val is None:
         raise ValueError(f"{fn}: monitor={monitor!r} needs validation data; pass `val`.")
-    elif monitor.startswith("train") and train_eval_size == 0:
-        raise ValueError(f"{fn}: monitor={monitor!r} needs train_eval_size >= 1.")
 
     n_members, seeds, key_data, impl = member_ids(fn, num_members, keys)
     hp_in: Any = hparams

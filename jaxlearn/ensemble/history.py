@@ -29,7 +29,8 @@ class EnsembleHistory(NamedTuple):
     Per step (``(N, steps)``): ``loss``, ``batch_accuracy``, ``learning_rate``, ``finite`` and
     ``update_ratio[leaf]`` (a metric left out of ``step_metrics`` has shape ``(N, 0)``). Per
     epoch (``(N, epochs)``): ``train_loss``, ``train_accuracy`` (each member's fixed
-    training subset), ``val_loss``, ``val_accuracy`` (NaN where not evaluated) and
+    training subset, or with ``train_eval_size=0`` the epoch's running means),
+    ``val_loss``, ``val_accuracy`` (NaN where not evaluated) and
     ``activations[layer][stat]`` (hidden-unit statistics, :func:`jaxlearn.activation_stats`);
     ``epoch_step`` (``(epochs,)``) is the update count at each epoch's end. ``best_epoch``
     (``(N,)``) is each member's epoch with the best monitored metric (0: none). ``meta``

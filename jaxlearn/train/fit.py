@@ -30,6 +30,7 @@ from jaxlearn.schedules import per_epoch
 from jaxlearn.train.checkpoint import Checkpointer
 from jaxlearn.train.core import (
     EvalMetrics,
+    StepMetrics,
     Trainer,
     TrainState,
     _all_finite,
@@ -40,8 +41,9 @@ from jaxlearn.train.history import History
 
 __all__ = ["FitResult", "fit", "activation_stats", "cached_trainer"]
 
-_MONITORS = {"val_accuracy": True, "val_loss": False, "train_accuracy": True,
-             "train_loss": False}
+# The metrics a run can keep its best params by, and whether higher is better.
+MONITORS = {"val_accuracy": True, "val_loss": False, "train_accuracy": True,
+            "train_loss": False}
 _FINAL_STOPS = ("early_stopping", "nonfinite")
 
 
@@ -105,6 +107,59 @@ def activation_stats(activations: list[jax.Array]) -> dict[str, dict[str, jax.Ar
     return out
 
 
+class EpochOutcome(NamedTuple):
+    """One epoch of a run as :func:`evaluated_epoch` returns it."""
+
+    state: TrainState
+    steps: StepMetrics  # per step, stacked
+    train: EvalMetrics  # the training subset's, or the epoch's running means
+    val: EvalMetrics  # NaN without validation data
+    activations: dict[str, dict[str, jax.Array]]  # empty without activation inputs
+    all_finite: jax.Array  # no step of the epoch was non-finite
+    improved: jax.Array  # the monitored metric beat the best by more than min_delta
+    best_params: Any
+    best_score: jax.Array  # the monitored metric, negated for losses: higher is better
+
+
+def evaluated_epoch(
+    tr: Trainer, state: TrainState, train: Any, shuffle_key: jax.Array, *,
+    train_eval: Any, val: Any, act_x: Any, monitor: str | None, best_params: Any,
+    best_score: jax.Array, min_delta: Any, finite_by_loss: bool = False,
+    nonfinite: str | None = None,
+) -> EpochOutcome:
+    """One epoch of training, then what :func:`fit` and ``fit_ensemble`` record after it.
+
+    The epoch is :meth:`Trainer.train_epoch` with `shuffle_key`; then the training subset
+    `train_eval` is evaluated (None: the epoch's running means of the minibatches' loss and
+    accuracy, as Keras reports them), the validation pair `val` (None: NaN), the hidden
+    activations of `act_x` (None: none), and the best params move to the new params when
+    every step was finite and the `monitor` metric (None: never) improved by more than
+    `min_delta`. `finite_by_loss` judges the steps by their loss alone (when the per-step
+    finite flag is not otherwise needed, it costs nothing); `nonfinite` is passed to
+    :meth:`Trainer.train_epoch`.
+    """
+    kw = {} if nonfinite is None else {"nonfinite": nonfinite}
+    state, m = tr.train_epoch(state, train, shuffle_key, **kw)
+    nan = jnp.full((), jnp.nan, jnp.float32)
+    if train_eval is None:
+        te = EvalMetrics(jnp.mean(m.loss).astype(jnp.float32), jnp.mean(m.accuracy))
+    else:
+        te = tr.evaluate(state.params, train_eval)
+    ve = tr.evaluate(state.params, val) if val is not None else EvalMetrics(nan, nan)
+    all_finite = jnp.all(jnp.isfinite(m.loss) if finite_by_loss else m.finite)
+    improved = jnp.zeros((), bool)
+    if monitor is not None:
+        which, metric = monitor.split("_")
+        value = getattr(te if which == "train" else ve, metric)
+        score = value if MONITORS[monitor] else -value
+        improved = all_finite & jnp.isfinite(score) & (score > best_score + min_delta)
+        best_params = jax.tree.map(functools.partial(jnp.where, improved), state.params,
+                                   best_params)
+        best_score = jnp.where(improved, score, best_score)
+    acts = {} if act_x is None else activation_stats(tr.activations(state.params, act_x))
+    return EpochOutcome(state, m, te, ve, acts, all_finite, improved, best_params, best_score)
+
+
 _NO_STOP, _EARLY_STOP, _NONFINITE_STOP = 0, 1, 2
 
 
@@ -126,35 +181,20 @@ def _fit_chunk(
     *, tr: Trainer, monitor: str, epochs_per_call: int, stop_on_nonfinite: bool,
 ) -> tuple[_Carry, tuple[Any, ...]]:
     """Up to ``epochs_per_call`` epochs in one program, ending early when the run stops."""
-    nan = jnp.full((), jnp.nan, jnp.float32)
-    which, metric = monitor.split("_")
 
     def run(c: _Carry, epoch: jax.Array) -> tuple[_Carry, tuple[Any, ...]]:
         # "epoch": no per-step select; an epoch with a non-finite step runs again, guarded.
-        state, m = tr.train_epoch(c.state, train, jax.random.fold_in(shuffle_key, epoch),
-                                  nonfinite="epoch")
-        if train_eval is None:  # the epoch's running means, as Keras reports them
-            te = EvalMetrics(jnp.mean(m.loss).astype(jnp.float32), jnp.mean(m.accuracy))
-        else:
-            te = tr.evaluate(state.params, train_eval)
-        ve = tr.evaluate(state.params, val) if val is not None else EvalMetrics(nan, nan)
-        value = getattr(te if which == "train" else ve, metric)
-        score = value if _MONITORS[monitor] else -value
-        all_finite = jnp.all(m.finite)
-        improved = all_finite & jnp.isfinite(score) & (score > c.best_score + min_delta)
-        best_params = jax.tree.map(
-            functools.partial(jnp.where, improved), state.params, c.best_params
+        e = evaluated_epoch(
+            tr, c.state, train, jax.random.fold_in(shuffle_key, epoch), train_eval=train_eval,
+            val=val, act_x=act_x, monitor=monitor, best_params=c.best_params,
+            best_score=c.best_score, min_delta=min_delta, nonfinite="epoch",
         )
-        bad = jnp.where(improved, 0, c.bad_epochs + 1)
+        bad = jnp.where(e.improved, 0, c.bad_epochs + 1)
         stop = jnp.where((patience > 0) & (bad >= patience), _EARLY_STOP, _NO_STOP)
         if stop_on_nonfinite:
-            stop = jnp.where(all_finite, stop, _NONFINITE_STOP)
-        acts = {}
-        if act_x is not None:
-            acts = activation_stats(tr.activations(state.params, act_x))
-        new = _Carry(state, best_params, jnp.where(improved, score, c.best_score), bad,
-                     stop.astype(jnp.int32))
-        return new, (m, te, ve, acts, improved)
+            stop = jnp.where(e.all_finite, stop, _NONFINITE_STOP)
+        new = _Carry(e.state, e.best_params, e.best_score, bad, stop.astype(jnp.int32))
+        return new, (e.steps, e.train, e.val, e.activations, e.improved)
 
     # A while loop, not a scan with a cond inside: it ends as soon as the run stops or the
     # epochs are done (no wasted epochs), and a cond around the epoch would make XLA copy
@@ -456,8 +496,8 @@ def fit(
         raise ValueError(f"{fn}: `on_nonfinite` must be 'stop' or 'skip', got {on_nonfinite!r}.")
     if monitor is None:
         monitor = "val_accuracy" if val is not None else "train_accuracy"
-    if monitor not in _MONITORS:
-        raise ValueError(f"{fn}: `monitor` must be one of {sorted(_MONITORS)}, got {monitor!r}.")
+    if monitor not in MONITORS:
+        raise ValueError(f"{fn}: `monitor` must be one of {sorted(MONITORS)}, got {monitor!r}.")
     if monitor.startswith("val") and val is None:
         raise ValueError(
             f"{fn}: monitor={monitor!r} needs validation data; pass `val` or monitor "
