@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal, overload
 
 import numpy as np
+
+
+@overload
+def positive_int(fn: str, name: str, value: Any, allow_none: Literal[False] = False,
+                 none_means: str = "") -> int: ...
+
+
+@overload
+def positive_int(fn: str, name: str, value: Any, allow_none: bool,
+                 none_means: str = "") -> int | None: ...
 
 
 def positive_int(fn: str, name: str, value: Any, allow_none: bool = False,

@@ -282,8 +282,8 @@ def population_size(members: Any, fn: str = "population_size") -> int:
     leaves = jax.tree_util.tree_flatten_with_path(members)[0]
     if not leaves:
         raise ValueError(f"{fn}: `members` has no array leaves; expected a pytree of arrays.")
-    n = None
-    first = None
+    n: int | None = None
+    first: tuple[Any, ...] = ()
     for path, leaf in leaves:
         shape = np.shape(leaf)
         if not hasattr(leaf, "shape") or len(shape) == 0:
@@ -293,15 +293,15 @@ def population_size(members: Any, fn: str = "population_size") -> int:
                 "members' values into an array first."
             )
         if n is None:
-            n, first = shape[0], path
+            n, first = int(shape[0]), path
         elif shape[0] != n:
             raise ValueError(
                 f"{fn}: all leaves of `members` must share the leading size; leaf "
                 f"{path_str(first)} has {n} members but {path_str(path)} has {shape[0]}."
             )
-    if n == 0:
+    if not n:
         raise ValueError(f"{fn}: the population is empty (leading size 0).")
-    return int(n)
+    return n
 
 
 def _is_key(x: Any) -> bool:
@@ -417,7 +417,8 @@ class PopulationFn:
             )
         return cached  # type: ignore[return-value]
 
-    def _program(self, plan: Plan, impls: tuple[Any, ...], treedef: Any) -> Callable[..., Any]:
+    def _program(self, plan: Plan, impls: tuple[Any, ...], treedef: Any) -> Any:
+        """The jitted program of ``plan`` (kept with ``fn``: built once per plan)."""
         cut = None
         if plan.padded_size != plan.population_size and not self.keep_padding:
             cut = plan.population_size
@@ -648,8 +649,8 @@ def measure_strategies(
     candidates: list[tuple[str, str, int | None]] = [("vmap", "vmap", None)]
     candidates.append(("sequential", "sequential", None))
     per = population_map(fn, devices=devices).plan(members).per_device
-    for c in chunk_sizes:
-        c = _check_chunk("measure_strategies", c)
+    for size in chunk_sizes:
+        c = _check_chunk("measure_strategies", size)
         if c is not None and c < per:
             candidates.append((f"chunked:{c}", "chunked", c))
     out: dict[str, dict[str, float]] = {}

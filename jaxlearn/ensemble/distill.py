@@ -48,8 +48,8 @@ def distillation_loss(
     teacher_probs: jax.Array,
     labels: jax.Array | None = None,
     *,
-    temperature: float = 4.0,
-    hard_weight: float = 0.1,
+    temperature: float | jax.Array = 4.0,
+    hard_weight: float | jax.Array = 0.1,
 ) -> jax.Array:
     """The distillation loss: soft targets at temperature T (scaled by T**2) + a little hard loss.
 

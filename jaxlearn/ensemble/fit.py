@@ -46,7 +46,7 @@ from jaxlearn.ensemble._common import (
 from jaxlearn.ensemble.history import EPOCH_FIELDS, STEP_METRICS, EnsembleHistory, assemble
 from jaxlearn.optim.averaging import averaged_params, param_average
 from jaxlearn.train import core
-from jaxlearn.train.core import EvalMetrics, StepMetrics, Trainer, TrainState
+from jaxlearn.train.core import StepMetrics, Trainer, TrainState
 from jaxlearn.train.fit import MONITORS, activation_stats, evaluated_epoch, optimizer_name
 
 __all__ = [
@@ -378,7 +378,6 @@ def _epochs_program(
             x, y = train
             if cfg.has_indices:
                 x, y = x[const["indices"]], y[const["indices"]]
-            nan = jnp.full((), jnp.nan, jnp.float32)
             train_eval = None
             if cfg.eval_size:
                 sub = jax.random.permutation(subset_key, x.shape[0])[:cfg.eval_size]
@@ -441,9 +440,9 @@ def _model_info(tr: Trainer, feature: tuple[tuple[int, ...], str],
         x1 = jax.ShapeDtypeStruct((1, *feature[0]), feature[1])
         out = jax.eval_shape(lambda p, x: tr.apply(p, x), params, x1)
         fields: tuple[str, ...] = ()
-        if tr.activations is not None:
-            stats = jax.eval_shape(lambda p, x: activation_stats(tr.activations(p, x)),
-                                   params, x1)
+        acts_of = tr.activations
+        if acts_of is not None:
+            stats = jax.eval_shape(lambda p, x: activation_stats(acts_of(p, x)), params, x1)
             fields = tuple(f"activations/{layer}/{stat}" for layer in sorted(stats)
                            for stat in sorted(stats[layer]))
         shapes = dict(zip(core.leaf_names(params), (list(p.shape) for p in jax.tree.leaves(params)),
@@ -806,10 +805,11 @@ def fit_ensemble(
     states = states._replace(key=run_keys)
 
     # Non-finite steps: by the finite flag where recorded, else by the loss.
-    ok = history.finite if history.finite.shape[1] else np.isfinite(history.loss)
+    ok = np.asarray(history.finite if history.finite.shape[1] else np.isfinite(history.loss))
     first = np.argmin(ok, axis=1) if ok.shape[1] else np.zeros(n_members, np.int64)
-    first_bad = [int(f) if bad else None
-                 for f, bad in zip(first.tolist(), (~ok.all(axis=1)).tolist(), strict=True)]
+    all_ok: list[bool] = np.all(ok, axis=1).tolist()
+    first_bad = [None if fine else int(f)
+                 for f, fine in zip(first.tolist(), all_ok, strict=True)]
     names = [*tr.hparams, *(k for k in hp if k not in tr.hparams)]
     columns = [np.broadcast_to(np.asarray(hp.get(k, tr.hparams.get(k)), np.float64),
                                (n_members,)).tolist() for k in names]

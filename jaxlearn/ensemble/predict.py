@@ -86,7 +86,7 @@ def stack_members(params_list: Sequence[Any]) -> Any:
         )
     first = jax.tree.structure(params_list[0])
     for i, p in enumerate(params_list):
-        if jax.tree.structure(p) != first:
+        if jax.tree.structure(p) != first:  # type: ignore[operator]  # PyTreeDef unstubbed
             raise ValueError(
                 f"stack_members: member {i} has the structure {jax.tree.structure(p)}, member 0 "
                 f"has {first}; members must share one structure."

@@ -446,6 +446,7 @@ class Trainer:
         def impl(key: jax.Array, hp: dict[str, jax.Array], params: Params) -> TrainState:
             init_key, run_key = jax.random.split(key)
             if params is None:
+                assert self.init_params is not None  # checked by init
                 params = self.init_params(init_key)
             opt_state = self.make_optimizer(hp).init(params)
             return TrainState(params, opt_state, jnp.zeros((), jnp.int32), run_key, hp)
@@ -647,7 +648,7 @@ class Trainer:
         shapes = [jnp.shape(p) for p in jax.tree.leaves(state.params)]
 
         def params_like(t: Any) -> bool:
-            return jax.tree.structure(t) == plain and [
+            return jax.tree.structure(t) == plain and [  # type: ignore[operator]
                 jnp.shape(v) for v in jax.tree.leaves(t)] == shapes
 
         opt_state = jax.tree.map(lambda t: pack(t, like=packed) if params_like(t) else t,
@@ -665,8 +666,10 @@ class Trainer:
 
         def done(s: TrainState) -> TrainState:
             out = s._replace(params=unpack(s.params), opt_state=unpack(s.opt_state))
-            if jax.tree.structure(out.opt_state) != opt_def:  # pragma: no cover - a bug
-                raise AssertionError("train_epoch: unpacked optimizer state changed structure.")
+            # (PyTreeDef has no type stubs: its comparison is unknown to the type checker.)
+            if jax.tree.structure(out.opt_state) != opt_def:  # type: ignore[operator]
+                raise AssertionError(  # pragma: no cover - a bug
+                    "train_epoch: unpacked optimizer state changed structure.")
             return out
 
         return state._replace(params=packed, opt_state=opt_state), done

@@ -156,7 +156,9 @@ def evaluated_epoch(
         best_params = jax.tree.map(functools.partial(jnp.where, improved), state.params,
                                    best_params)
         best_score = jnp.where(improved, score, best_score)
-    acts = {} if act_x is None else activation_stats(tr.activations(state.params, act_x))
+    acts = {}
+    if act_x is not None and tr.activations is not None:
+        acts = activation_stats(tr.activations(state.params, act_x))
     return EpochOutcome(state, m, te, ve, acts, all_finite, improved, best_params, best_score)
 
 
@@ -331,11 +333,12 @@ def cached_trainer(
     spe = num_train // bs if isinstance(bs, int) and 0 < bs <= num_train else None
     key: Any = (model, loss, optimizer, bs, schedule, schedule_unit if schedule else None,
                 spe if schedule is not None and schedule_unit == "epoch" else None)
-    per_epochs = schedule is not None and schedule_unit == "epoch" and spe is not None
+    sched = schedule
+    if schedule is not None and schedule_unit == "epoch" and spe is not None:
+        sched = per_epoch(schedule, spe)
     return lru_get(_TRAINERS, _MAX_TRAINERS, key, lambda: trainer(
         model, loss=loss or softmax_cross_entropy,
-        optimizer="sgd" if optimizer is None else optimizer, batch_size=bs,
-        schedule=per_epoch(schedule, spe) if per_epochs else schedule))
+        optimizer="sgd" if optimizer is None else optimizer, batch_size=bs, schedule=sched))
 
 
 def lru_get(cache: collections.OrderedDict, limit: int, key: Any, make: Callable[[], Any]
@@ -546,7 +549,7 @@ def fit(
     # Epochs per compiled call: up to `buffer` (a static size, so calls of fewer epochs share
     # one program), as many as the progress bar and timed checkpoints allow; Python runs only
     # between calls (history, progress bar, checkpoints).
-    by_time = [t for t, on in ((1.0, progress),
+    by_time: list[float] = [t for t, on in ((1.0, progress),
                                (None if checkpoint_seconds is None else checkpoint_seconds / 2,
                                 checkpoint_dir is not None and checkpoint_seconds is not None))
                if on and t is not None]
@@ -585,6 +588,7 @@ def fit(
     def save(blocking: bool) -> bool:
         """Write ``best`` (when a better epoch came) and ``last`` (when the state is clean);
         whether ``last`` was written."""
+        assert ckpt is not None  # saves happen only with a checkpoint_dir
         saves: dict[str, tuple[Any, dict[str, Any], History | None]] = {}
         if best_meta is not None:
             # best_params only ever take finite, improving epochs: safe to write any time.
@@ -602,12 +606,12 @@ def fit(
         if resume and ckpt is not None and ckpt.exists("last"):
             ck = ckpt.load("last", like=ckpt_tree())
             meta = ck.metadata
-            for name, now in (("batch_size", tr.batch_size), ("num_train", n_train),
-                              ("monitor", monitor)):
-                if meta.get(name) != now:
+            for name, value in (("batch_size", tr.batch_size), ("num_train", n_train),
+                                ("monitor", monitor)):
+                if meta.get(name) != value:
                     raise ValueError(
                         f"{fn}: cannot resume from {ckpt.path('last')!r}: it was written with "
-                        f"{name}={meta.get(name)!r}, this run has {name}={now!r}."
+                        f"{name}={meta.get(name)!r}, this run has {name}={value!r}."
                     )
             loaded = ck.tree
             shuffle_key, subset_key = loaded.shuffle_key, loaded.subset_key

@@ -127,14 +127,15 @@ class History:
     def append_epoch(
         self,
         *,
-        epoch_step: int,
-        train_loss: float,
-        train_accuracy: float,
-        val_loss: float = float("nan"),
-        val_accuracy: float = float("nan"),
-        activations: Mapping[str, Mapping[str, float]] | None = None,
+        epoch_step: int | np.ndarray,
+        train_loss: float | np.ndarray,
+        train_accuracy: float | np.ndarray,
+        val_loss: float | np.ndarray = float("nan"),
+        val_accuracy: float | np.ndarray = float("nan"),
+        activations: Mapping[str, Mapping[str, float | np.ndarray]] | None = None,
     ) -> None:
-        """Append one epoch's evaluation.
+        """Append one epoch's evaluation (or several epochs', each argument an array with one
+        value per epoch).
 
         **Arguments:**
         - `epoch_step`: updates taken when the epoch ended.
