@@ -70,8 +70,9 @@ def digits() -> tuple[jax.Array, jax.Array]:
     return jnp.asarray(splits.train[0]), jnp.asarray(splits.train[1])
 
 
-def hand_written(model: jaxlearn.Model, x: jax.Array, y: jax.Array, epochs: int
-                 ) -> Callable[[jax.Array], Any]:
+def hand_written(
+    model: jaxlearn.Model, x: jax.Array, y: jax.Array, epochs: int
+) -> Callable[[jax.Array], Any]:
     """One member's whole training: init, then epochs of a lax.scan over minibatches."""
     opt = optax.adam(LR)
     n = x.shape[0]
@@ -101,8 +102,9 @@ def hand_written(model: jaxlearn.Model, x: jax.Array, y: jax.Array, epochs: int
     return one
 
 
-def python_loop(model: jaxlearn.Model, x: jax.Array, y: jax.Array, epochs: int
-                ) -> Callable[[jax.Array], Any]:
+def python_loop(
+    model: jaxlearn.Model, x: jax.Array, y: jax.Array, epochs: int
+) -> Callable[[jax.Array], Any]:
     """A Python loop over members, each a Python loop of jitted steps."""
     opt = optax.adam(LR)
     n = x.shape[0]
@@ -140,8 +142,9 @@ def python_loop(model: jaxlearn.Model, x: jax.Array, y: jax.Array, epochs: int
     return run
 
 
-def measure(cases: dict[str, Callable[[], Any]], repeats: int, clock: Callable[[], float]
-            ) -> dict[str, tuple[float, float]]:
+def measure(
+    cases: dict[str, Callable[[], Any]], repeats: int, clock: Callable[[], float]
+) -> dict[str, tuple[float, float]]:
     """Compile+first run of each case, then `repeats` round-robin timed runs: (first, median)."""
     first: dict[str, float] = {}
     for name, fn in cases.items():
@@ -160,17 +163,27 @@ def measure(cases: dict[str, Callable[[], Any]], repeats: int, clock: Callable[[
 def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--quick", action="store_true", help="N = 1, 8 and 2 epochs (a smoke run)")
-    p.add_argument("--gpu", action="store_true",
-                   help="N = 1, 8, 64, 512, 10 epochs, 3 repeats, scaled sequential runs")
+    p.add_argument(
+        "--gpu",
+        action="store_true",
+        help="N = 1, 8, 64, 512, 10 epochs, 3 repeats, scaled sequential runs",
+    )
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--sizes", default=None, help="comma-separated N, overriding the defaults")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall")
-    p.add_argument("--loop-members", type=int, default=None,
-                   help="members the Python loop runs (scaled to N; default 16, 8 with --gpu)")
-    p.add_argument("--seq-members", type=int, default=None,
-                   help="members the one-after-another programs run (scaled to N; default "
-                   "all, 64 with --gpu)")
+    p.add_argument(
+        "--loop-members",
+        type=int,
+        default=None,
+        help="members the Python loop runs (scaled to N; default 16, 8 with --gpu)",
+    )
+    p.add_argument(
+        "--seq-members",
+        type=int,
+        default=None,
+        help="members the one-after-another programs run (scaled to N; default all, 64 with --gpu)",
+    )
     args = p.parse_args(argv)
     clock = time.perf_counter if args.clock == "wall" else time.process_time
     sizes = [1, 8] if args.quick else [1, 8, 64, 512] if args.gpu else [1, 8, 32, 128]
@@ -184,27 +197,47 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     x, y = digits()
     steps = epochs * (x.shape[0] // BATCH)
     model = jaxlearn.mlp(64, (HIDDEN,), 10)
-    tr = jaxlearn.trainer(model, optimizer="adam", batch_size=BATCH,
-                          hparams={"learning_rate": LR}, update_ratios=False,
-                          skip_nonfinite=False)
-    tr_defaults = jaxlearn.trainer(model, optimizer="adam", batch_size=BATCH,
-                                   hparams={"learning_rate": LR})
+    tr = jaxlearn.trainer(
+        model,
+        optimizer="adam",
+        batch_size=BATCH,
+        hparams={"learning_rate": LR},
+        update_ratios=False,
+        skip_nonfinite=False,
+    )
+    tr_defaults = jaxlearn.trainer(
+        model, optimizer="adam", batch_size=BATCH, hparams={"learning_rate": LR}
+    )
     one = hand_written(model, x, y, epochs)
     vmapped = jax.jit(jax.vmap(one))
     mapped = jax.jit(lambda keys: jax.lax.map(one, keys))
     loop = python_loop(model, x, y, epochs)
 
     dev = jax.devices()[0]
-    print(f"jax {jax.__version__}, optax {optax.__version__}, backend {jax.default_backend()}, "
-          f"device {dev.device_kind} x{len(jax.devices())}, {platform.machine()}")
-    print(f"digits MLP 64-{HIDDEN}-10, Adam, batch {BATCH}, {steps} steps per member; "
-          f"member-steps/s ({args.clock} clock), median of {repeats} "
-          f"(compile + first run in s)\n")
-    names = ["jaxlearn", "jaxlearn vmap", "jaxlearn seq", "jl defaults", "python loop",
-             "jit(vmap(scan))", "lax.map"]
+    print(
+        f"jax {jax.__version__}, optax {optax.__version__}, backend {jax.default_backend()}, "
+        f"device {dev.device_kind} x{len(jax.devices())}, {platform.machine()}"
+    )
+    print(
+        f"digits MLP 64-{HIDDEN}-10, Adam, batch {BATCH}, {steps} steps per member; "
+        f"member-steps/s ({args.clock} clock), median of {repeats} "
+        f"(compile + first run in s)\n"
+    )
+    names = [
+        "jaxlearn",
+        "jaxlearn vmap",
+        "jaxlearn seq",
+        "jl defaults",
+        "python loop",
+        "jit(vmap(scan))",
+        "lax.map",
+    ]
     scaled = {"python loop"} | ({"jaxlearn seq", "lax.map"} if seq_cap else set())
-    print(f"{'N':>4} " + " ".join(f"{n + ('*' if n in scaled else ''):>15}" for n in names)
-          + f" {'jaxlearn/best':>14} {'plan':>10}")
+    print(
+        f"{'N':>4} "
+        + " ".join(f"{n + ('*' if n in scaled else ''):>15}" for n in names)
+        + f" {'jaxlearn/best':>14} {'plan':>10}"
+    )
     rows = []
     t_start = time.perf_counter()
     for n in sizes:
@@ -216,10 +249,16 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         last: dict[str, Any] = {}
 
         def fit(strategy: str, m: int, lean: bool = True, last: dict[str, Any] = last) -> Any:
-            opts: dict[str, Any] = dict(
-                step_metrics=("loss",), activation_size=0) if lean else {}
-            r = fit_ensemble(tr if lean else tr_defaults, (x, y), num_members=m,
-                             num_epochs=epochs, train_eval_size=0, strategy=strategy, **opts)
+            opts: dict[str, Any] = dict(step_metrics=("loss",), activation_size=0) if lean else {}
+            r = fit_ensemble(
+                tr if lean else tr_defaults,
+                (x, y),
+                num_members=m,
+                num_epochs=epochs,
+                train_eval_size=0,
+                strategy=strategy,
+                **opts,
+            )
             last[strategy] = r
             return r.params
 
@@ -228,9 +267,9 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             "jaxlearn vmap": lambda n=n: fit("vmap", n),
             "jaxlearn seq": lambda m=members["jaxlearn seq"]: fit("sequential", m),
             "jl defaults": lambda n=n: fit("auto", n, lean=False),
-            "python loop": lambda k=keys[:members["python loop"]]: loop(k),
+            "python loop": lambda k=keys[: members["python loop"]]: loop(k),
             "jit(vmap(scan))": lambda k=keys: vmapped(k),
-            "lax.map": lambda k=keys[:members["lax.map"]]: mapped(k),
+            "lax.map": lambda k=keys[: members["lax.map"]]: mapped(k),
         }
         res = measure(cases, repeats, clock)
         plan = last["auto"].plan
@@ -239,26 +278,52 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         ratio = rate["jaxlearn"] / best
         cells = " ".join(f"{rate[k]:>8.0f} ({res[k][0]:4.1f})" for k in names)
         print(f"{n:>4} {cells} {ratio:>14.2f} {plan.strategy:>10}", flush=True)
-        rows.append({"N": n, "rates": rate, "compile_s": {k: v[0] for k, v in res.items()},
-                     "ratio": ratio, "plan": plan.strategy})
+        rows.append(
+            {
+                "N": n,
+                "rates": rate,
+                "compile_s": {k: v[0] for k, v in res.items()},
+                "ratio": ratio,
+                "plan": plan.strategy,
+            }
+        )
     print("\nratios: jaxlearn / jit(vmap(scan)), / lax.map, / python loop")
     for r in rows:
         rt = r["rates"]
-        print(f"N={r['N']:>4}: {rt['jaxlearn'] / rt['jit(vmap(scan))']:.2f}x, "
-              f"{rt['jaxlearn'] / rt['lax.map']:.2f}x, {rt['jaxlearn'] / rt['python loop']:.2f}x")
+        print(
+            f"N={r['N']:>4}: {rt['jaxlearn'] / rt['jit(vmap(scan))']:.2f}x, "
+            f"{rt['jaxlearn'] / rt['lax.map']:.2f}x, {rt['jaxlearn'] / rt['python loop']:.2f}x"
+        )
 
     # The fixed cost of a call: one member, no epoch (initialization and bookkeeping only).
     init_only = jax.jit(jax.vmap(hand_written(model, x, y, 0)))
     key1 = jax.random.split(jax.random.key(0), 1)
-    ms = {name: 1e3 * median for name, (_, median) in measure({
-        "fit_ensemble": lambda: fit_ensemble(
-            tr, (x, y), num_members=1, num_epochs=0, train_eval_size=0, activation_size=0,
-            step_metrics=("loss",)).params,
-        "hand-written": lambda: init_only(key1),
-    }, max(20, 10 * repeats), clock).items()}
-    print(f"\nfixed cost of a call (N=1, no epoch, {args.clock} clock): fit_ensemble "
-          f"{ms['fit_ensemble']:.3f} ms, hand-written jit(vmap) {ms['hand-written']:.3f} ms, "
-          f"difference {ms['fit_ensemble'] - ms['hand-written']:.3f} ms")
+    ms = {
+        name: 1e3 * median
+        for name, (_, median) in measure(
+            {
+                "fit_ensemble": lambda: (
+                    fit_ensemble(
+                        tr,
+                        (x, y),
+                        num_members=1,
+                        num_epochs=0,
+                        train_eval_size=0,
+                        activation_size=0,
+                        step_metrics=("loss",),
+                    ).params
+                ),
+                "hand-written": lambda: init_only(key1),
+            },
+            max(20, 10 * repeats),
+            clock,
+        ).items()
+    }
+    print(
+        f"\nfixed cost of a call (N=1, no epoch, {args.clock} clock): fit_ensemble "
+        f"{ms['fit_ensemble']:.3f} ms, hand-written jit(vmap) {ms['hand-written']:.3f} ms, "
+        f"difference {ms['fit_ensemble'] - ms['hand-written']:.3f} ms"
+    )
     print(f"total {time.perf_counter() - t_start:.0f} s")
     return rows
 

@@ -111,8 +111,10 @@ def fixed_cost(sizes: list[int], repeats: int) -> None:
     hand-written jit(vmap) call."""
     hand = jax.jit(jax.vmap(cheap_trial))
     print(f"fixed cost of a search (trivially cheap objective, median of {repeats}):")
-    header = (f"{'trials':>6}  {'hand jit(vmap) call ms':>22} {'jaxlearn random_search ms':>25} "
-              f"{'overhead ms':>11}")
+    header = (
+        f"{'trials':>6}  {'hand jit(vmap) call ms':>22} {'jaxlearn random_search ms':>25} "
+        f"{'overhead ms':>11}"
+    )
     print(header)
     print("-" * len(header))
     for n in sizes:
@@ -124,8 +126,9 @@ def fixed_cost(sizes: list[int], repeats: int) -> None:
         def jl(r, n=n):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", search.BorderWarning)
-                s = search.random_search(cheap_trial, SPACE, n, jax.random.key(r),
-                                         metric="val_acc", strategy="vmap")
+                s = search.random_search(
+                    cheap_trial, SPACE, n, jax.random.key(r), metric="val_acc", strategy="vmap"
+                )
             return s.best.value
 
         _, h = timed(lambda r, hp=hp, keys=keys: hand(hp, keys), repeats)
@@ -164,13 +167,25 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small sizes, one repeat")
     ap.add_argument("--gpu", action="store_true", help="accelerator sizes (adds 512 trials)")
-    ap.add_argument("--host-devices", type=int, default=None,
-                    help="split the CPU into this many XLA devices (jaxlearn shards over them)")
-    ap.add_argument("--sequential-subset", type=int, default=None,
-                    help="run the one-after-another contenders on this many trials and scale "
-                         "(default: 32 with --gpu, else every trial)")
-    ap.add_argument("--fixed-repeats", type=int, default=None,
-                    help="repeats of the fixed-cost table (default 50, 5 with --quick)")
+    ap.add_argument(
+        "--host-devices",
+        type=int,
+        default=None,
+        help="split the CPU into this many XLA devices (jaxlearn shards over them)",
+    )
+    ap.add_argument(
+        "--sequential-subset",
+        type=int,
+        default=None,
+        help="run the one-after-another contenders on this many trials and scale "
+        "(default: 32 with --gpu, else every trial)",
+    )
+    ap.add_argument(
+        "--fixed-repeats",
+        type=int,
+        default=None,
+        help="repeats of the fixed-cost table (default 50, 5 with --quick)",
+    )
     args = ap.parse_args(argv)
     start = time.perf_counter()
     subset = args.sequential_subset or (32 if args.gpu else None)
@@ -178,8 +193,10 @@ def main(argv: list[str] | None = None) -> None:
     sizes = [8, 16] if args.quick else ([32, 128, 512] if args.gpu else [32, 128])
     repeats = 1 if args.quick else 3
     dev = jax.devices()[0]
-    print(f"jax {jax.__version__}, optax {optax.__version__}, device {dev.platform}: "
-          f"{dev.device_kind}, {len(jax.devices())} device(s)")
+    print(
+        f"jax {jax.__version__}, optax {optax.__version__}, device {dev.platform}: "
+        f"{dev.device_kind}, {len(jax.devices())} device(s)"
+    )
     ceiling = matmul_ceiling(4096 if args.gpu else (512 if args.quick else 1024))
     print(f"matmul ceiling (float32 jnp.dot): {ceiling:.1f} GFLOP/s")
     print(f"digits MLP 64-{hidden}-10, Adam, {steps} steps of {batch} examples per trial\n")
@@ -199,11 +216,14 @@ def main(argv: list[str] | None = None) -> None:
         optuna = None
         print("(optuna not installed: its row is skipped; pip install optuna)")
 
-    header = (f"{'trials':>6}  {'contender':<30} {'trials/s':>9} {'vs loop':>8} "
-              f"{'compile s':>9} {'GFLOP/s':>8} {'% ceiling':>9}")
+    header = (
+        f"{'trials':>6}  {'contender':<30} {'trials/s':>9} {'vs loop':>8} "
+        f"{'compile s':>9} {'GFLOP/s':>8} {'% ceiling':>9}"
+    )
     print(header)
     print("-" * len(header))
     for n in sizes:
+
         def stacked(r, n=n):
             # Exactly the trials random_search(trial, SPACE, n, key(r)) runs.
             k_points, k_trials = jax.random.split(jax.random.key(r))
@@ -232,8 +252,12 @@ def main(argv: list[str] | None = None) -> None:
         rows.append(("hand vmap", c, t))
         c, t = timed(lambda r, firsts=firsts: hand_map(*firsts[r]), repeats)
         rows.append(("hand lax.map" + mark, c, t * scale))
-        for strategy, chunk in (("auto", None), ("vmap", None), ("chunked", 8),
-                                ("sequential", None)):
+        for strategy, chunk in (
+            ("auto", None),
+            ("vmap", None),
+            ("chunked", 8),
+            ("sequential", None),
+        ):
             if chunk is not None and chunk >= n:
                 continue
             plan = jaxlearn.population.population_map(
@@ -245,9 +269,15 @@ def main(argv: list[str] | None = None) -> None:
             def run(r, strategy=strategy, chunk=chunk, size=size):
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", search.BorderWarning)
-                    s = search.random_search(trial, SPACE, size, jax.random.key(r),
-                                             metric="val_acc", strategy=strategy,
-                                             chunk_size=chunk)
+                    s = search.random_search(
+                        trial,
+                        SPACE,
+                        size,
+                        jax.random.key(r),
+                        metric="val_acc",
+                        strategy=strategy,
+                        chunk_size=chunk,
+                    )
                 return s.best.value
 
             name = f"jaxlearn {strategy}" + (f":{chunk}" if chunk else "")
@@ -256,17 +286,22 @@ def main(argv: list[str] | None = None) -> None:
             if plan.num_devices > 1:
                 name += f" x{plan.num_devices} dev"
             c, t = timed(run, repeats)
-            rows.append((name + (mark if one_by_one else ""), c,
-                         t * (scale if one_by_one else 1.0)))
+            rows.append(
+                (name + (mark if one_by_one else ""), c, t * (scale if one_by_one else 1.0))
+            )
         if optuna is not None:
+
             def opt_run(r, n=k, inputs=firsts):
-                st = optuna.create_study(direction="maximize",
-                                         sampler=optuna.samplers.RandomSampler(seed=r))
+                st = optuna.create_study(
+                    direction="maximize", sampler=optuna.samplers.RandomSampler(seed=r)
+                )
                 keys = inputs[r][1]
 
                 def objective(ot, keys=keys):
-                    hp = {"lr": jnp.float32(ot.suggest_float("lr", 1e-4, 1e-1, log=True)),
-                          "l2": jnp.float32(ot.suggest_float("l2", 1e-6, 1e-1, log=True))}
+                    hp = {
+                        "lr": jnp.float32(ot.suggest_float("lr", 1e-4, 1e-1, log=True)),
+                        "l2": jnp.float32(ot.suggest_float("l2", 1e-6, 1e-1, log=True)),
+                    }
                     return float(one(hp, keys[ot.number])["val_acc"])
 
                 st.optimize(objective, n_trials=n)
@@ -276,11 +311,15 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(("optuna random + loop" + mark, c, t * scale))
         for name, c, t in rows:
             gflops = n * flops / t / 1e9
-            print(f"{n:>6}  {name:<30} {n / t:>9.1f} {loop_t / t:>7.2f}x {c:>9.2f} "
-                  f"{gflops:>8.1f} {100 * gflops / ceiling:>8.1f}%")
+            print(
+                f"{n:>6}  {name:<30} {n / t:>9.1f} {loop_t / t:>7.2f}x {c:>9.2f} "
+                f"{gflops:>8.1f} {100 * gflops / ceiling:>8.1f}%"
+            )
         if k < n:
-            print(f"  * ran the first {k} of the {n} trials, time scaled by {n}/{k} "
-                  "(their cost is linear in the trials)")
+            print(
+                f"  * ran the first {k} of the {n} trials, time scaled by {n}/{k} "
+                "(their cost is linear in the trials)"
+            )
         print()
     print(f"total {time.perf_counter() - start:.0f} s")
 

@@ -83,8 +83,10 @@ def mlp_problem(n: int | None, pool: bool = False, hidden: int = 10) -> tuple[Ca
     d = x.shape[1]
     k1, k2 = jax.random.split(jax.random.key(0))
     params = {
-        "W1": jax.random.normal(k1, (d, hidden)) * 0.2, "b1": jnp.zeros(hidden),
-        "W2": jax.random.normal(k2, (hidden, 10)) * 0.2, "b2": jnp.zeros(10),
+        "W1": jax.random.normal(k1, (d, hidden)) * 0.2,
+        "b1": jnp.zeros(hidden),
+        "W2": jax.random.normal(k2, (hidden, 10)) * 0.2,
+        "b2": jnp.zeros(10),
     }
 
     def loss(p):
@@ -175,8 +177,11 @@ def run_to(loss: Callable, init: Callable, step: Callable, target: float, max_st
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--quick", action="store_true",
-                    help="500 examples, 2x2-pooled pixels (16 features), fewer steps")
+    ap.add_argument(
+        "--quick",
+        action="store_true",
+        help="500 examples, 2x2-pooled pixels (16 features), fewer steps",
+    )
     ap.add_argument("--gpu", action="store_true", help="all examples, more repeats")
     args = ap.parse_args(argv)
     n = 500 if args.quick else None
@@ -187,9 +192,11 @@ def main(argv: list[str] | None = None) -> None:
     if args.quick:
         limits, gd_steps = {"second": 50, "optax.lbfgs": 1000, "gradient": 2000}, 300
     dev = jax.devices()[0]
-    print(f"# second_order: jax {jax.__version__}, optax {optax.__version__}, "
-          f"{dev.platform} ({dev.device_kind}), python {platform.python_version()}, float64, "
-          f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}")
+    print(
+        f"# second_order: jax {jax.__version__}, optax {optax.__version__}, "
+        f"{dev.platform} ({dev.device_kind}), python {platform.python_version()}, float64, "
+        f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}"
+    )
     print(f"command: {' '.join([sys.executable.split('/')[-1], *sys.argv])}")
     with enable_x64():
         for name, make in PROBLEMS.items():
@@ -197,8 +204,10 @@ def main(argv: list[str] | None = None) -> None:
             n_params = ravel_pytree(params)[0].size
             ms = methods(loss, params, hf_iters=min(50, n_params))
             target, best = targets(name, loss, ms, params, gd_steps)
-            print(f"\n## {name}: {n_params} parameters, start loss {float(loss(params)):.6g}, "
-                  f"target loss {target:.10g} ({best})")
+            print(
+                f"\n## {name}: {n_params} parameters, start loss {float(loss(params)):.6g}, "
+                f"target loss {target:.10g} ({best})"
+            )
             print("| method | steps to target | wall ms to target | ms per step | compile s |")
             print("|---|---|---|---|---|")
             for label, (init, step) in ms.items():
@@ -216,8 +225,11 @@ def main(argv: list[str] | None = None) -> None:
                 k = int(k)
                 reached = float(v) <= target
                 steps = f"{k}" if reached else f"not in {k} (loss {float(v):.6g})"
-                print(f"| {label} | {steps} | {wall * 1e3:.3g} | {wall * 1e3 / max(k, 1):.3g} | "
-                      f"{max(first - wall, 0):.2f} |", flush=True)
+                print(
+                    f"| {label} | {steps} | {wall * 1e3:.3g} | {wall * 1e3 / max(k, 1):.3g} | "
+                    f"{max(first - wall, 0):.2f} |",
+                    flush=True,
+                )
 
 
 if __name__ == "__main__":

@@ -63,8 +63,12 @@ def data(tile: int) -> tuple[tuple[jax.Array, jax.Array], tuple[jax.Array, jax.A
     return (jnp.asarray(xt), jnp.asarray(yt)), (jnp.asarray(s.val[0]), jnp.asarray(s.val[1]))
 
 
-def scan_epoch_fn(model: jaxlearn.Model, opt: optax.GradientTransformation,
-                  train: tuple[jax.Array, jax.Array], batch: int) -> Callable[..., Any]:
+def scan_epoch_fn(
+    model: jaxlearn.Model,
+    opt: optax.GradientTransformation,
+    train: tuple[jax.Array, jax.Array],
+    batch: int,
+) -> Callable[..., Any]:
     """The hand-written anchor: ``(params, opt_state, key) -> (params, opt_state, losses)``,
     one epoch as a ``lax.scan`` of optax steps over minibatches drawn from ``key``."""
     x, y = train
@@ -73,19 +77,20 @@ def scan_epoch_fn(model: jaxlearn.Model, opt: optax.GradientTransformation,
         def body(carry, ix):
             p, o = carry
             loss, g = jax.value_and_grad(
-                lambda p: jaxlearn.softmax_cross_entropy(model.apply(p, x[ix]), y[ix]))(p)
+                lambda p: jaxlearn.softmax_cross_entropy(model.apply(p, x[ix]), y[ix])
+            )(p)
             u, o = opt.update(g, o, p)
             return (optax.apply_updates(p, u), o), loss
 
-        (p, o), losses = jax.lax.scan(body, (p, o),
-                                      jaxlearn.batch_indices(key, x.shape[0], batch))
+        (p, o), losses = jax.lax.scan(body, (p, o), jaxlearn.batch_indices(key, x.shape[0], batch))
         return p, o, losses
 
     return epoch
 
 
-def hand_written(model: jaxlearn.Model, train: tuple[jax.Array, jax.Array], batch: int,
-                 epochs: int) -> dict[str, Callable[[], None]]:
+def hand_written(
+    model: jaxlearn.Model, train: tuple[jax.Array, jax.Array], batch: int, epochs: int
+) -> dict[str, Callable[[], None]]:
     x, y = train
     n = x.shape[0]
     steps = n // batch
@@ -133,19 +138,27 @@ def hand_written(model: jaxlearn.Model, train: tuple[jax.Array, jax.Array], batc
     return {"per-step loop": per_step_loop, "scan per epoch": scan_per_epoch}
 
 
-def fit_variants(model: jaxlearn.Model, train, val, batch: int, epochs: int,
-                 folders: list[str]) -> dict[str, Callable[[], None]]:
-    tr = jaxlearn.trainer(model, optimizer="momentum", batch_size=batch,
-                          hparams={"learning_rate": LR, "mu": MU})
+def fit_variants(
+    model: jaxlearn.Model, train, val, batch: int, epochs: int, folders: list[str]
+) -> dict[str, Callable[[], None]]:
+    tr = jaxlearn.trainer(
+        model, optimizer="momentum", batch_size=batch, hparams={"learning_rate": LR, "mu": MU}
+    )
     packs = tr.packs(model.init(jax.random.key(0)))
-    tr_other = jaxlearn.trainer(model, optimizer="momentum", batch_size=batch,
-                                hparams={"learning_rate": LR, "mu": MU}, pack=not packs)
+    tr_other = jaxlearn.trainer(
+        model,
+        optimizer="momentum",
+        batch_size=batch,
+        hparams={"learning_rate": LR, "mu": MU},
+        pack=not packs,
+    )
 
     def run(trainer: jaxlearn.Trainer, folder: str | None, **kw) -> None:
         # The folder is made once per variant (outside the timing): each run rewrites its
         # files, as a run writing to a fixed folder would.
-        r = jaxlearn.fit(trainer, train, val, num_epochs=epochs, progress=False,
-                         checkpoint_dir=folder, **kw)
+        r = jaxlearn.fit(
+            trainer, train, val, num_epochs=epochs, progress=False, checkpoint_dir=folder, **kw
+        )
         jax.block_until_ready((r.params, r.best_params))
         assert r.history.num_epochs == epochs and r.history.update_ratio
 
@@ -155,17 +168,16 @@ def fit_variants(model: jaxlearn.Model, train, val, batch: int, epochs: int,
 
     return {
         "fit": functools.partial(run, tr, folder()),
-        "fit (running train metrics)": functools.partial(run, tr, folder(),
-                                                         train_eval_size=0),
+        "fit (running train metrics)": functools.partial(run, tr, folder(), train_eval_size=0),
         "fit (no checkpoints)": functools.partial(run, tr, None),
-        "fit (checkpoints every epoch)": functools.partial(run, tr, folder(),
-                                                           checkpoint_every=1),
+        "fit (checkpoints every epoch)": functools.partial(run, tr, folder(), checkpoint_every=1),
         f"fit ({'not ' if packs else ''}packed)": functools.partial(run, tr_other, folder()),
     }
 
 
-def loop_kernels(model: jaxlearn.Model, train: tuple[jax.Array, jax.Array], batch: int
-                 ) -> list[tuple[str, int]]:
+def loop_kernels(
+    model: jaxlearn.Model, train: tuple[jax.Array, jax.Array], batch: int
+) -> list[tuple[str, int]]:
     """Kernels per step: top-level instructions of the epoch loop's body in optimized HLO."""
     from jaxlearn.train._hlo import loop_body_ops
 
@@ -185,15 +197,23 @@ def loop_kernels(model: jaxlearn.Model, train: tuple[jax.Array, jax.Array], batc
     return [
         ("hand-written scan (momentum)", hand(jaxlearn.momentum(LR, MU), batch)),
         ("Trainer defaults (guard every step)", ours("momentum", mom, batch)),
-        ("fit's epoch (defaults; guarded rerun only after a non-finite step)",
-         ours("momentum", mom, batch, skip_nonfinite=False)),
-        ("Trainer, pack=True, unguarded", ours("momentum", mom, batch, skip_nonfinite=False,
-                                               pack=True)),
-        ("Trainer, no ratios, no guard", ours("momentum", mom, batch, update_ratios=False,
-                                              skip_nonfinite=False)),
+        (
+            "fit's epoch (defaults; guarded rerun only after a non-finite step)",
+            ours("momentum", mom, batch, skip_nonfinite=False),
+        ),
+        (
+            "Trainer, pack=True, unguarded",
+            ours("momentum", mom, batch, skip_nonfinite=False, pack=True),
+        ),
+        (
+            "Trainer, no ratios, no guard",
+            ours("momentum", mom, batch, update_ratios=False, skip_nonfinite=False),
+        ),
         ("ensemble anchor (optax.adam, batch 100)", hand(optax.adam(1e-3), 100)),
-        ("Trainer adam, no ratios, no guard, batch 100",
-         ours("adam", adam, 100, update_ratios=False, skip_nonfinite=False)),
+        (
+            "Trainer adam, no ratios, no guard, batch 100",
+            ours("adam", adam, 100, update_ratios=False, skip_nonfinite=False),
+        ),
     ]
 
 
@@ -214,8 +234,10 @@ def main(argv: list[str] | None = None) -> None:
     model = jaxlearn.mlp(64, hidden, 10)
     steps = epochs * (train[0].shape[0] // batch)
     folders: list[str] = []
-    variants = {**fit_variants(model, train, val, batch, epochs, folders),
-                **hand_written(model, train, batch, epochs)}
+    variants = {
+        **fit_variants(model, train, val, batch, epochs, folders),
+        **hand_written(model, train, batch, epochs),
+    }
 
     compile_s = {}
     for name, fn in variants.items():
@@ -234,17 +256,25 @@ def main(argv: list[str] | None = None) -> None:
     med = {name: statistics.median(ts) for name, ts in times.items()}
     med_cpu = {name: statistics.median(ts) for name, ts in cpu.items()}
     scan, scan_cpu = med["scan per epoch"], med_cpu["scan per epoch"]
-    print(f"jax {jax.__version__}, optax {optax.__version__}, {jax.devices()[0].device_kind}, "
-          f"python {platform.python_version()}")
-    print(f"digits MLP 64-{'-'.join(map(str, hidden))}-10, {train[0].shape[0]} training "
-          f"examples, batch {batch}, {epochs} epochs = {steps} steps; median of {repeats}")
+    print(
+        f"jax {jax.__version__}, optax {optax.__version__}, {jax.devices()[0].device_kind}, "
+        f"python {platform.python_version()}"
+    )
+    print(
+        f"digits MLP 64-{'-'.join(map(str, hidden))}-10, {train[0].shape[0]} training "
+        f"examples, batch {batch}, {epochs} epochs = {steps} steps; median of {repeats}"
+    )
     print()
-    print(f"| {'variant':30s} | {'steps/s':>9s} | {'s per run':>9s} | {'first run s':>11s} "
-          f"| {'vs scan':>7s} | {'CPU s':>7s} | {'vs scan, CPU':>12s} |")
+    print(
+        f"| {'variant':30s} | {'steps/s':>9s} | {'s per run':>9s} | {'first run s':>11s} "
+        f"| {'vs scan':>7s} | {'CPU s':>7s} | {'vs scan, CPU':>12s} |"
+    )
     print(f"|{'-' * 32}|{'-' * 11}|{'-' * 11}|{'-' * 13}|{'-' * 9}|{'-' * 9}|{'-' * 14}|")
     for name, t in med.items():
-        print(f"| {name:30s} | {steps / t:9.0f} | {t:9.4f} | {compile_s[name]:11.2f} "
-              f"| {scan / t:6.2f}x | {med_cpu[name]:7.4f} | {scan_cpu / med_cpu[name]:11.2f}x |")
+        print(
+            f"| {name:30s} | {steps / t:9.0f} | {t:9.4f} | {compile_s[name]:11.2f} "
+            f"| {scan / t:6.2f}x | {med_cpu[name]:7.4f} | {scan_cpu / med_cpu[name]:11.2f}x |"
+        )
     for d in folders:
         shutil.rmtree(d, ignore_errors=True)
     print()

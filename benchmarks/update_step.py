@@ -139,8 +139,9 @@ def update_step(opt: optax.GradientTransformation):
     return step
 
 
-def run_case(label: str, n_leaves: int, total: int, rules: list[str], repeats: int,
-             paths: list[str]) -> list[dict[str, Any]]:
+def run_case(
+    label: str, n_leaves: int, total: int, rules: list[str], repeats: int, paths: list[str]
+) -> list[dict[str, Any]]:
     key = jax.random.key(0)
     params = make_tree(n_leaves, total, key)
     grads = jax.tree.map(lambda p: 1e-2 * jnp.sin(p), params)
@@ -153,13 +154,18 @@ def run_case(label: str, n_leaves: int, total: int, rules: list[str], repeats: i
     t_axpy = axpy.step_s
     bandwidth = 12 * m / t_axpy
     print(f"\n## {label}: {n_leaves} leaves, {n:,} float32 parameters", flush=True)
-    print(f"streaming a*x+y over {28 * n / 1e6:.1f} MB: {t_axpy * 1e3:.3f} ms "
-          f"({bandwidth / 1e9:.1f} GB/s)", flush=True)
+    print(
+        f"streaming a*x+y over {28 * n / 1e6:.1f} MB: {t_axpy * 1e3:.3f} ms "
+        f"({bandwidth / 1e9:.1f} GB/s)",
+        flush=True,
+    )
     packed_params, packed_grads = jaxlearn.pack(params), jaxlearn.pack(grads)
     flat_params, flat_grads = packed_params.buffers[0], packed_grads.buffers[0]
     rows = []
-    header = (f"| {'rule':9} | {'path':8} | {'compile s':>9} | {'step ms':>9} | {'min ms':>8} | "
-              f"{'vs ' + paths[0]:>8} | {'roofline':>8} |")
+    header = (
+        f"| {'rule':9} | {'path':8} | {'compile s':>9} | {'step ms':>9} | {'min ms':>8} | "
+        f"{'vs ' + paths[0]:>8} | {'roofline':>8} |"
+    )
     print(header + "\n|" + "|".join("-" * (len(c)) for c in header.split("|")[1:-1]) + "|")
     for rule in rules:
         floor = BYTES[rule] * n / bandwidth
@@ -178,13 +184,22 @@ def run_case(label: str, n_leaves: int, total: int, rules: list[str], repeats: i
         base = timers[paths[0]]
         for path, tm in timers.items():
             c, t = tm.compile_s, tm.step_s
-            row = dict(case=label, rule=rule, path=path, compile_s=c, step_ms=t * 1e3,
-                       roofline=floor / t, speedup=base.step_s / t,
-                       compile_speedup=base.compile_s / c)
+            row = dict(
+                case=label,
+                rule=rule,
+                path=path,
+                compile_s=c,
+                step_ms=t * 1e3,
+                roofline=floor / t,
+                speedup=base.step_s / t,
+                compile_speedup=base.compile_s / c,
+            )
             rows.append(row)
-            print(f"| {rule:9} | {path:8} | {c:9.2f} | {t * 1e3:9.3f} | "
-                  f"{min(tm.times) * 1e3:8.3f} | {row['speedup']:7.2f}x | {floor / t:8.0%} |",
-                  flush=True)
+            print(
+                f"| {rule:9} | {path:8} | {c:9.2f} | {t * 1e3:9.3f} | "
+                f"{min(tm.times) * 1e3:8.3f} | {row['speedup']:7.2f}x | {floor / t:8.0%} |",
+                flush=True,
+            )
     return rows
 
 
@@ -207,17 +222,25 @@ def mlp_step(depth: int, width: int, batch: int, repeats: int) -> dict[str, Any]
 
         return step
 
-    out: dict[str, Any] = dict(depth=depth, width=width, batch=batch,
-                               leaves=len(jax.tree.leaves(params)),
-                               params=sum(p.size for p in jax.tree.leaves(params)),
-                               should_pack=jaxlearn.should_pack(params))
+    out: dict[str, Any] = dict(
+        depth=depth,
+        width=width,
+        batch=batch,
+        leaves=len(jax.tree.leaves(params)),
+        params=sum(p.size for p in jax.tree.leaves(params)),
+        should_pack=jaxlearn.should_pack(params),
+    )
     timers = {}
     for name, opt, p, vg in (
         ("optax", optax.adam(LR), params, jax.value_and_grad),
         ("jaxlearn", jaxlearn.adam(LR), params, jax.value_and_grad),
         ("packed", jaxlearn.adam(LR), jaxlearn.pack(params), jaxlearn.packed_value_and_grad),
-        ("auto", jaxlearn.adam(LR), jaxlearn.pack(params, max_leaf_size="auto"),
-         jaxlearn.packed_value_and_grad),
+        (
+            "auto",
+            jaxlearn.adam(LR),
+            jaxlearn.pack(params, max_leaf_size="auto"),
+            jaxlearn.packed_value_and_grad,
+        ),
     ):
         timers[name] = Timer(make(opt, vg), (p, opt.init(p), x, y), (0, 1), 2)
     interleave(list(timers.values()), repeats)
@@ -232,13 +255,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--gpu", action="store_true", help="GPU sizes and more repeats")
     ap.add_argument("--rules", default=",".join(BYTES), help="comma-separated rules")
     ap.add_argument("--skip-mlp", action="store_true", help="skip the MLP training step")
-    ap.add_argument("--repeats", type=int, default=None,
-                    help="timed calls per path (default 30, 200 with --gpu, 50 with --quick)")
-    ap.add_argument("--cases", default=None,
-                    help="comma-separated case labels to run (e.g. '2000 leaves'); default all")
-    ap.add_argument("--paths", default=",".join(PATHS),
-                    help="comma-separated paths, the first is the 'vs' baseline (e.g. "
-                         "'flat,packed' skips optax's long compile on many leaves)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="timed calls per path (default 30, 200 with --gpu, 50 with --quick)",
+    )
+    ap.add_argument(
+        "--cases",
+        default=None,
+        help="comma-separated case labels to run (e.g. '2000 leaves'); default all",
+    )
+    ap.add_argument(
+        "--paths",
+        default=",".join(PATHS),
+        help="comma-separated paths, the first is the 'vs' baseline (e.g. "
+        "'flat,packed' skips optax's long compile on many leaves)",
+    )
     args = ap.parse_args(argv)
     paths = [q for q in args.paths.split(",") if q]
     for q in paths:
@@ -249,16 +282,22 @@ def main(argv: list[str] | None = None) -> None:
         if r not in BYTES:
             ap.error(f"unknown rule {r!r}; choose from {sorted(BYTES)}")
     if args.quick:
-        cases = [("one leaf", 1, 100_000), ("20 leaves", 20, 100_000),
-                 ("200 leaves", 200, 20_000)]
+        cases = [("one leaf", 1, 100_000), ("20 leaves", 20, 100_000), ("200 leaves", 200, 20_000)]
         repeats, mlps = 50, [(20, 32, 32)]
     elif args.gpu:
-        cases = [("one leaf", 1, 10_000_000), ("200 leaves", 200, 10_000_000),
-                 ("2000 leaves", 2000, 1_000_000), ("one leaf 100M", 1, 100_000_000)]
+        cases = [
+            ("one leaf", 1, 10_000_000),
+            ("200 leaves", 200, 10_000_000),
+            ("2000 leaves", 2000, 1_000_000),
+            ("one leaf 100M", 1, 100_000_000),
+        ]
         repeats, mlps = 200, [(100, 64, 64), (200, 64, 64), (50, 512, 256)]
     else:
-        cases = [("one leaf", 1, 10_000_000), ("200 leaves", 200, 10_000_000),
-                 ("2000 leaves", 2000, 1_000_000)]
+        cases = [
+            ("one leaf", 1, 10_000_000),
+            ("200 leaves", 200, 10_000_000),
+            ("2000 leaves", 2000, 1_000_000),
+        ]
         repeats, mlps = 30, [(100, 32, 64), (20, 64, 64), (20, 128, 64), (20, 512, 128)]
     if args.repeats is not None:
         if args.repeats < 6:
@@ -271,8 +310,10 @@ def main(argv: list[str] | None = None) -> None:
             ap.error(f"unknown case(s) {unknown}; choose from {[c[0] for c in cases]}")
         cases = [c for c in cases if c[0] in wanted]
     dev = jax.devices()[0]
-    print(f"# update_step: jax {jax.__version__}, optax {optax.__version__}, "
-          f"{dev.platform} ({dev.device_kind}), python {platform.python_version()}")
+    print(
+        f"# update_step: jax {jax.__version__}, optax {optax.__version__}, "
+        f"{dev.platform} ({dev.device_kind}), python {platform.python_version()}"
+    )
     print(f"command: {' '.join([sys.executable.split('/')[-1], *sys.argv])}")
     summary = []
     for label, n_leaves, total in cases:
@@ -288,34 +329,49 @@ def main(argv: list[str] | None = None) -> None:
             )
         if paths[0] != "optax" or "jaxlearn" not in paths:
             continue
-        worst = [
-            (r["rule"], r["speedup"]) for r in rows if r["path"] == "jaxlearn"
-        ]
+        worst = [(r["rule"], r["speedup"]) for r in rows if r["path"] == "jaxlearn"]
         slow = [f"{k} {v:.2f}x" for k, v in worst if v < 1.0]
-        print("jaxlearn tree vs optax tree (speedup):",
-              ", ".join(f"{k} {v:.2f}x" for k, v in worst),
-              "" if not slow else f"  <- slower: {', '.join(slow)}")
+        print(
+            "jaxlearn tree vs optax tree (speedup):",
+            ", ".join(f"{k} {v:.2f}x" for k, v in worst),
+            "" if not slow else f"  <- slower: {', '.join(slow)}",
+        )
     if summary:
         print("\n## Adam summary (ms per step; packed vs optax tree; packed / flat buffer)")
-        print("| case          | optax ms | jaxl. ms | packed ms|  flat ms | speedup | compile "
-              "| /flat  | roof.  |")
-        print("|---------------|----------|----------|----------|----------|---------|---------"
-              "|--------|--------|")
+        print(
+            "| case          | optax ms | jaxl. ms | packed ms|  flat ms | speedup | compile "
+            "| /flat  | roof.  |"
+        )
+        print(
+            "|---------------|----------|----------|----------|----------|---------|---------"
+            "|--------|--------|"
+        )
         print("\n".join(summary))
     if not args.skip_mlp:
-        print("\n## Whole training step (loss, grad, Adam update) of an MLP, batch of "
-              "inputs; ms per step (compile s)")
-        print("packed: every leaf packed; auto: pack(params, max_leaf_size='auto'), "
-              f"threshold {jaxlearn.packing_threshold()} elements")
-        print("| depth x width, batch | leaves | params | optax | jaxlearn tree | packed | auto "
-              "| auto vs optax | should_pack |")
+        print(
+            "\n## Whole training step (loss, grad, Adam update) of an MLP, batch of "
+            "inputs; ms per step (compile s)"
+        )
+        print(
+            "packed: every leaf packed; auto: pack(params, max_leaf_size='auto'), "
+            f"threshold {jaxlearn.packing_threshold()} elements"
+        )
+        print(
+            "| depth x width, batch | leaves | params | optax | jaxlearn tree | packed | auto "
+            "| auto vs optax | should_pack |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
         for depth, width, batch in mlps:
             r = mlp_step(depth, width, batch, repeats)
-            cells = " | ".join(f"{r[k][1] * 1e3:.3f} ({r[k][0]:.1f})"
-                               for k in ("optax", "jaxlearn", "packed", "auto"))
-            print(f"| {depth} x {width}, {batch} | {r['leaves']} | {r['params']:,} | {cells} | "
-                  f"{r['optax'][1] / r['auto'][1]:.2f}x | {r['should_pack']} |", flush=True)
+            cells = " | ".join(
+                f"{r[k][1] * 1e3:.3f} ({r[k][0]:.1f})"
+                for k in ("optax", "jaxlearn", "packed", "auto")
+            )
+            print(
+                f"| {depth} x {width}, {batch} | {r['leaves']} | {r['params']:,} | {cells} | "
+                f"{r['optax'][1] / r['auto'][1]:.2f}x | {r['should_pack']} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

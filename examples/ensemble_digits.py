@@ -41,23 +41,45 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     tr = jaxlearn.trainer(model, optimizer="adam", batch_size=64, hparams={"learning_rate": 3e-3})
 
     # 1 and 4: independent members, each with an EMA of its params.
-    result = ensemble.fit_ensemble(tr, splits.train, splits.val, num_members=members,
-                                   learning_rate=3e-3, num_epochs=epochs, average="ema",
-                                   average_decay=0.9)
-    print(f"{members} members, {epochs} epochs, strategy {result.plan.strategy!r} on "
-          f"{result.plan.num_devices} {result.plan.backend} device(s)")
+    result = ensemble.fit_ensemble(
+        tr,
+        splits.train,
+        splits.val,
+        num_members=members,
+        learning_rate=3e-3,
+        num_epochs=epochs,
+        average="ema",
+        average_decay=0.9,
+    )
+    print(
+        f"{members} members, {epochs} epochs, strategy {result.plan.strategy!r} on "
+        f"{result.plan.num_devices} {result.plan.backend} device(s)"
+    )
     report = ensemble.evaluate_ensemble(model, result.params, splits.test)
     print("\nIndependent members on the test set:\n" + report.table())
 
     # 2: a tiny search as one program (a learning rate per member), then its top k.
     # Hyperparameters are data: this reuses the compiled program of the ensemble above.
     rates = np.logspace(-4, -1.5, members)
-    search = ensemble.fit_ensemble(tr, splits.train, splits.val,
-                                   keys=list(range(members, 2 * members)), learning_rate=rates,
-                                   num_epochs=epochs, average="ema", average_decay=0.9)
-    trials = [({"learning_rate": float(r)}, p, float(v)) for r, p, v in zip(
-        rates, ensemble.unstack_members(search.best_params),
-        search.history.val_accuracy.max(axis=1), strict=True)]
+    search = ensemble.fit_ensemble(
+        tr,
+        splits.train,
+        splits.val,
+        keys=list(range(members, 2 * members)),
+        learning_rate=rates,
+        num_epochs=epochs,
+        average="ema",
+        average_decay=0.9,
+    )
+    trials = [
+        ({"learning_rate": float(r)}, p, float(v))
+        for r, p, v in zip(
+            rates,
+            ensemble.unstack_members(search.best_params),
+            search.history.val_accuracy.max(axis=1),
+            strict=True,
+        )
+    ]
     trials.sort(key=lambda t: -t[2])
     top = ensemble.top_k_ensemble([(hp, p) for hp, p, _ in trials], k=members // 2)
     print("\nTop learning rates:", [f"{lr:.1e}" for lr in top.hparams["learning_rate"]])
@@ -65,16 +87,32 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
 
     # 3: snapshots of one run.
     cycles = max(2, members // 2)
-    snaps = ensemble.snapshot_ensemble(tr, splits.train, splits.val, num_cycles=cycles,
-                                       epochs_per_cycle=max(1, epochs // cycles), key=0)
+    snaps = ensemble.snapshot_ensemble(
+        tr,
+        splits.train,
+        splits.val,
+        num_cycles=cycles,
+        epochs_per_cycle=max(1, epochs // cycles),
+        key=0,
+    )
     snap_report = ensemble.evaluate_ensemble(model, snaps.params, splits.test)
 
     # 5: distill the ensemble into one student of the same size.
-    student = ensemble.distill(model, result.params, jaxlearn.mlp(64, (64,), 10), splits.train,
-                               splits.val, temperature=4.0, hard_weight=0.1,
-                               learning_rate=3e-3, batch_size=64, num_epochs=epochs)
+    student = ensemble.distill(
+        model,
+        result.params,
+        jaxlearn.mlp(64, (64,), 10),
+        splits.train,
+        splits.val,
+        temperature=4.0,
+        hard_weight=0.1,
+        learning_rate=3e-3,
+        batch_size=64,
+        num_epochs=epochs,
+    )
     student_report = ensemble.evaluate_ensemble(
-        model, jax.tree.map(lambda a: a[None], student.params), splits.test)
+        model, jax.tree.map(lambda a: a[None], student.params), splits.test
+    )
 
     def first(params):
         return jax.tree.map(lambda a: a[:1], params)

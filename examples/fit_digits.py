@@ -41,23 +41,41 @@ def main(argv: list[str] | None = None) -> float:
     splits, _ = jaxlearn.subtract_mean(jaxlearn.train_val_test_split(x, y, jax.random.key(0)))
     model = jaxlearn.mlp(64, (100,), 10)
 
-    report = sanity.run_all(sanity.make_loss_fn(model), model.init(jax.random.key(1)),
-                            jnp.asarray(splits.train[0][:200]),
-                            jnp.asarray(splits.train[1][:200]),
-                            steps=100 if args.quick else 300)
+    report = sanity.run_all(
+        sanity.make_loss_fn(model),
+        model.init(jax.random.key(1)),
+        jnp.asarray(splits.train[0][:200]),
+        jnp.asarray(splits.train[1][:200]),
+        steps=100 if args.quick else 300,
+    )
     print(report)
     if not report.passed:
         raise SystemExit("sanity checks failed: fix the setup before training")
 
-    tr = jaxlearn.trainer(model, optimizer="nesterov", batch_size=64,
-                          hparams={"learning_rate": 0.05, "mu": 0.9, "l2": 1e-4},
-                          schedule=jaxlearn.per_epoch(jaxlearn.step_decay(1.0, 10, 0.5),
-                                                      steps_per_epoch=len(splits.train[1]) // 64))
-    result = jaxlearn.fit(tr, splits.train, splits.val, num_epochs=epochs, patience=10,
-                          key=2, checkpoint_dir=os.path.join(out, "checkpoints"), resume=True)
+    tr = jaxlearn.trainer(
+        model,
+        optimizer="nesterov",
+        batch_size=64,
+        hparams={"learning_rate": 0.05, "mu": 0.9, "l2": 1e-4},
+        schedule=jaxlearn.per_epoch(
+            jaxlearn.step_decay(1.0, 10, 0.5), steps_per_epoch=len(splits.train[1]) // 64
+        ),
+    )
+    result = jaxlearn.fit(
+        tr,
+        splits.train,
+        splits.val,
+        num_epochs=epochs,
+        patience=10,
+        key=2,
+        checkpoint_dir=os.path.join(out, "checkpoints"),
+        resume=True,
+    )
     h = result.history
-    print(f"\nbest epoch {h.meta['best_epoch']}: validation accuracy {h.meta['best_value']:.3f} "
-          f"({h.meta['stop_reason']} after {h.num_epochs} epochs, {h.num_steps} steps)")
+    print(
+        f"\nbest epoch {h.meta['best_epoch']}: validation accuracy {h.meta['best_value']:.3f} "
+        f"({h.meta['stop_reason']} after {h.num_epochs} epochs, {h.num_steps} steps)"
+    )
     print(jaxlearn.diagnose(h))
 
     test = jax.jit(tr.evaluate)(result.best_params, tuple(map(jnp.asarray, splits.test)))

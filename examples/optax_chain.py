@@ -34,10 +34,14 @@ def init(key: jax.Array, hidden: int = 100, classes: int = 3):
     k1, k2 = jax.random.split(key)
     return {
         "params": {
-            "Dense_0": {"kernel": jax.random.normal(k1, (2, hidden)) * jnp.sqrt(2.0 / 2),
-                        "bias": jnp.zeros(hidden)},
-            "Dense_1": {"kernel": jax.random.normal(k2, (hidden, classes)) * 0.01,
-                        "bias": jnp.zeros(classes)},
+            "Dense_0": {
+                "kernel": jax.random.normal(k1, (2, hidden)) * jnp.sqrt(2.0 / 2),
+                "bias": jnp.zeros(hidden),
+            },
+            "Dense_1": {
+                "kernel": jax.random.normal(k2, (hidden, classes)) * 0.01,
+                "bias": jnp.zeros(classes),
+            },
         }
     }
 
@@ -74,8 +78,10 @@ def main(argv: list[str] | None = None) -> float:
         if i % (steps // 6) == 0 or i == steps - 1:
             acc = jaxlearn.accuracy(apply(variables, x), y)
             adam_state = state[1]
-            print(f"step {i:4d}  loss {float(loss):.4f}  train accuracy {float(acc):.3f}  "
-                  f"lr {float(schedule(adam_state.t)):.2e}")
+            print(
+                f"step {i:4d}  loss {float(loss):.4f}  train accuracy {float(acc):.3f}  "
+                f"lr {float(schedule(adam_state.t)):.2e}"
+            )
     return float(jaxlearn.accuracy(apply(variables, x), y))
 
 

@@ -30,9 +30,13 @@ from jaxlearn import search  # noqa: E402
 def make_objective(train, val, hidden: int = 64):
     """``(hparams, key) -> metrics``: train ``hparams["epochs"]`` epochs, validate each,
     keep the params of the best epoch."""
-    tr = jaxlearn.trainer(jaxlearn.mlp(train[0].shape[1], (hidden,), 10), optimizer="adam",
-                          batch_size=64, hparams={"learning_rate": 1e-3, "l2": 0.0},
-                          update_ratios=False)
+    tr = jaxlearn.trainer(
+        jaxlearn.mlp(train[0].shape[1], (hidden,), 10),
+        optimizer="adam",
+        batch_size=64,
+        hparams={"learning_rate": 1e-3, "l2": 0.0},
+        update_ratios=False,
+    )
 
     def objective(hp, key):
         k_init, k_data = jax.random.split(key)
@@ -73,18 +77,20 @@ def main(argv: list[str] | None = None) -> float:
     if args.quick:
         stages = [search.Stage(12, epochs=1), search.Stage(8, epochs=2), search.Stage(4, epochs=4)]
     else:
-        stages = [search.Stage(32, epochs=1), search.Stage(16, epochs=5),
-                  search.Stage(8, epochs=20)]
+        stages = [
+            search.Stage(32, epochs=1),
+            search.Stage(16, epochs=5),
+            search.Stage(8, epochs=20),
+        ]
     space = {"lr": search.log_uniform(1e-6, 1e1), "l2": search.log_uniform(1e-6, 1e1)}
     with warnings.catch_warnings(record=True):  # printed below, per stage
         warnings.simplefilter("always", search.BorderWarning)
-        study = search.coarse_to_fine(objective, space, stages, jax.random.key(args.seed),
-                                      metric="val_acc", keep_params=True)
+        study = search.coarse_to_fine(
+            objective, space, stages, jax.random.key(args.seed), metric="val_acc", keep_params=True
+        )
 
     for s, (st, sp) in enumerate(zip(study.stages, study.spaces, strict=True), start=1):
-        ranges = ", ".join(
-            f"{n} in [{d.low:.2g}, {d.high:.2g}]" for n, d in sp.items()
-        )
+        ranges = ", ".join(f"{n} in [{d.low:.2g}, {d.high:.2g}]" for n, d in sp.items())
         epochs = st.trials[0].hparams["epochs"]
         print(f"\nstage {s}: {len(st.trials)} trials, {epochs} epochs, {ranges}")
         print(st.table(max_rows=3))

@@ -8,17 +8,20 @@ import numpy as np
 
 
 @overload
-def positive_int(fn: str, name: str, value: Any, allow_none: Literal[False] = False,
-                 none_means: str = "") -> int: ...
+def positive_int(
+    fn: str, name: str, value: Any, allow_none: Literal[False] = False, none_means: str = ""
+) -> int: ...
 
 
 @overload
-def positive_int(fn: str, name: str, value: Any, allow_none: bool,
-                 none_means: str = "") -> int | None: ...
+def positive_int(
+    fn: str, name: str, value: Any, allow_none: bool, none_means: str = ""
+) -> int | None: ...
 
 
-def positive_int(fn: str, name: str, value: Any, allow_none: bool = False,
-                 none_means: str = "") -> int | None:
+def positive_int(
+    fn: str, name: str, value: Any, allow_none: bool = False, none_means: str = ""
+) -> int | None:
     """``value`` as an int >= 1 (or None when allowed), else a ValueError naming it.
 
     **Arguments:**

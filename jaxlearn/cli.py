@@ -50,23 +50,45 @@ def build_parser() -> argparse.ArgumentParser:
             "results.json, PNG figures and the best checkpoint to a new folder."
         ),
     )
-    demo.add_argument("--data", choices=DATASETS, default="digits",
-                      help="digits: scikit-learn's bundled 8x8 digits (default, no download); "
-                      "cifar10: the CIFAR-10 python batches in --data-dir")
-    demo.add_argument("--data-dir", metavar="PATH",
-                      help="the extracted cifar-10-batches-py folder (with --data cifar10)")
-    demo.add_argument("--out", metavar="DIR",
-                      help="output folder (must be new or empty; default: a new "
-                      "jaxlearn-demo-<time> folder here)")
-    demo.add_argument("--quick", action="store_true",
-                      help="a smoke run: fewer trials, members and epochs")
-    demo.add_argument("--seed", type=_non_negative_int, default=0,
-                      help="seed of every random choice (default 0)")
-    demo.add_argument("--max-train", type=_non_negative_int, metavar="N",
-                      help="use at most about N training examples (e.g. for CIFAR-10 on a CPU)")
-    demo.add_argument("--stages", type=int, choices=range(1, 8), default=7, metavar="N",
-                      help="run only the first N of the 7 stages (e.g. 3: data, gradient "
-                      "check and sanity checks; default 7)")
+    demo.add_argument(
+        "--data",
+        choices=DATASETS,
+        default="digits",
+        help="digits: scikit-learn's bundled 8x8 digits (default, no download); "
+        "cifar10: the CIFAR-10 python batches in --data-dir",
+    )
+    demo.add_argument(
+        "--data-dir",
+        metavar="PATH",
+        help="the extracted cifar-10-batches-py folder (with --data cifar10)",
+    )
+    demo.add_argument(
+        "--out",
+        metavar="DIR",
+        help="output folder (must be new or empty; default: a new "
+        "jaxlearn-demo-<time> folder here)",
+    )
+    demo.add_argument(
+        "--quick", action="store_true", help="a smoke run: fewer trials, members and epochs"
+    )
+    demo.add_argument(
+        "--seed", type=_non_negative_int, default=0, help="seed of every random choice (default 0)"
+    )
+    demo.add_argument(
+        "--max-train",
+        type=_non_negative_int,
+        metavar="N",
+        help="use at most about N training examples (e.g. for CIFAR-10 on a CPU)",
+    )
+    demo.add_argument(
+        "--stages",
+        type=int,
+        choices=range(1, 8),
+        default=7,
+        metavar="N",
+        help="run only the first N of the 7 stages (e.g. 3: data, gradient "
+        "check and sanity checks; default 7)",
+    )
     demo.add_argument("--no-progress", action="store_true", help="no progress bars")
     return parser
 
@@ -95,9 +117,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from jaxlearn.demo import DemoConfig, DemoError, run_demo
 
     try:
-        config = DemoConfig(data=args.data, data_dir=args.data_dir, out=args.out,
-                            quick=args.quick, seed=args.seed, max_train=args.max_train,
-                            stages=args.stages, progress=not args.no_progress)
+        config = DemoConfig(
+            data=args.data,
+            data_dir=args.data_dir,
+            out=args.out,
+            quick=args.quick,
+            seed=args.seed,
+            max_train=args.max_train,
+            stages=args.stages,
+            progress=not args.no_progress,
+        )
         run_demo(config)
     except DemoError as e:
         print(f"jaxlearn demo: error: {e}", file=sys.stderr)

@@ -114,12 +114,21 @@ def plot_loss(
     steps = np.arange(loss.size)
     ax.plot(steps, loss, color="tab:blue", alpha=0.35, linewidth=0.8, label="loss per step")
     if smooth > 0:
-        ax.plot(steps, smooth_ema(loss, smooth), color="tab:blue", linewidth=2,
-                label=f"smoothed (EMA {smooth:g})")
+        ax.plot(
+            steps,
+            smooth_ema(loss, smooth),
+            color="tab:blue",
+            linewidth=2,
+            label=f"smoothed (EMA {smooth:g})",
+        )
     bad = ~np.isfinite(loss)
     if bad.any():
-        ax.axvline(int(np.argmax(bad)), color="tab:red", linestyle="--",
-                   label=f"non-finite from step {int(np.argmax(bad))}")
+        ax.axvline(
+            int(np.argmax(bad)),
+            color="tab:red",
+            linestyle="--",
+            label=f"non-finite from step {int(np.argmax(bad))}",
+        )
     spe = h.meta.get("steps_per_epoch")
     if spe and h.num_epochs > 1:
         sec = ax.secondary_xaxis("top", functions=(lambda s: s / spe, lambda e: e * spe))
@@ -157,8 +166,9 @@ def plot_accuracy(
     h = _check_history("plot_accuracy", history)
     fig = _figure((7, 4))
     ax = fig.add_subplot()
-    epochs = np.arange(1, h.num_epochs + 1) if h.num_epochs else np.arange(
-        1, h.train_accuracy.size + 1)
+    epochs = (
+        np.arange(1, h.num_epochs + 1) if h.num_epochs else np.arange(1, h.train_accuracy.size + 1)
+    )
     ax.plot(epochs, h.train_accuracy, marker="o", label="train")
     if np.isfinite(h.val_accuracy).any():
         ax.plot(epochs, h.val_accuracy, marker="o", label="val")
@@ -174,7 +184,10 @@ def plot_accuracy(
 
 
 def plot_update_ratios(
-    history: History, path: str | os.PathLike | None = None, *, smooth: float = 0.9,
+    history: History,
+    path: str | os.PathLike | None = None,
+    *,
+    smooth: float = 0.9,
     dpi: int = 100,
 ) -> Any:
     """``||update|| / ||param||`` per leaf per step on a log scale, with 1e-3 marked.
@@ -199,8 +212,7 @@ def plot_update_ratios(
     ratios = h.update_ratio
     if not ratios:
         raise ValueError(
-            "plot_update_ratios: the history has no update ratios (train with "
-            "update_ratios=True)."
+            "plot_update_ratios: the history has no update ratios (train with update_ratios=True)."
         )
     fig = _figure((7, 4))
     ax = fig.add_subplot()

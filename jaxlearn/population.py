@@ -159,8 +159,10 @@ def _check_strategy(fn: str, strategy: Any) -> str:
 def _check_chunk(fn: str, chunk_size: Any) -> int | None:
     if chunk_size is None:
         return None
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, (int, np.integer)) or (
-        chunk_size < 1
+    if (
+        isinstance(chunk_size, bool)
+        or not isinstance(chunk_size, (int, np.integer))
+        or (chunk_size < 1)
     ):
         raise ValueError(f"{fn}: `chunk_size` must be an int >= 1 or None, got {chunk_size!r}.")
     return int(chunk_size)
@@ -189,9 +191,11 @@ def choose_strategy(
         (('vmap', None), ('sequential', None), ('chunked', 16))
     """
     fn = "choose_strategy"
-    if isinstance(population_size, bool) or not isinstance(
-        population_size, (int, np.integer)
-    ) or population_size < 1:
+    if (
+        isinstance(population_size, bool)
+        or not isinstance(population_size, (int, np.integer))
+        or population_size < 1
+    ):
         raise ValueError(f"{fn}: `population_size` must be an int >= 1, got {population_size!r}.")
     chunk = _check_chunk(fn, chunk_size)
     if chunk is not None and chunk < population_size:
@@ -331,14 +335,17 @@ def _raw_keys(leaves: list[Any]) -> tuple[list[Any], tuple[Any, ...]]:
     impls = tuple(jax.random.key_impl(x) if _is_key(x) else None for x in leaves)
     if not any(i is not None for i in impls):
         return leaves, impls
-    raw = [jax.random.key_data(x) if i is not None else x for x, i in zip(leaves, impls,
-                                                                           strict=True)]
+    raw = [
+        jax.random.key_data(x) if i is not None else x for x, i in zip(leaves, impls, strict=True)
+    ]
     return raw, impls
 
 
 def _wrap_keys(leaves: list[Any], impls: tuple[Any, ...]) -> list[Any]:
-    return [x if i is None else jax.random.wrap_key_data(x, impl=i)
-            for x, i in zip(leaves, impls, strict=True)]
+    return [
+        x if i is None else jax.random.wrap_key_data(x, impl=i)
+        for x, i in zip(leaves, impls, strict=True)
+    ]
 
 
 def _to_host_for_processes(x: Any) -> Any:
@@ -423,8 +430,16 @@ class PopulationFn:
         if plan.padded_size != plan.population_size and not self.keep_padding:
             cut = plan.population_size
         devices = self.devices()
-        key = (plan.strategy, plan.chunk_size, plan.per_device, devices, self.axis_name,
-               impls, treedef, cut)
+        key = (
+            plan.strategy,
+            plan.chunk_size,
+            plan.per_device,
+            devices,
+            self.axis_name,
+            impls,
+            treedef,
+            cut,
+        )
         prog = self._programs.get(key)
         if prog is not None:
             return prog
@@ -443,6 +458,7 @@ class PopulationFn:
             return jax.tree.unflatten(treedef, _wrap_keys(leaves, impls))
 
         if d == 1:
+
             def population(leaves: list[Any], shared: tuple) -> Any:
                 return local(typed(leaves), shared)
 
@@ -498,14 +514,20 @@ class PopulationFn:
         return self._program(plan, impls, treedef)(leaves, placed)
 
     def _fitted(
-        self, plan: Plan, impls: tuple[Any, ...], treedef: Any, leaves: list[Any],
+        self,
+        plan: Plan,
+        impls: tuple[Any, ...],
+        treedef: Any,
+        leaves: list[Any],
         placed: tuple,
     ) -> Any:
         """Run the vmapped program if it fits in the device's free memory, else the largest
         chunks that do; decided once per shape from the compiled program's memory analysis
         (where the device reports no memory, the vmapped program as it is)."""
-        sig = tuple((tuple(np.shape(x)), str(getattr(x, "dtype", type(x).__name__)))
-                    for x in jax.tree.leaves((leaves, placed)))
+        sig = tuple(
+            (tuple(np.shape(x)), str(getattr(x, "dtype", type(x).__name__)))
+            for x in jax.tree.leaves((leaves, placed))
+        )
         key = ("fitted", plan.per_device, self.devices(), impls, treedef, sig)
         run = self._programs.get(key)
         if run is None:
@@ -519,8 +541,9 @@ class PopulationFn:
                     run = compiled
                 else:  # what plan() then reports, for every caller of this function
                     self._programs[("memory chunk", plan.per_device, self.devices())] = chunk
-                    run = self._program(plan._replace(strategy="chunked", chunk_size=chunk),
-                                        impls, treedef)
+                    run = self._program(
+                        plan._replace(strategy="chunked", chunk_size=chunk), impls, treedef
+                    )
             self._programs[key] = run
         return run(leaves, placed)
 

@@ -71,10 +71,17 @@ def _table(checks: Sequence[Check], width: int = 88) -> str:
     out = []
     for c in checks:
         out.append(f"{c.name}: {_status(c.passed)}")
-        for label, text in (("expected", c.expected), ("observed", c.observed),
-                            ("verdict", c.verdict)):
-            out.extend(textwrap.wrap(text, width, initial_indent=f"  {label:9s}",
-                                     subsequent_indent=" " * 11) or [f"  {label}"])
+        for label, text in (
+            ("expected", c.expected),
+            ("observed", c.observed),
+            ("verdict", c.verdict),
+        ):
+            out.extend(
+                textwrap.wrap(
+                    text, width, initial_indent=f"  {label:9s}", subsequent_indent=" " * 11
+                )
+                or [f"  {label}"]
+            )
     return "\n".join(out)
 
 

@@ -35,9 +35,13 @@ def _tree():
 def test_round_trip_is_exact_for_every_leaf_kind(tmp_path):
     tree = _tree()
     h = jaxlearn.History({"batch_size": 4, "best_value": float("nan")})
-    h.append_steps(loss=[2.5, float("nan")], batch_accuracy=[0.0, 0.25],
-                   learning_rate=[0.1, 0.1], finite=[True, False],
-                   update_ratio={"W1": [1e-3, np.inf]})
+    h.append_steps(
+        loss=[2.5, float("nan")],
+        batch_accuracy=[0.0, 0.25],
+        learning_rate=[0.1, 0.1],
+        finite=[True, False],
+        update_ratio={"W1": [1e-3, np.inf]},
+    )
     path = tmp_path / "c.npz"
     jaxlearn.save_checkpoint(path, tree, metadata={"step": 2, "note": "x"}, history=h)
     ck = jaxlearn.load_checkpoint(path, like=tree)
@@ -125,22 +129,31 @@ def test_a_truncated_file_is_a_clear_error(tmp_path):
 @pytest.mark.parametrize(
     "other, match",
     [
-        ({"W1": jnp.zeros((64, 50)), "b1": jnp.zeros(100)},
-         r"leaf \['W1'\] has shape \(64, 100\) float32 in the checkpoint but shape \(64, 50\) "
-         r"float32 in the template"),
-        ({"W1": jnp.zeros((64, 100), jnp.bfloat16), "b1": jnp.zeros(100)},
-         r"leaf \['W1'\] has shape \(64, 100\) float32 in the checkpoint but shape \(64, 100\) "
-         r"bfloat16"),
-        ({"W": jnp.zeros((64, 100)), "b1": jnp.zeros(100)},
-         r"leaf #0 is \['W1'\] in the checkpoint but \['W'\] in the template"),
-        ({"W1": jnp.zeros((64, 100)), "b1": jnp.zeros(100), "c": jnp.zeros(1)},
-         r"leaf \['c'\] is in the template but not in the checkpoint"),
-        ({"W1": jnp.zeros((64, 100))},
-         r"leaf \['b1'\] is in the checkpoint but not in the template"),
+        (
+            {"W1": jnp.zeros((64, 50)), "b1": jnp.zeros(100)},
+            r"leaf \['W1'\] has shape \(64, 100\) float32 in the checkpoint but shape \(64, 50\) "
+            r"float32 in the template",
+        ),
+        (
+            {"W1": jnp.zeros((64, 100), jnp.bfloat16), "b1": jnp.zeros(100)},
+            r"leaf \['W1'\] has shape \(64, 100\) float32 in the checkpoint but shape \(64, 100\) "
+            r"bfloat16",
+        ),
+        (
+            {"W": jnp.zeros((64, 100)), "b1": jnp.zeros(100)},
+            r"leaf #0 is \['W1'\] in the checkpoint but \['W'\] in the template",
+        ),
+        (
+            {"W1": jnp.zeros((64, 100)), "b1": jnp.zeros(100), "c": jnp.zeros(1)},
+            r"leaf \['c'\] is in the template but not in the checkpoint",
+        ),
+        (
+            {"W1": jnp.zeros((64, 100))},
+            r"leaf \['b1'\] is in the checkpoint but not in the template",
+        ),
     ],
 )
-def test_loading_into_a_different_model_names_the_first_leaf_that_differs(tmp_path, other,
-                                                                          match):
+def test_loading_into_a_different_model_names_the_first_leaf_that_differs(tmp_path, other, match):
     path = tmp_path / "c.npz"
     jaxlearn.save_checkpoint(path, {"W1": jnp.zeros((64, 100)), "b1": jnp.zeros(100)})
     with pytest.raises(ValueError, match=match):
@@ -148,12 +161,12 @@ def test_loading_into_a_different_model_names_the_first_leaf_that_differs(tmp_pa
 
 
 def test_bad_leaves_and_metadata_are_clear_errors(tmp_path):
-    with pytest.raises(ValueError,
-                       match=r"leaf \[.f.\] is a builtin_function_or_method, not an array"):
+    with pytest.raises(
+        ValueError, match=r"leaf \[.f.\] is a builtin_function_or_method, not an array"
+    ):
         jaxlearn.save_checkpoint(tmp_path / "c.npz", {"f": len})
     with pytest.raises(ValueError, match=r"`metadata` must be JSON-serializable"):
-        jaxlearn.save_checkpoint(tmp_path / "c.npz", {"w": jnp.ones(1)},
-                                 metadata={"x": object()})
+        jaxlearn.save_checkpoint(tmp_path / "c.npz", {"w": jnp.ones(1)}, metadata={"x": object()})
     assert not os.listdir(tmp_path)
 
 
@@ -182,5 +195,6 @@ def test_the_saved_arrays_are_copies_taken_at_save_time(tmp_path):
     with jaxlearn.Checkpointer(tmp_path) as ck:
         ck.save("last", {"w": w})
         w = f(w)
-    np.testing.assert_array_equal(jaxlearn.load_checkpoint(tmp_path / "last.npz").tree["['w']"],
-                                  np.zeros(4))
+    np.testing.assert_array_equal(
+        jaxlearn.load_checkpoint(tmp_path / "last.npz").tree["['w']"], np.zeros(4)
+    )

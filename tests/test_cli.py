@@ -18,12 +18,23 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def test_python_dash_m_jaxlearn_runs_the_command_line():
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
-    proc = subprocess.run([sys.executable, "-m", "jaxlearn", "demo", "--help"], env=env,
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "jaxlearn", "demo", "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("usage: jaxlearn demo [-h]")
-    for flag in ("--data {digits,cifar10}", "--data-dir PATH", "--out DIR", "--quick",
-                 "--seed SEED", "--stages N"):
+    for flag in (
+        "--data {digits,cifar10}",
+        "--data-dir PATH",
+        "--out DIR",
+        "--quick",
+        "--seed SEED",
+        "--stages N",
+    ):
         assert flag in proc.stdout
 
 
@@ -43,23 +54,57 @@ def test_no_subcommand_prints_the_help_and_fails(capsys):
 
 
 def test_the_parser_reads_every_option():
-    a = build_parser().parse_args(["demo", "--data", "cifar10", "--data-dir", "/d", "--out",
-                                   "o", "--quick", "--seed", "7", "--max-train", "500",
-                                   "--stages", "3", "--no-progress"])
-    assert (a.data, a.data_dir, a.out, a.quick, a.seed, a.max_train, a.stages,
-            a.no_progress) == ("cifar10", "/d", "o", True, 7, 500, 3, True)
+    a = build_parser().parse_args(
+        [
+            "demo",
+            "--data",
+            "cifar10",
+            "--data-dir",
+            "/d",
+            "--out",
+            "o",
+            "--quick",
+            "--seed",
+            "7",
+            "--max-train",
+            "500",
+            "--stages",
+            "3",
+            "--no-progress",
+        ]
+    )
+    assert (a.data, a.data_dir, a.out, a.quick, a.seed, a.max_train, a.stages, a.no_progress) == (
+        "cifar10",
+        "/d",
+        "o",
+        True,
+        7,
+        500,
+        3,
+        True,
+    )
     d = build_parser().parse_args(["demo"])
     assert (d.data, d.data_dir, d.out, d.quick, d.seed, d.max_train, d.stages) == (
-        "digits", None, None, False, 0, None, 7)
+        "digits",
+        None,
+        None,
+        False,
+        0,
+        None,
+        7,
+    )
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["demo", "--seed", "-1"], "argument --seed: expected an int >= 0, got -1"),
-    (["demo", "--seed", "x"], "argument --seed: expected an int >= 0, got 'x'"),
-    (["demo", "--data", "mnist"], "argument --data: invalid choice: 'mnist'"),
-    (["demo", "--stages", "8"], "argument --stages: invalid choice: 8"),
-    (["train"], "argument COMMAND: invalid choice: 'train'"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["demo", "--seed", "-1"], "argument --seed: expected an int >= 0, got -1"),
+        (["demo", "--seed", "x"], "argument --seed: expected an int >= 0, got 'x'"),
+        (["demo", "--data", "mnist"], "argument --data: invalid choice: 'mnist'"),
+        (["demo", "--stages", "8"], "argument --stages: invalid choice: 8"),
+        (["train"], "argument COMMAND: invalid choice: 'train'"),
+    ],
+)
 def test_bad_arguments_exit_with_argparse_errors(argv, message, capsys):
     with pytest.raises(SystemExit) as exc:
         main(argv)
@@ -67,11 +112,14 @@ def test_bad_arguments_exit_with_argparse_errors(argv, message, capsys):
     assert message in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["demo", "--data", "cifar10"], "--data cifar10 needs --data-dir PATH"),
-    (["demo", "--data-dir", "somewhere"], "--data-dir is only for --data cifar10"),
-    (["demo", "--max-train", "5"], "--max-train must be an int >= 100, got 5."),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["demo", "--data", "cifar10"], "--data cifar10 needs --data-dir PATH"),
+        (["demo", "--data-dir", "somewhere"], "--data-dir is only for --data cifar10"),
+        (["demo", "--max-train", "5"], "--max-train must be an int >= 100, got 5."),
+    ],
+)
 def test_unusable_options_are_one_line_errors(argv, message, capsys, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(argv) == 2
@@ -109,10 +157,20 @@ def test_demo_config_checks_its_values():
 
 
 def test_a_report_of_a_run_that_stopped_early_says_so():
-    text = render_report({"meta": {"data": "digits", "seed": 1, "quick": False,
-                                   "jaxlearn": "0.1.0", "jax": "0.10.2", "device": "cpu"},
-                          "error": "stage 2 (Gradient check) failed: ValueError: boom",
-                          "timings": {"1. data": {"wall_s": 0.25, "cpu_s": 0.5}}})
+    text = render_report(
+        {
+            "meta": {
+                "data": "digits",
+                "seed": 1,
+                "quick": False,
+                "jaxlearn": "0.1.0",
+                "jax": "0.10.2",
+                "device": "cpu",
+            },
+            "error": "stage 2 (Gradient check) failed: ValueError: boom",
+            "timings": {"1. data": {"wall_s": 0.25, "cpu_s": 0.5}},
+        }
+    )
     assert text.startswith("# jaxlearn demo: digits, full run, seed 1\n")
     assert "**The run stopped early:** stage 2 (Gradient check) failed: ValueError: boom" in text
     assert "| 1. data | 0.2 | 0.5 |" in text and "## Summary" not in text

@@ -58,14 +58,26 @@ def test_quick_run_writes_report_results_figures_and_checkpoint(quick_run):
     for name in ("report.md", "results.json", "best.npz"):
         assert (run / name).stat().st_size > 0, name
     figures = sorted(p.relative_to(run).as_posix() for p in run.rglob("*.png"))
-    assert figures == ["figures/final_run/accuracy.png", "figures/final_run/loss.png",
-                       "figures/final_run/update_ratios.png", "figures/search_stage1.png",
-                       "figures/search_stage2.png", "figures/update_rules.png"]
+    assert figures == [
+        "figures/final_run/accuracy.png",
+        "figures/final_run/loss.png",
+        "figures/final_run/update_ratios.png",
+        "figures/search_stage1.png",
+        "figures/search_stage2.png",
+        "figures/update_rules.png",
+    ]
     for f in figures:
         assert (run / f).read_bytes()[:8] == PNG, f
     # One summary line per stage, in order, and where the files are.
-    titles = ["Data", "Gradient check", "Sanity checks", "Update rules", "Search", "Ensemble",
-              "Diagnosis"]
+    titles = [
+        "Data",
+        "Gradient check",
+        "Sanity checks",
+        "Update rules",
+        "Search",
+        "Ensemble",
+        "Diagnosis",
+    ]
     for i, title in enumerate(titles, start=1):
         assert f"[{i}/7] {title}: " in out
     assert out.index("[1/7]") < out.index("[4/7]") < out.index("[7/7]")
@@ -86,22 +98,30 @@ def test_report_numbers_are_the_results_json_numbers(quick_run):
     assert render_report(results) == report
     e = results["ensemble"]
     n = e["num_members"]
-    row = (f"| ensemble of {n} members (averaged probabilities) | {n} | "
-           f"{e['ensemble_test_accuracy']:.4f} | "
-           f"{e['ensemble_test_accuracy'] - e['mean_member_test_accuracy']:+.4f} | "
-           f"{e['ensemble_test_loss']:.4g} |")
+    row = (
+        f"| ensemble of {n} members (averaged probabilities) | {n} | "
+        f"{e['ensemble_test_accuracy']:.4f} | "
+        f"{e['ensemble_test_accuracy'] - e['mean_member_test_accuracy']:+.4f} | "
+        f"{e['ensemble_test_loss']:.4g} |"
+    )
     assert row in report
     for m in e["members"]:
-        assert (f"| {m['member']} | {m['seed']} | {m['final_val_accuracy']:.4f} | "
-                f"{m['test_accuracy']:.4f} | {m['averaged_test_accuracy']:.4f} |") in report
+        assert (
+            f"| {m['member']} | {m['seed']} | {m['final_val_accuracy']:.4f} | "
+            f"{m['test_accuracy']:.4f} | {m['averaged_test_accuracy']:.4f} |"
+        ) in report
     g = results["gradcheck"]
     assert f"max relative error {g['max_error_data']:.1e} for the data loss" in report
     for r in results["update_rules"]["rules"]:
-        assert (f"| {r['rule']} | {r['learning_rate']:.3g} | {r['final_train_loss']:.4g} | "
-                f"{r['final_val_accuracy']:.4f} |") in report
+        assert (
+            f"| {r['rule']} | {r['learning_rate']:.3g} | {r['final_train_loss']:.4g} | "
+            f"{r['final_val_accuracy']:.4f} |"
+        ) in report
     b = results["search"]["best"]
-    assert (f"best configuration learning_rate = {b['learning_rate']:.3g}, l2 = "
-            f"{b['l2']:.3g} (trial {b['number']}, val acc {b['val_acc']:.4f})") in report
+    assert (
+        f"best configuration learning_rate = {b['learning_rate']:.3g}, l2 = "
+        f"{b['l2']:.3g} (trial {b['number']}, val acc {b['val_acc']:.4f})"
+    ) in report
     for name, t in results["timings"].items():
         assert f"| {name} | {t['wall_s']:.1f} | {t['cpu_s']:.1f} |" in report
 
@@ -120,7 +140,8 @@ def test_ensemble_beats_the_mean_member_and_the_tables_add_up(quick_run):
     assert e["accuracy_by_size"][0] == pytest.approx(accs[0], abs=1e-6)
     assert e["accuracy_by_size"][-1] == pytest.approx(e["ensemble_test_accuracy"], abs=1e-6)
     assert e["mean_averaged_test_accuracy"] == pytest.approx(
-        float(np.mean([m["averaged_test_accuracy"] for m in members])), abs=1e-6)
+        float(np.mean([m["averaged_test_accuracy"] for m in members])), abs=1e-6
+    )
     assert min(accs) > 0.9 and e["student"]["test_accuracy"] > 0.9
     ck = e["checkpoint"]
     assert ck["val_accuracy"] == max(m["best_val_accuracy"] for m in members)
@@ -185,7 +206,7 @@ def test_a_second_run_never_overwrites_the_first(quick_run):
     assert status == 2
     assert f"--out {run} already exists and is not empty" in err
     # The default folder of a second run started in the same second gets another name.
-    stamp = datetime.datetime.strptime(run.name[len("jaxlearn-demo-"):], "%Y%m%d-%H%M%S")
+    stamp = datetime.datetime.strptime(run.name[len("jaxlearn-demo-") :], "%Y%m%d-%H%M%S")
     second = new_run_dir(parent=run.parent, now=stamp)
     assert second != run and second.name == run.name + "-2" and not any(second.iterdir())
     second.rmdir()
@@ -203,9 +224,16 @@ def _write_cifar(folder: Path, per_batch: int = 20, skip: str = "") -> None:
         labels = [(b + i) % 10 for i in range(per_batch)]
         data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
         with open(folder / name, "wb") as f:
-            pickle.dump({b"batch_label": name.encode(), b"labels": labels, b"data": data,
-                         b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)]},
-                        f, protocol=2)
+            pickle.dump(
+                {
+                    b"batch_label": name.encode(),
+                    b"labels": labels,
+                    b"data": data,
+                    b"filenames": [f"{name}_{i}.png".encode() for i in range(per_batch)],
+                },
+                f,
+                protocol=2,
+            )
 
 
 def test_cifar10_from_a_folder_in_the_real_format(tmp_path):
@@ -221,9 +249,22 @@ def test_cifar10_from_a_folder_in_the_real_format(tmp_path):
     np.testing.assert_allclose(data.splits.test[0][0] + data.mean_image, first, atol=1e-6)
 
     out = tmp_path / "run"
-    status, stdout, err = _in_dir(tmp_path, ["demo", "--data", "cifar10", "--data-dir",
-                                             str(data_dir), "--quick", "--stages", "3",
-                                             "--out", str(out), "--no-progress"])
+    status, stdout, err = _in_dir(
+        tmp_path,
+        [
+            "demo",
+            "--data",
+            "cifar10",
+            "--data-dir",
+            str(data_dir),
+            "--quick",
+            "--stages",
+            "3",
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+    )
     assert status == 0, err
     results = json.loads((out / "results.json").read_text())
     assert results["data"]["dataset"] == "cifar10" and results["meta"]["stages"] == 3
@@ -238,26 +279,26 @@ def test_cifar10_from_a_folder_in_the_real_format(tmp_path):
 
 def test_a_missing_data_folder_is_a_clear_error_and_writes_nothing(tmp_path):
     missing = tmp_path / "no-such-folder"
-    status, _, err = _in_dir(tmp_path, ["demo", "--data", "cifar10", "--data-dir",
-                                        str(missing), "--quick"])
+    status, _, err = _in_dir(
+        tmp_path, ["demo", "--data", "cifar10", "--data-dir", str(missing), "--quick"]
+    )
     assert status == 2
-    assert err.startswith(f"jaxlearn demo: error: --data-dir {missing}: load_cifar10: folder "
-                          f"{missing} does not exist")
+    assert err.startswith(
+        f"jaxlearn demo: error: --data-dir {missing}: load_cifar10: folder {missing} does not exist"
+    )
     assert "Traceback" not in err and sorted(tmp_path.iterdir()) == []
 
 
 def test_a_malformed_data_folder_is_a_clear_error_naming_the_file(tmp_path):
     partial = tmp_path / "partial"
     _write_cifar(partial, per_batch=4, skip="test_batch")
-    status, _, err = _in_dir(tmp_path, ["demo", "--data", "cifar10", "--data-dir",
-                                        str(partial)])
+    status, _, err = _in_dir(tmp_path, ["demo", "--data", "cifar10", "--data-dir", str(partial)])
     assert status == 2 and f"{partial} is missing test_batch" in err
 
     broken = tmp_path / "broken"
     _write_cifar(broken, per_batch=4)
     (broken / "data_batch_3").write_bytes(b"not a pickle")
-    status, _, err = _in_dir(tmp_path, ["demo", "--data", "cifar10", "--data-dir",
-                                        str(broken)])
+    status, _, err = _in_dir(tmp_path, ["demo", "--data", "cifar10", "--data-dir", str(broken)])
     assert status == 2
     assert f"{broken / 'data_batch_3'} is not a valid CIFAR-10 batch file" in err
 
@@ -271,8 +312,9 @@ def test_a_malformed_data_folder_is_a_clear_error_naming_the_file(tmp_path):
 
 
 def _read_report_module():
-    spec = importlib.util.spec_from_file_location("read_report_example",
-                                                  ROOT / "examples" / "read_report.py")
+    spec = importlib.util.spec_from_file_location(
+        "read_report_example", ROOT / "examples" / "read_report.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -287,12 +329,12 @@ def test_read_report_example_reads_the_run_and_reclassifies_the_test_set(quick_r
     assert "reclassified_test_accuracy" not in quick
     assert "  6. ensemble: test accuracy: mean member " in out
     e = results["ensemble"]
-    assert quick["test_accuracy"][f"ensemble of {e['num_members']}"] == e[
-        "ensemble_test_accuracy"]
+    assert quick["test_accuracy"][f"ensemble of {e['num_members']}"] == e["ensemble_test_accuracy"]
     full = example.main([str(run)])
     out = capsys.readouterr().out
     assert full["reclassified_test_accuracy"] == pytest.approx(
-        e["checkpoint"]["test_accuracy"], abs=1e-6)
+        e["checkpoint"]["test_accuracy"], abs=1e-6
+    )
     assert "best.npz reclassifies the test set" in out
     with pytest.raises(SystemExit, match="holds no results.json"):
         example.main([str(run / "figures")])

@@ -20,15 +20,17 @@ def splits():
 @pytest.fixture(scope="module")
 def sgd_trainer():
     # One program for every run below: the learning rate is a value in the state.
-    return jaxlearn.trainer(jaxlearn.mlp(64, (100,), 10), batch_size=25,
-                            hparams={"learning_rate": 0.1})
+    return jaxlearn.trainer(
+        jaxlearn.mlp(64, (100,), 10), batch_size=25, hparams={"learning_rate": 0.1}
+    )
 
 
 def _run(tr, train, val, lr, epochs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        return jaxlearn.fit(tr, train, val, hparams={"learning_rate": lr}, num_epochs=epochs,
-                            progress=False).history
+        return jaxlearn.fit(
+            tr, train, val, hparams={"learning_rate": lr}, num_epochs=epochs, progress=False
+        ).history
 
 
 def test_a_run_made_to_diverge_is_blamed_on_a_too_high_learning_rate(splits, sgd_trainer):
@@ -51,8 +53,7 @@ def test_a_crawling_run_is_blamed_on_a_too_low_learning_rate(splits, sgd_trainer
     assert low <= {"W1", "W2"}  # only weights are judged, biases are left out
 
 
-def test_an_overfitting_run_is_blamed_on_too_little_regularization_or_data(splits,
-                                                                          sgd_trainer):
+def test_an_overfitting_run_is_blamed_on_too_little_regularization_or_data(splits, sgd_trainer):
     tiny = (splits.train[0][:50], splits.train[1][:50])
     h = _run(sgd_trainer, tiny, splits.val, 0.05, 100)
     d = jaxlearn.diagnose(h)
@@ -63,15 +64,24 @@ def test_an_overfitting_run_is_blamed_on_too_little_regularization_or_data(split
 def _synthetic(loss, *, train_acc=0.99, val_acc=0.97, ratios=None, spe=None, acts=None):
     n = len(loss)
     spe = spe or max(1, n // 10)
-    h = jaxlearn.History({"steps_per_epoch": spe,
-                          "leaf_shapes": {"W1": [64, 100], "b1": [100]}})
-    h.append_steps(loss=loss, batch_accuracy=np.zeros(n), learning_rate=np.full(n, 0.1),
-                   finite=np.isfinite(loss), update_ratio=ratios or {})
+    h = jaxlearn.History({"steps_per_epoch": spe, "leaf_shapes": {"W1": [64, 100], "b1": [100]}})
+    h.append_steps(
+        loss=loss,
+        batch_accuracy=np.zeros(n),
+        learning_rate=np.full(n, 0.1),
+        finite=np.isfinite(loss),
+        update_ratio=ratios or {},
+    )
     epochs = n // spe
     for e in range(epochs):
-        h.append_epoch(epoch_step=(e + 1) * spe, train_loss=1.0, train_accuracy=train_acc,
-                       val_loss=1.0, val_accuracy=val_acc,
-                       activations=acts if acts and e == epochs - 1 else None)
+        h.append_epoch(
+            epoch_step=(e + 1) * spe,
+            train_loss=1.0,
+            train_accuracy=train_acc,
+            val_loss=1.0,
+            val_accuracy=val_acc,
+            activations=acts if acts and e == epochs - 1 else None,
+        )
     return h
 
 

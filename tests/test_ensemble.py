@@ -45,15 +45,21 @@ def model():
 
 @pytest.fixture(scope="module")
 def tr(model):
-    return jaxlearn.trainer(model, optimizer="adam", batch_size=64,
-                            hparams={"learning_rate": 3e-3})
+    return jaxlearn.trainer(model, optimizer="adam", batch_size=64, hparams={"learning_rate": 3e-3})
 
 
 @pytest.fixture(scope="module")
 def ens8(tr, digits):
     """Eight members of the digits MLP (with dropout), an EMA of each member's params."""
-    return fit_ensemble(tr, digits.train, digits.val, num_members=8, num_epochs=EPOCHS,
-                        average="ema", average_decay=[0.9] * 7 + [0.0])
+    return fit_ensemble(
+        tr,
+        digits.train,
+        digits.val,
+        num_members=8,
+        num_epochs=EPOCHS,
+        average="ema",
+        average_decay=[0.9] * 7 + [0.0],
+    )
 
 
 def _tiny(n=48, d=4, seed=0):
@@ -69,29 +75,40 @@ def test_member_i_equals_a_single_fit_run_with_key_i(ens8, tr, digits):
     assert ens8.params["W1"].shape == (8, 64, 32)
     assert ens8.state.step.tolist() == [EPOCHS * (len(digits.train[1]) // 64)] * 8
     for i in (0, 5):
-        single = jaxlearn.fit(tr, digits.train, digits.val, num_epochs=EPOCHS, key=i,
-                              progress=False)
+        single = jaxlearn.fit(
+            tr, digits.train, digits.val, num_epochs=EPOCHS, key=i, progress=False
+        )
         for name in single.params:
-            np.testing.assert_allclose(ens8.params[name][i], single.params[name],
-                                       rtol=2e-5, atol=2e-6, err_msg=name)
-            np.testing.assert_allclose(ens8.best_params[name][i], single.best_params[name],
-                                       rtol=2e-5, atol=2e-6, err_msg=name)
+            np.testing.assert_allclose(
+                ens8.params[name][i], single.params[name], rtol=2e-5, atol=2e-6, err_msg=name
+            )
+            np.testing.assert_allclose(
+                ens8.best_params[name][i],
+                single.best_params[name],
+                rtol=2e-5,
+                atol=2e-6,
+                err_msg=name,
+            )
         np.testing.assert_allclose(ens8.history.val_accuracy[i], single.history.val_accuracy)
-        np.testing.assert_allclose(ens8.history.train_accuracy[i],
-                                   single.history.train_accuracy)
+        np.testing.assert_allclose(ens8.history.train_accuracy[i], single.history.train_accuracy)
         np.testing.assert_allclose(ens8.history.loss[i], single.history.loss, rtol=1e-4)
         h = ens8.history.member(i)
         assert h.meta["best_epoch"] == single.history.meta["best_epoch"]
         assert h.meta["best_value"] == pytest.approx(single.history.meta["best_value"])
-        assert h.meta["leaf_shapes"] == single.history.meta["leaf_shapes"] == {
-            "W1": [64, 32], "b1": [32], "W2": [32, 10], "b2": [10]}
-        np.testing.assert_allclose(h.update_ratio["W1"], single.history.update_ratio["W1"],
-                                   rtol=1e-3)
+        assert (
+            h.meta["leaf_shapes"]
+            == single.history.meta["leaf_shapes"]
+            == {"W1": [64, 32], "b1": [32], "W2": [32, 10], "b2": [10]}
+        )
+        np.testing.assert_allclose(
+            h.update_ratio["W1"], single.history.update_ratio["W1"], rtol=1e-3
+        )
         # The activation statistics fit records (on the first 256 validation inputs).
         assert set(h.activations["layer1"]) == {"mean", "std", "zero_fraction", "dead_units"}
         for stat, v in single.history.activations["layer1"].items():
-            np.testing.assert_allclose(h.activations["layer1"][stat], v, rtol=1e-4, atol=1e-6,
-                                       err_msg=stat)
+            np.testing.assert_allclose(
+                h.activations["layer1"][stat], v, rtol=1e-4, atol=1e-6, err_msg=stat
+            )
         # diagnose reads a member as it reads the fit run: biases skipped by their shapes.
         assert jaxlearn.diagnose(h).kinds == jaxlearn.diagnose(single.history).kinds
 
@@ -133,27 +150,39 @@ def counted():
 def test_per_member_hyperparameters_train_as_one_program_without_retracing(counted):
     x, y = _tiny()
     tr, traces = counted
-    r = fit_ensemble(tr, (x, y), num_members=3, learning_rate=[0.5, 0.05, 0.0], num_epochs=3,
-                     train_eval_size=0)
+    r = fit_ensemble(
+        tr, (x, y), num_members=3, learning_rate=[0.5, 0.05, 0.0], num_epochs=3, train_eval_size=0
+    )
     assert r.state.hparams["learning_rate"].tolist() == pytest.approx([0.5, 0.05, 0.0])
     final = r.history.loss[:, -6:].mean(axis=1)
     assert final[0] < final[1] < final[2]
     init2 = tr.init(jax.random.split(jax.random.key(2), 3)[0], {"learning_rate": 0.0}).params
     np.testing.assert_array_equal(r.params["W1"][2], init2["W1"])  # lr 0: never moved
     n_traces = len(traces)
-    r2 = fit_ensemble(tr, (x, y), num_members=3, learning_rate=[0.1, 0.2, 0.3], num_epochs=3,
-                      train_eval_size=0)
+    r2 = fit_ensemble(
+        tr, (x, y), num_members=3, learning_rate=[0.1, 0.2, 0.3], num_epochs=3, train_eval_size=0
+    )
     assert len(traces) == n_traces, "new hyperparameter values must not retrace"
-    single = jaxlearn.fit(tr, (x, y), hparams={"learning_rate": 0.2}, num_epochs=3, key=1,
-                          progress=False)
+    single = jaxlearn.fit(
+        tr, (x, y), hparams={"learning_rate": 0.2}, num_epochs=3, key=1, progress=False
+    )
     np.testing.assert_allclose(r2.params["W1"][1], single.params["W1"], rtol=1e-5, atol=1e-6)
     assert r2.history.meta["hparams"][1] == pytest.approx({"learning_rate": 0.2})
     # A diverging member is named, its non-finite updates skipped; the others train on.
     n_traces = len(traces)
-    with pytest.warns(RuntimeWarning, match=r"non-finite in member\(s\) \[1\] \(first at "
-                                            r"steps \[0\]\)"):
-        r3 = fit_ensemble(tr, (x, y), num_members=3, learning_rate=[0.5, 3e38, 0.0],
-                          num_epochs=3, train_eval_size=0)
+    with pytest.warns(
+        RuntimeWarning,
+        match=r"non-finite in member\(s\) \[1\] \(first at "
+        r"steps \[0\]\)",
+    ):
+        r3 = fit_ensemble(
+            tr,
+            (x, y),
+            num_members=3,
+            learning_rate=[0.5, 3e38, 0.0],
+            num_epochs=3,
+            train_eval_size=0,
+        )
     assert len(traces) == n_traces
     assert r3.history.meta["first_nonfinite_step"] == [None, 0, None]
     assert not r3.history.finite[1].any() and r3.history.finite[[0, 2]].all()
@@ -164,24 +193,42 @@ def test_per_member_hyperparameters_train_as_one_program_without_retracing(count
 
 @pytest.fixture(scope="module")
 def momentum_tr():
-    return jaxlearn.trainer(jaxlearn.linear(4, 2), optimizer="momentum", batch_size=8,
-                            hparams={"learning_rate": 0.1, "mu": 0.9})
+    return jaxlearn.trainer(
+        jaxlearn.linear(4, 2),
+        optimizer="momentum",
+        batch_size=8,
+        hparams={"learning_rate": 0.1, "mu": 0.9},
+    )
 
 
 @pytest.fixture(scope="module")
 def sequential_run(momentum_tr):
     x, y = _tiny()
-    return fit_ensemble(momentum_tr, (x, y), (x, y), strategy="sequential", keys=[3, 1, 4, 1, 5],
-                        num_epochs=2, train_eval_size=16)
+    return fit_ensemble(
+        momentum_tr,
+        (x, y),
+        (x, y),
+        strategy="sequential",
+        keys=[3, 1, 4, 1, 5],
+        num_epochs=2,
+        train_eval_size=16,
+    )
 
 
 @pytest.mark.parametrize("strategy,chunk", [("vmap", None), ("chunked", 2)])
-def test_every_strategy_equals_the_sequential_program(strategy, chunk, momentum_tr,
-                                                      sequential_run):
+def test_every_strategy_equals_the_sequential_program(strategy, chunk, momentum_tr, sequential_run):
     x, y = _tiny()
     ref = sequential_run
-    r = fit_ensemble(momentum_tr, (x, y), (x, y), strategy=strategy, chunk_size=chunk,
-                     keys=[3, 1, 4, 1, 5], num_epochs=2, train_eval_size=16)
+    r = fit_ensemble(
+        momentum_tr,
+        (x, y),
+        (x, y),
+        strategy=strategy,
+        chunk_size=chunk,
+        keys=[3, 1, 4, 1, 5],
+        num_epochs=2,
+        train_eval_size=16,
+    )
     np.testing.assert_allclose(r.params["W1"], ref.params["W1"], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(r.history.val_accuracy, ref.history.val_accuracy)
     np.testing.assert_array_equal(r.params["W1"][1], r.params["W1"][3])  # same seed 1
@@ -205,13 +252,23 @@ def test_auto_strategy_follows_the_backend_and_the_memory_bound():
     assert choose_strategy(512, "gpu", member_bytes=10**5, memory_bytes=10**9) == ("vmap", None)
     assert choose_strategy(512, "gpu", member_bytes=10**7, memory_bytes=10**9) == ("chunked", 50)
     assert choose_strategy(512, "gpu", member_bytes=10**10, memory_bytes=10**9) == (
-        "sequential", None)
+        "sequential",
+        None,
+    )
     assert choose_strategy(64, "cpu", chunk_size=16) == ("chunked", 16)
-    tr = jaxlearn.trainer(jaxlearn.mlp(64, (100,), 10), optimizer="adam", batch_size=100,
-                          hparams={"learning_rate": 1e-3})
+    tr = jaxlearn.trainer(
+        jaxlearn.mlp(64, (100,), 10),
+        optimizer="adam",
+        batch_size=100,
+        hparams={"learning_rate": 1e-3},
+    )
     small = estimate_member_bytes(tr, (jnp.zeros((1000, 64)), jnp.zeros(1000, jnp.int32)))
-    tr_big = jaxlearn.trainer(jaxlearn.mlp(64, (100,), 10), optimizer="adam", batch_size=1000,
-                              hparams={"learning_rate": 1e-3})
+    tr_big = jaxlearn.trainer(
+        jaxlearn.mlp(64, (100,), 10),
+        optimizer="adam",
+        batch_size=1000,
+        hparams={"learning_rate": 1e-3},
+    )
     big = estimate_member_bytes(tr_big, (jnp.zeros((1000, 64)), jnp.zeros(1000, jnp.int32)))
     n_params = 64 * 100 + 100 + 100 * 10 + 10
     assert small > 4 * n_params * 4  # params, adam's two moments, best copy, in and out
@@ -228,8 +285,9 @@ def test_auto_chunks_members_whose_compiled_program_does_not_fit(monkeypatch):
     monkeypatch.setattr(pop, "_free_memory", lambda device: 1000)
     monkeypatch.setattr(pop, "_memory_needed", lambda compiled: (3200, 0))
     x, y = _tiny(n=64)
-    tr = jaxlearn.trainer(jaxlearn.mlp(4, (8,), 2), optimizer="sgd", batch_size=16,
-                          hparams={"learning_rate": 0.1})
+    tr = jaxlearn.trainer(
+        jaxlearn.mlp(4, (8,), 2), optimizer="sgd", batch_size=16, hparams={"learning_rate": 0.1}
+    )
     kw = dict(num_members=8, num_epochs=2, train_eval_size=0)
     r = fit_ensemble(tr, (x, y), (x, y), **kw)
     assert r.plan[:2] == ("chunked", 2)
@@ -242,21 +300,42 @@ def test_member_indices_give_each_member_its_own_training_subset(counted):
     x, y = _tiny(n=64)
     idx = np.stack([np.arange(0, 48), np.arange(16, 64)])
     tr, _ = counted
-    r = fit_ensemble(tr, (x, y), num_members=2, member_indices=idx, num_epochs=2,
-                     learning_rate=0.3, train_eval_size=0)
+    r = fit_ensemble(
+        tr,
+        (x, y),
+        num_members=2,
+        member_indices=idx,
+        num_epochs=2,
+        learning_rate=0.3,
+        train_eval_size=0,
+    )
     for i in range(2):
-        single = jaxlearn.fit(tr, (x[idx[i]], y[idx[i]]), hparams={"learning_rate": 0.3},
-                              num_epochs=2, key=i, progress=False, train_eval_size=0)
+        single = jaxlearn.fit(
+            tr,
+            (x[idx[i]], y[idx[i]]),
+            hparams={"learning_rate": 0.3},
+            num_epochs=2,
+            key=i,
+            progress=False,
+            train_eval_size=0,
+        )
         np.testing.assert_allclose(r.params["W1"][i], single.params["W1"], rtol=1e-5, atol=1e-6)
         # Without a training subset both record the epoch's running means.
-        np.testing.assert_allclose(r.history.train_loss[i], single.history.train_loss,
-                                   rtol=1e-5)
+        np.testing.assert_allclose(r.history.train_loss[i], single.history.train_loss, rtol=1e-5)
         np.testing.assert_allclose(r.history.train_accuracy[i], single.history.train_accuracy)
     assert r.history.loss.shape == (2, 12)
     assert r.history.meta["num_train"] == 48
     # One epoch per call (Python between calls) is the same run, its history joined.
-    split = fit_ensemble(tr, (x, y), num_members=2, member_indices=idx, num_epochs=2,
-                         learning_rate=0.3, train_eval_size=0, epochs_per_call=1)
+    split = fit_ensemble(
+        tr,
+        (x, y),
+        num_members=2,
+        member_indices=idx,
+        num_epochs=2,
+        learning_rate=0.3,
+        train_eval_size=0,
+        epochs_per_call=1,
+    )
     np.testing.assert_allclose(split.params["W1"], r.params["W1"], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(split.history.loss, r.history.loss, rtol=1e-6)
     assert split.history.epoch_step.tolist() == [6, 12]
@@ -275,8 +354,16 @@ def test_member_history_feeds_diagnose_dead_units_and_bias_ratios():
         return {**p, "b1": jnp.full_like(p["b1"], -50.0)}
 
     dead = jaxlearn.Model(dead_init, apply, acts)
-    r = fit_ensemble(dead, (x, y), (x, y), num_members=2, learning_rate=0.1, batch_size=16,
-                     num_epochs=2, train_eval_size=0)
+    r = fit_ensemble(
+        dead,
+        (x, y),
+        (x, y),
+        num_members=2,
+        learning_rate=0.1,
+        batch_size=16,
+        num_epochs=2,
+        train_eval_size=0,
+    )
     assert r.history.activations["layer1"]["dead_units"].shape == (2, 2)
     np.testing.assert_array_equal(r.history.activations["layer1"]["dead_units"], 1.0)
     h = r.history.member(1)
@@ -284,8 +371,18 @@ def test_member_history_feeds_diagnose_dead_units_and_bias_ratios():
     d = jaxlearn.diagnose(h)
     assert "dead_units" in d.kinds
     assert all(f.leaf not in ("b1", "b2") for f in d if f.kind.startswith("ratio"))
-    assert fit_ensemble(dead, (x, y), num_members=2, learning_rate=0.1, batch_size=16,
-                        num_epochs=1, activation_size=0).history.activations == {}
+    assert (
+        fit_ensemble(
+            dead,
+            (x, y),
+            num_members=2,
+            learning_rate=0.1,
+            batch_size=16,
+            num_epochs=1,
+            activation_size=0,
+        ).history.activations
+        == {}
+    )
 
 
 def test_step_metrics_keep_only_the_records_asked_for(counted):
@@ -295,8 +392,9 @@ def test_step_metrics_keep_only_the_records_asked_for(counted):
     with pytest.warns(RuntimeWarning, match=r"member\(s\) \[1\] \(first at steps \[0\]\)"):
         full = fit_ensemble(tr, (x, y), learning_rate=[0.5, 3e38, 0.1], **kw)
     with pytest.warns(RuntimeWarning, match=r"member\(s\) \[1\] \(first at steps \[0\]\)"):
-        lean = fit_ensemble(tr, (x, y), learning_rate=[0.5, 3e38, 0.1], step_metrics=("loss",),
-                            **kw)
+        lean = fit_ensemble(
+            tr, (x, y), learning_rate=[0.5, 3e38, 0.1], step_metrics=("loss",), **kw
+        )
     np.testing.assert_array_equal(lean.params["W1"], full.params["W1"])
     np.testing.assert_array_equal(lean.history.loss, full.history.loss)
     assert lean.history.loss.shape == (3, 12)
@@ -309,11 +407,11 @@ def test_step_metrics_keep_only_the_records_asked_for(counted):
     h = lean.history.member(0)
     assert h.num_steps == 12 and h.batch_accuracy.size == 0
     # A Trainer that applies every update: without the flag, the loss tells divergence.
-    bare = jaxlearn.trainer(jaxlearn.linear(4, 2), batch_size=8, skip_nonfinite=False,
-                            update_ratios=False)
+    bare = jaxlearn.trainer(
+        jaxlearn.linear(4, 2), batch_size=8, skip_nonfinite=False, update_ratios=False
+    )
     with pytest.warns(RuntimeWarning, match=r"member\(s\) \[1\] .*skip_nonfinite=False"):
-        r = fit_ensemble(bare, (x, y), learning_rate=[0.5, 3e38, 0.1], step_metrics=("loss",),
-                         **kw)
+        r = fit_ensemble(bare, (x, y), learning_rate=[0.5, 3e38, 0.1], step_metrics=("loss",), **kw)
     assert r.history.finite.shape == (3, 0)
     assert np.isfinite(r.history.loss[[0, 2]]).all()
     first = int(np.argmin(np.isfinite(r.history.loss[1])))
@@ -334,12 +432,19 @@ def test_calls_again_with_a_model_reuse_its_program_and_check_jax_data_once(monk
 
     checks = []
     real_check = _common.check_dataset
-    monkeypatch.setattr(_common, "check_dataset",
-                        lambda *a, **k: (checks.append(k["name"]), real_check(*a, **k)))
+    monkeypatch.setattr(
+        _common, "check_dataset", lambda *a, **k: (checks.append(k["name"]), real_check(*a, **k))
+    )
     x, y = _tiny()
     model = jaxlearn.linear(4, 2)
-    kw = dict(num_members=2, learning_rate=0.1, batch_size=8, num_epochs=1,
-              train_eval_size=0, loss=counted_loss)
+    kw = dict(
+        num_members=2,
+        learning_rate=0.1,
+        batch_size=8,
+        num_epochs=1,
+        train_eval_size=0,
+        loss=counted_loss,
+    )
     val = (x[:24], y[:24])
     a = fit_ensemble(model, (x, y), val, **kw)
     n_traces = len(traces)
@@ -361,11 +466,21 @@ def test_calls_again_with_a_model_reuse_its_program_and_check_jax_data_once(monk
 def test_epoch_schedules_count_each_members_own_epochs():
     x, y = _tiny(n=64)
     idx = np.stack([np.arange(0, 32), np.arange(32, 64)])  # 4 steps per member epoch
-    r = fit_ensemble(jaxlearn.linear(4, 2), (x, y), num_members=2, member_indices=idx,
-                     learning_rate=0.1, batch_size=8, num_epochs=3, train_eval_size=0,
-                     schedule=jaxlearn.step_decay(1.0, 1, 0.5), schedule_unit="epoch")
-    np.testing.assert_allclose(r.history.learning_rate[0],
-                               np.repeat([0.1, 0.05, 0.025], 4), rtol=1e-6)
+    r = fit_ensemble(
+        jaxlearn.linear(4, 2),
+        (x, y),
+        num_members=2,
+        member_indices=idx,
+        learning_rate=0.1,
+        batch_size=8,
+        num_epochs=3,
+        train_eval_size=0,
+        schedule=jaxlearn.step_decay(1.0, 1, 0.5),
+        schedule_unit="epoch",
+    )
+    np.testing.assert_allclose(
+        r.history.learning_rate[0], np.repeat([0.1, 0.05, 0.025], 4), rtol=1e-6
+    )
 
 
 # --------------------------------------------------------------------------- prediction
@@ -418,13 +533,13 @@ def test_top_k_of_a_search_study_becomes_an_ensemble():
         return {"loss": (hp["x"] - 0.3) ** 2, "params": {"w": jnp.full((2,), hp["x"])}}
 
     space = {"x": search.uniform(-1.0, 1.0)}
-    study = search.random_search(objective, space, 8, jax.random.key(0), mode="min",
-                                 keep_params=True, warn=False)
+    study = search.random_search(
+        objective, space, 8, jax.random.key(0), mode="min", keep_params=True, warn=False
+    )
     best = study.top_k(3)
     top = top_k_ensemble(study, k=3)
     assert top.params["w"].shape == (3, 2)
-    np.testing.assert_allclose(top.params["w"][:, 0], [t.hparams["x"] for t in best],
-                               rtol=1e-6)
+    np.testing.assert_allclose(top.params["w"][:, 0], [t.hparams["x"] for t in best], rtol=1e-6)
     np.testing.assert_allclose(top.hparams["x"], [t.hparams["x"] for t in best], rtol=1e-6)
     assert top.values.tolist() == sorted(top.values.tolist())  # mode="min": best first
     assert [t.number for t in top.trials] == [t.number for t in best]
@@ -440,8 +555,10 @@ def test_top_k_of_a_search_study_becomes_an_ensemble():
 
 
 def test_top_k_of_a_list_of_trials():
-    trials = [({"learning_rate": 1e-3, "optimizer": "adam"}, {"w": jnp.zeros(2)}),
-              ({"learning_rate": 1e-2, "optimizer": "sgd"}, {"w": jnp.ones(2)})]
+    trials = [
+        ({"learning_rate": 1e-3, "optimizer": "adam"}, {"w": jnp.zeros(2)}),
+        ({"learning_rate": 1e-2, "optimizer": "sgd"}, {"w": jnp.ones(2)}),
+    ]
     top = top_k_ensemble(trials)
     assert top.params["w"][:, 0].tolist() == [0.0, 1.0]
     assert top.hparams["learning_rate"].tolist() == pytest.approx([1e-3, 1e-2])
@@ -489,30 +606,44 @@ def test_distillation_loss_is_the_scaled_kl_plus_a_little_hard_loss():
 # --------------------------------------------------------------------------- the four ways
 
 
-def test_ema_snapshots_and_distilled_student_compared_to_the_raw_model(
-    ens8, tr, model, digits
-):
+def test_ema_snapshots_and_distilled_student_compared_to_the_raw_model(ens8, tr, model, digits):
     raw = evaluate_ensemble(model, jax.tree.map(lambda a: a[:1], ens8.params), digits.val)
     full = evaluate_ensemble(model, ens8.params, digits.val)
-    ema = evaluate_ensemble(model, jax.tree.map(lambda a: a[:1], ens8.averaged_params),
-                            digits.val)
+    ema = evaluate_ensemble(model, jax.tree.map(lambda a: a[:1], ens8.averaged_params), digits.val)
     ema8 = evaluate_ensemble(model, ens8.averaged_params, digits.val)
-    snaps = snapshot_ensemble(tr, digits.train, digits.val, num_cycles=3, epochs_per_cycle=2,
-                              key=0)
+    snaps = snapshot_ensemble(tr, digits.train, digits.val, num_cycles=3, epochs_per_cycle=2, key=0)
     snap = evaluate_ensemble(model, snaps.params, digits.val)
-    student = distill(model, ens8.params, model, digits.train, digits.val,
-                      learning_rate=3e-3, batch_size=64, num_epochs=EPOCHS, key=0)
-    table = comparison_table({
-        "raw (member 0)": raw,
-        "EMA of member 0": ema,
-        "ensemble of 8": full,
-        "EMA ensemble of 8": ema8,
-        "3 snapshots": snap,
-        "distilled student": float(student.val_accuracy[-1]),
-    })
+    student = distill(
+        model,
+        ens8.params,
+        model,
+        digits.train,
+        digits.val,
+        learning_rate=3e-3,
+        batch_size=64,
+        num_epochs=EPOCHS,
+        key=0,
+    )
+    table = comparison_table(
+        {
+            "raw (member 0)": raw,
+            "EMA of member 0": ema,
+            "ensemble of 8": full,
+            "EMA ensemble of 8": ema8,
+            "3 snapshots": snap,
+            "distilled student": float(student.val_accuracy[-1]),
+        }
+    )
     print("\n" + table)
-    assert table.splitlines()[0].split() == ["method", "models", "accuracy", "vs", "raw",
-                                             "(member", "0)"]
+    assert table.splitlines()[0].split() == [
+        "method",
+        "models",
+        "accuracy",
+        "vs",
+        "raw",
+        "(member",
+        "0)",
+    ]
     assert "3 snapshots" in table and "distilled student" in table
     for rep in (raw, ema, full, snap):
         assert rep.ensemble_accuracy > 0.85
@@ -520,8 +651,13 @@ def test_ema_snapshots_and_distilled_student_compared_to_the_raw_model(
     assert student.teacher_val_accuracy == pytest.approx(full.ensemble_accuracy)
     # The student's Trainer sees example indices as labels: no per-step accuracy is
     # reported, only the loss per step and the validation accuracy per epoch.
-    assert type(student)._fields == ("params", "state", "loss", "val_accuracy",
-                                     "teacher_val_accuracy")
+    assert type(student)._fields == (
+        "params",
+        "state",
+        "loss",
+        "val_accuracy",
+        "teacher_val_accuracy",
+    )
     assert student.loss.shape == (EPOCHS * (len(digits.train[1]) // 64),)
     assert student.val_accuracy.shape == (EPOCHS,)
     # The EMA is a different set of params (the last iterate when its decay is 0), and
@@ -537,11 +673,19 @@ def test_ema_snapshots_and_distilled_student_compared_to_the_raw_model(
     assert snaps.learning_rate[cycle - 1] < 1e-4
     assert snaps.params["W1"].shape == (3, 64, 32)
     np.testing.assert_array_equal(snaps.params["W1"][-1], snaps.state.params["W1"])
-    single = jaxlearn.fit(model, digits.train, digits.val, optimizer="adam", learning_rate=3e-3,
-                          batch_size=64, num_epochs=6, key=0, progress=False,
-                          schedule=jaxlearn.cyclic_cosine(1.0, cycle))
-    np.testing.assert_allclose(snaps.params["W1"][-1], single.params["W1"], rtol=2e-5,
-                               atol=2e-6)
+    single = jaxlearn.fit(
+        model,
+        digits.train,
+        digits.val,
+        optimizer="adam",
+        learning_rate=3e-3,
+        batch_size=64,
+        num_epochs=6,
+        key=0,
+        progress=False,
+        schedule=jaxlearn.cyclic_cosine(1.0, cycle),
+    )
+    np.testing.assert_allclose(snaps.params["W1"][-1], single.params["W1"], rtol=2e-5, atol=2e-6)
     np.testing.assert_allclose(snaps.val_accuracy[-1], single.history.val_accuracy[-1])
 
 
@@ -554,8 +698,9 @@ def test_snapshot_ensemble_called_again_compiles_nothing():
 
     x, y = _tiny(n=64)
     model = jaxlearn.linear(4, 2)
-    kw = dict(num_cycles=2, epochs_per_cycle=1, learning_rate=0.5, batch_size=16,
-              loss=counted_loss, key=0)
+    kw = dict(
+        num_cycles=2, epochs_per_cycle=1, learning_rate=0.5, batch_size=16, loss=counted_loss, key=0
+    )
     a = snapshot_ensemble(model, (x, y), (x, y), **kw)
     n_traces = len(traces)
     assert n_traces > 0
@@ -587,16 +732,28 @@ def test_distill_called_again_compiles_nothing():
     assert len(traces) == n_traces, "the same student and options must reuse the program"
     np.testing.assert_array_equal(a.params["W1"], b.params["W1"])
     # Other soft targets (another teacher or temperature) are data, not constants.
-    c = distill(teacher, {"w": 2 * w}, student, (x, y), (x, y),
-                **{**kw, "temperature": 3.0, "hard_weight": 0.5})
+    c = distill(
+        teacher,
+        {"w": 2 * w},
+        student,
+        (x, y),
+        (x, y),
+        **{**kw, "temperature": 3.0, "hard_weight": 0.5},
+    )
     assert len(traces) == n_traces
     assert not np.allclose(c.params["W1"], a.params["W1"])
 
 
 def test_fit_ensemble_with_a_progress_bar_records_the_same_history(capsys):
     x, y = _tiny(n=64)
-    kw = dict(num_members=2, learning_rate=0.1, batch_size=16, num_epochs=3,
-              epochs_per_call=2, train_eval_size=0)
+    kw = dict(
+        num_members=2,
+        learning_rate=0.1,
+        batch_size=16,
+        num_epochs=3,
+        epochs_per_call=2,
+        train_eval_size=0,
+    )
     quiet = fit_ensemble(jaxlearn.linear(4, 2), (x, y), (x, y), progress=False, **kw)
     shown = fit_ensemble(jaxlearn.linear(4, 2), (x, y), (x, y), progress=True, **kw)
     assert "fit_ensemble" in capsys.readouterr().err
@@ -626,14 +783,17 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="`average` must be None, 'ema' or 'polyak'"):
         fit_ensemble(lin, (x, y), num_members=2, learning_rate=0.1, average="swa")
     with pytest.raises(ValueError, match=r"`average_decay` must be in \[0, 1\)"):
-        fit_ensemble(lin, (x, y), num_members=2, learning_rate=0.1, average="ema",
-                     average_decay=1.0)
+        fit_ensemble(
+            lin, (x, y), num_members=2, learning_rate=0.1, average="ema", average_decay=1.0
+        )
     with pytest.raises(ValueError, match=r"`member_indices` must be an int array of shape \(N=2"):
-        fit_ensemble(lin, (x, y), num_members=2, learning_rate=0.1,
-                     member_indices=np.zeros((3, 5), int))
+        fit_ensemble(
+            lin, (x, y), num_members=2, learning_rate=0.1, member_indices=np.zeros((3, 5), int)
+        )
     with pytest.raises(ValueError, match="`member_indices` must index the 48 training"):
-        fit_ensemble(lin, (x, y), num_members=2, learning_rate=0.1,
-                     member_indices=np.full((2, 5), 48))
+        fit_ensemble(
+            lin, (x, y), num_members=2, learning_rate=0.1, member_indices=np.full((2, 5), 48)
+        )
     with pytest.raises(ValueError, match=r"`batch_size` \(100\) is larger than each member"):
         fit_ensemble(lin, (x, y), num_members=2, learning_rate=0.1)
     with pytest.raises(ValueError, match="monitor='val_loss' needs validation data"):
@@ -649,7 +809,8 @@ def test_bad_input_is_named():
     with pytest.raises(ValueError, match="stacked on a leading member axis"):
         evaluate_ensemble(lin, {"W1": jnp.zeros((2, 4, 2)), "b": jnp.float32(0)}, (x, y))
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 2\), found 7"):
-        evaluate_ensemble(lin, jax.tree.map(lambda a: a[None], lin.init(jax.random.key(0))),
-                          (x, y.at[0].set(7)))
+        evaluate_ensemble(
+            lin, jax.tree.map(lambda a: a[None], lin.init(jax.random.key(0))), (x, y.at[0].set(7))
+        )
     with pytest.raises(ValueError, match="`student` must be a Model"):
         distill(lin, {}, jaxlearn.trainer(lin), (x, y))

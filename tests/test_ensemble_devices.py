@@ -21,8 +21,9 @@ EXAMPLES = ROOT / "examples"
 def _env(devices: int | None = None) -> dict[str, str]:
     env = dict(os.environ)
     if devices:
-        env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") +
-                            f" --xla_force_host_platform_device_count={devices}")
+        env["XLA_FLAGS"] = (
+            env.get("XLA_FLAGS", "") + f" --xla_force_host_platform_device_count={devices}"
+        )
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return env
@@ -68,8 +69,9 @@ _SHARDED = textwrap.dedent(
 
 
 def test_members_are_sharded_over_four_cpu_devices_and_equal_the_one_device_run():
-    proc = subprocess.run([sys.executable, "-c", _SHARDED], env=_env(4), capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", _SHARDED], env=_env(4), capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "SHARDED OK" in proc.stdout
 
@@ -82,11 +84,29 @@ def _free_port() -> int:
 
 def test_distributed_example_runs_in_two_processes_with_two_devices_each():
     port = _free_port()
-    cmd = [sys.executable, str(EXAMPLES / "distributed_ensemble.py"), "--coordinator",
-           f"localhost:{port}", "--num-processes", "2", "--local-devices", "2", "--members",
-           "4", "--quick"]
-    procs = [subprocess.Popen([*cmd, "--process-id", str(i)], env=_env(), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    cmd = [
+        sys.executable,
+        str(EXAMPLES / "distributed_ensemble.py"),
+        "--coordinator",
+        f"localhost:{port}",
+        "--num-processes",
+        "2",
+        "--local-devices",
+        "2",
+        "--members",
+        "4",
+        "--quick",
+    ]
+    procs = [
+        subprocess.Popen(
+            [*cmd, "--process-id", str(i)],
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     outs = []
     try:
         for p in procs:
@@ -100,23 +120,35 @@ def test_distributed_example_runs_in_two_processes_with_two_devices_each():
     assert "[process 0/2] local devices [0, 1], global devices 4" in outs[0]
     assert "this process trains members [0, 1]" in outs[0]
     assert "this process trains members [2, 3]" in outs[1]
-    acc = [line.split("accuracy ")[1].split()[0] for out in outs for line in out.splitlines()
-           if "ensemble test accuracy" in line]
+    acc = [
+        line.split("accuracy ")[1].split()[0]
+        for out in outs
+        for line in out.splitlines()
+        if "ensemble test accuracy" in line
+    ]
     assert len(acc) == 2 and acc[0] == acc[1], acc  # every process sees the whole ensemble
     assert float(acc[0]) > 0.7
     assert "ensemble " in outs[0] and "by size" in outs[0]  # process 0 prints the table
 
 
 def test_ensemble_digits_example_compares_every_approach_in_quick_mode(capsys):
-    spec = importlib.util.spec_from_file_location("ensemble_digits",
-                                                  EXAMPLES / "ensemble_digits.py")
+    spec = importlib.util.spec_from_file_location(
+        "ensemble_digits", EXAMPLES / "ensemble_digits.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     acc = module.main(["--quick"])
     out = capsys.readouterr().out
     assert "Independent members on the test set:" in out and "by size" in out
-    rows = ["one model (raw)", "one model (EMA)", "ensemble of 4", "EMA ensemble of 4",
-            "top 2 of a search", "2 snapshots", "distilled student"]
+    rows = [
+        "one model (raw)",
+        "one model (EMA)",
+        "ensemble of 4",
+        "EMA ensemble of 4",
+        "top 2 of a search",
+        "2 snapshots",
+        "distilled student",
+    ]
     assert list(acc) == rows
     for row in rows:
         assert row in out

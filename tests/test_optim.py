@@ -89,12 +89,16 @@ def test_rule_matches_numpy_formula_over_50_steps_in_float64(name, scheduled):
     grads = _gradient_sequence()
     x0 = np.linspace(0.5, 2.0, grads.shape[1])
     if scheduled:
+
         def lr_np(t):
             return LR * 0.5 ** np.floor(t / 10)
+
         lr = jaxlearn.step_decay(LR, step_size=10, factor=0.5)
     else:
+
         def lr_np(t):
             return LR
+
         lr = LR
     steps = iter(range(len(grads)))
     with enable_x64():
@@ -139,8 +143,9 @@ def test_rule_matches_optax_where_the_math_is_the_same(name):
     x0 = np.linspace(0.5, 2.0, grads.shape[1])
     with enable_x64():
         it = iter(grads)
-        ours, _ = _run_jaxlearn(getattr(jaxlearn, name)(LR, **CASES[name]), x0,
-                                lambda x: next(it), 50)
+        ours, _ = _run_jaxlearn(
+            getattr(jaxlearn, name)(LR, **CASES[name]), x0, lambda x: next(it), 50
+        )
         it = iter(grads)
         theirs = _run_optax(OPTAX_SAME[name](), x0, lambda x: next(it), 50)
     rel = np.max(np.abs(ours - theirs) / np.abs(theirs))
@@ -156,8 +161,9 @@ def test_adagrad_differs_from_optax_in_initial_accumulator_and_eps_placement():
     np.testing.assert_allclose(u_ours["x"], [-1.0, 1.0], rtol=1e-6)
     default = optax.adagrad(1.0)  # accumulator starts at 0.1
     u_def, _ = default.update(g, default.init(p))
-    np.testing.assert_allclose(u_def["x"], -np.array([0.5, -2.0]) / np.sqrt(np.array([0.35, 4.1])),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        u_def["x"], -np.array([0.5, -2.0]) / np.sqrt(np.array([0.35, 4.1])), rtol=1e-5
+    )
     assert abs(float(u_def["x"][0]) - float(u_ours["x"][0])) > 0.1
     # With the accumulator at 0 they differ only through eps inside the root.
     zero = optax.adagrad(1.0, initial_accumulator_value=0.0, eps=1e-2)
@@ -364,8 +370,10 @@ def test_gradient_tree_mismatch_names_the_path():
         opt.update({"layer1": {"w": jnp.ones(2), "bias": jnp.ones(2)}}, state)
     with pytest.raises(ValueError, match=r"only the gradients have a leaf at \['c'\]"):
         opt2 = jaxlearn.momentum(0.1)
-        opt2.update({"a": jnp.ones(1), "b": jnp.ones(1), "c": jnp.ones(1)},
-                    opt2.init({"a": jnp.ones(1), "b": jnp.ones(1)}))
+        opt2.update(
+            {"a": jnp.ones(1), "b": jnp.ones(1), "c": jnp.ones(1)},
+            opt2.init({"a": jnp.ones(1), "b": jnp.ones(1)}),
+        )
 
 
 def test_integer_and_boolean_leaves_are_refused_with_advice():

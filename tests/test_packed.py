@@ -151,8 +151,9 @@ def test_vmap_over_members_matches_the_tree_path_and_batch_ndim_packing():
     assert jax.vmap(jaxlearn.pack)(members).layout == packed.layout
     t_state = jax.vmap(opt.init)(members)
     p_state = jax.vmap(opt.init)(packed)
-    both = jax.jit(lambda m, ts, p, ps: (*jax.vmap(tree_step)(m, ts),
-                                         *jax.vmap(packed_step)(p, ps)))
+    both = jax.jit(
+        lambda m, ts, p, ps: (*jax.vmap(tree_step)(m, ts), *jax.vmap(packed_step)(p, ps))
+    )
     for _ in range(3):
         members, t_state, packed, p_state = both(members, t_state, packed, p_state)
     _assert_same_tree(packed.unpack(), members, rtol=1e-6)
@@ -260,8 +261,9 @@ def test_should_pack_and_the_threshold_follow_the_cost_model():
     assert jaxlearn.should_pack(few_large, platform="gpu")  # 1M < the GPU threshold
     # One small leaf per dtype: nothing to share a buffer with.
     assert not jaxlearn.should_pack({"W": few_large["W1"], "b": jnp.zeros(10)}, platform="cpu")
-    assert not jaxlearn.should_pack({"a": jnp.zeros(3), "b": jnp.zeros(3, jnp.bfloat16)},
-                                    platform="cpu")
+    assert not jaxlearn.should_pack(
+        {"a": jnp.zeros(3), "b": jnp.zeros(3, jnp.bfloat16)}, platform="cpu"
+    )
     assert not jaxlearn.should_pack({}, platform="cpu")
     shapes = jax.eval_shape(lambda: many_small)  # shape structs work too
     assert jaxlearn.should_pack(shapes, platform="cpu")
@@ -295,11 +297,16 @@ def test_auto_max_leaf_size_takes_each_dtypes_threshold():
     f32 = jaxlearn.packing_threshold(dtype=jnp.float32)
     assert jaxlearn.packing_threshold(dtype=jnp.bfloat16) == 2 * f32
     n = f32 + f32 // 2
-    tree = {"a": jnp.ones(n), "b": jnp.ones(8), "c": jnp.ones(n, jnp.bfloat16),
-            "d": jnp.ones(8, jnp.bfloat16)}
+    tree = {
+        "a": jnp.ones(n),
+        "b": jnp.ones(8),
+        "c": jnp.ones(n, jnp.bfloat16),
+        "d": jnp.ones(8, jnp.bfloat16),
+    }
     packed = jaxlearn.pack(tree, max_leaf_size="auto")
     assert sorted((str(b.dtype), b.shape[0]) for b in packed.buffers) == sorted(
-        [("float32", n), ("float32", 8), ("bfloat16", n + 8)])
+        [("float32", n), ("float32", 8), ("bfloat16", n + 8)]
+    )
     _assert_same_tree(packed.unpack(), tree)
 
 

@@ -19,12 +19,21 @@ def history():
     h = jaxlearn.History({"steps_per_epoch": spe, "best_epoch": 2})
     loss = 2.3 * np.exp(-np.arange(n) / 20) + 0.05
     loss[55] = np.nan
-    h.append_steps(loss=loss, batch_accuracy=np.zeros(n), learning_rate=np.full(n, 0.1),
-                   finite=np.isfinite(loss),
-                   update_ratio={"W1": np.full(n, 1e-3), "b1": np.r_[np.nan, np.full(n - 1, 1e-2)]})
+    h.append_steps(
+        loss=loss,
+        batch_accuracy=np.zeros(n),
+        learning_rate=np.full(n, 0.1),
+        finite=np.isfinite(loss),
+        update_ratio={"W1": np.full(n, 1e-3), "b1": np.r_[np.nan, np.full(n - 1, 1e-2)]},
+    )
     for e in range(3):
-        h.append_epoch(epoch_step=spe * (e + 1), train_loss=1.0, train_accuracy=0.6 + 0.1 * e,
-                       val_loss=1.1, val_accuracy=0.55 + 0.1 * e)
+        h.append_epoch(
+            epoch_step=spe * (e + 1),
+            train_loss=1.0,
+            train_accuracy=0.6 + 0.1 * e,
+            val_loss=1.1,
+            val_accuracy=0.55 + 0.1 * e,
+        )
     return h
 
 

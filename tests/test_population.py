@@ -186,7 +186,7 @@ _SHARDED = textwrap.dedent(
 
 def test_population_is_sharded_over_four_cpu_devices_and_equals_the_one_device_run():
     env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4")
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=4"
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     proc = subprocess.run(
@@ -231,12 +231,19 @@ def test_typed_keys_run_on_a_mesh_spanning_two_processes():
         sock.bind(("localhost", 0))
         port = sock.getsockname()[1]
     env = dict(os.environ)
-    env["XLA_FLAGS"] = (env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2")
+    env["XLA_FLAGS"] = env.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=2"
     env["JAX_PLATFORMS"] = "cpu"
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    procs = [subprocess.Popen([sys.executable, "-c", _PROCESS, str(i), str(port)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for i in range(2)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", _PROCESS, str(i), str(port)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
     try:
         outs = [p.communicate(timeout=300) for p in procs]
     finally:
@@ -262,7 +269,8 @@ def test_measured_winner_and_a_second_map_of_the_same_function_do_not_compile_ag
     winner = next(iter(timings))
     strategy, _, chunk = winner.partition(":")
     out = population_map(fn, strategy=strategy, chunk_size=int(chunk) if chunk else None)(
-        members + 1.0)
+        members + 1.0
+    )
     run_population(fn, members, strategy="vmap")
     assert len(traces) == 3
     np.testing.assert_allclose(out, 2.0 * np.sin(np.arange(16.0) + 1.0), rtol=1e-6)

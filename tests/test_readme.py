@@ -46,8 +46,9 @@ def test_the_readme_has_a_python_snippet_per_capability():
     ]
 
 
-@pytest.mark.parametrize("heading, code", PYTHON, ids=[h.split()[0].strip("`,:")
-                                                        for h, _ in PYTHON])
+@pytest.mark.parametrize(
+    "heading, code", PYTHON, ids=[h.split()[0].strip("`,:") for h, _ in PYTHON]
+)
 def test_python_snippet_runs(heading, code, tmp_path, monkeypatch):
     matplotlib.use("Agg")
     monkeypatch.chdir(tmp_path)

@@ -149,7 +149,8 @@ def test_loss_ignoring_the_labels_fails_overfit(digits):
     assert fit.details["loss_with_shifted_labels"] == pytest.approx(fit.details["final_loss"])
     assert [c.name for c in report.failed] == ["overfit_small"]
     assert "overfit_small: FAIL" in str(report) and "moving every label to another class" in (
-        str(report).replace("\n           ", " "))
+        str(report).replace("\n           ", " ")
+    )
 
 
 def test_loss_ignoring_the_labels_fails_on_the_mlp(digits, mlp):

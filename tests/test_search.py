@@ -123,8 +123,14 @@ SPACE = {"lr": log_uniform(1e-3, 3e-1), "l2": log_uniform(1e-5, 1e-1)}
 @pytest.mark.parametrize("strategy", ["vmap", "sequential"])
 def test_a_population_equals_the_same_trials_run_one_by_one(strategy):
     study = random_search(
-        _train_objective, SPACE, 6, jax.random.key(1), metric="loss", mode="min",
-        strategy=strategy, warn=False,
+        _train_objective,
+        SPACE,
+        6,
+        jax.random.key(1),
+        metric="loss",
+        mode="min",
+        strategy=strategy,
+        warn=False,
     )
     one = jax.jit(_train_objective)
     for t in study.trials:
@@ -149,9 +155,12 @@ def test_new_values_reuse_the_program_and_static_values_group_trials():
     for t in s1.trials:
         assert t.metrics["score"] == pytest.approx(t.hparams["lr"] * t.hparams["width"], rel=1e-5)
     fours = sum(t.hparams["width"] == 4 for t in s1.trials)
-    other = [k for k in range(1, 50) if sum(
-        p["width"] == 4 for p in sample(space, jax.random.split(jax.random.key(k))[0], 8)
-    ) == fours][0]
+    other = [
+        k
+        for k in range(1, 50)
+        if sum(p["width"] == 4 for p in sample(space, jax.random.split(jax.random.key(k))[0], 8))
+        == fours
+    ][0]
     random_search(objective, space, 8, jax.random.key(other), metric="score", warn=False)
     assert sorted(traces) == [4, 8]  # same group sizes, other values: no new trace
 
@@ -161,8 +170,9 @@ def test_a_static_value_used_as_traced_says_how_to_fix_it():
         return {"s": jnp.sum(jnp.ones(hp["width"]))}
 
     with pytest.raises(ValueError, match="Mark hyperparameters that change shapes"):
-        random_search(objective, {"width": int_uniform(2, 8, static=False)}, 2,
-                      jax.random.key(0), warn=False)
+        random_search(
+            objective, {"width": int_uniform(2, 8, static=False)}, 2, jax.random.key(0), warn=False
+        )
 
 
 def test_diverged_trials_are_marked_failed_ranked_last_and_do_not_spoil_the_others():
@@ -172,8 +182,15 @@ def test_diverged_trials_are_marked_failed_ranked_last_and_do_not_spoil_the_othe
         hist = jnp.stack([loss + 1.0, jnp.where(hp["lr"] > 0.05, jnp.inf, loss)])
         return {"loss": loss, "val_hist": hist}
 
-    study = random_search(objective, {"lr": log_uniform(1e-4, 1.0)}, 24, jax.random.key(2),
-                          metric="loss", mode="min", warn=False)
+    study = random_search(
+        objective,
+        {"lr": log_uniform(1e-4, 1.0)},
+        24,
+        jax.random.key(2),
+        metric="loss",
+        mode="min",
+        warn=False,
+    )
     failed = [t for t in study.trials if t.hparams["lr"] > 0.05]
     assert failed and all(t.status == "failed" for t in failed)
     nan_reasons = {t.reason for t in failed if t.hparams["lr"] > 0.1}
@@ -181,7 +198,7 @@ def test_diverged_trials_are_marked_failed_ranked_last_and_do_not_spoil_the_othe
     edge = [t for t in failed if t.hparams["lr"] <= 0.1]
     assert all(t.reason == "val_hist is inf from epoch 1" for t in edge)
     ranked = study.ranked()
-    assert [t.status for t in ranked[-len(failed):]] == ["failed"] * len(failed)
+    assert [t.status for t in ranked[-len(failed) :]] == ["failed"] * len(failed)
     ok = [t for t in study.trials if t.hparams["lr"] <= 0.05]
     assert all(t.status == "complete" and math.isfinite(t.value) for t in ok)
     assert study.best.status == "complete" and study.best not in failed
@@ -190,23 +207,47 @@ def test_diverged_trials_are_marked_failed_ranked_last_and_do_not_spoil_the_othe
 
 def test_outputs_that_are_not_scalars_or_histories_are_refused():
     with pytest.raises(ValueError, match=r"output 'm' has shape \(2, 2\) per trial"):
-        random_search(lambda hp, k: {"m": jnp.ones((2, 2)) * hp["x"]},
-                      {"x": uniform(0.0, 1.0)}, 2, jax.random.key(0), warn=False)
+        random_search(
+            lambda hp, k: {"m": jnp.ones((2, 2)) * hp["x"]},
+            {"x": uniform(0.0, 1.0)},
+            2,
+            jax.random.key(0),
+            warn=False,
+        )
     with pytest.raises(ValueError, match=r"`metric` 'acc' is not among .*\['loss'\]"):
-        random_search(lambda hp, k: {"loss": hp["x"]}, {"x": uniform(0.0, 1.0)}, 2,
-                      jax.random.key(0), metric="acc", warn=False)
+        random_search(
+            lambda hp, k: {"loss": hp["x"]},
+            {"x": uniform(0.0, 1.0)},
+            2,
+            jax.random.key(0),
+            metric="acc",
+            warn=False,
+        )
     with pytest.raises(ValueError, match="pass `metric=`"):
-        random_search(lambda hp, k: {"a": hp["x"], "b": hp["x"]}, {"x": uniform(0.0, 1.0)},
-                      2, jax.random.key(0), warn=False)
+        random_search(
+            lambda hp, k: {"a": hp["x"], "b": hp["x"]},
+            {"x": uniform(0.0, 1.0)},
+            2,
+            jax.random.key(0),
+            warn=False,
+        )
     with pytest.raises(ValueError, match="`mode` must be 'max' or 'min', got 'best'"):
-        random_search(lambda hp, k: {"a": hp["x"]}, {"x": uniform(0.0, 1.0)}, 2,
-                      jax.random.key(0), mode="best")
+        random_search(
+            lambda hp, k: {"a": hp["x"]},
+            {"x": uniform(0.0, 1.0)},
+            2,
+            jax.random.key(0),
+            mode="best",
+        )
     with pytest.raises(ValueError, match="`num_trials` must be an int >= 1, got 0"):
-        random_search(lambda hp, k: {"a": hp["x"]}, {"x": uniform(0.0, 1.0)}, 0,
-                      jax.random.key(0))
+        random_search(lambda hp, k: {"a": hp["x"]}, {"x": uniform(0.0, 1.0)}, 0, jax.random.key(0))
     with pytest.raises(ValueError, match=r"grid_search: unknown option\(s\) \['stratgy'\]"):
-        grid_search(lambda hp, k: {"a": hp["x"]}, {"x": uniform(0.0, 1.0)},
-                    jax.random.key(0), stratgy="vmap")
+        grid_search(
+            lambda hp, k: {"a": hp["x"]},
+            {"x": uniform(0.0, 1.0)},
+            jax.random.key(0),
+            stratgy="vmap",
+        )
 
 
 def test_a_search_draws_the_documented_points_and_keys_and_compiles_nothing_else(caplog):
@@ -236,11 +277,17 @@ def test_a_search_draws_the_documented_points_and_keys_and_compiles_nothing_else
     assert len(traces) == groups + 1
     with jax.log_compiles(True), caplog.at_level(logging.WARNING):
         caplog.clear()
-        again = random_search(objective, space, 5, jax.random.key(2), metric="score",
-                              warn=False)
+        again = random_search(objective, space, 5, jax.random.key(2), metric="score", warn=False)
         # "auto" runs "sequential" on the CPU: asking for it by name reuses its program.
-        random_search(objective, space, 5, jax.random.key(3), metric="score", warn=False,
-                      strategy="vmap" if jax.default_backend() != "cpu" else "sequential")
+        random_search(
+            objective,
+            space,
+            5,
+            jax.random.key(3),
+            metric="score",
+            warn=False,
+            strategy="vmap" if jax.default_backend() != "cpu" else "sequential",
+        )
     assert not [r for r in caplog.records if "Compiling" in r.getMessage()], caplog.text
     assert len(traces) == groups + 1 and len(again.trials) == 5
 
@@ -258,16 +305,19 @@ def _bowl(center_lr, center_l2=None):
     return objective
 
 
-@pytest.mark.parametrize("center,edge,direction,bound", [
-    (1e-8, "low", "below", "1e-06"), (10.0, "high", "above", "0.1"),
-])
+@pytest.mark.parametrize(
+    "center,edge,direction,bound",
+    [
+        (1e-8, "low", "below", "1e-06"),
+        (10.0, "high", "above", "0.1"),
+    ],
+)
 def test_the_border_warning_fires_and_names_the_edge_when_the_optimum_is_outside(
     center, edge, direction, bound
 ):
     space = {"lr": log_uniform(1e-6, 1e-1), "l2": log_uniform(1e-5, 1e-1)}
     with pytest.warns(BorderWarning) as rec:
-        study = random_search(_bowl(center, 1e-3), space, 32, jax.random.key(0),
-                              metric="val_acc")
+        study = random_search(_bowl(center, 1e-3), space, 32, jax.random.key(0), metric="val_acc")
     msgs = study.border_warnings
     assert len(msgs) == 1 and len(rec) == 1 and str(rec[0].message) == msgs[0]
     assert "has lr = " in msgs[0] and f"at the {edge} edge of the range explored" in msgs[0]
@@ -282,15 +332,17 @@ def test_the_border_warning_is_silent_when_the_best_lies_inside():
     space = {"lr": log_uniform(1e-6, 1e-1), "l2": log_uniform(1e-5, 1e-1)}
     with warnings.catch_warnings():
         warnings.simplefilter("error", BorderWarning)
-        study = random_search(_bowl(1e-3, 1e-3), space, 32, jax.random.key(0),
-                              metric="val_acc")
+        study = random_search(_bowl(1e-3, 1e-3), space, 32, jax.random.key(0), metric="val_acc")
     assert study.border_warnings == []
 
 
 def test_a_grid_warns_when_its_best_is_its_last_point():
     with pytest.warns(BorderWarning, match="high edge .* widen the range of w above 64"):
-        grid_search(lambda hp, k: {"acc": jnp.log(hp["w"] * 1.0)}, {"w": grid([16, 32, 64])},
-                    jax.random.key(0))
+        grid_search(
+            lambda hp, k: {"acc": jnp.log(hp["w"] * 1.0)},
+            {"w": grid([16, 32, 64])},
+            jax.random.key(0),
+        )
 
 
 # --------------------------------------------------------------------------- stages
@@ -308,8 +360,12 @@ def test_coarse_to_fine_ends_near_a_known_optimum_in_log_space():
     with warnings.catch_warnings():
         warnings.simplefilter("error", BorderWarning)
         study = coarse_to_fine(
-            objective, space, [Stage(48, epochs=1), Stage(32, epochs=5), Stage(32, epochs=20)],
-            jax.random.key(0), metric="val_loss", mode="min",
+            objective,
+            space,
+            [Stage(48, epochs=1), Stage(32, epochs=5), Stage(32, epochs=20)],
+            jax.random.key(0),
+            metric="val_loss",
+            mode="min",
         )
     assert len(study.stages) == 3 and all(t.stage == 3 for t in study.trials)
     assert {t.hparams["epochs"] for s in study.stages for t in s.trials} == {1, 5, 20}
@@ -330,8 +386,9 @@ def test_successive_halving_keeps_the_true_best_trial():
         return epochs, {"val_acc": truth + 0.05 * jax.random.normal(key) / epochs}
 
     space = {"lr": log_uniform(1e-5, 1e0)}
-    study = successive_halving(init, step, space, 27, jax.random.key(0), metric="val_acc",
-                               eta=3, warn=False)
+    study = successive_halving(
+        init, step, space, 27, jax.random.key(0), metric="val_acc", eta=3, warn=False
+    )
     pts = sample(space, jax.random.split(jax.random.key(0))[0], 27)
     truth = [-((math.log10(p["lr"]) + 2.0) ** 2) for p in pts]
     assert study.best.number == int(np.argmax(truth))
@@ -374,7 +431,8 @@ def test_successive_halving_resumes_after_the_last_finished_rung(tmp_path):
     # epochs 3..8, one vmapped call per epoch.
     assert calls["step"] == 6
     assert [(t.number, t.status, t.epochs, t.value) for t in resumed.trials] == [
-        (t.number, t.status, t.epochs, t.value) for t in whole.trials]
+        (t.number, t.status, t.epochs, t.value) for t in whole.trials
+    ]
     assert resumed.best.history == whole.best.history
     # A finished study resumes to itself, training nothing.
     calls["step"] = 0
@@ -386,8 +444,14 @@ def test_successive_halving_resumes_after_the_last_finished_rung(tmp_path):
 
 def test_successive_halving_refuses_static_hyperparameters():
     with pytest.raises(ValueError, match=r"\['width'\] are static"):
-        successive_halving(lambda hp, k: 0.0, lambda hp, s, k: (s, {}),
-                           {"width": int_uniform(2, 8)}, 4, jax.random.key(0), metric="a")
+        successive_halving(
+            lambda hp, k: 0.0,
+            lambda hp, s, k: (s, {}),
+            {"width": int_uniform(2, 8)},
+            4,
+            jax.random.key(0),
+            metric="a",
+        )
 
 
 # --------------------------------------------------------------------------- studies
@@ -398,8 +462,14 @@ def test_study_table_history_export_and_reload(tmp_path):
         curve = 1.0 - hp["lr"] * jnp.array([3.0, 1.0, 2.0])  # best epoch: 1
         return {"val_acc": curve, "train_loss": hp["lr"]}
 
-    study = random_search(objective, {"lr": log_uniform(1e-3, 1e-1)}, 5, jax.random.key(0),
-                          metric="val_acc", warn=False)
+    study = random_search(
+        objective,
+        {"lr": log_uniform(1e-3, 1e-1)},
+        5,
+        jax.random.key(0),
+        metric="val_acc",
+        warn=False,
+    )
     for t in study.trials:
         assert t.best_epoch == 1 and t.value == pytest.approx(1.0 - t.hparams["lr"], rel=1e-6)
         assert len(t.history["val_acc"]) == 3
@@ -418,10 +488,20 @@ def test_study_table_history_export_and_reload(tmp_path):
 
 
 def test_a_study_without_a_metric_names_its_value_column_value():
-    study = search.Study(None, "max", {"lr": log_uniform(1e-3, 1e-1)},
-                         [search.Trial(0, {"lr": 1e-2}, "complete", 0.9, {"acc": 0.9})])
-    assert study.table().splitlines()[0].split() == ["number", "status", "value", "lr", "acc",
-                                                     "stage"]
+    study = search.Study(
+        None,
+        "max",
+        {"lr": log_uniform(1e-3, 1e-1)},
+        [search.Trial(0, {"lr": 1e-2}, "complete", 0.9, {"acc": 0.9})],
+    )
+    assert study.table().splitlines()[0].split() == [
+        "number",
+        "status",
+        "value",
+        "lr",
+        "acc",
+        "stage",
+    ]
     assert study.to_csv().splitlines()[0].startswith("number,status,value,lr,acc,")
 
 
@@ -433,7 +513,9 @@ def test_plot_uses_a_log_axis_for_log_parameters(tmp_path):
     study = random_search(
         lambda hp, k: {"acc": hp["x"] - jnp.log10(hp["lr"]) ** 2},
         {"lr": log_uniform(1e-4, 1e-1), "x": uniform(0.0, 1.0), "rule": choice(["a", "b"])},
-        8, jax.random.key(0), warn=False,
+        8,
+        jax.random.key(0),
+        warn=False,
     )
     fig = study.plot(path=tmp_path / "plot.png")
     assert [ax.get_xscale() for ax in fig.axes] == ["log", "linear"]
@@ -451,25 +533,52 @@ def test_a_resumed_search_runs_only_the_missing_trials(tmp_path):
         raise Crash
 
     with pytest.raises(Crash):
-        random_search(_train_objective, SPACE, 12, jax.random.key(5), metric="loss",
-                      mode="min", trials_per_call=4, path=path, callback=crash_after_first_call,
-                      warn=False)
+        random_search(
+            _train_objective,
+            SPACE,
+            12,
+            jax.random.key(5),
+            metric="loss",
+            mode="min",
+            trials_per_call=4,
+            path=path,
+            callback=crash_after_first_call,
+            warn=False,
+        )
     saved = load_study(path)
     assert sorted(t.number for t in saved.trials) == [0, 1, 2, 3]
 
     ran = []
-    resumed = random_search(_train_objective, SPACE, 12, jax.random.key(5), metric="loss",
-                            mode="min", trials_per_call=4, path=path, warn=False,
-                            callback=lambda s, new: ran.extend(t.number for t in new))
+    resumed = random_search(
+        _train_objective,
+        SPACE,
+        12,
+        jax.random.key(5),
+        metric="loss",
+        mode="min",
+        trials_per_call=4,
+        path=path,
+        warn=False,
+        callback=lambda s, new: ran.extend(t.number for t in new),
+    )
     assert sorted(ran) == list(range(4, 12))
-    fresh = random_search(_train_objective, SPACE, 12, jax.random.key(5), metric="loss",
-                          mode="min", trials_per_call=4, warn=False)
+    fresh = random_search(
+        _train_objective,
+        SPACE,
+        12,
+        jax.random.key(5),
+        metric="loss",
+        mode="min",
+        trials_per_call=4,
+        warn=False,
+    )
     assert [t.metrics for t in resumed.ranked()] == [t.metrics for t in fresh.ranked()]
     assert len(load_study(path).trials) == 12
 
     with pytest.raises(ValueError, match="holds another search"):
-        random_search(_train_objective, SPACE, 12, jax.random.key(6), metric="loss",
-                      mode="min", path=path)
+        random_search(
+            _train_objective, SPACE, 12, jax.random.key(6), metric="loss", mode="min", path=path
+        )
 
 
 def test_each_trial_keeps_its_best_params_with_the_metric_in_the_file_name(tmp_path):
@@ -477,8 +586,15 @@ def test_each_trial_keeps_its_best_params_with_the_metric_in_the_file_name(tmp_p
         w = jnp.full((2,), hp["x"])
         return {"val_acc": 1.0 - (hp["x"] - 0.5) ** 2, "params": {"w": w}}
 
-    study = random_search(objective, {"x": uniform(0.0, 1.0)}, 4, jax.random.key(0),
-                          metric="val_acc", checkpoint_dir=tmp_path, warn=False)
+    study = random_search(
+        objective,
+        {"x": uniform(0.0, 1.0)},
+        4,
+        jax.random.key(0),
+        metric="val_acc",
+        checkpoint_dir=tmp_path,
+        warn=False,
+    )
     names = sorted(p.name for p in tmp_path.iterdir())
     expected = sorted(f"trial_{t.number:04d}_val_acc_{t.value:.4f}.npz" for t in study.trials)
     assert names == expected
@@ -518,14 +634,20 @@ def test_optuna_ask_tell_drives_batches_of_populations():
         loss = (jnp.log10(hp["lr"]) + 3.0) ** 2
         return {"loss": jnp.where(hp["lr"] > 0.3, jnp.nan, loss)}
 
-    study = search.optuna_search(objective, {"lr": log_uniform(1e-6, 1.0)}, 32,
-                                 jax.random.key(0), batch_size=8, mode="min", warn=False)
+    study = search.optuna_search(
+        objective,
+        {"lr": log_uniform(1e-6, 1.0)},
+        32,
+        jax.random.key(0),
+        batch_size=8,
+        mode="min",
+        warn=False,
+    )
     assert len(study.trials) == 32 and len(study.optuna.trials) == 32
     assert abs(math.log10(study.best.hparams["lr"]) + 3.0) < 0.3
     states = {t.number: t.state.name for t in study.optuna.trials}
     for t in study.trials:
         assert states[t.number] == ("FAIL" if t.status == "failed" else "COMPLETE")
-
 
 
 def test_a_short_last_batch_is_padded_and_reuses_the_program():
@@ -537,8 +659,16 @@ def test_a_short_last_batch_is_padded_and_reuses_the_program():
 
     space = {"lr": log_uniform(1e-6, 1.0)}
     for n in (10, 3, 2):  # batches of 4, 4, 2; fewer points than trials_per_call
-        study = random_search(objective, space, n, jax.random.key(n), mode="min",
-                              trials_per_call=4, strategy="vmap", warn=False)
+        study = random_search(
+            objective,
+            space,
+            n,
+            jax.random.key(n),
+            mode="min",
+            trials_per_call=4,
+            strategy="vmap",
+            warn=False,
+        )
         assert len(study.trials) == n
     assert len(traces) == 1  # every call padded to 4 trials: one program
 
@@ -552,17 +682,40 @@ def test_optuna_pads_its_last_batch_and_reuses_the_program():
         traces.append(hp["lr"].shape)
         return {"loss": (jnp.log10(hp["lr"]) + 3.0) ** 2}
 
-    study = search.optuna_search(objective, {"lr": log_uniform(1e-6, 1.0)}, 10,
-                                 jax.random.key(0), batch_size=4, mode="min", warn=False,
-                                 strategy="vmap")
+    study = search.optuna_search(
+        objective,
+        {"lr": log_uniform(1e-6, 1.0)},
+        10,
+        jax.random.key(0),
+        batch_size=4,
+        mode="min",
+        warn=False,
+        strategy="vmap",
+    )
     assert len(study.trials) == 10  # batches of 4, 4 and 2 (padded to 4)
     assert len(traces) == 1  # one population size, one program
 
 
 def test_a_saved_study_with_trials_of_another_search_is_refused(tmp_path):
     path = tmp_path / "study.json"
-    random_search(_train_objective, SPACE, 4, jax.random.key(5), metric="loss", mode="min",
-                  path=path, warn=False)
+    random_search(
+        _train_objective,
+        SPACE,
+        4,
+        jax.random.key(5),
+        metric="loss",
+        mode="min",
+        path=path,
+        warn=False,
+    )
     with pytest.raises(ValueError, match="trial 3 of the saved study .* is not this search's"):
-        random_search(_train_objective, SPACE, 3, jax.random.key(5), metric="loss",
-                      mode="min", path=path, warn=False)
+        random_search(
+            _train_objective,
+            SPACE,
+            3,
+            jax.random.key(5),
+            metric="loss",
+            mode="min",
+            path=path,
+            warn=False,
+        )

@@ -15,7 +15,10 @@ def test_coarse_to_fine_example_runs_three_stages_and_reports_test_accuracy():
     env = dict(os.environ, PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu")
     proc = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "search_coarse_to_fine.py"), "--quick"],
-        env=env, capture_output=True, text=True, timeout=300,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout

@@ -83,8 +83,9 @@ def test_logistic_regression_converges_in_a_handful_of_newton_steps_where_gd_nee
 
         # Gradient descent at the best safe constant rate, 1 / (largest curvature).
         flat0, unravel = jax.flatten_util.ravel_pytree(p0)
-        top = jax.jit(lambda v: jnp.max(jnp.linalg.eigvalsh(
-            jax.hessian(lambda v: loss(unravel(v), X, y))(v))))
+        top = jax.jit(
+            lambda v: jnp.max(jnp.linalg.eigvalsh(jax.hessian(lambda v: loss(unravel(v), X, y))(v)))
+        )
         lr = 1.0 / float(top(flat0))
         gd = jaxlearn.sgd(lr)
 

@@ -25,8 +25,12 @@ def digits():
 def tr():
     # One trainer for most tests: its compiled epoch is reused, since hyperparameter values
     # (rates, momentum, L2) are data in the state.
-    return jaxlearn.trainer(jaxlearn.mlp(64, (32,), 10), optimizer="momentum", batch_size=50,
-                            hparams={"learning_rate": 0.1, "mu": 0.9, "l2": 0.0})
+    return jaxlearn.trainer(
+        jaxlearn.mlp(64, (32,), 10),
+        optimizer="momentum",
+        batch_size=50,
+        hparams={"learning_rate": 0.1, "mu": 0.9, "l2": 0.0},
+    )
 
 
 def test_vmap_over_two_learning_rates_equals_two_separate_runs(digits, tr):
@@ -46,8 +50,7 @@ def test_vmap_over_two_learning_rates_equals_two_separate_runs(digits, tr):
         for e in range(2):
             s, m = tr.jit_epoch(s, digits, jax.random.fold_in(epoch_keys[i], e))
         for name in s.params:
-            np.testing.assert_allclose(states.params[name][i], s.params[name], rtol=2e-5,
-                                       atol=1e-6)
+            np.testing.assert_allclose(states.params[name][i], s.params[name], rtol=2e-5, atol=1e-6)
         np.testing.assert_allclose(vm.loss[i], m.loss, rtol=2e-5)
         np.testing.assert_allclose(vm.learning_rate[i], m.learning_rate)
         assert int(states.step[i]) == int(s.step) == 2 * (400 // 50)
@@ -81,20 +84,25 @@ def test_nonfinite_updates_are_skipped_and_flagged(digits, tr):
 def test_evaluate_in_chunks_equals_evaluate_at_once(digits, tr):
     params = tr.init(jax.random.key(0)).params
     whole = jax.jit(tr.evaluate)(params, digits)
-    chunked_tr = jaxlearn.trainer(jaxlearn.mlp(64, (32,), 10), eval_batch_size=64,
-                                  hparams={"learning_rate": 0.1})
+    chunked_tr = jaxlearn.trainer(
+        jaxlearn.mlp(64, (32,), 10), eval_batch_size=64, hparams={"learning_rate": 0.1}
+    )
     chunked = jax.jit(chunked_tr.evaluate)(params, digits)  # 400 = 6 * 64 + 16
     np.testing.assert_allclose(chunked.loss, whole.loss, rtol=1e-5)
     assert float(chunked.accuracy) == float(whole.accuracy)
     logits = jaxlearn.mlp(64, (32,), 10).apply(params, digits[0])
     assert float(whole.accuracy) == pytest.approx(float(jaxlearn.accuracy(logits, digits[1])))
-    np.testing.assert_allclose(whole.loss, jaxlearn.softmax_cross_entropy(logits, digits[1]),
-                               rtol=1e-5)
+    np.testing.assert_allclose(
+        whole.loss, jaxlearn.softmax_cross_entropy(logits, digits[1]), rtol=1e-5
+    )
 
 
 def test_step_matches_hand_written_sgd_and_reports_update_ratio():
-    lin = jaxlearn.trainer(jaxlearn.linear(3, 2, weight_scale=0.5), batch_size=4,
-                           hparams={"learning_rate": 0.3, "l2": 0.1})
+    lin = jaxlearn.trainer(
+        jaxlearn.linear(3, 2, weight_scale=0.5),
+        batch_size=4,
+        hparams={"learning_rate": 0.3, "l2": 0.1},
+    )
     state = lin.init(jax.random.key(3))
     x = jax.random.normal(jax.random.key(4), (4, 3))
     y = jnp.array([0, 1, 1, 0])
@@ -120,24 +128,32 @@ def test_step_matches_hand_written_sgd_and_reports_update_ratio():
 
 
 def test_schedule_multiplies_the_learning_rate_per_step(digits):
-    lin = jaxlearn.trainer(jaxlearn.linear(64, 10), batch_size=50,
-                           hparams={"learning_rate": 0.2},
-                           schedule=jaxlearn.step_decay(1.0, step_size=4, factor=0.5))
+    lin = jaxlearn.trainer(
+        jaxlearn.linear(64, 10),
+        batch_size=50,
+        hparams={"learning_rate": 0.2},
+        schedule=jaxlearn.step_decay(1.0, step_size=4, factor=0.5),
+    )
     state, m = lin.jit_epoch(lin.init(jax.random.key(0)), digits, jax.random.key(1))
     np.testing.assert_allclose(m.learning_rate, [0.2] * 4 + [0.1] * 4, rtol=1e-6)
 
 
 def test_nonfinite_updates_are_applied_when_not_skipping(digits):
-    lin = jaxlearn.trainer(jaxlearn.linear(64, 10), batch_size=50,
-                           hparams={"learning_rate": 1e38}, skip_nonfinite=False)
+    lin = jaxlearn.trainer(
+        jaxlearn.linear(64, 10),
+        batch_size=50,
+        hparams={"learning_rate": 1e38},
+        skip_nonfinite=False,
+    )
     state, m = lin.jit_epoch(lin.init(jax.random.key(0)), digits, jax.random.key(1))
     assert not bool(m.finite.all())
     assert not all(bool(jnp.isfinite(v).all()) for v in jax.tree.leaves(state.params))
 
 
 def test_dropout_key_changes_per_step_and_is_reproducible(digits):
-    drop = jaxlearn.trainer(jaxlearn.mlp(64, (32,), 10, dropout=0.5), batch_size=50,
-                            hparams={"learning_rate": 0.05})
+    drop = jaxlearn.trainer(
+        jaxlearn.mlp(64, (32,), 10, dropout=0.5), batch_size=50, hparams={"learning_rate": 0.05}
+    )
     assert drop.apply_takes_key
     _, ma = drop.jit_epoch(drop.init(jax.random.key(0)), digits, jax.random.key(1))
     _, mb = drop.jit_epoch(drop.init(jax.random.key(0)), digits, jax.random.key(1))
@@ -151,8 +167,12 @@ def test_optimizer_as_factory_and_as_fixed_transform(digits):
     def factory(hp):
         return optax.sgd(hp["learning_rate"], momentum=hp["momentum"])
 
-    lin = jaxlearn.trainer(jaxlearn.linear(64, 10), optimizer=factory, batch_size=50,
-                           hparams={"learning_rate": 0.05, "momentum": 0.9})
+    lin = jaxlearn.trainer(
+        jaxlearn.linear(64, 10),
+        optimizer=factory,
+        batch_size=50,
+        hparams={"learning_rate": 0.05, "momentum": 0.9},
+    )
     state, m = lin.jit_epoch(lin.init(jax.random.key(0)), digits, jax.random.key(1))
     assert float(m.learning_rate[0]) == pytest.approx(0.05)
     fixed = jaxlearn.trainer(jaxlearn.linear(64, 10), optimizer=optax.adam(1e-3), batch_size=50)
@@ -170,12 +190,16 @@ def test_leaf_names_of_nested_trees():
     [
         ({"optimizer": "adamw"}, r"unknown update rule 'adamw'"),
         ({"batch_size": 0}, r"`batch_size` must be a positive int, got 0"),
-        ({"hparams": {"learning_rate": 0.1, "beta1": 0.9}},
-         r"unknown hyperparameter\(s\) \['beta1'\] for the update rule 'sgd'"),
+        (
+            {"hparams": {"learning_rate": 0.1, "beta1": 0.9}},
+            r"unknown hyperparameter\(s\) \['beta1'\] for the update rule 'sgd'",
+        ),
         ({"hparams": {"learning_rate": -1.0}}, r"'learning_rate' must be a finite number >= 0"),
         ({"hparams": {"learning_rate": [0.1, 0.2]}}, r"must be a scalar, got shape \(2,\)"),
-        ({"optimizer": optax.sgd(0.1), "hparams": {"learning_rate": 0.1}},
-         r"unknown hyperparameter\(s\) \['learning_rate'\] for a fixed optax transform"),
+        (
+            {"optimizer": optax.sgd(0.1), "hparams": {"learning_rate": 0.1}},
+            r"unknown hyperparameter\(s\) \['learning_rate'\] for a fixed optax transform",
+        ),
         ({"schedule": 0.5}, r"`schedule` must be a function step -> multiplier"),
     ],
 )
@@ -188,8 +212,9 @@ def test_missing_or_out_of_range_hyperparameters_are_clear_errors():
     adam = jaxlearn.trainer(jaxlearn.linear(4, 2), optimizer="adam")
     with pytest.raises(ValueError, match=r"must give a 'learning_rate' for the update rule 'adam'"):
         adam.init(jax.random.key(0))
-    mom = jaxlearn.trainer(jaxlearn.linear(4, 2), optimizer="momentum",
-                           hparams={"learning_rate": 0.1})
+    mom = jaxlearn.trainer(
+        jaxlearn.linear(4, 2), optimizer="momentum", hparams={"learning_rate": 0.1}
+    )
     with pytest.raises(ValueError, match=r"momentum: `mu` must be a number in \[0, 1\), got"):
         mom.init(jax.random.key(0), {"mu": 1.5})
 
@@ -198,8 +223,10 @@ def test_missing_or_out_of_range_hyperparameters_are_clear_errors():
     "data, match",
     [
         ((jnp.ones((0, 4)), jnp.zeros(0, jnp.int32)), r"the data set is empty \(N = 0\)"),
-        ((jnp.ones((3, 4)), jnp.zeros(3, jnp.int32)),
-         r"`batch_size` \(5\) is larger than the data set \(3 examples\)"),
+        (
+            (jnp.ones((3, 4)), jnp.zeros(3, jnp.int32)),
+            r"`batch_size` \(5\) is larger than the data set \(3 examples\)",
+        ),
         ((jnp.ones((6, 4)), jnp.zeros(5, jnp.int32)), r"must have the same N, got shapes"),
         ((jnp.ones((6, 4)), jnp.zeros(6)), r"labels `y` must be integer class indices"),
         ((jnp.ones((6, 4)),), r"must be a pair \(x, y\) of arrays, got tuple of length 1"),
@@ -213,10 +240,14 @@ def test_bad_data_is_a_clear_error(data, match):
 
 def _same(a, b):
     leaves = zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
-    return all(np.array_equal(jax.random.key_data(u) if jnp.issubdtype(u.dtype, jax.dtypes.prng_key)
-                              else u, jax.random.key_data(v)
-                              if jnp.issubdtype(v.dtype, jax.dtypes.prng_key) else v,
-                              equal_nan=True) for u, v in leaves)
+    return all(
+        np.array_equal(
+            jax.random.key_data(u) if jnp.issubdtype(u.dtype, jax.dtypes.prng_key) else u,
+            jax.random.key_data(v) if jnp.issubdtype(v.dtype, jax.dtypes.prng_key) else v,
+            equal_nan=True,
+        )
+        for u, v in leaves
+    )
 
 
 @pytest.mark.parametrize("learning_rate", [0.1, 1e30], ids=["finite", "diverging"])
@@ -236,8 +267,12 @@ def test_epoch_mode_equals_step_mode_bit_for_bit(digits, tr, learning_rate):
 
 
 def test_learning_rates_recorded_after_the_scan_are_the_ones_the_steps_used(digits):
-    lin = jaxlearn.trainer(jaxlearn.linear(64, 10), batch_size=50, hparams={"learning_rate": 0.3},
-                           schedule=jaxlearn.exponential_decay(1.0, 0.0937))
+    lin = jaxlearn.trainer(
+        jaxlearn.linear(64, 10),
+        batch_size=50,
+        hparams={"learning_rate": 0.3},
+        schedule=jaxlearn.exponential_decay(1.0, 0.0937),
+    )
     state = lin.init(jax.random.key(0))
     _, m = jax.jit(lin.train_epoch)(state, digits, jax.random.key(1))
     used = []
@@ -251,8 +286,13 @@ def test_learning_rates_recorded_after_the_scan_are_the_ones_the_steps_used(digi
 def test_without_guard_or_ratios_a_nonfinite_update_is_flagged_from_the_next_loss_or_the_end():
     x = jnp.full((4, 3), 1e3)
     y = jnp.array([0, 1, 0, 1])
-    lin = jaxlearn.trainer(jaxlearn.linear(3, 2), batch_size=2, hparams={"learning_rate": 1e38},
-                           skip_nonfinite=False, update_ratios=False)
+    lin = jaxlearn.trainer(
+        jaxlearn.linear(3, 2),
+        batch_size=2,
+        hparams={"learning_rate": 1e38},
+        skip_nonfinite=False,
+        update_ratios=False,
+    )
     state = lin.init(jax.random.key(0))
     # Step 0's loss is finite but its update overflows: step 1's loss shows it.
     _, m = jax.jit(lin.train_epoch)(state, (x, y), jax.random.key(1))
@@ -269,7 +309,8 @@ def _momentum_scan(model, data, batch_size):
     """The hand-written anchor of ``benchmarks/train.py`` (a jitted lax.scan of optax
     steps, the loss recorded), compiled: its optimized HLO text."""
     spec = importlib.util.spec_from_file_location(
-        "train_benchmark", Path(__file__).resolve().parents[1] / "benchmarks" / "train.py")
+        "train_benchmark", Path(__file__).resolve().parents[1] / "benchmarks" / "train.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     opt = jaxlearn.momentum(0.1, 0.9)
@@ -285,8 +326,13 @@ def test_a_step_without_extras_runs_no_more_kernels_than_the_hand_written_step(d
     hand = sum(loop_body_ops(_momentum_scan(model, digits, 50)).values())
 
     def kernels(**kw):
-        t = jaxlearn.trainer(model, optimizer="momentum", batch_size=50,
-                             hparams={"learning_rate": 0.1, "mu": 0.9}, **kw)
+        t = jaxlearn.trainer(
+            model,
+            optimizer="momentum",
+            batch_size=50,
+            hparams={"learning_rate": 0.1, "mu": 0.9},
+            **kw,
+        )
         lowered = t.jit_epoch.lower(t.init(jax.random.key(0)), digits, jax.random.key(1))
         return sum(loop_body_ops(lowered.compile().as_text()).values())
 
@@ -301,8 +347,9 @@ def test_packed_epochs_train_as_the_plain_tree_and_hand_back_the_plain_tree(digi
     model = jaxlearn.mlp(64, (16,) * 6, 10)  # 14 leaves
     runs = {}
     for pack in (False, True):
-        t = jaxlearn.trainer(model, optimizer="adam", batch_size=50, pack=pack,
-                             hparams={"learning_rate": 1e-2})
+        t = jaxlearn.trainer(
+            model, optimizer="adam", batch_size=50, pack=pack, hparams={"learning_rate": 1e-2}
+        )
         state = t.init(jax.random.key(0))
         assert t.packs(state.params) is pack
         text = t.jit_epoch.lower(state, digits, jax.random.key(9)).compile().as_text()

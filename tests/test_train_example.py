@@ -13,9 +13,17 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_fit_digits_example_checks_trains_diagnoses_and_plots(tmp_path):
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.run(
-        [sys.executable, str(ROOT / "examples" / "fit_digits.py"), "--quick", "--out",
-         str(tmp_path)],
-        capture_output=True, text=True, env=env, timeout=300,
+        [
+            sys.executable,
+            str(ROOT / "examples" / "fit_digits.py"),
+            "--quick",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
@@ -25,5 +33,8 @@ def test_fit_digits_example_checks_trains_diagnoses_and_plots(tmp_path):
     acc = float(out.split("test accuracy of the best parameters: ")[1].split()[0])
     assert acc > 0.85
     assert sorted(os.listdir(tmp_path / "checkpoints")) == ["best.npz", "last.npz"]
-    assert sorted(os.listdir(tmp_path / "plots")) == ["accuracy.png", "loss.png",
-                                                      "update_ratios.png"]
+    assert sorted(os.listdir(tmp_path / "plots")) == [
+        "accuracy.png",
+        "loss.png",
+        "update_ratios.png",
+    ]

@@ -174,12 +174,23 @@ def test_last_checkpoint_never_holds_nonfinite_params(splits, tmp_path):
     # infinite rate reach the parameters. `last.npz` keeps the last finite state.
     spe = len(splits.train[1]) // 128
     tr = jaxlearn.trainer(
-        jaxlearn.mlp(64, (32,), 10), batch_size=128, hparams={"learning_rate": 0.1},
-        update_ratios=False, schedule=lambda step: jnp.where(step < 2 * spe, 1.0, jnp.inf),
+        jaxlearn.mlp(64, (32,), 10),
+        batch_size=128,
+        hparams={"learning_rate": 0.1},
+        update_ratios=False,
+        schedule=lambda step: jnp.where(step < 2 * spe, 1.0, jnp.inf),
     )
     with pytest.warns(RuntimeWarning):
-        r = jaxlearn.fit(tr, splits.train, splits.val, num_epochs=4, progress=False,
-                         on_nonfinite="skip", checkpoint_dir=str(tmp_path), checkpoint_every=1)
+        r = jaxlearn.fit(
+            tr,
+            splits.train,
+            splits.val,
+            num_epochs=4,
+            progress=False,
+            on_nonfinite="skip",
+            checkpoint_dir=str(tmp_path),
+            checkpoint_every=1,
+        )
     assert not all(bool(jnp.isfinite(p).all()) for p in jax.tree.leaves(r.params))
     last = jaxlearn.load_checkpoint(tmp_path / "last.npz")
     assert last.metadata["epoch"] in (1, 2)  # a save is skipped while the writer is busy
@@ -200,8 +211,13 @@ def test_resume_is_bit_identical_to_an_uninterrupted_run(splits, tmp_path):
     )
     # The first part runs one epoch per compiled call, the rest many: same numbers.
     part = jaxlearn.fit(
-        tr, splits.train, splits.val, num_epochs=2, epochs_per_call=1,
-        checkpoint_dir=str(tmp_path / "b"), **kw,
+        tr,
+        splits.train,
+        splits.val,
+        num_epochs=2,
+        epochs_per_call=1,
+        checkpoint_dir=str(tmp_path / "b"),
+        **kw,
     )
     assert part.history.num_epochs == 2
     resumed = jaxlearn.fit(
@@ -333,8 +349,12 @@ def test_callback_can_stop_the_run(splits):
         ("ok", None, {"num_epochs": -1}, r"`num_epochs` must be an int >= 0, got -1"),
         ("ok", None, {"resume": True}, r"resume=True needs `checkpoint_dir`"),
         ("ok", None, {"key": "seed"}, r"`key` must be an int seed or a jax.random key"),
-        ("ok", None, {"callback": print, "epochs_per_call": 3},
-         r"a `callback` runs after every epoch: it needs epochs_per_call=1"),
+        (
+            "ok",
+            None,
+            {"callback": print, "epochs_per_call": 3},
+            r"a `callback` runs after every epoch: it needs epochs_per_call=1",
+        ),
         ("ok", None, {"checkpoint_every": 0}, r"`checkpoint_every` must be a positive int"),
     ],
 )

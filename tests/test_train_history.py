@@ -11,17 +11,26 @@ import jaxlearn
 
 
 def _history():
-    h = jaxlearn.History({"batch_size": 32, "hparams": {"learning_rate": 0.1},
-                          "best_value": float("nan")})
+    h = jaxlearn.History(
+        {"batch_size": 32, "hparams": {"learning_rate": 0.1}, "best_value": float("nan")}
+    )
     for e in range(3):
         n = 4
-        h.append_steps(loss=np.linspace(2, 1, n) / (e + 1), batch_accuracy=np.full(n, 0.5),
-                       learning_rate=np.full(n, 0.1 / (e + 1)), finite=[True, True, e != 1, True],
-                       update_ratio={"W1": np.full(n, 1e-3), "b1": [np.nan, 1.0, 2.0, np.inf]})
-        h.append_epoch(epoch_step=4 * (e + 1), train_loss=1.0 / (e + 1),
-                       train_accuracy=0.5 + 0.1 * e, val_loss=1.2 / (e + 1),
-                       val_accuracy=0.45 + 0.1 * e,
-                       activations={"layer1": {"mean": 0.3 * e, "dead_units": 0.0}})
+        h.append_steps(
+            loss=np.linspace(2, 1, n) / (e + 1),
+            batch_accuracy=np.full(n, 0.5),
+            learning_rate=np.full(n, 0.1 / (e + 1)),
+            finite=[True, True, e != 1, True],
+            update_ratio={"W1": np.full(n, 1e-3), "b1": [np.nan, 1.0, 2.0, np.inf]},
+        )
+        h.append_epoch(
+            epoch_step=4 * (e + 1),
+            train_loss=1.0 / (e + 1),
+            train_accuracy=0.5 + 0.1 * e,
+            val_loss=1.2 / (e + 1),
+            val_accuracy=0.45 + 0.1 * e,
+            activations={"layer1": {"mean": 0.3 * e, "dead_units": 0.0}},
+        )
     return h
 
 
@@ -68,7 +77,12 @@ def test_mismatched_lengths_are_clear_errors():
     with pytest.raises(ValueError, match=r"`finite` has 1 values, `loss` has 2"):
         h.append_steps(loss=[1, 2], batch_accuracy=[0, 0], learning_rate=[0, 0], finite=[1])
     with pytest.raises(ValueError, match=r"update_ratio\['W1'\] has 3 values, `loss` has 2"):
-        h.append_steps(loss=[1, 2], batch_accuracy=[0, 0], learning_rate=[0, 0],
-                       finite=[1, 1], update_ratio={"W1": [1, 2, 3]})
+        h.append_steps(
+            loss=[1, 2],
+            batch_accuracy=[0, 0],
+            learning_rate=[0, 0],
+            finite=[1, 1],
+            update_ratio={"W1": [1, 2, 3]},
+        )
     with pytest.raises(ValueError, match=r"expected a dict with 'meta' and 'records'"):
         jaxlearn.History.from_dict({"loss": [1.0]})

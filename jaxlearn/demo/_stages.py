@@ -63,8 +63,14 @@ class Run:
         """A progress bar (disabled when the run has no progress output)."""
         from tqdm.auto import tqdm
 
-        return tqdm(total=total, desc=desc, unit=unit, disable=not self.progress,
-                    dynamic_ncols=True, leave=False)
+        return tqdm(
+            total=total,
+            desc=desc,
+            unit=unit,
+            disable=not self.progress,
+            dynamic_ncols=True,
+            leave=False,
+        )
 
     def rel(self, path: str | os.PathLike) -> str:
         """A path inside the output folder as the report links it (forward slashes)."""
@@ -118,12 +124,15 @@ def stage_gradcheck(run: Run) -> dict[str, Any]:
     x, y = run.train
     notes: list[str] = []
     bar = run.bar(s.burn_in_steps + 1, "gradient check")
-    tr = jaxlearn.trainer(model, optimizer="sgd", batch_size=s.batch_size,
-                          hparams={"learning_rate": s.burn_in_learning_rate},
-                          update_ratios=False)
+    tr = jaxlearn.trainer(
+        model,
+        optimizer="sgd",
+        batch_size=s.batch_size,
+        hparams={"learning_rate": s.burn_in_learning_rate},
+        update_ratios=False,
+    )
     state = tr.init(jax.random.fold_in(run.key(2), 0))
-    idx = jaxlearn.batch_indices(jax.random.fold_in(run.key(2), 1), int(x.shape[0]),
-                                 s.batch_size)
+    idx = jaxlearn.batch_indices(jax.random.fold_in(run.key(2), 1), int(x.shape[0]), s.batch_size)
     step_losses: list[jax.Array] = []
     for i in range(s.burn_in_steps):
         b = idx[i % idx.shape[0]]
@@ -143,31 +152,51 @@ def stage_gradcheck(run: Run) -> dict[str, Any]:
         return l2 * jaxlearn.l2_penalty(p)
 
     with _collect_warnings(notes):
-        report = jaxlearn.check_grad(data_loss, params, xs, ys, regularization=regularization,
-                                     num_checks=s.gradcheck_checks, seed=run.config.seed,
-                                     retry_kinks=1)
+        report = jaxlearn.check_grad(
+            data_loss,
+            params,
+            xs,
+            ys,
+            regularization=regularization,
+            num_checks=s.gradcheck_checks,
+            seed=run.config.seed,
+            retry_kinks=1,
+        )
     bar.update(1)
     bar.close()
     rows: list[dict[str, Any]] = []
     for r in report.rows:
-        rows.append({
-            "part": r.part, "leaf": _leaf(r.path), "checked": r.checked, "size": r.size,
-            "max_error": _num(r.max_error), "median_error": _num(r.median_error),
-            "kinks": r.kinks, "noise": r.below_noise, "forward_error": _num(r.forward_error),
-            "failures": r.failures + r.forward_failures, "verdict": r.verdict,
-        })
+        rows.append(
+            {
+                "part": r.part,
+                "leaf": _leaf(r.path),
+                "checked": r.checked,
+                "size": r.size,
+                "max_error": _num(r.max_error),
+                "median_error": _num(r.median_error),
+                "kinks": r.kinks,
+                "noise": r.below_noise,
+                "forward_error": _num(r.forward_error),
+                "failures": r.failures + r.forward_failures,
+                "verdict": r.verdict,
+            }
+        )
 
     def part_max(part: str) -> float | None:
-        errs = [row["max_error"] for row in rows if row["part"] == part
-                and row["max_error"] is not None]
+        errs = [
+            row["max_error"] for row in rows if row["part"] == part and row["max_error"] is not None
+        ]
         return max(errs) if errs else None
 
     return {
         "num_examples": k,
-        "burn_in": {"steps": s.burn_in_steps, "rule": "sgd",
-                    "learning_rate": s.burn_in_learning_rate,
-                    "loss_first": _num(losses[0]) if losses else None,
-                    "loss_last": _num(losses[-1]) if losses else None},
+        "burn_in": {
+            "steps": s.burn_in_steps,
+            "rule": "sgd",
+            "learning_rate": s.burn_in_learning_rate,
+            "loss_first": _num(losses[0]) if losses else None,
+            "loss_last": _num(losses[-1]) if losses else None,
+        },
         "l2": l2,
         "h": report.h,
         "threshold": report.threshold,
@@ -183,8 +212,10 @@ def stage_gradcheck(run: Run) -> dict[str, Any]:
         "kink_sites": [[site, int(n)] for site, n in report.kink_sites],
         "verdict": report.verdict,
         "rows": rows,
-        "notes": [*report.notes, *[n for n in notes if not any(n.endswith(m)
-                                                             for m in report.notes)]],
+        "notes": [
+            *report.notes,
+            *[n for n in notes if not any(n.endswith(m) for m in report.notes)],
+        ],
     }
 
 
@@ -195,20 +226,34 @@ def _check_dict(c: sanity.Check, loss: str) -> dict[str, Any]:
     d = c.details
     numbers: dict[str, Any] = {}
     if c.name == "initial_loss":
-        numbers = {"loss": _num(d["loss"]), "expected": _num(d["expected"]),
-                   "rtol": _num(d["rtol"]), "score_std": _num(d["score_std"])}
+        numbers = {
+            "loss": _num(d["loss"]),
+            "expected": _num(d["expected"]),
+            "rtol": _num(d["rtol"]),
+            "score_std": _num(d["score_std"]),
+        }
     elif c.name == "regularization_raises_loss":
-        numbers = {"regs": [float(v) for v in d["regs"]],
-                   "losses": [_num(v) for v in d["losses"]]}
+        numbers = {"regs": [float(v) for v in d["regs"]], "losses": [_num(v) for v in d["losses"]]}
     elif c.name == "overfit_small":
-        numbers = {"num_examples": int(d["num_examples"]), "steps": int(d["steps"]),
-                   "initial_loss": _num(d["initial_loss"]),
-                   "final_loss": _num(d["final_loss"]),
-                   "final_accuracy": _num(d["final_accuracy"]),
-                   "first_full_accuracy_step": d["first_full_accuracy_step"],
-                   "first_low_loss_step": d["first_low_loss_step"]}
-    return {"name": c.name, "loss": loss, "expected": c.expected, "observed": c.observed,
-            "status": c.status, "passed": c.passed, "verdict": c.verdict, "numbers": numbers}
+        numbers = {
+            "num_examples": int(d["num_examples"]),
+            "steps": int(d["steps"]),
+            "initial_loss": _num(d["initial_loss"]),
+            "final_loss": _num(d["final_loss"]),
+            "final_accuracy": _num(d["final_accuracy"]),
+            "first_full_accuracy_step": d["first_full_accuracy_step"],
+            "first_low_loss_step": d["first_low_loss_step"],
+        }
+    return {
+        "name": c.name,
+        "loss": loss,
+        "expected": c.expected,
+        "observed": c.observed,
+        "status": c.status,
+        "passed": c.passed,
+        "verdict": c.verdict,
+        "numbers": numbers,
+    }
 
 
 def stage_sanity(run: Run) -> dict[str, Any]:
@@ -223,20 +268,32 @@ def stage_sanity(run: Run) -> dict[str, Any]:
     bar = run.bar(2, "sanity checks", unit="check")
     with _collect_warnings(notes):
         softmax = sanity.run_all(
-            sanity.make_loss_fn(run.model), params, xs, ys,
-            num_examples=min(s.overfit_examples, n), steps=s.overfit_steps,
+            sanity.make_loss_fn(run.model),
+            params,
+            xs,
+            ys,
+            num_examples=min(s.overfit_examples, n),
+            steps=s.overfit_steps,
             key=jax.random.fold_in(run.key(3), 1),
         )
         bar.update(1)
-        svm = sanity.initial_loss(sanity.make_loss_fn(run.model, jaxlearn.multiclass_svm),
-                                  params, xs, ys, chance="svm")
+        svm = sanity.initial_loss(
+            sanity.make_loss_fn(run.model, jaxlearn.multiclass_svm), params, xs, ys, chance="svm"
+        )
         bar.update(1)
     bar.close()
-    checks = [_check_dict(softmax["initial_loss"], "softmax"), _check_dict(svm, "svm"),
-              _check_dict(softmax["regularization_raises_loss"], "softmax"),
-              _check_dict(softmax["overfit_small"], "softmax")]
-    return {"num_examples": n, "checks": checks,
-            "passed": all(c["passed"] is True for c in checks), "notes": notes}
+    checks = [
+        _check_dict(softmax["initial_loss"], "softmax"),
+        _check_dict(svm, "svm"),
+        _check_dict(softmax["regularization_raises_loss"], "softmax"),
+        _check_dict(softmax["overfit_small"], "softmax"),
+    ]
+    return {
+        "num_examples": n,
+        "checks": checks,
+        "passed": all(c["passed"] is True for c in checks),
+        "notes": notes,
+    }
 
 
 # --------------------------------------------------------------------------- 4. rules
@@ -253,26 +310,37 @@ def stage_rules(run: Run) -> dict[str, Any]:
     for rule in RULES:
         lr = float(s.rule_learning_rates[rule])
         with _collect_warnings(notes):
-            res = jaxlearn.fit(run.model, run.train, run.val, optimizer=rule,
-                               hparams={"learning_rate": lr}, batch_size=s.batch_size,
-                               num_epochs=s.rule_epochs, key=run.key(4), activation_size=0,
-                               progress=False)
+            res = jaxlearn.fit(
+                run.model,
+                run.train,
+                run.val,
+                optimizer=rule,
+                hparams={"learning_rate": lr},
+                batch_size=s.batch_size,
+                num_epochs=s.rule_epochs,
+                key=run.key(4),
+                activation_size=0,
+                progress=False,
+            )
         h = res.history
         histories[rule] = h
         spe = int(h.meta["steps_per_epoch"])
         last = np.asarray(h.loss[-spe:], dtype=float)
         best_epoch = h.meta.get("best_epoch")
-        rows.append({
-            "rule": rule, "learning_rate": lr,
-            "final_train_loss": _num(h.train_loss[-1]),
-            "last_epoch_minibatch_loss": _num(np.nanmean(last)) if last.size else None,
-            "final_val_accuracy": _num(h.val_accuracy[-1]),
-            "best_val_accuracy": _num(np.nanmax(h.val_accuracy)),
-            "best_epoch": best_epoch,
-            "first_nonfinite_step": h.meta.get("first_nonfinite_step"),
-            "train_loss_per_epoch": [_num(v) for v in h.train_loss],
-            "val_accuracy_per_epoch": [_num(v) for v in h.val_accuracy],
-        })
+        rows.append(
+            {
+                "rule": rule,
+                "learning_rate": lr,
+                "final_train_loss": _num(h.train_loss[-1]),
+                "last_epoch_minibatch_loss": _num(np.nanmean(last)) if last.size else None,
+                "final_val_accuracy": _num(h.val_accuracy[-1]),
+                "best_val_accuracy": _num(np.nanmax(h.val_accuracy)),
+                "best_epoch": best_epoch,
+                "first_nonfinite_step": h.meta.get("first_nonfinite_step"),
+                "train_loss_per_epoch": [_num(v) for v in h.train_loss],
+                "val_accuracy_per_epoch": [_num(v) for v in h.val_accuracy],
+            }
+        )
         bar.set_postfix(rule=rule, val_acc=f"{float(h.val_accuracy[-1]):.3f}", refresh=False)
         bar.update(1)
     bar.close()
@@ -286,17 +354,28 @@ def stage_rules(run: Run) -> dict[str, Any]:
     fig_path = run.figures / "update_rules.png"
     plot_rule_comparison(histories, fig_path)
     spe = int(next(iter(histories.values())).meta["steps_per_epoch"])
-    return {"epochs": s.rule_epochs, "batch_size": s.batch_size, "steps_per_epoch": spe,
-            "rules": rows, "best_rule": best["rule"], "figure": run.rel(fig_path),
-            "notes": notes}
+    return {
+        "epochs": s.rule_epochs,
+        "batch_size": s.batch_size,
+        "steps_per_epoch": spe,
+        "rules": rows,
+        "best_rule": best["rule"],
+        "figure": run.rel(fig_path),
+        "notes": notes,
+    }
 
 
 # --------------------------------------------------------------------------- 5. search
 
 
 def _make_objective(run: Run, rule: str) -> Callable[..., dict[str, jax.Array]]:
-    tr = jaxlearn.trainer(run.model, optimizer=rule, batch_size=run.settings.batch_size,
-                          hparams={"learning_rate": 1e-3, "l2": 0.0}, update_ratios=False)
+    tr = jaxlearn.trainer(
+        run.model,
+        optimizer=rule,
+        batch_size=run.settings.batch_size,
+        hparams={"learning_rate": 1e-3, "l2": 0.0},
+        update_ratios=False,
+    )
     train, val = run.train, run.val
 
     def objective(hp: dict[str, Any], key: jax.Array) -> dict[str, jax.Array]:
@@ -320,11 +399,18 @@ def _bounds(d: search.Dimension) -> tuple[float, float]:
 
 
 def _trial_dict(t: search.Trial) -> dict[str, Any]:
-    return {"number": t.number, "learning_rate": float(t.hparams["learning_rate"]),
-            "l2": float(t.hparams["l2"]), "status": t.status, "val_acc": _num(t.value),
-            "best_epoch": t.best_epoch, "reason": t.reason,
-            "final_train_loss": _num(t.history["train_loss"][-1])
-            if t.history.get("train_loss") else None}
+    return {
+        "number": t.number,
+        "learning_rate": float(t.hparams["learning_rate"]),
+        "l2": float(t.hparams["l2"]),
+        "status": t.status,
+        "val_acc": _num(t.value),
+        "best_epoch": t.best_epoch,
+        "reason": t.reason,
+        "final_train_loss": _num(t.history["train_loss"][-1])
+        if t.history.get("train_loss")
+        else None,
+    }
 
 
 def stage_search(run: Run) -> dict[str, Any]:
@@ -333,8 +419,10 @@ def stage_search(run: Run) -> dict[str, Any]:
     (:func:`jaxlearn.search.coarse_to_fine`); border warnings; scatter plots."""
     s = run.settings
     rule = run.results["update_rules"]["best_rule"]
-    space = {"learning_rate": search.log_uniform(*s.search_lr),
-             "l2": search.log_uniform(*s.search_l2)}
+    space = {
+        "learning_rate": search.log_uniform(*s.search_lr),
+        "l2": search.log_uniform(*s.search_l2),
+    }
     stages = [search.Stage(n, epochs=e) for n, e in s.search_stages]
     total = sum(n for n, _ in s.search_stages)
     bar = run.bar(total, "search", unit="trial")
@@ -345,8 +433,13 @@ def stage_search(run: Run) -> dict[str, Any]:
     notes: list[str] = []
     with _collect_warnings(notes):
         study = search.coarse_to_fine(
-            _make_objective(run, rule), space, stages, run.key(5), metric="val_acc",
-            trials_per_call=s.search_trials_per_call, callback=callback,
+            _make_objective(run, rule),
+            space,
+            stages,
+            run.key(5),
+            metric="val_acc",
+            trials_per_call=s.search_trials_per_call,
+            callback=callback,
         )
     bar.close()
     out_stages = []
@@ -354,25 +447,30 @@ def stage_search(run: Run) -> dict[str, Any]:
         fig_path = run.figures / f"search_stage{i}.png"
         st.plot(path=fig_path)
         ok = [t for t in st.ranked() if t.status != "failed"]
-        out_stages.append({
-            "stage": i,
-            "num_trials": len(st.trials),
-            "epochs": s.search_stages[i - 1][1],
-            "ranges": {n: list(_bounds(d)) for n, d in sp.items()},
-            "failed": len(st.failed),
-            "failure_reasons": sorted({t.reason for t in st.failed if t.reason})[:3],
-            "best": _trial_dict(ok[0]) if ok else None,
-            "top": [_trial_dict(t) for t in ok[:5]],
-            "trials": [_trial_dict(t) for t in sorted(st.trials, key=lambda t: t.number)],
-            "border_warnings": list(st.border_warnings),
-            "figure": run.rel(fig_path),
-        })
+        out_stages.append(
+            {
+                "stage": i,
+                "num_trials": len(st.trials),
+                "epochs": s.search_stages[i - 1][1],
+                "ranges": {n: list(_bounds(d)) for n, d in sp.items()},
+                "failed": len(st.failed),
+                "failure_reasons": sorted({t.reason for t in st.failed if t.reason})[:3],
+                "best": _trial_dict(ok[0]) if ok else None,
+                "top": [_trial_dict(t) for t in ok[:5]],
+                "trials": [_trial_dict(t) for t in sorted(st.trials, key=lambda t: t.number)],
+                "border_warnings": list(st.border_warnings),
+                "figure": run.rel(fig_path),
+            }
+        )
     best = study.best
     return {
         "rule": rule,
         "metric": "val_acc",
-        "space": {n: {"low": lo, "high": hi, "log": bool(d.log)}
-                  for n, d in space.items() for lo, hi in [_bounds(d)]},
+        "space": {
+            n: {"low": lo, "high": hi, "log": bool(d.log)}
+            for n, d in space.items()
+            for lo, hi in [_bounds(d)]
+        },
         "stages": out_stages,
         "best": _trial_dict(best),
         "notes": [n for n in notes if not n.startswith("BorderWarning")],
@@ -399,8 +497,15 @@ def stage_ensemble(run: Run) -> dict[str, Any]:
     notes: list[str] = []
     with _collect_warnings(notes):
         r = ensemble.fit_ensemble(
-            run.model, run.train, run.val, keys=seeds, optimizer=rule, hparams=hp,
-            batch_size=s.batch_size, num_epochs=s.ensemble_epochs, average="ema",
+            run.model,
+            run.train,
+            run.val,
+            keys=seeds,
+            optimizer=rule,
+            hparams=hp,
+            batch_size=s.batch_size,
+            num_epochs=s.ensemble_epochs,
+            average="ema",
             # In a quick run one call (one compiled program); else three, for the bar.
             average_decay=decay,
             epochs_per_call=None if run.config.quick else max(1, s.ensemble_epochs // 3),
@@ -410,9 +515,16 @@ def stage_ensemble(run: Run) -> dict[str, Any]:
         averaged = ensemble.evaluate_ensemble(run.model, r.averaged_params, run.test)
         best_ck = ensemble.evaluate_ensemble(run.model, r.best_params, run.test)
         student = ensemble.distill(
-            run.model, r.params, run.model, run.train, run.val,
-            temperature=s.distill_temperature, optimizer=rule, hparams=hp,
-            batch_size=s.batch_size, num_epochs=s.distill_epochs,
+            run.model,
+            r.params,
+            run.model,
+            run.train,
+            run.val,
+            temperature=s.distill_temperature,
+            optimizer=rule,
+            hparams=hp,
+            batch_size=s.batch_size,
+            num_epochs=s.distill_epochs,
             key=jax.random.fold_in(run.key(6), 1),
         )
     student_scores = run.model.apply(student.params, run.test[0])
@@ -424,15 +536,18 @@ def stage_ensemble(run: Run) -> dict[str, Any]:
     best_epoch = int(hist.best_epoch[best_member])
     members = []
     for i in range(n_members):
-        members.append({
-            "member": i, "seed": seeds[i],
-            "final_val_accuracy": _num(hist.val_accuracy[i, -1]),
-            "test_accuracy": _num(final.member_accuracy[i]),
-            "averaged_test_accuracy": _num(averaged.member_accuracy[i]),
-            "best_val_accuracy": _num(best_val[i]),
-            "best_epoch": int(hist.best_epoch[i]),
-            "best_checkpoint_test_accuracy": _num(best_ck.member_accuracy[i]),
-        })
+        members.append(
+            {
+                "member": i,
+                "seed": seeds[i],
+                "final_val_accuracy": _num(hist.val_accuracy[i, -1]),
+                "test_accuracy": _num(final.member_accuracy[i]),
+                "averaged_test_accuracy": _num(averaged.member_accuracy[i]),
+                "best_val_accuracy": _num(best_val[i]),
+                "best_epoch": int(hist.best_epoch[i]),
+                "best_checkpoint_test_accuracy": _num(best_ck.member_accuracy[i]),
+            }
+        )
 
     # The best checkpoint: the member with the best validation accuracy, at its best epoch,
     # with the mean image needed to use it on new data.
@@ -440,12 +555,21 @@ def stage_ensemble(run: Run) -> dict[str, Any]:
     ck_path = run.out / "best.npz"
     history = hist.member(best_member)
     meta = {
-        "model": {"kind": "mlp", "input_dim": int(run.train[0].shape[1]),
-                  "hidden": list(s.hidden), "num_classes": 10},
-        "rule": rule, "hparams": hp, "member": best_member, "seed": seeds[best_member],
-        "epoch": best_epoch, "val_accuracy": _num(best_val[best_member]),
+        "model": {
+            "kind": "mlp",
+            "input_dim": int(run.train[0].shape[1]),
+            "hidden": list(s.hidden),
+            "num_classes": 10,
+        },
+        "rule": rule,
+        "hparams": hp,
+        "member": best_member,
+        "seed": seeds[best_member],
+        "epoch": best_epoch,
+        "val_accuracy": _num(best_val[best_member]),
         "test_accuracy": _num(best_ck.member_accuracy[best_member]),
-        "dataset": run.config.data, "data_seed": run.config.seed,
+        "dataset": run.config.data,
+        "data_seed": run.config.seed,
     }
     tree = {"params": params, "mean_image": jnp.asarray(run.mean_image)}
     jaxlearn.save_checkpoint(ck_path, tree, metadata=meta, history=history)
@@ -471,15 +595,22 @@ def stage_ensemble(run: Run) -> dict[str, Any]:
         "ensemble_test_loss": _num(final.ensemble_loss),
         "averaged_ensemble_test_loss": _num(averaged.ensemble_loss),
         "accuracy_by_size": [_num(v) for v in final.accuracy_by_size],
-        "student": {"temperature": s.distill_temperature, "epochs": s.distill_epochs,
-                    "test_accuracy": _num(student_test), "test_loss": _num(student_loss),
-                    "val_accuracy": _num(student.val_accuracy[-1])
-                    if student.val_accuracy.size else None,
-                    "teacher_val_accuracy": _num(student.teacher_val_accuracy)},
-        "checkpoint": {"path": run.rel(ck_path), "member": best_member, "epoch": best_epoch,
-                       "val_accuracy": _num(best_val[best_member]),
-                       "test_accuracy": _num(best_ck.member_accuracy[best_member]),
-                       "test_loss": _num(best_ck.member_loss[best_member])},
+        "student": {
+            "temperature": s.distill_temperature,
+            "epochs": s.distill_epochs,
+            "test_accuracy": _num(student_test),
+            "test_loss": _num(student_loss),
+            "val_accuracy": _num(student.val_accuracy[-1]) if student.val_accuracy.size else None,
+            "teacher_val_accuracy": _num(student.teacher_val_accuracy),
+        },
+        "checkpoint": {
+            "path": run.rel(ck_path),
+            "member": best_member,
+            "epoch": best_epoch,
+            "val_accuracy": _num(best_val[best_member]),
+            "test_accuracy": _num(best_ck.member_accuracy[best_member]),
+            "test_loss": _num(best_ck.member_loss[best_member]),
+        },
         "notes": notes,
     }
 
@@ -495,9 +626,13 @@ def stage_diagnosis(run: Run) -> dict[str, Any]:
     h, params = run.final_history, run.final_params
     # fit() records the leaf shapes (diagnose skips biases by them); fit_ensemble's member
     # histories do not, so they are added here.
-    h.meta.setdefault("leaf_shapes", {
-        name: list(np.shape(p)) for name, p in zip(
-            jaxlearn.leaf_names(params), jax.tree.leaves(params), strict=True)})
+    h.meta.setdefault(
+        "leaf_shapes",
+        {
+            name: list(np.shape(p))
+            for name, p in zip(jaxlearn.leaf_names(params), jax.tree.leaves(params), strict=True)
+        },
+    )
     d = jaxlearn.diagnose(h)
     figs = plot_history(h, run.figures / "final_run")
     tr_acc, va_acc = h.train_accuracy, h.val_accuracy
@@ -517,8 +652,16 @@ def stage_diagnosis(run: Run) -> dict[str, Any]:
         "final_val_accuracy": _num(va_acc[-1]) if va_acc.size else None,
         "final_loss": _num(h.loss[-1]) if h.loss.size else None,
         "update_ratio_last_epoch": ratios,
-        "findings": [{"kind": f.kind, "severity": f.severity, "message": f.message,
-                      "evidence": f.evidence, "advice": f.advice} for f in d],
+        "findings": [
+            {
+                "kind": f.kind,
+                "severity": f.severity,
+                "message": f.message,
+                "evidence": f.evidence,
+                "advice": f.advice,
+            }
+            for f in d
+        ],
         "figures": {name: run.rel(p) for name, p in figs.items()},
     }
 

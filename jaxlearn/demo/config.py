@@ -10,8 +10,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["DATASETS", "RULES", "DemoConfig", "DemoError", "Settings", "check_out",
-           "new_run_dir", "settings_for"]
+__all__ = [
+    "DATASETS",
+    "RULES",
+    "DemoConfig",
+    "DemoError",
+    "Settings",
+    "check_out",
+    "new_run_dir",
+    "settings_for",
+]
 
 DATASETS = ("digits", "cifar10")
 """The data sets the demo knows: scikit-learn's bundled digits, CIFAR-10 files on disk."""
@@ -73,12 +81,16 @@ class DemoConfig:
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise DemoError(f"--seed must be an int >= 0, got {self.seed!r}.")
         if self.max_train is not None and (
-            isinstance(self.max_train, bool) or not isinstance(self.max_train, int)
+            isinstance(self.max_train, bool)
+            or not isinstance(self.max_train, int)
             or self.max_train < 100
         ):
             raise DemoError(f"--max-train must be an int >= 100, got {self.max_train!r}.")
-        if (isinstance(self.stages, bool) or not isinstance(self.stages, int)
-                or not 1 <= self.stages <= 7):
+        if (
+            isinstance(self.stages, bool)
+            or not isinstance(self.stages, int)
+            or not 1 <= self.stages <= 7
+        ):
             raise DemoError(f"--stages must be an int in [1, 7], got {self.stages!r}.")
 
 
@@ -123,8 +135,14 @@ class Settings:
 
 # Each rule at a learning rate typical for it (the notes compare rules at their own
 # good rates): plain SGD needs the largest steps, the adaptive rules much smaller ones.
-_RULE_LR = {"sgd": 0.1, "momentum": 0.02, "nesterov": 0.02, "adagrad": 0.03,
-            "rmsprop": 2e-3, "adam": 2e-3}
+_RULE_LR = {
+    "sgd": 0.1,
+    "momentum": 0.02,
+    "nesterov": 0.02,
+    "adagrad": 0.03,
+    "rmsprop": 2e-3,
+    "adam": 2e-3,
+}
 
 
 def settings_for(quick: bool) -> Settings:
@@ -145,19 +163,43 @@ def settings_for(quick: bool) -> Settings:
         (((32, 1), (16, 5)), ((12, 1), (8, 5)))
     """
     common: dict[str, Any] = dict(
-        hidden=(100,), batch_size=64, burn_in_steps=20, burn_in_learning_rate=0.1,
-        gradcheck_l2=1e-3, sanity_examples=200, overfit_examples=20,
-        rule_learning_rates=dict(_RULE_LR), search_lr=(1e-5, 1.0), search_l2=(1e-6, 1.0),
+        hidden=(100,),
+        batch_size=64,
+        burn_in_steps=20,
+        burn_in_learning_rate=0.1,
+        gradcheck_l2=1e-3,
+        sanity_examples=200,
+        overfit_examples=20,
+        rule_learning_rates=dict(_RULE_LR),
+        search_lr=(1e-5, 1.0),
+        search_l2=(1e-6, 1.0),
         distill_temperature=4.0,
     )
     if quick:
-        return Settings(**common, gradcheck_examples=8, gradcheck_checks=8, overfit_steps=200,
-                        rule_epochs=4, search_stages=((12, 1), (8, 5)),
-                        search_trials_per_call=4, ensemble_members=3, ensemble_epochs=6,
-                        distill_epochs=6)
-    return Settings(**common, gradcheck_examples=16, gradcheck_checks=16, overfit_steps=300,
-                    rule_epochs=10, search_stages=((32, 1), (16, 5)), search_trials_per_call=8,
-                    ensemble_members=5, ensemble_epochs=15, distill_epochs=15)
+        return Settings(
+            **common,
+            gradcheck_examples=8,
+            gradcheck_checks=8,
+            overfit_steps=200,
+            rule_epochs=4,
+            search_stages=((12, 1), (8, 5)),
+            search_trials_per_call=4,
+            ensemble_members=3,
+            ensemble_epochs=6,
+            distill_epochs=6,
+        )
+    return Settings(
+        **common,
+        gradcheck_examples=16,
+        gradcheck_checks=16,
+        overfit_steps=300,
+        rule_epochs=10,
+        search_stages=((32, 1), (16, 5)),
+        search_trials_per_call=8,
+        ensemble_members=5,
+        ensemble_epochs=15,
+        distill_epochs=15,
+    )
 
 
 def check_out(out: str | os.PathLike) -> Path:
@@ -189,8 +231,12 @@ def check_out(out: str | os.PathLike) -> Path:
     return path
 
 
-def new_run_dir(out: str | os.PathLike | None = None, *, parent: str | os.PathLike = ".",
-                now: datetime.datetime | None = None) -> Path:
+def new_run_dir(
+    out: str | os.PathLike | None = None,
+    *,
+    parent: str | os.PathLike = ".",
+    now: datetime.datetime | None = None,
+) -> Path:
     """Create the folder a run writes to, never one that holds another run.
 
     With `out`, that folder is used when it does not exist or is empty; a non-empty one is

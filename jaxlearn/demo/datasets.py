@@ -72,14 +72,18 @@ def prepare_data(
         x, y = load_digits()
         source = "scikit-learn's bundled 8x8 handwritten digits (pixels / 16)"
         if max_train is not None:
-            keep = np.sort(np.random.default_rng(seed).permutation(len(y))[
-                : round(max_train / (1 - sum(_DIGITS_FRACTIONS)))])
+            keep = np.sort(
+                np.random.default_rng(seed).permutation(len(y))[
+                    : round(max_train / (1 - sum(_DIGITS_FRACTIONS)))
+                ]
+            )
             x, y = x[keep], y[keep]
         splits = train_val_test_split(x, y, key, *_DIGITS_FRACTIONS, stratify=True)
     elif data == "cifar10":
         if data_dir is None:
-            raise DemoError("--data cifar10 needs --data-dir PATH (the cifar-10-batches-py "
-                            "folder).")
+            raise DemoError(
+                "--data cifar10 needs --data-dir PATH (the cifar-10-batches-py folder)."
+            )
         try:
             c = load_cifar10(data_dir)
         except (FileNotFoundError, ValueError) as e:
@@ -89,8 +93,11 @@ def prepare_data(
         x_te = c.x_test.reshape(len(c.y_test), -1) / np.float32(255.0)
         y_tr = c.y_train
         if max_train is not None and max_train < len(y_tr):
-            keep = np.sort(np.random.default_rng(seed).permutation(len(y_tr))[
-                : round(max_train / (1 - _CIFAR_VAL_FRACTION))])
+            keep = np.sort(
+                np.random.default_rng(seed).permutation(len(y_tr))[
+                    : round(max_train / (1 - _CIFAR_VAL_FRACTION))
+                ]
+            )
             x_tr, y_tr = x_tr[keep], y_tr[keep]
         s = train_val_test_split(x_tr, y_tr, key, _CIFAR_VAL_FRACTION, 0.0, stratify=True)
         splits = Splits(s.train, s.val, (x_te, c.y_test))
@@ -104,18 +111,21 @@ def prepare_data(
             "at least 40 training examples and one validation and one test example."
         )
     splits, mean = subtract_mean(splits)
-    splits = Splits(*[(np.asarray(xp, np.float32), np.asarray(yp, np.int32))
-                      for xp, yp in splits])
+    splits = Splits(*[(np.asarray(xp, np.float32), np.asarray(yp, np.int32)) for xp, yp in splits])
     num_classes = 10
     info = {
         "dataset": data,
         "source": source,
         "input_dim": int(splits.train[0].shape[1]),
         "num_classes": num_classes,
-        "sizes": {name: int(len(part[1])) for name, part in zip(
-            ("train", "val", "test"), splits, strict=True)},
-        "class_counts": {name: _class_counts(part[1], num_classes) for name, part in zip(
-            ("train", "val", "test"), splits, strict=True)},
+        "sizes": {
+            name: int(len(part[1]))
+            for name, part in zip(("train", "val", "test"), splits, strict=True)
+        },
+        "class_counts": {
+            name: _class_counts(part[1], num_classes)
+            for name, part in zip(("train", "val", "test"), splits, strict=True)
+        },
         "mean_image_range": [float(np.min(mean)), float(np.max(mean))],
         "train_range": [float(splits.train[0].min()), float(splits.train[0].max())],
         "normalization": "subtracted the mean image of the training split from every split",

@@ -15,8 +15,11 @@ __all__ = ["plot_rule_comparison"]
 
 
 def plot_rule_comparison(
-    histories: Mapping[str, History], path: str | os.PathLike | None = None, *,
-    smooth: float = 0.9, dpi: int = 100,
+    histories: Mapping[str, History],
+    path: str | os.PathLike | None = None,
+    *,
+    smooth: float = 0.9,
+    dpi: int = 100,
 ) -> Any:
     """Loss per step (smoothed, log scale) and validation accuracy per epoch, one line per run.
 
@@ -48,17 +51,26 @@ def plot_rule_comparison(
         )
     for name, h in histories.items():
         if not isinstance(h, History):
-            raise ValueError(f"plot_rule_comparison: histories[{name!r}] must be a History, "
-                             f"got {type(h).__name__}.")
+            raise ValueError(
+                f"plot_rule_comparison: histories[{name!r}] must be a History, "
+                f"got {type(h).__name__}."
+            )
     fig = _figure((11, 4))
     ax_loss, ax_acc = fig.subplots(1, 2)
     for name, h in histories.items():
         loss = np.asarray(h.loss, dtype=float)
-        line = ax_loss.plot(np.arange(loss.size), smooth_ema(loss, smooth) if smooth else loss,
-                            label=name)[0]
+        line = ax_loss.plot(
+            np.arange(loss.size), smooth_ema(loss, smooth) if smooth else loss, label=name
+        )[0]
         acc = np.asarray(h.val_accuracy, dtype=float)
-        ax_acc.plot(np.arange(1, acc.size + 1), acc, marker="o", markersize=3,
-                    color=line.get_color(), label=name)
+        ax_acc.plot(
+            np.arange(1, acc.size + 1),
+            acc,
+            marker="o",
+            markersize=3,
+            color=line.get_color(),
+            label=name,
+        )
     ax_loss.set_yscale("log")
     ax_loss.set_xlabel("step")
     ax_loss.set_ylabel("loss (smoothed)")

@@ -49,14 +49,18 @@ def _check_extras(config: DemoConfig) -> None:
     try:
         import matplotlib  # noqa: F401
     except ImportError as e:
-        raise DemoError("the demo draws its figures with matplotlib; install it with "
-                        "`pip install 'jaxlearn[plot]'` (or '.[all]' from a checkout).") from e
+        raise DemoError(
+            "the demo draws its figures with matplotlib; install it with "
+            "`pip install 'jaxlearn[plot]'` (or '.[all]' from a checkout)."
+        ) from e
     if config.data == "digits":
         try:
             import sklearn  # noqa: F401
         except ImportError as e:
-            raise DemoError("--data digits reads scikit-learn's bundled digits; install it "
-                            "with `pip install 'jaxlearn[data]'` (or '.[all]').") from e
+            raise DemoError(
+                "--data digits reads scikit-learn's bundled digits; install it "
+                "with `pip install 'jaxlearn[data]'` (or '.[all]')."
+            ) from e
 
 
 def _device() -> str:
@@ -68,8 +72,7 @@ def _device() -> str:
 
 
 def _files(results: dict[str, Any]) -> dict[str, str]:
-    files = {"report.md": "this report",
-             "results.json": "every number of this report, as JSON"}
+    files = {"report.md": "this report", "results.json": "every number of this report, as JSON"}
     ens = results.get("ensemble")
     if ens:
         files[ens["checkpoint"]["path"]] = "the best checkpoint (params, mean image, history)"
@@ -83,9 +86,7 @@ def _files(results: dict[str, Any]) -> dict[str, str]:
     return files
 
 
-def run_demo(
-    config: DemoConfig | None = None, *, log: Callable[[str], Any] = print
-) -> DemoResult:
+def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], Any] = print) -> DemoResult:
     """Run the whole craft of the notes on real data and write a report a person reads.
 
     In order: (1) split train/val/test and subtract the training mean image; (2) check the
@@ -130,18 +131,26 @@ def run_demo(
         check_out(config.out)  # before any work: a run never overwrites another
     settings = settings_for(config.quick)
     wall0, cpu0 = time.perf_counter(), time.process_time()
-    splits, info, mean_image = prepare_data(config.data, config.data_dir, seed=config.seed,
-                                max_train=config.max_train)
-    timings = {"1. data": {"wall_s": time.perf_counter() - wall0,
-                           "cpu_s": time.process_time() - cpu0}}
+    splits, info, mean_image = prepare_data(
+        config.data, config.data_dir, seed=config.seed, max_train=config.max_train
+    )
+    timings = {
+        "1. data": {"wall_s": time.perf_counter() - wall0, "cpu_s": time.process_time() - cpu0}
+    }
     out = new_run_dir(config.out).resolve()
     (out / "figures").mkdir(exist_ok=True)
     results: dict[str, Any] = {
         "meta": {
-            "data": config.data, "data_dir": config.data_dir, "seed": config.seed,
-            "quick": config.quick, "max_train": config.max_train, "stages": config.stages,
+            "data": config.data,
+            "data_dir": config.data_dir,
+            "seed": config.seed,
+            "quick": config.quick,
+            "max_train": config.max_train,
+            "stages": config.stages,
             "jaxlearn": jaxlearn.__version__,
-            "jax": jax.__version__, "device": _device(), "python": platform.python_version(),
+            "jax": jax.__version__,
+            "device": _device(),
+            "python": platform.python_version(),
             "started": datetime.datetime.now().isoformat(timespec="seconds"),
             "out": str(out),
         },
@@ -149,22 +158,30 @@ def run_demo(
         "data": info,
     }
     model = jaxlearn.mlp(info["input_dim"], settings.hidden, info["num_classes"])
-    run = Run(config=config, settings=settings,
-              train=tuple(jnp.asarray(a) for a in splits.train),  # type: ignore[arg-type]
-              val=tuple(jnp.asarray(a) for a in splits.val),  # type: ignore[arg-type]
-              test=tuple(jnp.asarray(a) for a in splits.test),  # type: ignore[arg-type]
-              mean_image=mean_image, model=model, out=out, results=results,
-              progress=config.progress)
+    run = Run(
+        config=config,
+        settings=settings,
+        train=tuple(jnp.asarray(a) for a in splits.train),  # type: ignore[arg-type]
+        val=tuple(jnp.asarray(a) for a in splits.val),  # type: ignore[arg-type]
+        test=tuple(jnp.asarray(a) for a in splits.test),  # type: ignore[arg-type]
+        mean_image=mean_image,
+        model=model,
+        out=out,
+        results=results,
+        progress=config.progress,
+    )
     mode = "quick run" if config.quick else "full run"
     if config.stages < len(STAGES):
         mode += f", stages 1-{config.stages}"
     log(f"jaxlearn demo ({mode}, seed {config.seed}) on {_device()}; writing to {out}")
     n = len(STAGES)
-    log(f"[1/{n}] Data: {summary_line('data', info)} "
-        f"({timings['1. data']['wall_s']:.1f} s wall, {timings['1. data']['cpu_s']:.1f} s CPU)")
+    log(
+        f"[1/{n}] Data: {summary_line('data', info)} "
+        f"({timings['1. data']['wall_s']:.1f} s wall, {timings['1. data']['cpu_s']:.1f} s CPU)"
+    )
     results["timings"] = timings
     error: BaseException | None = None
-    for i, (key, title, fn) in enumerate(STAGES[1:config.stages], start=2):
+    for i, (key, title, fn) in enumerate(STAGES[1 : config.stages], start=2):
         w0, c0 = time.perf_counter(), time.process_time()
         try:
             section = fn(run)
@@ -175,10 +192,11 @@ def run_demo(
         results[key] = _json_ready(section)
         t = {"wall_s": time.perf_counter() - w0, "cpu_s": time.process_time() - c0}
         timings[f"{i}. {key.replace('_', ' ')}"] = t
-        log(f"[{i}/{n}] {title}: {summary_line(key, results[key])} "
-            f"({t['wall_s']:.1f} s wall, {t['cpu_s']:.1f} s CPU)")
-    timings["total"] = {"wall_s": time.perf_counter() - wall0,
-                        "cpu_s": time.process_time() - cpu0}
+        log(
+            f"[{i}/{n}] {title}: {summary_line(key, results[key])} "
+            f"({t['wall_s']:.1f} s wall, {t['cpu_s']:.1f} s CPU)"
+        )
+    timings["total"] = {"wall_s": time.perf_counter() - wall0, "cpu_s": time.process_time() - cpu0}
     results["files"] = _files(results)
     text = json.dumps(_json_ready(results), indent=1, allow_nan=False)
     (out / "results.json").write_text(text + "\n", encoding="utf-8")

@@ -49,8 +49,11 @@ def member_keys(fn: str, num_members: Any, keys: Any) -> jax.Array:
                 f"{fn}: `keys` must be a 1-D array of N >= 1 keys, got shape {keys.shape}."
             )
         out = keys
-    elif isinstance(keys, jax.Array) and keys.dtype == jnp.uint32 and keys.ndim == 2 and (
-        keys.shape[1] == 2
+    elif (
+        isinstance(keys, jax.Array)
+        and keys.dtype == jnp.uint32
+        and keys.ndim == 2
+        and (keys.shape[1] == 2)
     ):
         out = jax.random.wrap_key_data(keys)
     elif isinstance(keys, Sequence) and not isinstance(keys, str) and len(keys) > 0:
@@ -174,9 +177,14 @@ def member_ids(fn: str, num_members: Any, keys: Any) -> tuple[int, np.ndarray | 
     if keys is None and num_members is not None:
         n = check_int(fn, "num_members", num_members, 1)
         return n, np.arange(n, dtype=np.uint32), None, None
-    if isinstance(keys, (Sequence, np.ndarray)) and not isinstance(keys, str) and len(keys) and all(
-        isinstance(k, (int, np.integer)) and not isinstance(k, bool) and 0 <= k < 2**31
-        for k in keys
+    if (
+        isinstance(keys, (Sequence, np.ndarray))
+        and not isinstance(keys, str)
+        and len(keys)
+        and all(
+            isinstance(k, (int, np.integer)) and not isinstance(k, bool) and 0 <= k < 2**31
+            for k in keys
+        )
     ):
         if num_members is not None and num_members != len(keys):
             raise ValueError(
@@ -223,7 +231,8 @@ def to_host(tree: Any) -> Any:
         for x in arrays:
             x.copy_to_host_async()
     return jax.tree.unflatten(
-        treedef, [np.asarray(x) if isinstance(x, jax.Array) else x for x in leaves])
+        treedef, [np.asarray(x) if isinstance(x, jax.Array) else x for x in leaves]
+    )
 
 
 def check_pair(fn: str, name: str, data: Any) -> tuple[Any, Any]:
@@ -259,9 +268,7 @@ def _already_checked(x: Any, y: Any, num_classes: int) -> bool:
     return hit is not None and hit[0]() is x and hit[1]() is y and hit[2] == num_classes
 
 
-def device_data(
-    data: tuple[Any, Any], num_classes: int, name: str
-) -> tuple[jax.Array, jax.Array]:
+def device_data(data: tuple[Any, Any], num_classes: int, name: str) -> tuple[jax.Array, jax.Array]:
     """``(x, y)`` checked (:func:`jaxlearn.check_dataset`) and as jax arrays.
 
     jax arrays are checked once: passing the same arrays again costs no host read and no

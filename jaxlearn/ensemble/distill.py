@@ -95,13 +95,12 @@ def distillation_loss(
     loss = t * t * jnp.mean(kl)
     if labels is not None:
         loss = loss + jnp.asarray(hard_weight, t.dtype) * softmax_cross_entropy(
-            z.astype(t.dtype), labels)
+            z.astype(t.dtype), labels
+        )
     return loss
 
 
-def soft_targets(
-    teacher: Any, params: Any, x: Any, *, temperature: float = 4.0
-) -> jax.Array:
+def soft_targets(teacher: Any, params: Any, x: Any, *, temperature: float = 4.0) -> jax.Array:
     """An ensemble's soft targets: ``p = 1/N sum_k softmax(f_k(x) / T)``.
 
     **Arguments:**
@@ -152,16 +151,32 @@ _MAX_STUDENTS = 16
 
 def _student_trainer(student: Any, optimizer: Any, batch_size: Any, schedule: Any) -> Trainer:
     """The student's Trainer (its loss a placeholder that `_run` replaces), built once."""
-    return lru_get(_STUDENTS, _MAX_STUDENTS, (student, optimizer, batch_size, schedule),
-                   lambda: trainer(student, loss=_index_loss, optimizer=optimizer,
-                                   batch_size=batch_size, schedule=schedule,
-                                   update_ratios=False))
+    return lru_get(
+        _STUDENTS,
+        _MAX_STUDENTS,
+        (student, optimizer, batch_size, schedule),
+        lambda: trainer(
+            student,
+            loss=_index_loss,
+            optimizer=optimizer,
+            batch_size=batch_size,
+            schedule=schedule,
+            update_ratios=False,
+        ),
+    )
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1))
 def _run(
-    tr: Trainer, num_epochs: int, state: TrainState, data: Any, soft: jax.Array,
-    labels: jax.Array, temperature: jax.Array, hard_weight: jax.Array, val: Any,
+    tr: Trainer,
+    num_epochs: int,
+    state: TrainState,
+    data: Any,
+    soft: jax.Array,
+    labels: jax.Array,
+    temperature: jax.Array,
+    hard_weight: jax.Array,
+    val: Any,
     shuffle_key: jax.Array,
 ) -> Any:
     """Every epoch of the student, one program; the targets are its arguments, not constants."""
@@ -170,8 +185,9 @@ def _run(
     # as its "label", and the loss looks its soft targets and true label up. (The Trainer's
     # batch accuracy, argmax against those indices, is meaningless and never read.)
     def loss_fn(scores: jax.Array, idx: jax.Array) -> jax.Array:
-        return distillation_loss(scores, soft[idx], labels[idx], temperature=temperature,
-                                 hard_weight=hard_weight)
+        return distillation_loss(
+            scores, soft[idx], labels[idx], temperature=temperature, hard_weight=hard_weight
+        )
 
     st = dataclasses.replace(tr, loss=loss_fn)
 
@@ -282,7 +298,7 @@ def distill(
 
     data = (x_d, jnp.arange(n, dtype=jnp.int32))
     t, hw = jnp.asarray(float(temperature)), jnp.asarray(float(hard_weight))
-    state, (losses, accs) = _run(tr, num_epochs, state, data, soft, y_d, t, hw, val_d,
-                                 shuffle_key)
-    return DistillResult(state.params, state, np.asarray(losses).reshape(-1), np.asarray(accs),
-                         teacher_acc)
+    state, (losses, accs) = _run(tr, num_epochs, state, data, soft, y_d, t, hw, val_d, shuffle_key)
+    return DistillResult(
+        state.params, state, np.asarray(losses).reshape(-1), np.asarray(accs), teacher_acc
+    )

@@ -173,9 +173,13 @@ def averaged_trainer(tr: Trainer, kind: str = "ema") -> Trainer:
 
 
 def _tree_bytes(tree: Any) -> int:
-    return int(sum(np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize
-                   for x in jax.tree.leaves(tree) if hasattr(x, "dtype")
-                   and not jnp.issubdtype(x.dtype, jax.dtypes.prng_key)))
+    return int(
+        sum(
+            np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize
+            for x in jax.tree.leaves(tree)
+            if hasattr(x, "dtype") and not jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
+        )
+    )
 
 
 def _jaxpr_bytes(fn: Callable[..., Any], *args: Any) -> int:
@@ -186,14 +190,18 @@ def _jaxpr_bytes(fn: Callable[..., Any], *args: Any) -> int:
             aval = getattr(v, "aval", None)
             if aval is not None and hasattr(aval, "shape") and hasattr(aval, "dtype"):
                 if not jnp.issubdtype(aval.dtype, jax.dtypes.prng_key):
-                    total += int(np.prod(aval.shape, dtype=np.int64)) * np.dtype(
-                        aval.dtype).itemsize
+                    total += (
+                        int(np.prod(aval.shape, dtype=np.int64)) * np.dtype(aval.dtype).itemsize
+                    )
     return total
 
 
 def estimate_member_bytes(
-    tr: Trainer, train: tuple[Any, Any], val: tuple[Any, Any] | None = None,
-    hparams: Mapping[str, Any] | None = None, train_eval_size: int = 0,
+    tr: Trainer,
+    train: tuple[Any, Any],
+    val: tuple[Any, Any] | None = None,
+    hparams: Mapping[str, Any] | None = None,
+    train_eval_size: int = 0,
 ) -> int:
     """An upper estimate of the device memory one member needs while it trains.
 
@@ -223,18 +231,20 @@ def estimate_member_bytes(
     x, y = check_pair("estimate_member_bytes", "train", train)
     state = jax.eval_shape(lambda k: tr.init(k, hparams), jax.random.key(0))
     b = min(tr.batch_size, int(x.shape[0]))
-    batch = (jax.ShapeDtypeStruct((b, *x.shape[1:]), x.dtype),
-             jax.ShapeDtypeStruct((b,), y.dtype))
+    batch = (jax.ShapeDtypeStruct((b, *x.shape[1:]), x.dtype), jax.ShapeDtypeStruct((b,), y.dtype))
     step = _jaxpr_bytes(tr.train_step, state, batch)
     ev = 0
     if val is not None:
         vx, vy = val
-        ev = _jaxpr_bytes(tr.evaluate, state.params,
-                          (jax.ShapeDtypeStruct(vx.shape, vx.dtype),
-                           jax.ShapeDtypeStruct(vy.shape, vy.dtype)))
+        ev = _jaxpr_bytes(
+            tr.evaluate,
+            state.params,
+            (jax.ShapeDtypeStruct(vx.shape, vx.dtype), jax.ShapeDtypeStruct(vy.shape, vy.dtype)),
+        )
     row = int(np.prod(x.shape[1:], dtype=np.int64)) * np.dtype(x.dtype).itemsize + 4
-    return 3 * _tree_bytes(state) + _tree_bytes(state.params) + max(step, ev) + (
-        train_eval_size * row)
+    return (
+        3 * _tree_bytes(state) + _tree_bytes(state.params) + max(step, ev) + (train_eval_size * row)
+    )
 
 
 @functools.lru_cache(maxsize=64)
@@ -302,7 +312,6 @@ def choose_strategy(
     return "chunked", fit
 
 
-
 # --------------------------------------------------------------------------- programs
 
 
@@ -333,10 +342,15 @@ class _Config(NamedTuple):
 def _step_columns(sm: StepMetrics, fields: tuple[str, ...]) -> jax.Array:
     """The recorded per-step metrics as one (steps, F) array (no other metric is computed:
     what is not returned, XLA leaves out of the program)."""
-    by_name = {"loss": sm.loss, "batch_accuracy": sm.accuracy,
-               "learning_rate": sm.learning_rate, "finite": sm.finite}
-    cols = [by_name[f] if f in by_name else sm.update_ratio[f[len("update_ratio/"):]]
-            for f in fields]
+    by_name = {
+        "loss": sm.loss,
+        "batch_accuracy": sm.accuracy,
+        "learning_rate": sm.learning_rate,
+        "finite": sm.finite,
+    }
+    cols = [
+        by_name[f] if f in by_name else sm.update_ratio[f[len("update_ratio/") :]] for f in fields
+    ]
     dtype = jnp.result_type(*(c for c in cols if c.dtype != jnp.bool_), jnp.float32)
     return jnp.stack([c.astype(dtype) for c in cols], axis=-1)
 
@@ -380,49 +394,65 @@ def _epochs_program(
                 x, y = x[const["indices"]], y[const["indices"]]
             train_eval = None
             if cfg.eval_size:
-                sub = jax.random.permutation(subset_key, x.shape[0])[:cfg.eval_size]
+                sub = jax.random.permutation(subset_key, x.shape[0])[: cfg.eval_size]
                 train_eval = (x[sub], y[sub])
             # As fit: the validation inputs, else the training subset, else the training set.
-            act_x = (val[0] if cfg.has_val else x if train_eval is None
-                     else train_eval[0])[:cfg.act_size]
+            act_x = (val[0] if cfg.has_val else x if train_eval is None else train_eval[0])[
+                : cfg.act_size
+            ]
 
             def epoch(c: Any, j: jax.Array) -> Any:
                 state, best_params, best_score = c
                 # Without the finite flag recorded, the loss alone judges the epoch.
                 e = evaluated_epoch(
-                    tr, state, (x, y), jax.random.fold_in(shuffle_key, epoch0 + j),
-                    train_eval=train_eval, val=val if cfg.has_val else None,
-                    act_x=act_x if cfg.act_size else None, monitor=monitor,
-                    best_params=best_params, best_score=best_score, min_delta=cfg.min_delta,
+                    tr,
+                    state,
+                    (x, y),
+                    jax.random.fold_in(shuffle_key, epoch0 + j),
+                    train_eval=train_eval,
+                    val=val if cfg.has_val else None,
+                    act_x=act_x if cfg.act_size else None,
+                    monitor=monitor,
+                    best_params=best_params,
+                    best_score=best_score,
+                    min_delta=cfg.min_delta,
                     finite_by_loss="finite" not in cfg.step_fields,
                 )
                 te, ve = e.train, e.val
                 per_epoch = [te.loss, te.accuracy, ve.loss, ve.accuracy, e.improved]
-                per_epoch += [e.activations[layer][stat] for layer in sorted(e.activations)
-                              for stat in sorted(e.activations[layer])]  # as _model_info
+                per_epoch += [
+                    e.activations[layer][stat]
+                    for layer in sorted(e.activations)
+                    for stat in sorted(e.activations[layer])
+                ]  # as _model_info
                 packed = jnp.stack([v.astype(jnp.float32) for v in per_epoch])
                 return (e.state, e.best_params, e.best_score), (
-                    _step_columns(e.steps, cfg.step_fields), packed)
+                    _step_columns(e.steps, cfg.step_fields),
+                    packed,
+                )
 
-            carry, (steps, epochs) = lax.scan(
-                epoch, carry, jnp.arange(num_epochs, dtype=jnp.int32))
+            carry, (steps, epochs) = lax.scan(epoch, carry, jnp.arange(num_epochs, dtype=jnp.int32))
             state = carry[0]
             carry = (state._replace(key=jax.random.key_data(state.key)), *carry[1:])
             return carry, jnp.concatenate(
-                [steps.reshape(-1), epochs.reshape(-1).astype(steps.dtype)])
+                [steps.reshape(-1), epochs.reshape(-1).astype(steps.dtype)]
+            )
 
         return run
 
     return _cached(tr, ("epochs", cfg._replace(impl=str(impl)), num_epochs, with_init), make)
 
 
-def _unpack(records: np.ndarray, epochs: int, cfg: _Config, num_epoch_fields: int
-            ) -> tuple[np.ndarray, np.ndarray]:
+def _unpack(
+    records: np.ndarray, epochs: int, cfg: _Config, num_epoch_fields: int
+) -> tuple[np.ndarray, np.ndarray]:
     """One call's flat records (N, L) as per-step (N, E, S, F) and per-epoch (N, E, G)."""
     n = records.shape[0]
     cut = epochs * cfg.steps_per_epoch * len(cfg.step_fields)
-    return (records[:, :cut].reshape(n, epochs, cfg.steps_per_epoch, len(cfg.step_fields)),
-            records[:, cut:].reshape(n, epochs, num_epoch_fields))
+    return (
+        records[:, :cut].reshape(n, epochs, cfg.steps_per_epoch, len(cfg.step_fields)),
+        records[:, cut:].reshape(n, epochs, num_epoch_fields),
+    )
 
 
 class _ModelInfo(NamedTuple):
@@ -431,8 +461,9 @@ class _ModelInfo(NamedTuple):
     activation_fields: tuple[str, ...]  # activations/<layer>/<stat>, in the packed order
 
 
-def _model_info(tr: Trainer, feature: tuple[tuple[int, ...], str],
-                member0: Mapping[str, Any]) -> _ModelInfo:
+def _model_info(
+    tr: Trainer, feature: tuple[tuple[int, ...], str], member0: Mapping[str, Any]
+) -> _ModelInfo:
     # Shapes only: one member's hyperparameter values stand for every member's.
     def make() -> _ModelInfo:
         hp = dict(member0) or None
@@ -443,10 +474,18 @@ def _model_info(tr: Trainer, feature: tuple[tuple[int, ...], str],
         acts_of = tr.activations
         if acts_of is not None:
             stats = jax.eval_shape(lambda p, x: activation_stats(acts_of(p, x)), params, x1)
-            fields = tuple(f"activations/{layer}/{stat}" for layer in sorted(stats)
-                           for stat in sorted(stats[layer]))
-        shapes = dict(zip(core.leaf_names(params), (list(p.shape) for p in jax.tree.leaves(params)),
-                          strict=True))
+            fields = tuple(
+                f"activations/{layer}/{stat}"
+                for layer in sorted(stats)
+                for stat in sorted(stats[layer])
+            )
+        shapes = dict(
+            zip(
+                core.leaf_names(params),
+                (list(p.shape) for p in jax.tree.leaves(params)),
+                strict=True,
+            )
+        )
         return _ModelInfo(int(out.shape[-1]), shapes, fields)
 
     return _cached(tr, ("model", feature, tuple(sorted(member0))), make)
@@ -484,8 +523,9 @@ def init_members(
     hp = stack_hparams(hparams, ks.shape[0], fn)
     tr.make_hparams({k: v[0] for k, v in hp.items()})  # name checks with a clear message
     impl = jax.random.key_impl(ks)
-    states = population.run_population(_init_program(tr, impl), (jax.random.key_data(ks), hp),
-                                       strategy="vmap", devices=devices)
+    states = population.run_population(
+        _init_program(tr, impl), (jax.random.key_data(ks), hp), strategy="vmap", devices=devices
+    )
     return states._replace(key=jax.random.wrap_key_data(states.key, impl=impl))
 
 
@@ -495,15 +535,20 @@ def _measure(
     # Each candidate runs through the population's own programs, so the winner's compiled
     # program is the one the training then reuses (when it runs the measured number of
     # epochs per call).
-    times = population.measure_strategies(fn, members, *shared, chunk_sizes=(8, 32),
-                                          repeats=2, devices=devices)
+    times = population.measure_strategies(
+        fn, members, *shared, chunk_sizes=(8, 32), repeats=2, devices=devices
+    )
     strategy, _, chunk = next(iter(times)).partition(":")
     return strategy, int(chunk) if chunk else None
 
 
 def _resolve(
-    strategy: str, chunk_size: int | None, n: int, devices: Sequence[Any] | None,
-    member_bytes: Callable[[], int], memory_fraction: float,
+    strategy: str,
+    chunk_size: int | None,
+    n: int,
+    devices: Sequence[Any] | None,
+    member_bytes: Callable[[], int],
+    memory_fraction: float,
 ) -> tuple[str, int | None]:
     if strategy in ("vmap", "sequential"):
         return strategy, None
@@ -513,9 +558,14 @@ def _resolve(
     per = -(-n // len(devs))
     backend = devs[0].platform
     mem = None if backend == "cpu" or chunk_size is not None else _device_memory(devs[0])
-    strat, chunk = choose_strategy(per, backend, member_bytes=member_bytes() if mem else None,
-                                   memory_bytes=mem, memory_fraction=memory_fraction,
-                                   chunk_size=chunk_size)
+    strat, chunk = choose_strategy(
+        per,
+        backend,
+        member_bytes=member_bytes() if mem else None,
+        memory_bytes=mem,
+        memory_fraction=memory_fraction,
+        chunk_size=chunk_size,
+    )
     # Where the estimate lets every member vmap, the population's own "auto" runs them:
     # it also checks the compiled program against the device's free memory (XLA's memory
     # analysis, not an estimate) and chunks when it does not fit.
@@ -637,8 +687,9 @@ def fit_ensemble(
     activation_size = check_int(fn, "activation_size", activation_size, 0)
     if epochs_per_call is not None:
         epochs_per_call = check_int(fn, "epochs_per_call", epochs_per_call, 1)
-    if not (isinstance(min_delta, (int, float)) and not isinstance(min_delta, bool)
-            and min_delta >= 0):
+    if not (
+        isinstance(min_delta, (int, float)) and not isinstance(min_delta, bool) and min_delta >= 0
+    ):
         raise ValueError(f"{fn}: `min_delta` must be a number >= 0, got {min_delta!r}.")
     if strategy not in _STRATEGIES:
         raise ValueError(f"{fn}: `strategy` must be one of {_STRATEGIES}, got {strategy!r}.")
@@ -648,16 +699,19 @@ def fit_ensemble(
         raise ValueError(f"{fn}: `average` must be None, 'ema' or 'polyak', got {average!r}.")
     if not (isinstance(memory_fraction, (int, float)) and 0 < memory_fraction <= 1):
         raise ValueError(f"{fn}: `memory_fraction` must be in (0, 1], got {memory_fraction!r}.")
-    if isinstance(step_metrics, str) or not isinstance(step_metrics, Sequence) or not set(
-        step_metrics
-    ) <= set(STEP_METRICS):
+    if (
+        isinstance(step_metrics, str)
+        or not isinstance(step_metrics, Sequence)
+        or not set(step_metrics) <= set(STEP_METRICS)
+    ):
         raise ValueError(
             f"{fn}: `step_metrics` must be a sequence of names among {STEP_METRICS}, got "
             f"{step_metrics!r}."
         )
     if monitor is None:
-        monitor = ("val_accuracy" if val is not None
-                   else "train_accuracy" if train_eval_size > 0 else None)
+        monitor = (
+            "val_accuracy" if val is not None else "train_accuracy" if train_eval_size > 0 else None
+        )
     elif monitor not in MONITORS:
         raise ValueError(f"{fn}: `monitor` must be one of {sorted(MONITORS)}, got {monitor!r}.")
     elif monitor.startswith("val") and val is None:
@@ -680,8 +734,12 @@ def fit_ensemble(
     n_member_train = n_train
     if member_indices is not None:
         m_idx = np.asarray(member_indices)
-        if (m_idx.ndim != 2 or m_idx.shape[0] != n_members or m_idx.shape[1] == 0
-                or not np.issubdtype(m_idx.dtype, np.integer)):
+        if (
+            m_idx.ndim != 2
+            or m_idx.shape[0] != n_members
+            or m_idx.shape[1] == 0
+            or not np.issubdtype(m_idx.dtype, np.integer)
+        ):
             raise ValueError(
                 f"{fn}: `member_indices` must be an int array of shape (N={n_members}, M) with "
                 f"M >= 1, got shape {m_idx.shape} and dtype {m_idx.dtype}."
@@ -695,8 +753,16 @@ def fit_ensemble(
         m_idx = m_idx.astype(np.int32)
         n_member_train = int(m_idx.shape[1])
     # An epoch is one pass over a member's own examples (schedule_unit="epoch" too).
-    tr = build_trainer(fn, model, n_member_train, loss=loss, optimizer=optimizer,
-                       batch_size=batch_size, schedule=schedule, schedule_unit=schedule_unit)
+    tr = build_trainer(
+        fn,
+        model,
+        n_member_train,
+        loss=loss,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        schedule=schedule,
+        schedule_unit=schedule_unit,
+    )
     member0 = {k: v[0] for k, v in hp.items()}
     _cached(tr, ("hparams", tuple(sorted(hp))), lambda: tr.make_hparams(member0))  # names
     if average is not None:
@@ -712,22 +778,36 @@ def fit_ensemble(
             f"({n_member_train} examples); use a batch size of at most {n_member_train}."
         )
 
-    x_dtype = (jax.dtypes.canonicalize_dtype(x_tr.dtype) if hasattr(x_tr, "dtype")
-               else jnp.result_type(x_tr))
+    x_dtype = (
+        jax.dtypes.canonicalize_dtype(x_tr.dtype)
+        if hasattr(x_tr, "dtype")
+        else jnp.result_type(x_tr)
+    )
     info = _model_info(tr, (tuple(np.shape(x_tr)[1:]), str(x_dtype)), member0)
     train_d = device_data((x_tr, y_tr), info.num_classes, "train")
     val_d = device_data(val, info.num_classes, "val") if val is not None else None
     # The finite flag decides each step when the Trainer skips non-finite ones: kept then.
-    step_fields = tuple(f for f in ("loss", "batch_accuracy", "learning_rate", "finite")
-                        if f == "loss" or f in step_metrics
-                        or (f == "finite" and tr.skip_nonfinite))
+    step_fields = tuple(
+        f
+        for f in ("loss", "batch_accuracy", "learning_rate", "finite")
+        if f == "loss" or f in step_metrics or (f == "finite" and tr.skip_nonfinite)
+    )
     if tr.update_ratios and "update_ratio" in step_metrics:
         step_fields += tuple(f"update_ratio/{k}" for k in info.leaf_shapes)
     act_size = activation_size if tr.activations is not None else 0
     epoch_fields = EPOCH_FIELDS + (info.activation_fields if act_size else ())
     spe = n_member_train // tr.batch_size
-    cfg = _Config(monitor, float(min_delta), min(train_eval_size, n_member_train), act_size,
-                  val_d is not None, m_idx is not None, step_fields, spe, impl)
+    cfg = _Config(
+        monitor,
+        float(min_delta),
+        min(train_eval_size, n_member_train),
+        act_size,
+        val_d is not None,
+        m_idx is not None,
+        step_fields,
+        spe,
+        impl,
+    )
 
     carry: Any = hp
     const: dict[str, Any] = {"seed": seeds} if seeds is not None else {"key": key_data}
@@ -737,19 +817,25 @@ def fit_ensemble(
 
     def member_bytes() -> int:
         shapes = (train_d[0].shape, None if val_d is None else val_d[0].shape)
-        return _cached(tr, ("bytes", shapes, tuple(sorted(member0)), cfg.eval_size),
-                       lambda: estimate_member_bytes(tr, train_d, val_d, member0, cfg.eval_size))
+        return _cached(
+            tr,
+            ("bytes", shapes, tuple(sorted(member0)), cfg.eval_size),
+            lambda: estimate_member_bytes(tr, train_d, val_d, member0, cfg.eval_size),
+        )
 
     if strategy == "measure" and num_epochs > 0:
         dev_ids = tuple(d.id for d in (devices or jax.devices()))
         strat, chunk = _cached(
-            tr, ("measured", n_members, dev_ids, cfg._replace(impl=str(impl))),
-            lambda: _measure(_epochs_program(tr, cfg, 1, True), (carry, const),
-                             (train_d, val_d), devices),
+            tr,
+            ("measured", n_members, dev_ids, cfg._replace(impl=str(impl))),
+            lambda: _measure(
+                _epochs_program(tr, cfg, 1, True), (carry, const), (train_d, val_d), devices
+            ),
         )
     else:
-        strat, chunk = _resolve(strategy, chunk_size, n_members, devices, member_bytes,
-                                memory_fraction)
+        strat, chunk = _resolve(
+            strategy, chunk_size, n_members, devices, member_bytes, memory_fraction
+        )
     run_options = {"strategy": strat, "chunk_size": chunk, "devices": devices}
     members0 = (carry, const)
 
@@ -765,8 +851,11 @@ def fit_ensemble(
     while True:
         k = min(per_call, num_epochs - done)
         carry, out = population.run_population(
-            _epochs_program(tr, cfg, k, done == 0), (carry, const),
-            train_d, val_d, **run_options,
+            _epochs_program(tr, cfg, k, done == 0),
+            (carry, const),
+            train_d,
+            val_d,
+            **run_options,
         )
         if k:
             outs.append((k, out if bar is None else to_host(out)))
@@ -783,8 +872,9 @@ def fit_ensemble(
         bar.close()
 
     # Read after the first call: with "auto" it may have chunked the members to fit memory.
-    plan = population.population_map(
-        _epochs_program(tr, cfg, per_call, True), **run_options).plan(members0)
+    plan = population.population_map(_epochs_program(tr, cfg, per_call, True), **run_options).plan(
+        members0
+    )
     host = to_host([out for _, out in outs])  # one copy of every record (none when copied)
     parts = [_unpack(r, k, cfg, len(epoch_fields)) for (k, _), r in zip(outs, host, strict=True)]
     if parts:
@@ -808,36 +898,48 @@ def fit_ensemble(
     ok = np.asarray(history.finite if history.finite.shape[1] else np.isfinite(history.loss))
     first = np.argmin(ok, axis=1) if ok.shape[1] else np.zeros(n_members, np.int64)
     all_ok: list[bool] = np.all(ok, axis=1).tolist()
-    first_bad = [None if fine else int(f)
-                 for f, fine in zip(first.tolist(), all_ok, strict=True)]
+    first_bad = [None if fine else int(f) for f, fine in zip(first.tolist(), all_ok, strict=True)]
     names = [*tr.hparams, *(k for k in hp if k not in tr.hparams)]
-    columns = [np.broadcast_to(np.asarray(hp.get(k, tr.hparams.get(k)), np.float64),
-                               (n_members,)).tolist() for k in names]
+    columns = [
+        np.broadcast_to(np.asarray(hp.get(k, tr.hparams.get(k)), np.float64), (n_members,)).tolist()
+        for k in names
+    ]
     meta = {
-        "num_members": n_members, "batch_size": tr.batch_size, "steps_per_epoch": spe,
-        "num_train": n_member_train, "num_val": int(np.shape(val[0])[0]) if val else 0,
-        "optimizer": optimizer_name(tr.optimizer), "monitor": monitor,
-        "strategy": plan.strategy, "chunk_size": plan.chunk_size,
-        "num_devices": plan.num_devices, "average": average,
+        "num_members": n_members,
+        "batch_size": tr.batch_size,
+        "steps_per_epoch": spe,
+        "num_train": n_member_train,
+        "num_val": int(np.shape(val[0])[0]) if val else 0,
+        "optimizer": optimizer_name(tr.optimizer),
+        "monitor": monitor,
+        "strategy": plan.strategy,
+        "chunk_size": plan.chunk_size,
+        "num_devices": plan.num_devices,
+        "average": average,
         "hparams": [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
-        if names else [{} for _ in range(n_members)],
-        "first_nonfinite_step": first_bad, "stop_reason": "completed",
+        if names
+        else [{} for _ in range(n_members)],
+        "first_nonfinite_step": first_bad,
+        "stop_reason": "completed",
         "leaf_shapes": info.leaf_shapes,
     }
     history = history._replace(meta=meta)
     diverged = [i for i, b in enumerate(first_bad) if b is not None]
     if diverged:
-        fate = ("those updates were skipped and never reached the parameters" if tr.skip_nonfinite
-                else "the Trainer applies such updates (skip_nonfinite=False), so their "
-                "parameters are likely non-finite")
+        fate = (
+            "those updates were skipped and never reached the parameters"
+            if tr.skip_nonfinite
+            else "the Trainer applies such updates (skip_nonfinite=False), so their "
+            "parameters are likely non-finite"
+        )
         warnings.warn(
             f"fit_ensemble: the loss or an update became non-finite in member(s) {diverged} "
             f"(first at steps {[first_bad[i] for i in diverged]}); {fate}. Their learning rate "
             "is likely too high.",
-            RuntimeWarning, stacklevel=2,
+            RuntimeWarning,
+            stacklevel=2,
         )
     if monitor is None:
         best_params = states.params
     avg = averaged_params(states.opt_state, like=states.params) if average is not None else None
-    return EnsembleResult(states.params, best_params, history, states, member_keys_out, plan,
-                          avg)
+    return EnsembleResult(states.params, best_params, history, states, member_keys_out, plan, avg)

@@ -91,8 +91,9 @@ class EnsembleHistory(NamedTuple):
         best = int(self.best_epoch[i])
         monitor = meta.get("monitor")
         meta["best_epoch"] = best if best > 0 else None
-        meta["best_value"] = (float(getattr(self, monitor)[i, best - 1])
-                              if best > 0 and monitor else None)
+        meta["best_value"] = (
+            float(getattr(self, monitor)[i, best - 1]) if best > 0 and monitor else None
+        )
         meta["member"] = i
         arrays: dict[str, Any] = {}
         for name in ("loss", "batch_accuracy", "learning_rate", "finite"):
@@ -102,8 +103,13 @@ class EnsembleHistory(NamedTuple):
         arrays["epoch_step"] = self.epoch_step
         for name in EPOCH_FIELDS[:4]:
             arrays[name] = getattr(self, name)[i]
-        arrays.update({f"activations/{layer}/{stat}": v[i]
-                       for layer, stats in self.activations.items() for stat, v in stats.items()})
+        arrays.update(
+            {
+                f"activations/{layer}/{stat}": v[i]
+                for layer, stats in self.activations.items()
+                for stat, v in stats.items()
+            }
+        )
         return History.from_arrays(arrays, meta)
 
 
@@ -131,8 +137,9 @@ def assemble(
     def epoch(name: str) -> np.ndarray:
         return epochs[..., epoch_fields.index(name)]
 
-    ratios = {f[len("update_ratio/"):]: step(f) for f in step_fields
-              if f.startswith("update_ratio/")}
+    ratios = {
+        f[len("update_ratio/") :]: step(f) for f in step_fields if f.startswith("update_ratio/")
+    }
     activations: dict[str, dict[str, np.ndarray]] = {}
     for f in epoch_fields:
         if f.startswith("activations/"):
@@ -143,8 +150,17 @@ def assemble(
     last = e - np.argmax(improved[:, ::-1], axis=1) if e else np.zeros(n, np.int64)
     best = np.where(improved.any(axis=1), last, 0).astype(np.int64)
     return EnsembleHistory(
-        step("loss"), step("batch_accuracy"), step("learning_rate"), step("finite"),
-        ratios, steps_per_epoch * np.arange(1, e + 1, dtype=np.int64), epoch("train_loss"),
-        epoch("train_accuracy"), epoch("val_loss"), epoch("val_accuracy"), activations, best,
+        step("loss"),
+        step("batch_accuracy"),
+        step("learning_rate"),
+        step("finite"),
+        ratios,
+        steps_per_epoch * np.arange(1, e + 1, dtype=np.int64),
+        epoch("train_loss"),
+        epoch("train_accuracy"),
+        epoch("val_loss"),
+        epoch("val_accuracy"),
+        activations,
+        best,
         {},
     )

@@ -51,8 +51,9 @@ _PROB_FNS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def _prob_fn(apply: Callable[..., jax.Array]) -> Callable[..., jax.Array]:
     def probs(params: Any, x: jax.Array, temperature: jax.Array) -> jax.Array:
         scores = apply(params, x)
-        return jax.nn.softmax(scores.astype(jnp.promote_types(scores.dtype, jnp.float32))
-                              / temperature, axis=-1)
+        return jax.nn.softmax(
+            scores.astype(jnp.promote_types(scores.dtype, jnp.float32)) / temperature, axis=-1
+        )
 
     try:
         fn = _PROB_FNS.get(apply)
@@ -77,8 +78,10 @@ def stack_members(params_list: Sequence[Any]) -> Any:
         >>> stack_members([{"w": jnp.zeros(2)}, {"w": jnp.ones(2)}])["w"].shape
         (2, 2)
     """
-    if isinstance(params_list, (str, Mapping)) or not isinstance(params_list, Sequence) or (
-        len(params_list) == 0
+    if (
+        isinstance(params_list, (str, Mapping))
+        or not isinstance(params_list, Sequence)
+        or (len(params_list) == 0)
     ):
         raise ValueError(
             f"stack_members: `params_list` must be a non-empty list of parameter pytrees, got "
@@ -119,8 +122,10 @@ def unstack_members(params: Any) -> list[Any]:
 
 
 def _check_temperature(fn: str, temperature: Any) -> jax.Array:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not (
-        temperature > 0 and np.isfinite(temperature)
+    if (
+        isinstance(temperature, bool)
+        or not isinstance(temperature, (int, float))
+        or not (temperature > 0 and np.isfinite(temperature))
     ):
         raise ValueError(f"{fn}: `temperature` must be a finite number > 0, got {temperature!r}.")
     return jnp.float32(temperature)
@@ -162,12 +167,17 @@ def member_probabilities(
     apply = apply_of(fn, model)
     t = _check_temperature(fn, temperature)
     _num_members(fn, params)
-    return population.run_population(_prob_fn(apply), params, jnp.asarray(x), t,
-                                      strategy=strategy, devices=devices)
+    return population.run_population(
+        _prob_fn(apply), params, jnp.asarray(x), t, strategy=strategy, devices=devices
+    )
 
 
 def predict_proba(
-    model: Any, params: Any, x: Any, *, temperature: float = 1.0,
+    model: Any,
+    params: Any,
+    x: Any,
+    *,
+    temperature: float = 1.0,
     devices: Sequence[Any] | None = None,
 ) -> jax.Array:
     """The ensemble's probabilities: the mean of its members', ``p = 1/N sum_i softmax(f_i/T)``.
@@ -185,8 +195,9 @@ def predict_proba(
         >>> predict_proba(apply, params, jnp.array([[0.0, 2.0]]))
         Array([[0.5, 0.5]], dtype=float32)
     """
-    return jnp.mean(member_probabilities(model, params, x, temperature=temperature,
-                                         devices=devices), axis=0)
+    return jnp.mean(
+        member_probabilities(model, params, x, temperature=temperature, devices=devices), axis=0
+    )
 
 
 def predict(model: Any, params: Any, x: Any, *, devices: Sequence[Any] | None = None) -> jax.Array:
@@ -252,11 +263,12 @@ class EnsembleReport(NamedTuple):
         lines = ["member   accuracy   loss"]
         for i, (a, lo) in enumerate(zip(self.member_accuracy, self.member_loss, strict=True)):
             lines.append(f"{i:<8} {a:9.4f} {lo:8.4f}")
-        lines.append(f"mean     {self.mean_member_accuracy:9.4f} +- "
-                     f"{self.std_member_accuracy:.4f}")
+        lines.append(f"mean     {self.mean_member_accuracy:9.4f} +- {self.std_member_accuracy:.4f}")
         lines.append(f"ensemble {self.ensemble_accuracy:9.4f} {self.ensemble_loss:8.4f}")
-        lines.append("by size    " + "  ".join(
-            f"{k + 1}: {a:.4f}" for k, a in enumerate(self.accuracy_by_size)))
+        lines.append(
+            "by size    "
+            + "  ".join(f"{k + 1}: {a:.4f}" for k, a in enumerate(self.accuracy_by_size))
+        )
         return "\n".join(lines)
 
 
@@ -323,8 +335,15 @@ def evaluate_ensemble(
         )
     # A NumPy y is replicated wherever the sharded probabilities live (every process too).
     ma, ml, ea, el, by = to_host(_report_arrays(probs, yv))
-    return EnsembleReport(np.asarray(ma), np.asarray(ml), float(np.mean(ma)), float(np.std(ma)),
-                          float(ea), float(el), np.asarray(by))
+    return EnsembleReport(
+        np.asarray(ma),
+        np.asarray(ml),
+        float(np.mean(ma)),
+        float(np.std(ma)),
+        float(ea),
+        float(el),
+        np.asarray(by),
+    )
 
 
 def comparison_table(rows: Mapping[str, Any], *, baseline: str | None = None) -> str:
@@ -364,8 +383,9 @@ def comparison_table(rows: Mapping[str, Any], *, baseline: str | None = None) ->
             )
     base = next(iter(parsed)) if baseline is None else baseline
     if base not in parsed:
-        raise ValueError(f"comparison_table: `baseline` {base!r} is not a row; rows are "
-                         f"{list(parsed)}.")
+        raise ValueError(
+            f"comparison_table: `baseline` {base!r} is not a row; rows are {list(parsed)}."
+        )
     width = max(14, *(len(k) for k in parsed))
     ref = parsed[base][0]
     lines = [f"{'method':<{width}}  models   accuracy   vs {base}"]

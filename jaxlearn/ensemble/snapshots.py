@@ -54,14 +54,20 @@ def _snapshot_trainer(base: Trainer, cycle_steps: int, min_fraction: float) -> T
     key = (cycle_steps, min_fraction)
     if key not in cache:
         cache[key] = dataclasses.replace(
-            base, schedule=cyclic_cosine(1.0, cycle_steps, min_fraction))
+            base, schedule=cyclic_cosine(1.0, cycle_steps, min_fraction)
+        )
     return cache[key]
 
 
 @functools.partial(jax.jit, static_argnums=(0, 1, 2))
 def _run(
-    tr: Trainer, num_cycles: int, epochs_per_cycle: int, state: TrainState, train: Any,
-    val: Any, shuffle_key: jax.Array,
+    tr: Trainer,
+    num_cycles: int,
+    epochs_per_cycle: int,
+    state: TrainState,
+    train: Any,
+    val: Any,
+    shuffle_key: jax.Array,
 ) -> Any:
     """The whole run, one program: M cycles of E epochs, each cycle's end params kept."""
     e = epochs_per_cycle
@@ -71,8 +77,11 @@ def _run(
             return tr.train_epoch(s, train, jax.random.fold_in(shuffle_key, c * e + j))
 
         s, sm = lax.scan(epoch, s, jnp.arange(e, dtype=jnp.int32))
-        va = (tr.evaluate(s.params, val).accuracy if val is not None
-              else jnp.full((), jnp.nan, jnp.float32))
+        va = (
+            tr.evaluate(s.params, val).accuracy
+            if val is not None
+            else jnp.full((), jnp.nan, jnp.float32)
+        )
         return s, (s.params, sm.loss.reshape(-1), sm.learning_rate.reshape(-1), va)
 
     return lax.scan(cycle, state, jnp.arange(num_cycles, dtype=jnp.int32))
@@ -128,8 +137,10 @@ def snapshot_ensemble(
     train, val, n_train = check_pairs(fn, train, val)
     m = check_int(fn, "num_cycles", num_cycles, 1)
     e = check_int(fn, "epochs_per_cycle", epochs_per_cycle, 1)
-    if isinstance(min_fraction, bool) or not isinstance(min_fraction, (int, float)) or not (
-        0 <= min_fraction <= 1
+    if (
+        isinstance(min_fraction, bool)
+        or not isinstance(min_fraction, (int, float))
+        or not (0 <= min_fraction <= 1)
     ):
         raise ValueError(f"{fn}: `min_fraction` must be a number in [0, 1], got {min_fraction!r}.")
     key = as_key(fn, key)
@@ -141,8 +152,7 @@ def snapshot_ensemble(
             f"{fn}: the Trainer already has a schedule; snapshot ensembles set the cyclic "
             "cosine schedule themselves. Pass a Trainer without one."
         )
-    base = build_trainer(fn, model, n_train, loss=loss, optimizer=optimizer,
-                         batch_size=batch_size)
+    base = build_trainer(fn, model, n_train, loss=loss, optimizer=optimizer, batch_size=batch_size)
     if base.batch_size > n_train:
         raise ValueError(
             f"{fn}: `batch_size` ({base.batch_size}) is larger than the training set ({n_train} "
@@ -156,5 +166,6 @@ def snapshot_ensemble(
     train_d = device_data(train, num_classes, "train")
     val_d = None if val is None else device_data(val, num_classes, "val")
     state, (snaps, losses, lrs, va) = _run(tr, m, e, state, train_d, val_d, shuffle_key)
-    return SnapshotResult(snaps, state, np.asarray(losses).reshape(-1),
-                          np.asarray(lrs).reshape(-1), np.asarray(va))
+    return SnapshotResult(
+        snaps, state, np.asarray(losses).reshape(-1), np.asarray(lrs).reshape(-1), np.asarray(va)
+    )

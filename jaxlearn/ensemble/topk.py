@@ -113,8 +113,12 @@ def top_k_ensemble(source: Any, k: int | None = None, *, like: Any = None) -> To
         trials = list(top_k(k))
         study = source
         if 0 < len(trials) < k:
-            warnings.warn(f"{fn}: asked for the top {k} trials but only {len(trials)} "
-                          "succeeded; the ensemble has those.", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                f"{fn}: asked for the top {k} trials but only {len(trials)} "
+                "succeeded; the ensemble has those.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
             k = len(trials)
     elif isinstance(source, Sequence) and not isinstance(source, (str, Mapping)):
         trials = list(source) if k is None else list(source)[:k]
@@ -135,12 +139,21 @@ def top_k_ensemble(source: Any, k: int | None = None, *, like: Any = None) -> To
             "params of all its trials or of none."
         )
     params = None if missing else stack_members([p for _, p, _ in parsed])
-    names = set.intersection(*(
-        {n for n, v in hp.items() if isinstance(v, Real) and not isinstance(v, bool)
-         or (hasattr(v, "shape") and np.shape(v) == ())}
-        for hp, _, _ in parsed
-    ))
-    hp_stacked = {n: jnp.asarray([float(jax.device_get(hp[n])) for hp, _, _ in parsed],
-                                 default_float()) for n in sorted(names)}
+    names = set.intersection(
+        *(
+            {
+                n
+                for n, v in hp.items()
+                if isinstance(v, Real)
+                and not isinstance(v, bool)
+                or (hasattr(v, "shape") and np.shape(v) == ())
+            }
+            for hp, _, _ in parsed
+        )
+    )
+    hp_stacked = {
+        n: jnp.asarray([float(jax.device_get(hp[n])) for hp, _, _ in parsed], default_float())
+        for n in sorted(names)
+    }
     values = np.asarray([float(v) if v is not None else np.nan for _, _, v in parsed])
     return TopK(params, hp_stacked, values, trials)

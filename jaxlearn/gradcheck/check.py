@@ -434,8 +434,11 @@ def _traced(fn: Callable[..., Any], prob: nm.Problem) -> tuple[str, tuple, Any]:
     """``fn``'s jaxpr as text and the values of the arrays it closes over (hashed)."""
     closed = jax.make_jaxpr(fn)(prob.leaves, prob.others)
     consts = tuple(
-        (np.shape(c), str(np.asarray(c).dtype),
-         hashlib.blake2b(np.ascontiguousarray(np.asarray(c)).tobytes(), digest_size=16).digest())
+        (
+            np.shape(c),
+            str(np.asarray(c).dtype),
+            hashlib.blake2b(np.ascontiguousarray(np.asarray(c)).tobytes(), digest_size=16).digest(),
+        )
         for c in closed.consts
     )
     return str(closed.jaxpr), consts, closed.jaxpr

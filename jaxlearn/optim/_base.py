@@ -29,8 +29,10 @@ Hyper = Scalar | Schedule
 # A kernel: (grad, slots, hparams, t) -> (update, new_slots). ``grad`` and every slot are
 # arrays of the compute dtype; ``hparams`` maps names to scalars of that dtype; ``t`` is the
 # number of the update being taken (1 for the first) in that dtype.
-Kernel = Callable[[jax.Array, tuple[jax.Array, ...], Mapping[str, jax.Array], jax.Array],
-                  tuple[jax.Array, tuple[jax.Array, ...]]]
+Kernel = Callable[
+    [jax.Array, tuple[jax.Array, ...], Mapping[str, jax.Array], jax.Array],
+    tuple[jax.Array, tuple[jax.Array, ...]],
+]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,7 +134,10 @@ def resolve(value: Hyper, t: jax.Array) -> Any:
 
 
 def apply_kernel(
-    rule: Rule, g: jax.Array, slots: tuple[jax.Array, ...], hparams: Mapping[str, Any],
+    rule: Rule,
+    g: jax.Array,
+    slots: tuple[jax.Array, ...],
+    hparams: Mapping[str, Any],
     t: jax.Array,
 ) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     """Run ``rule``'s kernel on one array in its compute dtype; the update keeps g's dtype."""
@@ -200,9 +205,7 @@ def transform(rule: Rule, hparams: Mapping[str, Hyper]) -> optax.GradientTransfo
             out_u.append(u)
             for j, s in enumerate(new):
                 out_slots[j].append(s)
-        new_state = rule.state(
-            *(jax.tree.unflatten(treedef, s) for s in out_slots), step
-        )
+        new_state = rule.state(*(jax.tree.unflatten(treedef, s) for s in out_slots), step)
         return jax.tree.unflatten(treedef, out_u), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

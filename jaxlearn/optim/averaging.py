@@ -31,7 +31,10 @@ class AverageState(NamedTuple):
 
 
 def param_average(
-    inner: optax.GradientTransformation, decay: Hyper = 0.999, *, kind: str = "ema",
+    inner: optax.GradientTransformation,
+    decay: Hyper = 0.999,
+    *,
+    kind: str = "ema",
     warmup: bool = False,
 ) -> optax.GradientTransformationExtraArgs:
     """Keep a running average of the parameters that ``inner``'s updates produce.

@@ -335,7 +335,8 @@ def pack(
         platform = _platform("pack", None)
         limit = lambda dtype: packing_threshold(platform, dtype)
     elif max_leaf_size is None or (
-        isinstance(max_leaf_size, int) and not isinstance(max_leaf_size, bool)
+        isinstance(max_leaf_size, int)
+        and not isinstance(max_leaf_size, bool)
         and max_leaf_size >= 0
     ):
         limit = max_leaf_size

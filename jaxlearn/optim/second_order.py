@@ -73,8 +73,10 @@ def _check_options(
     fn: str, damping: Any, damping_factor: Any, max_tries: Any, saddle_free: Any
 ) -> None:
     check_hyper(fn, "damping", damping, "nonnegative")
-    if isinstance(damping_factor, bool) or not isinstance(damping_factor, (int, float)) or not (
-        damping_factor > 1
+    if (
+        isinstance(damping_factor, bool)
+        or not isinstance(damping_factor, (int, float))
+        or not (damping_factor > 1)
     ):
         raise ValueError(f"{fn}: `damping_factor` must be a number > 1, got {damping_factor!r}.")
     if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1:
@@ -284,8 +286,16 @@ def newton(
         lr = jnp.asarray(resolve(learning_rate, state.t), cdt)
         lam_min = jnp.asarray(resolve(damping, state.t), cdt)
         step, lam, tries, accepted = _damped_search(
-            f, x, f0, lr, jnp.maximum(state.damping.astype(cdt), lam_min), lam_min, floor,
-            damping_factor, max_tries, candidate,
+            f,
+            x,
+            f0,
+            lr,
+            jnp.maximum(state.damping.astype(cdt), lam_min),
+            lam_min,
+            floor,
+            damping_factor,
+            max_tries,
+            candidate,
         )
         new_state = NewtonState(lam.astype(state.damping.dtype), state.t + 1, tries, accepted)
         return _as_updates(step, unravel, params), new_state
@@ -365,8 +375,14 @@ def _lanczos(
 
     dt = g.dtype
     init = (
-        jnp.zeros((steps, n), dt), jnp.ones((steps,), dt), jnp.zeros((steps,), dt), q0,
-        jnp.zeros_like(g), jnp.zeros([], dt), g_norm > 0, jnp.zeros([], dt),
+        jnp.zeros((steps, n), dt),
+        jnp.ones((steps,), dt),
+        jnp.zeros((steps,), dt),
+        q0,
+        jnp.zeros_like(g),
+        jnp.zeros([], dt),
+        g_norm > 0,
+        jnp.zeros([], dt),
     )
     basis, alpha, beta, *_ = lax.fori_loop(0, steps, body, init)
     tri = jnp.diag(alpha) + jnp.diag(beta[:-1], 1) + jnp.diag(beta[:-1], -1)
@@ -466,8 +482,16 @@ def hessian_free(
         lr = jnp.asarray(resolve(learning_rate, state.t), cdt)
         lam_min = jnp.asarray(resolve(damping, state.t), cdt)
         step, lam, tries, accepted = _damped_search(
-            f, x, f0, lr, jnp.maximum(state.damping.astype(cdt), lam_min), lam_min, floor,
-            damping_factor, max_tries, candidate,
+            f,
+            x,
+            f0,
+            lr,
+            jnp.maximum(state.damping.astype(cdt), lam_min),
+            lam_min,
+            floor,
+            damping_factor,
+            max_tries,
+            candidate,
         )
         new_state = NewtonState(lam.astype(state.damping.dtype), state.t + 1, tries, accepted)
         return _as_updates(step, unravel, params), new_state

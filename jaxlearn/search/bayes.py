@@ -102,17 +102,24 @@ def optuna_search(
     ostudy = optuna.create_study(
         direction="maximize" if opts["mode"] == "max" else "minimize", sampler=sampler
     )
-    study = _open_study(opts["path"], opts["metric"], opts["mode"], space,
-                        {"search": "optuna", "key": _key_data(key),
-                         "sampler": type(sampler).__name__})
+    study = _open_study(
+        opts["path"],
+        opts["metric"],
+        opts["mode"],
+        space,
+        {"search": "optuna", "key": _key_data(key), "sampler": type(sampler).__name__},
+    )
     dists = {n: _distribution(optuna, d) for n, d in space.items()}
     for t in sorted(study.trials, key=lambda t: t.number):  # a resumed search
         ok = t.status != "failed" and t.value is not None and np.isfinite(t.value)
-        ostudy.add_trial(optuna.trial.create_trial(
-            params={n: t.hparams[n] for n in space}, distributions=dists,
-            value=float(t.value) if ok else None,
-            state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL,
-        ))
+        ostudy.add_trial(
+            optuna.trial.create_trial(
+                params={n: t.hparams[n] for n in space},
+                distributions=dists,
+                value=float(t.value) if ok else None,
+                state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL,
+            )
+        )
     _, key_rows = jax.device_get(_key_streams(k_trials, _bucket(num_trials)))
     impl = jax.random.key_impl(key)
     opts["trials_per_call"] = batch_size
@@ -128,8 +135,9 @@ def optuna_search(
         asked = [ostudy.ask(dists) for _ in range(b)]
         numbers = list(range(done, done + b))
         cols = {n: [t.params[n] for t in asked] for n in space}
-        new = _evaluate(objective, cols, key_rows[done : done + b], impl, numbers, space, study,
-                        opts)
+        new = _evaluate(
+            objective, cols, key_rows[done : done + b], impl, numbers, space, study, opts
+        )
         for asked_trial, t in zip(asked, new, strict=True):
             if t.status == "failed":
                 ostudy.tell(asked_trial, state=optuna.trial.TrialState.FAIL)

@@ -111,7 +111,10 @@ def border_warnings(
 
 
 def warn_borders(
-    ranked: Sequence[Trial], space: Mapping[str, Dimension], *, where: str = "search",
+    ranked: Sequence[Trial],
+    space: Mapping[str, Dimension],
+    *,
+    where: str = "search",
     edge: float = 0.1,
 ) -> list[str]:
     """:func:`border_warnings`, each message also issued as a :class:`BorderWarning`.

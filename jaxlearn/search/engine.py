@@ -65,9 +65,18 @@ class SearchOptions(TypedDict, total=False):
 
 
 _DEFAULTS: dict[str, Any] = {
-    "metric": None, "mode": "max", "settings": None, "strategy": "auto", "chunk_size": None,
-    "devices": None, "trials_per_call": None, "path": None, "checkpoint_dir": None,
-    "keep_params": False, "callback": None, "warn": True,
+    "metric": None,
+    "mode": "max",
+    "settings": None,
+    "strategy": "auto",
+    "chunk_size": None,
+    "devices": None,
+    "trials_per_call": None,
+    "path": None,
+    "checkpoint_dir": None,
+    "keep_params": False,
+    "callback": None,
+    "warn": True,
 }
 
 
@@ -82,6 +91,7 @@ def search_options(
     opts = {**_DEFAULTS, **options}
     _check_mode(fn, opts["mode"])
     return opts
+
 
 _TRACE_ERRORS: tuple[type[BaseException], ...] = tuple(
     e
@@ -158,9 +168,7 @@ def _split_outputs(
             f"(per-epoch histories), got {type(out).__name__}."
         )
     # Every output of the call in one transfer; params only when they are kept.
-    host = jax.device_get(
-        {k: v for k, v in out.items() if k != "params" or want_params}
-    )
+    host = jax.device_get({k: v for k, v in out.items() if k != "params" or want_params})
     scalars: dict[str, np.ndarray] = {}
     histories: dict[str, np.ndarray] = {}
     params = host.pop("params", None)
@@ -232,12 +240,16 @@ def _random_streams(
     k_points, k_trials = jax.random.split(key)
     # fold_in(k1, i) of the dimensions and fold_in(k2, n) of the trials as one batched
     # threefry call (on the CPU each call is a loop of its own).
-    keys = jnp.concatenate([jnp.broadcast_to(k_points, (num_dims,)),
-                            jnp.broadcast_to(k_trials, numbers.shape)])
+    keys = jnp.concatenate(
+        [jnp.broadcast_to(k_points, (num_dims,)), jnp.broadcast_to(k_trials, numbers.shape)]
+    )
     data = jnp.concatenate([jnp.arange(num_dims, dtype=jnp.uint32), numbers])
     folded = jax.vmap(jax.random.fold_in)(keys, data)
-    return (jax.random.key_data(key), bits_of_dims(folded[:num_dims], numbers),
-            jax.random.key_data(folded[num_dims:]))
+    return (
+        jax.random.key_data(key),
+        bits_of_dims(folded[:num_dims], numbers),
+        jax.random.key_data(folded[num_dims:]),
+    )
 
 
 @jax.jit
@@ -322,11 +334,27 @@ def evaluate_trials(
             f"{keys.shape[0]} keys; expected one of each per trial."
         )
     space = check_space(space, "evaluate_trials")
-    opts = {"settings": settings, "strategy": strategy, "chunk_size": chunk_size,
-            "devices": devices, "trials_per_call": trials_per_call,
-            "checkpoint_dir": checkpoint_dir, "keep_params": keep_params, "callback": callback}
-    return _evaluate(objective, _columns_of(points, space), np.asarray(jax.random.key_data(keys)),
-                     jax.random.key_impl(keys), numbers, space, study, opts, stage)
+    opts = {
+        "settings": settings,
+        "strategy": strategy,
+        "chunk_size": chunk_size,
+        "devices": devices,
+        "trials_per_call": trials_per_call,
+        "checkpoint_dir": checkpoint_dir,
+        "keep_params": keep_params,
+        "callback": callback,
+    }
+    return _evaluate(
+        objective,
+        _columns_of(points, space),
+        np.asarray(jax.random.key_data(keys)),
+        jax.random.key_impl(keys),
+        numbers,
+        space,
+        study,
+        opts,
+        stage,
+    )
 
 
 def _columns_of(
@@ -360,7 +388,8 @@ def _evaluate(
     trials_per_call, keep_params = opts["trials_per_call"], opts["keep_params"]
     checkpoint_dir, callback = opts["checkpoint_dir"], opts["callback"]
     if trials_per_call is not None and (
-        isinstance(trials_per_call, bool) or not isinstance(trials_per_call, int)
+        isinstance(trials_per_call, bool)
+        or not isinstance(trials_per_call, int)
         or trials_per_call < 1
     ):
         raise ValueError(
@@ -378,14 +407,16 @@ def _evaluate(
     groups: dict[tuple, list[int]] = {}
     if static_names:
         for i, values in enumerate(zip(*(cols[n] for n in static_names), strict=True)):
-            static = tuple(
-                (n, _hashable(n, v)) for n, v in zip(static_names, values, strict=True)
-            ) + fixed
+            static = (
+                tuple((n, _hashable(n, v)) for n, v in zip(static_names, values, strict=True))
+                + fixed
+            )
             groups.setdefault(static, []).append(i)
     else:
         groups[fixed] = list(range(num))
-    traced = {n: np.asarray(cols[n], dtype=np.int32 if space[n].is_int else fdt)
-              for n in traced_names}
+    traced = {
+        n: np.asarray(cols[n], dtype=np.int32 if space[n].is_int else fdt) for n in traced_names
+    }
     devices = opts["devices"]
     options = (opts["strategy"], opts["chunk_size"], None if devices is None else tuple(devices))
     want_params = keep_params or checkpoint_dir is not None
@@ -415,8 +446,18 @@ def _evaluate(
             scalars, histories, params, metric = _split_outputs(out, study.metric, want_params)
             study.metric = metric
             new = _make_trials(
-                batch, numbers, cols, space, settings, host, scalars, histories,
-                key_rows, metric, study.mode, stage,
+                batch,
+                numbers,
+                cols,
+                space,
+                settings,
+                host,
+                scalars,
+                histories,
+                key_rows,
+                metric,
+                study.mode,
+                stage,
             )
             if params is not None:
                 for j, trial in enumerate(new):
@@ -462,8 +503,9 @@ def _make_trials(
         return out
 
     # Traced values as the objective received them (rounded to the traced dtype).
-    hparams = rows({n: (host[n][:m].tolist() if n in host else [cols[n][i] for i in batch])
-                    for n in space})
+    hparams = rows(
+        {n: (host[n][:m].tolist() if n in host else [cols[n][i] for i in batch]) for n in space}
+    )
     if settings:
         for point in hparams:
             point.update(settings)
@@ -487,12 +529,40 @@ def _make_trials(
         batch, hparams, metrics, history, ok.tolist(), values, best_epochs, keys, strict=True
     ):
         if good:
-            out.append(Trial(int(numbers[i]), hp, "complete", value, met, hist, best_epoch,
-                             None, stage, None, None, key))
+            out.append(
+                Trial(
+                    int(numbers[i]),
+                    hp,
+                    "complete",
+                    value,
+                    met,
+                    hist,
+                    best_epoch,
+                    None,
+                    stage,
+                    None,
+                    None,
+                    key,
+                )
+            )
         else:
             reason = _failure(met, {k: np.asarray(v) for k, v in hist.items()})
-            out.append(Trial(int(numbers[i]), hp, "failed", math.nan, met, hist, None, reason,
-                             stage, None, None, key))
+            out.append(
+                Trial(
+                    int(numbers[i]),
+                    hp,
+                    "failed",
+                    math.nan,
+                    met,
+                    hist,
+                    None,
+                    reason,
+                    stage,
+                    None,
+                    None,
+                    key,
+                )
+            )
     return out
 
 
@@ -501,9 +571,15 @@ def _save_params(folder: str | os.PathLike, trial: Trial, metric: str, params: A
 
     path = os.path.join(os.fspath(folder), _checkpoint_name(trial.number, metric, trial.value))
     save_checkpoint(
-        path, params,
-        metadata={"number": trial.number, "hparams": trial.hparams, "metric": metric,
-                  "value": trial.value, "best_epoch": trial.best_epoch},
+        path,
+        params,
+        metadata={
+            "number": trial.number,
+            "hparams": trial.hparams,
+            "metric": metric,
+            "value": trial.value,
+            "best_epoch": trial.best_epoch,
+        },
     )
     return path
 
@@ -578,9 +654,7 @@ def _open_study(
 
 
 def _finish(study: Study, warn: bool, where: str) -> Study:
-    study.border_warnings = (
-        warn_borders(study.ranked(), study.space, where=where) if warn else []
-    )
+    study.border_warnings = warn_borders(study.ranked(), study.space, where=where) if warn else []
     study.save()
     return study
 
@@ -609,7 +683,11 @@ def _run(
 
 
 def _start(
-    fn: str, objective: Any, space: Any, key: Any, options: Mapping[str, Any],
+    fn: str,
+    objective: Any,
+    space: Any,
+    key: Any,
+    options: Mapping[str, Any],
     without: Sequence[str] = (),
 ) -> tuple[dict[str, Dimension], jax.Array, dict[str, Any]]:
     """The checks every search starts with: objective, space, key and options."""
@@ -701,17 +779,20 @@ def random_search(
         raise ValueError(f"{fn}: `num_trials` must be an int >= 1, got {num_trials!r}.")
     # One compiled call draws everything (the points' bits, the trials' keys), one
     # transfer brings it to the host; the points are then built with NumPy.
-    key_row, bits, key_rows = jax.device_get(
-        _random_streams(key, _bucket(num_trials), len(space))
-    )
+    key_row, bits, key_rows = jax.device_get(_random_streams(key, _bucket(num_trials), len(space)))
     cols = columns(space, bits[:, :num_trials])
     key_rows = key_rows[:num_trials]
-    info = {"search": "random", "key": key_row.ravel().tolist(),
-            "settings": dict(opts["settings"] or {}), "stage": stage}
+    info = {
+        "search": "random",
+        "key": key_row.ravel().tolist(),
+        "settings": dict(opts["settings"] or {}),
+        "stage": stage,
+    }
     study = _open_study(opts["path"], opts["metric"], opts["mode"], space, info)
     where = "random search" if not stage else f"stage {stage}"
-    return _run(objective, space, cols, key_rows, jax.random.key_impl(key), study, where, opts,
-                stage)
+    return _run(
+        objective, space, cols, key_rows, jax.random.key_impl(key), study, where, opts, stage
+    )
 
 
 def grid_search(
@@ -746,8 +827,20 @@ def grid_search(
     pts = grid_points(space, points)
     key_row, key_rows = jax.device_get(_key_streams(key, _bucket(len(pts))))
     key_rows = key_rows[: len(pts)]
-    info = {"search": "grid", "key": key_row.ravel().tolist(), "points": points,
-            "settings": dict(opts["settings"] or {})}
+    info = {
+        "search": "grid",
+        "key": key_row.ravel().tolist(),
+        "points": points,
+        "settings": dict(opts["settings"] or {}),
+    }
     study = _open_study(opts["path"], opts["metric"], opts["mode"], space, info)
-    return _run(objective, space, {n: [p[n] for p in pts] for n in space}, key_rows,
-                jax.random.key_impl(key), study, "grid search", opts)
+    return _run(
+        objective,
+        space,
+        {n: [p[n] for p in pts] for n in space},
+        key_rows,
+        jax.random.key_impl(key),
+        study,
+        "grid search",
+        opts,
+    )

@@ -183,9 +183,7 @@ def int_uniform(low: int, high: int, *, log: bool = False, static: bool = True) 
 
 def _candidates(fn: str, values: Any, static: bool | None, log: bool) -> Dimension:
     if isinstance(values, (str, bytes)) or not isinstance(values, Sequence) or not values:
-        raise ValueError(
-            f"{fn}: `values` must be a non-empty list of candidates, got {values!r}."
-        )
+        raise ValueError(f"{fn}: `values` must be a non-empty list of candidates, got {values!r}.")
     values = tuple(values)
     _check_static(fn, static)
     numeric = all(_is_number(v) for v in values)
@@ -346,8 +344,11 @@ def columns(space: Mapping[str, Dimension], bits: np.ndarray) -> dict[str, list[
 def points_of(columns: Mapping[str, list[Any]], num: int) -> list[dict[str, Any]]:
     """Columns name -> values as a list of `num` points (dicts name -> value)."""
     names = list(columns)
-    return [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)] \
-        if names else [{} for _ in range(num)]
+    return (
+        [dict(zip(names, row, strict=True)) for row in zip(*columns.values(), strict=True)]
+        if names
+        else [{} for _ in range(num)]
+    )
 
 
 def _check_key(fn: str, key: Any) -> jax.Array:

@@ -199,8 +199,16 @@ def coarse_to_fine(
         if st.data_fraction is not None:
             settings["data_fraction"] = st.data_fraction
         study = random_search(
-            objective, current, st.num_trials, jax.random.fold_in(key, s), metric=metric,
-            mode=mode, settings=settings, path=_stage_path(path, s), warn=warn, stage=s,
+            objective,
+            current,
+            st.num_trials,
+            jax.random.fold_in(key, s),
+            metric=metric,
+            mode=mode,
+            settings=settings,
+            path=_stage_path(path, s),
+            warn=warn,
+            stage=s,
             **options,
         )
         metric = study.metric
@@ -295,8 +303,11 @@ def successive_halving(
             f"{fn}: every hyperparameter must be traced (one population), but {static} are "
             "static; fix them inside `init`/`step` or run one halving per value."
         )
-    for name, v, lo in (("num_trials", num_trials, 2), ("min_epochs", min_epochs, 1),
-                        ("eta", eta, 2)):
+    for name, v, lo in (
+        ("num_trials", num_trials, 2),
+        ("min_epochs", min_epochs, 1),
+        ("eta", eta, 2),
+    ):
         if isinstance(v, bool) or not isinstance(v, int) or v < lo:
             raise ValueError(f"{fn}: `{name}` must be an int >= {lo}, got {v!r}.")
     if max_epochs is not None and (
@@ -323,8 +334,14 @@ def successive_halving(
     run_step = population_map(
         lambda m, e: step(m["hparams"], m["state"], jax.random.fold_in(m["key"], e)), **opts
     )
-    info = {"search": "successive_halving", "key": _key_data(key), "eta": eta,
-            "min_epochs": min_epochs, "num_trials": num_trials, "max_epochs": max_epochs}
+    info = {
+        "search": "successive_halving",
+        "key": _key_data(key),
+        "eta": eta,
+        "min_epochs": min_epochs,
+        "num_trials": num_trials,
+        "max_epochs": max_epochs,
+    }
     study = _open_study(path, metric, mode, space, info)
     states = run_init({"hparams": hp_all, "key": keys_all})
     alive: np.ndarray = np.arange(num_trials)
@@ -333,8 +350,10 @@ def successive_halving(
     rung = 0
     rungs_path = _rungs_path(path)
     if (
-        rungs_path is not None and path is not None  # both None or both set
-        and os.path.exists(path) and os.path.exists(rungs_path)
+        rungs_path is not None
+        and path is not None  # both None or both set
+        and os.path.exists(path)
+        and os.path.exists(rungs_path)
     ):
         saved = _resume_rungs(fn, rungs_path, study, points, space, states)
         if saved is None:  # the study is finished
@@ -370,9 +389,11 @@ def successive_halving(
         finite = [int(n) for n in alive if all(math.isfinite(v) for v in last[int(n)].values())]
         sign = -1.0 if mode == "max" else 1.0
         finite.sort(key=lambda n: (sign * last[n][metric], n))
-        is_last = len(finite) <= 1 or (
-            max_epochs is not None and min_epochs * eta ** (rung + 1) > max_epochs
-        ) or budget == max_epochs
+        is_last = (
+            len(finite) <= 1
+            or (max_epochs is not None and min_epochs * eta ** (rung + 1) > max_epochs)
+            or budget == max_epochs
+        )
         keep = finite if is_last else finite[: max(1, math.ceil(len(alive) / eta))]
         decided = []
         for n in (int(n) for n in alive):
@@ -390,8 +411,17 @@ def successive_halving(
                 status, value = "pruned", metrics_n[metric]
                 reason = f"pruned at rung {rung} after {budget} epochs"
             trial = Trial(
-                n, {k: _py(points[n][k], space[k], fdt) for k in space}, status, value,
-                dict(metrics_n), history[n], None, reason, rung, budget, None,
+                n,
+                {k: _py(points[n][k], space[k], fdt) for k in space},
+                status,
+                value,
+                dict(metrics_n),
+                history[n],
+                None,
+                reason,
+                rung,
+                budget,
+                None,
                 [int(v) for v in key_rows[n].ravel()],
             )
             study.trials.append(trial)
@@ -404,13 +434,20 @@ def successive_halving(
         if rungs_path is not None:
             # The survivors' states first, then the study: the states file names the
             # trials decided so far, so a crash between the two writes loses nothing.
-            save_checkpoint(rungs_path, {"states": states if not is_last else {}}, metadata={
-                "rung": rung, "epochs_done": epochs_done, "finished": is_last,
-                "alive": [int(n) for n in alive] if not is_last else [],
-                "history": _json_safe({str(int(n)): history[int(n)] for n in alive}
-                                      if not is_last else {}),
-                "trials": [t.to_dict() for t in study.trials],
-            })
+            save_checkpoint(
+                rungs_path,
+                {"states": states if not is_last else {}},
+                metadata={
+                    "rung": rung,
+                    "epochs_done": epochs_done,
+                    "finished": is_last,
+                    "alive": [int(n) for n in alive] if not is_last else [],
+                    "history": _json_safe(
+                        {str(int(n)): history[int(n)] for n in alive} if not is_last else {}
+                    ),
+                    "trials": [t.to_dict() for t in study.trials],
+                },
+            )
         study.save()
         if callback is not None:
             callback(study, decided)
@@ -427,8 +464,12 @@ def _rungs_path(path: str | os.PathLike | None) -> str | None:
 
 
 def _resume_rungs(
-    fn: str, rungs_path: str, study: Study, points: list[dict[str, Any]],
-    space: Mapping[str, Dimension], states: Any,
+    fn: str,
+    rungs_path: str,
+    study: Study,
+    points: list[dict[str, Any]],
+    space: Mapping[str, Dimension],
+    states: Any,
 ) -> tuple[Any, np.ndarray, dict[int, dict[str, list[float]]], int, int] | None:
     """The saved rung's state, or None when the saved search is finished."""
     meta = load_checkpoint(rungs_path).metadata

@@ -277,8 +277,13 @@ class Study:
                 if k != self.metric:
                     row[k] = v
             row.update(
-                {"best_epoch": t.best_epoch, "stage": t.stage, "epochs": t.epochs,
-                 "reason": t.reason, "checkpoint": t.checkpoint}
+                {
+                    "best_epoch": t.best_epoch,
+                    "stage": t.stage,
+                    "epochs": t.epochs,
+                    "reason": t.reason,
+                    "checkpoint": t.checkpoint,
+                }
             )
             out.append(row)
         return out
@@ -310,8 +315,7 @@ class Study:
             b = self.best
             best = f", best #{b.number} {self.metric}={b.value:.4g} {b.hparams}"
         return (
-            f"Study({len(self.trials)} trials, {n_fail} failed, {self.mode} "
-            f"{self.metric!r}{best})"
+            f"Study({len(self.trials)} trials, {n_fail} failed, {self.mode} {self.metric!r}{best})"
         )
 
     def to_csv(self, path: str | os.PathLike | None = None) -> str:
@@ -388,12 +392,24 @@ class Study:
         for ax, name in zip(axes[0], names, strict=True):
             ax.scatter([t.hparams[name] for t in ok], ys, s=14, alpha=0.8)
             if bad:
-                ax.scatter([t.hparams[name] for t in bad], [floor] * len(bad), marker="x",
-                           color="red", s=20, label="failed")
+                ax.scatter(
+                    [t.hparams[name] for t in bad],
+                    [floor] * len(bad),
+                    marker="x",
+                    color="red",
+                    s=20,
+                    label="failed",
+                )
             if ok:
                 b = self.best
-                ax.scatter([b.hparams[name]], [value_of(b)], s=90, facecolors="none",
-                           edgecolors="black", label="best")
+                ax.scatter(
+                    [b.hparams[name]],
+                    [value_of(b)],
+                    s=90,
+                    facecolors="none",
+                    edgecolors="black",
+                    label="best",
+                )
             if self.space[name].log:
                 ax.set_xscale("log")
             ax.set_xlabel(name)
@@ -442,7 +458,11 @@ def load_study(path: str | os.PathLike) -> Study:
         )
     space = {k: _dim_from_dict(v) for k, v in d["space"].items()}
     study = Study(
-        d["metric"], d["mode"], space, [Trial.from_dict(t) for t in d["trials"]], path,
+        d["metric"],
+        d["mode"],
+        space,
+        [Trial.from_dict(t) for t in d["trials"]],
+        path,
         _from_json_safe(d.get("info", {})),
     )
     study.border_warnings = list(d.get("border_warnings", []))

@@ -14,8 +14,7 @@ from collections import Counter
 
 __all__ = ["loop_body_ops"]
 
-_FREE = frozenset({"parameter", "get-tuple-element", "tuple", "constant", "bitcast",
-                   "after-all"})
+_FREE = frozenset({"parameter", "get-tuple-element", "tuple", "constant", "bitcast", "after-all"})
 _HEAD = re.compile(r"^(?:ENTRY )?%?([\w.\-]+) .*\{\s*$")
 _OP = re.compile(r"\s([a-z][\w\-]*)\(")  # the first `name(` after the result's type
 

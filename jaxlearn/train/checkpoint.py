@@ -225,8 +225,7 @@ def _read(path: str | os.PathLike) -> tuple[dict[str, Any], dict[str, np.ndarray
             arrays = {k: z[k] for k in z.files}
     except (zipfile.BadZipFile, ValueError, OSError, EOFError) as e:
         raise ValueError(
-            f"load_checkpoint: {path!r} is not a readable checkpoint (truncated or corrupt?): "
-            f"{e}."
+            f"load_checkpoint: {path!r} is not a readable checkpoint (truncated or corrupt?): {e}."
         ) from e
     if _HEADER not in arrays:
         raise ValueError(
@@ -252,8 +251,11 @@ def _describe(info: Mapping[str, Any]) -> str:
 def _template_info(leaf: Any) -> dict[str, Any]:
     if _is_key(leaf):
         data = jax.random.key_data(leaf)
-        return {"shape": list(data.shape), "dtype": data.dtype.name,
-                "key_impl": str(jax.random.key_impl(leaf))}
+        return {
+            "shape": list(data.shape),
+            "dtype": data.dtype.name,
+            "key_impl": str(jax.random.key_impl(leaf)),
+        }
     if isinstance(leaf, jax.Array):
         return {"shape": list(leaf.shape), "dtype": leaf.dtype.name}
     return {"shape": list(np.shape(leaf)), "dtype": np.asarray(leaf).dtype.name}
@@ -271,8 +273,10 @@ def _like_template(arr: Any, tleaf: Any) -> Any:
 def _match(path: str, header: Mapping[str, Any], like: Any) -> list[Any]:
     saved = header["leaves"]
     tmpl = jax.tree_util.tree_flatten_with_path(like)[0]
-    where = f"load_checkpoint: the checkpoint at {path!r} does not match the template (a " \
-            "different model or configuration?): "
+    where = (
+        f"load_checkpoint: the checkpoint at {path!r} does not match the template (a "
+        "different model or configuration?): "
+    )
     for i, (info, (tpath, tleaf)) in enumerate(zip(saved, tmpl, strict=False)):
         tp = path_str(tpath)
         if info["path"] != tp:
@@ -281,7 +285,9 @@ def _match(path: str, header: Mapping[str, Any], like: Any) -> list[Any]:
             )
         ti = _template_info(tleaf)
         if (ti["shape"], ti["dtype"], ti.get("key_impl")) != (
-            info["shape"], info["dtype"], info.get("key_impl")
+            info["shape"],
+            info["dtype"],
+            info.get("key_impl"),
         ):
             raise ValueError(
                 where + f"leaf {tp} has {_describe(info)} in the checkpoint but "
@@ -327,8 +333,9 @@ def load_checkpoint(path: str | os.PathLike, like: Any = None) -> Checkpoint:
             f"jaxlearn reads format {_FORMAT}."
         )
     infos = header["leaves"]
-    leaves = [_restore_leaf(arrays[f"leaf/{i}"], info, like is not None)
-              for i, info in enumerate(infos)]
+    leaves = [
+        _restore_leaf(arrays[f"leaf/{i}"], info, like is not None) for i, info in enumerate(infos)
+    ]
     if like is None:
         tree: Any = {info["path"]: leaf for info, leaf in zip(infos, leaves, strict=True)}
     else:
@@ -341,7 +348,7 @@ def load_checkpoint(path: str | os.PathLike, like: Any = None) -> Checkpoint:
     if "history_meta" in header:
         p = "history/"
         history = History.from_arrays(
-            {k[len(p):]: v for k, v in arrays.items() if k.startswith(p)},
+            {k[len(p) :]: v for k, v in arrays.items() if k.startswith(p)},
             _from_json_safe(header["history_meta"]),
         )
     return Checkpoint(tree, _from_json_safe(header["metadata"]), history)
@@ -418,8 +425,13 @@ class Checkpointer:
         self._pending = still
 
     def save(
-        self, name: str, tree: Any, *, metadata: Mapping[str, Any] | None = None,
-        history: History | None = None, blocking: bool = False,
+        self,
+        name: str,
+        tree: Any,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+        history: History | None = None,
+        blocking: bool = False,
     ) -> None:
         """Save ``tree`` as the checkpoint ``name`` (see :func:`save_checkpoint`).
 
@@ -443,7 +455,9 @@ class Checkpointer:
             self._pending.append(self._pool.submit(self._write_queued, name))
 
     def save_many(
-        self, saves: Mapping[str, tuple[Any, Mapping[str, Any] | None, History | None]], *,
+        self,
+        saves: Mapping[str, tuple[Any, Mapping[str, Any] | None, History | None]],
+        *,
         blocking: bool = False,
     ) -> None:
         """Save several checkpoints: ``{name: (tree, metadata, history)}``.
@@ -472,13 +486,17 @@ class Checkpointer:
                 self.save(name, tree, metadata=metadata, history=history, blocking=blocking)
             return
         self._raise_errors(block=False)
-        payloads = {name: _prepare(tree, metadata, history)
-                    for name, (tree, metadata, history) in saves.items()}
+        payloads = {
+            name: _prepare(tree, metadata, history)
+            for name, (tree, metadata, history) in saves.items()
+        }
         self.wait()
         first, *others = payloads.items()
         errors: list[BaseException] = []
-        threads = [threading.Thread(target=self._write_guarded, args=(name, arrays, errors))
-                   for name, arrays in others]
+        threads = [
+            threading.Thread(target=self._write_guarded, args=(name, arrays, errors))
+            for name, arrays in others
+        ]
         for t in threads:
             t.start()
         try:
@@ -490,8 +508,9 @@ class Checkpointer:
             raise errors[0]
         _fsync_dir(self.directory)
 
-    def _write_guarded(self, name: str, arrays: Mapping[str, np.ndarray],
-                       errors: list[BaseException]) -> None:
+    def _write_guarded(
+        self, name: str, arrays: Mapping[str, np.ndarray], errors: list[BaseException]
+    ) -> None:
         try:
             _write(self.path(name), arrays, sync_dir=False)
         except BaseException as e:  # noqa: BLE001 - handed to the caller's thread

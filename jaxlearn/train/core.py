@@ -188,7 +188,8 @@ def _accepts_key(apply: Callable) -> bool:
 def _optimizer_hparams(name: str) -> tuple[str, ...]:
     sig = inspect.signature(OPTIMIZERS[name])
     return tuple(
-        p for p, v in sig.parameters.items()
+        p
+        for p, v in sig.parameters.items()
         if p != "bias_correction" and v.kind is not inspect.Parameter.VAR_KEYWORD
     )
 
@@ -238,8 +239,9 @@ def _scan_rows(
                 v = v.astype(as_float)
             groups.setdefault((name.split("/")[0], jnp.dtype(v.dtype)), []).append((name, v))
         columns[:] = [[(n, jnp.shape(v)) for n, v in items] for items in groups.values()]
-        return c, tuple(jnp.concatenate([jnp.ravel(v) for _, v in items])
-                        for items in groups.values())
+        return c, tuple(
+            jnp.concatenate([jnp.ravel(v) for _, v in items]) for items in groups.values()
+        )
 
     carry, rows = jax.lax.scan(step, carry, xs)
     out = {}
@@ -247,7 +249,7 @@ def _scan_rows(
         at = 0
         for name, shape in names:
             size = math.prod(shape)
-            col = arr[:, at:at + size].reshape(arr.shape[0], *shape)
+            col = arr[:, at : at + size].reshape(arr.shape[0], *shape)
             out[name] = col > 0 if name in bools else col
             at += size
     return carry, out
@@ -318,7 +320,8 @@ class Trainer:
             unknown = sorted(set(merged) - set(allowed))
             if unknown:
                 what = (
-                    f"the update rule {self.optimizer!r}" if isinstance(self.optimizer, str)
+                    f"the update rule {self.optimizer!r}"
+                    if isinstance(self.optimizer, str)
                     else "a fixed optax transform (its own hyperparameters are fixed; pass a "
                     "function hparams -> transform to vary them)"
                 )
@@ -326,8 +329,10 @@ class Trainer:
                     f"Trainer: unknown hyperparameter(s) {unknown} for {what}; expected names "
                     f"among {sorted(allowed)}."
                 )
-        if require_learning_rate and isinstance(self.optimizer, str) and (
-            "learning_rate" not in merged
+        if (
+            require_learning_rate
+            and isinstance(self.optimizer, str)
+            and ("learning_rate" not in merged)
         ):
             raise ValueError(
                 f"Trainer: `hparams` must give a 'learning_rate' for the update rule "
@@ -454,7 +459,11 @@ class Trainer:
         return jax.jit(impl)
 
     def _objective(
-        self, params: Params, x: jax.Array, y: jax.Array, key: jax.Array | None,
+        self,
+        params: Params,
+        x: jax.Array,
+        y: jax.Array,
+        key: jax.Array | None,
         hparams: Mapping[str, jax.Array],
     ) -> tuple[jax.Array, jax.Array]:
         scores = self.apply(params, x, key=key) if self.apply_takes_key else self.apply(params, x)
@@ -507,8 +516,12 @@ class Trainer:
         return TrainState(params, opt_state, state.step + 1, state.key, hp), rec
 
     def _metrics(
-        self, rec: dict[str, jax.Array], step: jax.Array, hparams: Mapping[str, jax.Array],
-        names: list[str], params_after: Params,
+        self,
+        rec: dict[str, jax.Array],
+        step: jax.Array,
+        hparams: Mapping[str, jax.Array],
+        names: list[str],
+        params_after: Params,
     ) -> StepMetrics:
         """StepMetrics from the raw records of one step (scalars) or of a scan (vectors)."""
         loss, accuracy = rec["loss"], jnp.mean(rec["loss/correct"], axis=-1)
@@ -530,8 +543,11 @@ class Trainer:
             # last step checks the parameters it produced.
             finite = jnp.isfinite(loss)
             last_ok = _all_finite(params_after)
-            finite = finite & last_ok if jnp.ndim(finite) == 0 else finite.at[-1].set(
-                finite[-1] & last_ok)
+            finite = (
+                finite & last_ok
+                if jnp.ndim(finite) == 0
+                else finite.at[-1].set(finite[-1] & last_ok)
+            )
         return StepMetrics(loss, accuracy, lr, ratios, finite)
 
     def train_step(self, state: TrainState, batch: Batch) -> tuple[TrainState, StepMetrics]:
@@ -648,17 +664,21 @@ class Trainer:
         shapes = [jnp.shape(p) for p in jax.tree.leaves(state.params)]
 
         def params_like(t: Any) -> bool:
-            return jax.tree.structure(t) == plain and [  # type: ignore[operator]
-                jnp.shape(v) for v in jax.tree.leaves(t)] == shapes
+            same_structure = jax.tree.structure(t) == plain  # type: ignore[operator]
+            return same_structure and [jnp.shape(v) for v in jax.tree.leaves(t)] == shapes
 
-        opt_state = jax.tree.map(lambda t: pack(t, like=packed) if params_like(t) else t,
-                                 state.opt_state, is_leaf=params_like)
+        opt_state = jax.tree.map(
+            lambda t: pack(t, like=packed) if params_like(t) else t,
+            state.opt_state,
+            is_leaf=params_like,
+        )
         # Pack only when that gives the state the rule itself builds on packed parameters.
         expected = jax.eval_shape(self.make_optimizer(state.hparams).init, packed)
 
         def sig(t: Any) -> tuple[Any, list[tuple[Any, Any]]]:
-            return jax.tree.structure(t), [(jnp.shape(v), jnp.result_type(v))
-                                           for v in jax.tree.leaves(t)]
+            return jax.tree.structure(t), [
+                (jnp.shape(v), jnp.result_type(v)) for v in jax.tree.leaves(t)
+            ]
 
         if sig(opt_state) != sig(expected):
             return state, lambda s: s
@@ -669,7 +689,8 @@ class Trainer:
             # (PyTreeDef has no type stubs: its comparison is unknown to the type checker.)
             if jax.tree.structure(out.opt_state) != opt_def:  # type: ignore[operator]
                 raise AssertionError(  # pragma: no cover - a bug
-                    "train_epoch: unpacked optimizer state changed structure.")
+                    "train_epoch: unpacked optimizer state changed structure."
+                )
             return out
 
         return state._replace(params=packed, opt_state=opt_state), done
@@ -734,7 +755,8 @@ class Trainer:
         if not isinstance(data, (tuple, list)) or len(data) != 2:
             raise ValueError(
                 f"{fn}: `data` must be a pair (x, y) of arrays, got {type(data).__name__}"
-                + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else "") + "."
+                + (f" of length {len(data)}" if isinstance(data, (tuple, list)) else "")
+                + "."
             )
         x, y = data
         n = _check_xy(fn, x, y)
@@ -745,8 +767,7 @@ class Trainer:
             )
         if not jnp.issubdtype(jnp.result_type(y), jnp.integer):
             raise ValueError(
-                f"{fn}: labels `y` must be integer class indices, got dtype "
-                f"{jnp.result_type(y)}."
+                f"{fn}: labels `y` must be integer class indices, got dtype {jnp.result_type(y)}."
             )
         return jnp.asarray(x), jnp.asarray(y)
 
@@ -756,8 +777,10 @@ def _split_model(model: Any) -> tuple[Callable | None, Callable, Callable | None
     apply = getattr(model, "apply", None)
     if apply is not None and callable(apply):
         return init, apply, getattr(model, "activations", None)
-    if isinstance(model, tuple) and len(model) in (2, 3) and all(
-        m is None or callable(m) for m in model
+    if (
+        isinstance(model, tuple)
+        and len(model) in (2, 3)
+        and all(m is None or callable(m) for m in model)
     ):
         return model[0], model[1], model[2] if len(model) == 3 else None
     if callable(model):
@@ -839,8 +862,7 @@ def trainer(
             f"hparams -> transform, got {optimizer!r}."
         )
     batch_size = positive_int("trainer", "batch_size", batch_size)
-    eval_batch_size = positive_int("trainer", "eval_batch_size", eval_batch_size,
-                                    allow_none=True)
+    eval_batch_size = positive_int("trainer", "eval_batch_size", eval_batch_size, allow_none=True)
     if schedule is not None and not callable(schedule):
         raise ValueError(
             f"trainer: `schedule` must be a function step -> multiplier, got {schedule!r}."

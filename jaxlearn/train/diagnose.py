@@ -51,8 +51,10 @@ class Finding(NamedTuple):
     leaf: str | None = None
 
     def __str__(self) -> str:
-        return (f"[{self.severity}] {self.kind}: {self.message}\n"
-                f"    evidence: {self.evidence}\n    advice: {self.advice}")
+        return (
+            f"[{self.severity}] {self.kind}: {self.message}\n"
+            f"    evidence: {self.evidence}\n    advice: {self.advice}"
+        )
 
 
 class Diagnosis(list):
@@ -138,8 +140,9 @@ def diagnose(
         raise ValueError(f"diagnose: `history` must be a History, got {type(history).__name__}.")
     lo_band, hi_band = ratio_band
     if not (0 < lo_band < hi_band):
-        raise ValueError(f"diagnose: `ratio_band` must be (low, high) with 0 < low < high, got "
-                         f"{ratio_band!r}.")
+        raise ValueError(
+            f"diagnose: `ratio_band` must be (low, high) with 0 < low < high, got {ratio_band!r}."
+        )
     findings: list[Finding] = []
     loss = np.asarray(history.loss, dtype=float)
     n = loss.size
@@ -165,9 +168,9 @@ def diagnose(
         vals = vals[np.isfinite(vals)]
         if vals.size:
             ratio_medians[leaf] = (float(np.median(vals)), int(vals.size))
-    ratios_high = bool(ratio_medians) and float(
-        np.median([v for v, _ in ratio_medians.values()])
-    ) > hi_band
+    ratios_high = (
+        bool(ratio_medians) and float(np.median([v for v, _ in ratio_medians.values()])) > hi_band
+    )
 
     # ------------------------------------------------------------------ divergence
     finite = np.asarray(history.finite, dtype=bool) if history.finite.size == n else None
@@ -179,17 +182,22 @@ def diagnose(
     if bad.any():
         s = int(np.argmax(bad))
         diverged = True
-        before = loss[max(0, s - 3):s]
-        findings.append(Finding(
-            "nonfinite", "error",
-            f"The loss or an update became NaN or infinite at step {s}{epoch_of(s)}: the "
-            "learning rate is too high.",
-            (f"loss before: {', '.join(_fmt(v) for v in before) or '-'}, then "
-             f"{_fmt(float(loss[s]))}{lr_at(s)}; {int(bad.sum())} non-finite steps in all."),
-            "Lower the learning rate (by 3-10x, the notes search it on a log scale); check the "
-            "initialization scale and the data for NaN or huge values.",
-            step=s,
-        ))
+        before = loss[max(0, s - 3) : s]
+        findings.append(
+            Finding(
+                "nonfinite",
+                "error",
+                f"The loss or an update became NaN or infinite at step {s}{epoch_of(s)}: the "
+                "learning rate is too high.",
+                (
+                    f"loss before: {', '.join(_fmt(v) for v in before) or '-'}, then "
+                    f"{_fmt(float(loss[s]))}{lr_at(s)}; {int(bad.sum())} non-finite steps in all."
+                ),
+                "Lower the learning rate (by 3-10x, the notes search it on a log scale); check the "
+                "initialization scale and the data for NaN or huge values.",
+                step=s,
+            )
+        )
         good = loss[:s]
     if good.size >= 4:
         l0 = float(good[0])  # the loss at initialization
@@ -198,15 +206,19 @@ def diagnose(
         if l0 > 0 and sm3[peak] > 3 * l0:
             rise = int(np.argmax(good > 2 * l0))
             diverged = True
-            findings.append(Finding(
-                "exploding", "error",
-                f"The loss exploded from {_fmt(l0)} to {_fmt(float(good.max()))}, first "
-                f"doubling at step {rise}{epoch_of(rise)}: the learning rate is too high.",
-                f"loss {_fmt(l0)} at the start, {_fmt(float(good[rise]))} at step {rise}, "
-                f"peak {_fmt(float(good.max()))} at step {int(np.argmax(good))}{lr_at(rise)}.",
-                "Lower the learning rate (by 3-10x); gradient clipping or a warmup can help too.",
-                step=rise,
-            ))
+            findings.append(
+                Finding(
+                    "exploding",
+                    "error",
+                    f"The loss exploded from {_fmt(l0)} to {_fmt(float(good.max()))}, first "
+                    f"doubling at step {rise}{epoch_of(rise)}: the learning rate is too high.",
+                    f"loss {_fmt(l0)} at the start, {_fmt(float(good[rise]))} at step {rise}, "
+                    f"peak {_fmt(float(good.max()))} at step {int(np.argmax(good))}{lr_at(rise)}.",
+                    "Lower the learning rate (by 3-10x); gradient clipping or a warmup "
+                    "can help too.",
+                    step=rise,
+                )
+            )
 
     # ------------------------------------------------------------------ shape of the curve
     curve_explains = False
@@ -222,54 +234,77 @@ def diagnose(
         rel = drop / abs(l0) if l0 != 0 else 0.0
         d_first, d_last = q1 - q2, q3 - q4
         e = max(w, m // 10)
-        early = float(np.median(good[max(0, e - w):e]))
+        early = float(np.median(good[max(0, e - w) : e]))
         early_drop = l0 - early
         final_acc = history.train_accuracy[-1] if history.num_epochs else np.nan
         learned = final_acc >= low_accuracy
         if rel < 0.1 and not learned:
             curve_explains = True
-            findings.append(Finding(
-                "lr_too_low", "warning",
-                "The loss barely decreases: the learning rate is too low.",
-                f"the loss went from {_fmt(l0)} to {_fmt(tail)} ({-100 * rel:+.1f}%) in {m} "
-                "steps.",
-                "Raise the learning rate (by 3-10x); search it on a log scale.",
-            ))
-        elif (drop > 0 and early_drop > 0.7 * drop and tail > 0.1 * l0
-              and abs(q3 - q4) < 0.1 * abs(l0) and not learned):
+            findings.append(
+                Finding(
+                    "lr_too_low",
+                    "warning",
+                    "The loss barely decreases: the learning rate is too low.",
+                    f"the loss went from {_fmt(l0)} to {_fmt(tail)} ({-100 * rel:+.1f}%) in {m} "
+                    "steps.",
+                    "Raise the learning rate (by 3-10x); search it on a log scale.",
+                )
+            )
+        elif (
+            drop > 0
+            and early_drop > 0.7 * drop
+            and tail > 0.1 * l0
+            and abs(q3 - q4) < 0.1 * abs(l0)
+            and not learned
+        ):
             curve_explains = True
-            findings.append(Finding(
-                "plateau_high", "warning",
-                "The loss dropped at once and then plateaued at a high value: the learning "
-                "rate is too high.",
-                f"{100 * early_drop / drop:.0f}% of the decrease happened in the first {e} "
-                f"steps; the loss then stayed near {_fmt(tail)} ({100 * tail / l0:.0f}% of its "
-                f"start {_fmt(l0)}) with training accuracy {final_acc:.3f}.",
-                "Lower the learning rate, or anneal it (step or exponential decay).",
-            ))
-        elif (drop > 0 and d_first > 0 and d_last > 0.5 * d_first and rel < 0.9
-              and early_drop < 0.5 * drop and not ratios_high):
+            findings.append(
+                Finding(
+                    "plateau_high",
+                    "warning",
+                    "The loss dropped at once and then plateaued at a high value: the learning "
+                    "rate is too high.",
+                    f"{100 * early_drop / drop:.0f}% of the decrease happened in the first {e} "
+                    f"steps; the loss then stayed near {_fmt(tail)} ({100 * tail / l0:.0f}% of its "
+                    f"start {_fmt(l0)}) with training accuracy {final_acc:.3f}.",
+                    "Lower the learning rate, or anneal it (step or exponential decay).",
+                )
+            )
+        elif (
+            drop > 0
+            and d_first > 0
+            and d_last > 0.5 * d_first
+            and rel < 0.9
+            and early_drop < 0.5 * drop
+            and not ratios_high
+        ):
             curve_explains = True
-            findings.append(Finding(
-                "lr_too_low", "warning",
-                "The loss decays about linearly, not exponentially: the learning rate is too "
-                "low (or the run is far from done).",
-                f"the loss fell by {_fmt(d_first)} from the first to the second quarter of the "
-                f"steps and by {_fmt(d_last)} from the third to the last ({_fmt(l0)} -> "
-                f"{_fmt(tail)}).",
-                "Raise the learning rate (by 3-10x), or train longer if that is the plan.",
-            ))
+            findings.append(
+                Finding(
+                    "lr_too_low",
+                    "warning",
+                    "The loss decays about linearly, not exponentially: the learning rate is too "
+                    "low (or the run is far from done).",
+                    f"the loss fell by {_fmt(d_first)} from the first to the second quarter of the "
+                    f"steps and by {_fmt(d_last)} from the third to the last ({_fmt(l0)} -> "
+                    f"{_fmt(tail)}).",
+                    "Raise the learning rate (by 3-10x), or train longer if that is the plan.",
+                )
+            )
         span = float(sm.max() - sm.min())
-        resid = good[m // 2:] - sm[m // 2:]
+        resid = good[m // 2 :] - sm[m // 2 :]
         wiggle = float(np.std(resid))
         if rel >= 0.1 and span > 0 and wiggle / span > noise:
-            findings.append(Finding(
-                "noisy_loss", "warning",
-                "The loss is very noisy from step to step: the batch size is likely too small.",
-                f"std of the loss around its trend {_fmt(wiggle)} over the second half, "
-                f"{100 * wiggle / span:.0f}% of the trend's span {_fmt(span)}.",
-                "Use larger minibatches (or a lower learning rate).",
-            ))
+            findings.append(
+                Finding(
+                    "noisy_loss",
+                    "warning",
+                    "The loss is very noisy from step to step: the batch size is likely too small.",
+                    f"std of the loss around its trend {_fmt(wiggle)} over the second half, "
+                    f"{100 * wiggle / span:.0f}% of the trend's span {_fmt(span)}.",
+                    "Use larger minibatches (or a lower learning rate).",
+                )
+            )
 
     # ------------------------------------------------------------------ accuracies
     if history.num_epochs:
@@ -280,59 +315,82 @@ def diagnose(
             t, v = float(tr_acc[i]), float(va_acc[i])
             best = int(np.nanargmax(va_acc))
             if t - v > gap:
-                findings.append(Finding(
-                    "overfitting", "warning",
-                    "Training accuracy is far above validation accuracy: the model overfits.",
-                    f"after epoch {i + 1}: train {t:.3f}, validation {v:.3f} (gap {t - v:.3f} "
-                    f"> {gap}); validation was best, {float(va_acc[best]):.3f}, at epoch "
-                    f"{best + 1}.",
-                    "Increase regularization (L2 strength, dropout), get more data, or keep "
-                    "the best epoch's parameters (early stopping).",
-                ))
-            elif (t < low_accuracy and abs(t - v) <= gap / 2 and not diverged
-                  and not curve_explains and not ratios_high):
-                findings.append(Finding(
-                    "underfitting", "warning",
-                    "Training and validation accuracy are both low with no gap: the model "
-                    "underfits.",
-                    f"after epoch {i + 1}: train {t:.3f}, validation {v:.3f} (< {low_accuracy}).",
-                    "Use a bigger model (more or wider layers), less regularization, or train "
-                    "longer with a well-tuned learning rate.",
-                ))
+                findings.append(
+                    Finding(
+                        "overfitting",
+                        "warning",
+                        "Training accuracy is far above validation accuracy: the model overfits.",
+                        f"after epoch {i + 1}: train {t:.3f}, validation {v:.3f} (gap {t - v:.3f} "
+                        f"> {gap}); validation was best, {float(va_acc[best]):.3f}, at epoch "
+                        f"{best + 1}.",
+                        "Increase regularization (L2 strength, dropout), get more data, or keep "
+                        "the best epoch's parameters (early stopping).",
+                    )
+                )
+            elif (
+                t < low_accuracy
+                and abs(t - v) <= gap / 2
+                and not diverged
+                and not curve_explains
+                and not ratios_high
+            ):
+                findings.append(
+                    Finding(
+                        "underfitting",
+                        "warning",
+                        "Training and validation accuracy are both low with no gap: the model "
+                        "underfits.",
+                        f"after epoch {i + 1}: train {t:.3f}, validation {v:.3f} "
+                        f"(< {low_accuracy}).",
+                        "Use a bigger model (more or wider layers), less regularization, or train "
+                        "longer with a well-tuned learning rate.",
+                    )
+                )
 
     # ------------------------------------------------------------------ update ratios
     if not diverged:
         for leaf, (med, count) in ratio_medians.items():
             where = f"median over the last {count} steps {med:.2e}"
             if med < lo_band:
-                findings.append(Finding(
-                    "update_ratio_low", "info",
-                    f"Updates to {leaf} are tiny next to its values: its learning rate may be "
-                    "too low.",
-                    f"||update|| / ||{leaf}||: {where} (the notes aim near 1e-3; < {lo_band:g}).",
-                    "Raise the learning rate (or check this leaf gets a gradient at all).",
-                    leaf=leaf,
-                ))
+                findings.append(
+                    Finding(
+                        "update_ratio_low",
+                        "info",
+                        f"Updates to {leaf} are tiny next to its values: its learning rate may be "
+                        "too low.",
+                        f"||update|| / ||{leaf}||: {where} (the notes aim near 1e-3; "
+                        f"< {lo_band:g}).",
+                        "Raise the learning rate (or check this leaf gets a gradient at all).",
+                        leaf=leaf,
+                    )
+                )
             elif med > hi_band:
-                findings.append(Finding(
-                    "update_ratio_high", "info" if med < 10 * hi_band else "warning",
-                    f"Updates to {leaf} are large next to its values: the learning rate is "
-                    "likely too high.",
-                    f"||update|| / ||{leaf}||: {where} (the notes aim near 1e-3; > {hi_band:g}).",
-                    "Lower the learning rate.",
-                    leaf=leaf,
-                ))
+                findings.append(
+                    Finding(
+                        "update_ratio_high",
+                        "info" if med < 10 * hi_band else "warning",
+                        f"Updates to {leaf} are large next to its values: the learning rate is "
+                        "likely too high.",
+                        f"||update|| / ||{leaf}||: {where} (the notes aim near 1e-3; "
+                        f"> {hi_band:g}).",
+                        "Lower the learning rate.",
+                        leaf=leaf,
+                    )
+                )
 
     # ------------------------------------------------------------------ activations
     for layer, stats in history.activations.items():
         dead = stats.get("dead_units")
         if dead is not None and dead.size and float(dead[-1]) > dead_fraction:
-            findings.append(Finding(
-                "dead_units", "warning",
-                f"Most units of {layer} never activate: dead ReLUs.",
-                f"{100 * float(dead[-1]):.0f}% of the units of {layer} output zero for every "
-                "example checked after the last epoch.",
-                "Lower the learning rate; check the initialization (He init for ReLU) and the "
-                "input normalization.",
-            ))
+            findings.append(
+                Finding(
+                    "dead_units",
+                    "warning",
+                    f"Most units of {layer} never activate: dead ReLUs.",
+                    f"{100 * float(dead[-1]):.0f}% of the units of {layer} output zero for every "
+                    "example checked after the last epoch.",
+                    "Lower the learning rate; check the initialization (He init for ReLU) and the "
+                    "input normalization.",
+                )
+            )
     return Diagnosis(findings, summary)

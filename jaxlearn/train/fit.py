@@ -42,8 +42,7 @@ from jaxlearn.train.history import History
 __all__ = ["FitResult", "fit", "activation_stats", "cached_trainer"]
 
 # The metrics a run can keep its best params by, and whether higher is better.
-MONITORS = {"val_accuracy": True, "val_loss": False, "train_accuracy": True,
-            "train_loss": False}
+MONITORS = {"val_accuracy": True, "val_loss": False, "train_accuracy": True, "train_loss": False}
 _FINAL_STOPS = ("early_stopping", "nonfinite")
 
 
@@ -122,9 +121,19 @@ class EpochOutcome(NamedTuple):
 
 
 def evaluated_epoch(
-    tr: Trainer, state: TrainState, train: Any, shuffle_key: jax.Array, *,
-    train_eval: Any, val: Any, act_x: Any, monitor: str | None, best_params: Any,
-    best_score: jax.Array, min_delta: Any, finite_by_loss: bool = False,
+    tr: Trainer,
+    state: TrainState,
+    train: Any,
+    shuffle_key: jax.Array,
+    *,
+    train_eval: Any,
+    val: Any,
+    act_x: Any,
+    monitor: str | None,
+    best_params: Any,
+    best_score: jax.Array,
+    min_delta: Any,
+    finite_by_loss: bool = False,
     nonfinite: str | None = None,
 ) -> EpochOutcome:
     """One epoch of training, then what :func:`fit` and ``fit_ensemble`` record after it.
@@ -153,8 +162,9 @@ def evaluated_epoch(
         value = getattr(te if which == "train" else ve, metric)
         score = value if MONITORS[monitor] else -value
         improved = all_finite & jnp.isfinite(score) & (score > best_score + min_delta)
-        best_params = jax.tree.map(functools.partial(jnp.where, improved), state.params,
-                                   best_params)
+        best_params = jax.tree.map(
+            functools.partial(jnp.where, improved), state.params, best_params
+        )
         best_score = jnp.where(improved, score, best_score)
     acts = {}
     if act_x is not None and tr.activations is not None:
@@ -174,22 +184,44 @@ class _Carry(NamedTuple):
 
 
 @functools.partial(
-    jax.jit, static_argnames=("tr", "monitor", "epochs_per_call", "stop_on_nonfinite"),
+    jax.jit,
+    static_argnames=("tr", "monitor", "epochs_per_call", "stop_on_nonfinite"),
     donate_argnums=0,
 )
 def _fit_chunk(
-    carry: _Carry, train: Any, train_eval: Any, val: Any, act_x: Any, shuffle_key: jax.Array,
-    first_epoch: jax.Array, num_epochs: jax.Array, patience: jax.Array, min_delta: jax.Array,
-    *, tr: Trainer, monitor: str, epochs_per_call: int, stop_on_nonfinite: bool,
+    carry: _Carry,
+    train: Any,
+    train_eval: Any,
+    val: Any,
+    act_x: Any,
+    shuffle_key: jax.Array,
+    first_epoch: jax.Array,
+    num_epochs: jax.Array,
+    patience: jax.Array,
+    min_delta: jax.Array,
+    *,
+    tr: Trainer,
+    monitor: str,
+    epochs_per_call: int,
+    stop_on_nonfinite: bool,
 ) -> tuple[_Carry, tuple[Any, ...]]:
     """Up to ``epochs_per_call`` epochs in one program, ending early when the run stops."""
 
     def run(c: _Carry, epoch: jax.Array) -> tuple[_Carry, tuple[Any, ...]]:
         # "epoch": no per-step select; an epoch with a non-finite step runs again, guarded.
         e = evaluated_epoch(
-            tr, c.state, train, jax.random.fold_in(shuffle_key, epoch), train_eval=train_eval,
-            val=val, act_x=act_x, monitor=monitor, best_params=c.best_params,
-            best_score=c.best_score, min_delta=min_delta, nonfinite="epoch",
+            tr,
+            c.state,
+            train,
+            jax.random.fold_in(shuffle_key, epoch),
+            train_eval=train_eval,
+            val=val,
+            act_x=act_x,
+            monitor=monitor,
+            best_params=c.best_params,
+            best_score=c.best_score,
+            min_delta=min_delta,
+            nonfinite="epoch",
         )
         bad = jnp.where(e.improved, 0, c.bad_epochs + 1)
         stop = jnp.where((patience > 0) & (bad >= patience), _EARLY_STOP, _NO_STOP)
@@ -222,8 +254,13 @@ def _fit_chunk(
     # before they are read. Finite parameters: a guard that judges gradients (no update
     # ratios) lets a finite gradient times an infinite rate through, and last.npz must not
     # hold what it made.
-    return carry, (*outs, jnp.arange(epochs_per_call) < ran, carry.bad_epochs, carry.stop,
-                   _all_finite(carry.state.params))
+    return carry, (
+        *outs,
+        jnp.arange(epochs_per_call) < ran,
+        carry.bad_epochs,
+        carry.stop,
+        _all_finite(carry.state.params),
+    )
 
 
 @jax.jit
@@ -241,8 +278,13 @@ def _subset(key: jax.Array, data: tuple[jax.Array, jax.Array], m: int) -> tuple[
 @jax.jit
 def _initial_carry(state: TrainState) -> _Carry:
     # The best params are a copy: they are donated separately from the state's.
-    return _Carry(state, jax.tree.map(jnp.copy, state.params), jnp.full((), -jnp.inf, jnp.float32),
-                  jnp.zeros((), jnp.int32), jnp.zeros((), jnp.int32))
+    return _Carry(
+        state,
+        jax.tree.map(jnp.copy, state.params),
+        jnp.full((), -jnp.inf, jnp.float32),
+        jnp.zeros((), jnp.int32),
+        jnp.zeros((), jnp.int32),
+    )
 
 
 _NUM_CLASSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -251,8 +293,12 @@ _NUM_CLASSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 def output_size(tr: Trainer, params: Any, x: Any) -> int:
     """The model's number of outputs, traced once per trainer and input shape."""
     x1 = jax.ShapeDtypeStruct((1, *np.shape(x)[1:]), jnp.result_type(x))
-    sig = (x1.shape, str(x1.dtype), jax.tree.structure(params),
-           tuple((np.shape(p), str(jnp.result_type(p))) for p in jax.tree.leaves(params)))
+    sig = (
+        x1.shape,
+        str(x1.dtype),
+        jax.tree.structure(params),
+        tuple((np.shape(p), str(jnp.result_type(p))) for p in jax.tree.leaves(params)),
+    )
     cache = _NUM_CLASSES.setdefault(tr, {})
     if sig not in cache:
         cache[sig] = int(jax.eval_shape(lambda p, xx: tr.apply(p, xx), params, x1).shape[-1])
@@ -268,9 +314,7 @@ def read_key(key: Any) -> jax.Array:
             return key
         if key.shape == (2,) and key.dtype == jnp.uint32:
             return jax.random.wrap_key_data(key)
-    raise ValueError(
-        f"fit: `key` must be an int seed or a jax.random key, got {key!r}."
-    )
+    raise ValueError(f"fit: `key` must be an int seed or a jax.random key, got {key!r}.")
 
 
 _TRAINERS: collections.OrderedDict = collections.OrderedDict()
@@ -316,9 +360,16 @@ def cached_trainer(
         (True, 10)
     """
     if isinstance(model, Trainer):
-        given = [k for k, v in (("loss", loss), ("optimizer", optimizer),
-                                ("batch_size", batch_size), ("schedule", schedule))
-                 if v is not None]
+        given = [
+            k
+            for k, v in (
+                ("loss", loss),
+                ("optimizer", optimizer),
+                ("batch_size", batch_size),
+                ("schedule", schedule),
+            )
+            if v is not None
+        ]
         if given:
             raise ValueError(
                 f"{fn}: {given} cannot be given with a Trainer, which fixes them; build the "
@@ -331,18 +382,33 @@ def cached_trainer(
         raise ValueError(f"{fn}: `schedule` must be a function, got {schedule!r}.")
     bs = 100 if batch_size is None else batch_size
     spe = num_train // bs if isinstance(bs, int) and 0 < bs <= num_train else None
-    key: Any = (model, loss, optimizer, bs, schedule, schedule_unit if schedule else None,
-                spe if schedule is not None and schedule_unit == "epoch" else None)
+    key: Any = (
+        model,
+        loss,
+        optimizer,
+        bs,
+        schedule,
+        schedule_unit if schedule else None,
+        spe if schedule is not None and schedule_unit == "epoch" else None,
+    )
     sched = schedule
     if schedule is not None and schedule_unit == "epoch" and spe is not None:
         sched = per_epoch(schedule, spe)
-    return lru_get(_TRAINERS, _MAX_TRAINERS, key, lambda: trainer(
-        model, loss=loss or softmax_cross_entropy,
-        optimizer="sgd" if optimizer is None else optimizer, batch_size=bs, schedule=sched))
+    return lru_get(
+        _TRAINERS,
+        _MAX_TRAINERS,
+        key,
+        lambda: trainer(
+            model,
+            loss=loss or softmax_cross_entropy,
+            optimizer="sgd" if optimizer is None else optimizer,
+            batch_size=bs,
+            schedule=sched,
+        ),
+    )
 
 
-def lru_get(cache: collections.OrderedDict, limit: int, key: Any, make: Callable[[], Any]
-            ) -> Any:
+def lru_get(cache: collections.OrderedDict, limit: int, key: Any, make: Callable[[], Any]) -> Any:
     """``cache[key]``, made by ``make()`` the first time; the ``limit`` most recently used
     entries are kept. An unhashable key is made every time, never stored."""
     try:
@@ -475,8 +541,11 @@ def fit(
     x_tr, y_tr = _check_pair("train", train)
     if val is not None:
         x_va, y_va = _check_pair("val", val)
-    for name, v, lo in (("num_epochs", num_epochs, 0), ("train_eval_size", train_eval_size, 0),
-                        ("activation_size", activation_size, 0)):
+    for name, v, lo in (
+        ("num_epochs", num_epochs, 0),
+        ("train_eval_size", train_eval_size, 0),
+        ("activation_size", activation_size, 0),
+    ):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{fn}: `{name}` must be an int >= {lo}, got {v!r}.")
     checkpoint_every = positive_int(fn, "checkpoint_every", checkpoint_every, allow_none=True)
@@ -484,8 +553,7 @@ def fit(
         isinstance(checkpoint_seconds, (int, float)) and checkpoint_seconds >= 0
     ):
         raise ValueError(
-            f"{fn}: `checkpoint_seconds` must be a number >= 0 or None, got "
-            f"{checkpoint_seconds!r}."
+            f"{fn}: `checkpoint_seconds` must be a number >= 0 or None, got {checkpoint_seconds!r}."
         )
     epochs_per_call = positive_int(fn, "epochs_per_call", epochs_per_call, allow_none=True)
     if callback is not None and epochs_per_call not in (None, 1):
@@ -516,8 +584,16 @@ def fit(
     n_train = int(np.shape(x_tr)[0]) if np.ndim(x_tr) >= 1 else 0
     # Hyperparameter values go to init, not into the Trainer: the same model and options
     # then reuse one Trainer, and its compiled programs, from call to call.
-    tr = cached_trainer(fn, model, n_train, loss=loss, optimizer=optimizer,
-                        batch_size=batch_size, schedule=schedule, schedule_unit=schedule_unit)
+    tr = cached_trainer(
+        fn,
+        model,
+        n_train,
+        loss=loss,
+        optimizer=optimizer,
+        batch_size=batch_size,
+        schedule=schedule,
+        schedule_unit=schedule_unit,
+    )
 
     init_key, shuffle_key, subset_key = _split3(key)
     state = tr.init(init_key, hp or None, params=params)
@@ -549,10 +625,17 @@ def fit(
     # Epochs per compiled call: up to `buffer` (a static size, so calls of fewer epochs share
     # one program), as many as the progress bar and timed checkpoints allow; Python runs only
     # between calls (history, progress bar, checkpoints).
-    by_time: list[float] = [t for t, on in ((1.0, progress),
-                               (None if checkpoint_seconds is None else checkpoint_seconds / 2,
-                                checkpoint_dir is not None and checkpoint_seconds is not None))
-               if on and t is not None]
+    by_time: list[float] = [
+        t
+        for t, on in (
+            (1.0, progress),
+            (
+                None if checkpoint_seconds is None else checkpoint_seconds / 2,
+                checkpoint_dir is not None and checkpoint_seconds is not None,
+            ),
+        )
+        if on and t is not None
+    ]
     if epochs_per_call is not None:
         buffer = epochs_per_call
     elif callback is not None:
@@ -567,23 +650,35 @@ def fit(
 
     # ------------------------------------------------------------------ state and resume
     carry = _initial_carry(state)
-    history = History({
-        "batch_size": tr.batch_size, "steps_per_epoch": steps_per_epoch,
-        "num_train": n_train, "num_val": int(np.shape(x_va)[0]) if val is not None else 0,
-        "optimizer": optimizer_name(tr.optimizer),
-        "hparams": {k: float(v) for k, v in jax.device_get(state.hparams).items()},
-        "monitor": monitor, "best_epoch": None, "best_value": None, "stop_reason": None,
-        "first_nonfinite_step": None,
-        "leaf_shapes": dict(zip(leaf_names(state.params),
-                                (list(np.shape(p)) for p in jax.tree.leaves(state.params)),
-                                strict=True)),
-    })
+    history = History(
+        {
+            "batch_size": tr.batch_size,
+            "steps_per_epoch": steps_per_epoch,
+            "num_train": n_train,
+            "num_val": int(np.shape(x_va)[0]) if val is not None else 0,
+            "optimizer": optimizer_name(tr.optimizer),
+            "hparams": {k: float(v) for k, v in jax.device_get(state.hparams).items()},
+            "monitor": monitor,
+            "best_epoch": None,
+            "best_value": None,
+            "stop_reason": None,
+            "first_nonfinite_step": None,
+            "leaf_shapes": dict(
+                zip(
+                    leaf_names(state.params),
+                    (list(np.shape(p)) for p in jax.tree.leaves(state.params)),
+                    strict=True,
+                )
+            ),
+        }
+    )
     start_epoch = 0
     ckpt = Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
 
     def ckpt_tree() -> _FitCheckpoint:
-        return _FitCheckpoint(carry.state, carry.best_params, carry.best_score, shuffle_key,
-                              subset_key)
+        return _FitCheckpoint(
+            carry.state, carry.best_params, carry.best_score, shuffle_key, subset_key
+        )
 
     def save(blocking: bool) -> bool:
         """Write ``best`` (when a better epoch came) and ``last`` (when the state is clean);
@@ -594,11 +689,19 @@ def fit(
             # best_params only ever take finite, improving epochs: safe to write any time.
             saves["best"] = (carry.best_params, best_meta, None)
         if clean:
-            saves["last"] = (ckpt_tree(), {
-                "epoch": epoch, "step": int(history.num_steps),
-                "best_epoch": history.meta["best_epoch"], "bad_epochs": int(bad_epochs),
-                "batch_size": tr.batch_size, "num_train": n_train, "monitor": monitor,
-            }, history)
+            saves["last"] = (
+                ckpt_tree(),
+                {
+                    "epoch": epoch,
+                    "step": int(history.num_steps),
+                    "best_epoch": history.meta["best_epoch"],
+                    "bad_epochs": int(bad_epochs),
+                    "batch_size": tr.batch_size,
+                    "num_train": n_train,
+                    "monitor": monitor,
+                },
+                history,
+            )
         ckpt.save_many(saves, blocking=blocking)
         return clean
 
@@ -606,8 +709,11 @@ def fit(
         if resume and ckpt is not None and ckpt.exists("last"):
             ck = ckpt.load("last", like=ckpt_tree())
             meta = ck.metadata
-            for name, value in (("batch_size", tr.batch_size), ("num_train", n_train),
-                                ("monitor", monitor)):
+            for name, value in (
+                ("batch_size", tr.batch_size),
+                ("num_train", n_train),
+                ("monitor", monitor),
+            ):
                 if meta.get(name) != value:
                     raise ValueError(
                         f"{fn}: cannot resume from {ckpt.path('last')!r}: it was written with "
@@ -615,8 +721,13 @@ def fit(
                     )
             loaded = ck.tree
             shuffle_key, subset_key = loaded.shuffle_key, loaded.subset_key
-            carry = _Carry(loaded.state, loaded.best_params, loaded.best_score,
-                           jnp.asarray(meta["bad_epochs"], jnp.int32), jnp.zeros((), jnp.int32))
+            carry = _Carry(
+                loaded.state,
+                loaded.best_params,
+                loaded.best_score,
+                jnp.asarray(meta["bad_epochs"], jnp.int32),
+                jnp.zeros((), jnp.int32),
+            )
             train_eval = _subset(subset_key, train_d, m) if m else None
             act_x = activation_inputs()
             history = ck.history if ck.history is not None else history
@@ -627,8 +738,14 @@ def fit(
         history.meta["stop_reason"] = None
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=num_epochs, initial=min(start_epoch, num_epochs), disable=not progress,
-                   unit="epoch", desc="fit", dynamic_ncols=True)
+        bar = tqdm(
+            total=num_epochs,
+            initial=min(start_epoch, num_epochs),
+            disable=not progress,
+            unit="epoch",
+            desc="fit",
+            dynamic_ncols=True,
+        )
         epoch, last_saved, last_saved_time = start_epoch, start_epoch, time.monotonic()
         best_meta: dict[str, Any] | None = None  # the best epoch not yet in best.npz
         stop_reason = None
@@ -639,9 +756,20 @@ def fit(
             nonlocal carry
             until = min(num_epochs, first + per_call)
             carry, out = _fit_chunk(
-                carry, train_d, train_eval, val_d, act_x, shuffle_key, first, until,
-                0 if patience is None else patience, float(min_delta), tr=tr, monitor=monitor,
-                epochs_per_call=buffer, stop_on_nonfinite=on_nonfinite == "stop",
+                carry,
+                train_d,
+                train_eval,
+                val_d,
+                act_x,
+                shuffle_key,
+                first,
+                until,
+                0 if patience is None else patience,
+                float(min_delta),
+                tr=tr,
+                monitor=monitor,
+                epochs_per_call=buffer,
+                stop_on_nonfinite=on_nonfinite == "stop",
             )
             return out, until
 
@@ -653,7 +781,8 @@ def fit(
                 return False  # the run ends within a call, or the writer is still busy
             return (checkpoint_every is not None and after - last_saved >= checkpoint_every) or (
                 checkpoint_seconds is not None
-                and time.monotonic() - last_saved_time >= checkpoint_seconds)
+                and time.monotonic() - last_saved_time >= checkpoint_seconds
+            )
 
         # The next call is dispatched before this one's records are read, so the device
         # never waits for Python; a call after a stop runs no epoch. Python waits for the
@@ -666,8 +795,9 @@ def fit(
             sync = callback is not None or due
             pending = dispatch(until) if not sync and until < num_epochs else None
             # One transfer per call: the chunk's records and the scalars Python needs.
-            sm, te, ve, acts, improved, active, bad_epochs, stop, params_finite = (
-                jax.device_get(out))
+            sm, te, ve, acts, improved, active, bad_epochs, stop, params_finite = jax.device_get(
+                out
+            )
             k = int(active.sum())  # the epochs that ran (a prefix of the chunk)
             now = time.monotonic()
             if by_time and epochs_per_call is None and k:
@@ -676,16 +806,21 @@ def fit(
             last_done = now
             first_step = history.num_steps
             history.append_steps(
-                loss=sm.loss[:k].ravel(), batch_accuracy=sm.accuracy[:k].ravel(),
-                learning_rate=sm.learning_rate[:k].ravel(), finite=sm.finite[:k].ravel(),
+                loss=sm.loss[:k].ravel(),
+                batch_accuracy=sm.accuracy[:k].ravel(),
+                learning_rate=sm.learning_rate[:k].ravel(),
+                finite=sm.finite[:k].ravel(),
                 update_ratio={n: r[:k].ravel() for n, r in sm.update_ratio.items()},
             )
             history.append_epoch(
                 epoch_step=first_step + steps_per_epoch * np.arange(1, k + 1),
-                train_loss=te.loss[:k], train_accuracy=te.accuracy[:k], val_loss=ve.loss[:k],
+                train_loss=te.loss[:k],
+                train_accuracy=te.accuracy[:k],
+                val_loss=ve.loss[:k],
                 val_accuracy=ve.accuracy[:k],
-                activations={layer: {st: v[:k] for st, v in d.items()}
-                             for layer, d in acts.items()},
+                activations={
+                    layer: {st: v[:k] for st, v in d.items()} for layer, d in acts.items()
+                },
             )
             finite = sm.finite[:k]
             all_finite = bool(finite.all())
@@ -699,13 +834,16 @@ def fit(
                         f"fit: the loss or an update became non-finite at step {bad_step} "
                         f"(epoch {bad_epoch + 1}); training stopped and the update was not "
                         "applied. The learning rate is likely too high; see "
-                        "jaxlearn.diagnose(history).", RuntimeWarning, stacklevel=2,
+                        "jaxlearn.diagnose(history).",
+                        RuntimeWarning,
+                        stacklevel=2,
                     )
                 elif not warned_skip:
                     warned_skip = True
                     warnings.warn(
                         f"fit: non-finite loss or update at step {bad_step} (epoch "
-                        f"{bad_epoch + 1}); such updates are skipped.", RuntimeWarning,
+                        f"{bad_epoch + 1}); such updates are skipped.",
+                        RuntimeWarning,
                         stacklevel=2,
                     )
             if improved[:k].any():
@@ -715,7 +853,8 @@ def fit(
                     getattr(te if monitor.startswith("train") else ve, monitor.split("_")[1])[i]
                 )
                 best_meta = {
-                    "epoch": history.meta["best_epoch"], "monitor": monitor,
+                    "epoch": history.meta["best_epoch"],
+                    "monitor": monitor,
                     "value": history.meta["best_value"],
                     "step": first_step + (i + 1) * steps_per_epoch,
                 }
@@ -723,15 +862,18 @@ def fit(
             stop_reason = {_EARLY_STOP: "early_stopping", _NONFINITE_STOP: "nonfinite"}.get(
                 int(stop)
             )
-            if callback is not None and stop_reason is None and callback(
-                epoch, history, carry.state
+            if (
+                callback is not None
+                and stop_reason is None
+                and callback(epoch, history, carry.state)
             ):
                 stop_reason = "callback"
             if progress and k:
                 bar.set_postfix(
                     loss=f"{float(np.mean(sm.loss[k - 1])):.4f}",
                     train_acc=f"{float(te.accuracy[k - 1]):.3f}",
-                    val_acc=f"{float(ve.accuracy[k - 1]):.3f}", refresh=False,
+                    val_acc=f"{float(ve.accuracy[k - 1]):.3f}",
+                    refresh=False,
                 )
                 bar.update(k)
             if stop_reason is not None or epoch >= num_epochs:

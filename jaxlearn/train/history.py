@@ -109,8 +109,12 @@ class History:
             1
         """
         n = np.size(loss)
-        for name, v in (("loss", loss), ("batch_accuracy", batch_accuracy),
-                        ("learning_rate", learning_rate), ("finite", finite)):
+        for name, v in (
+            ("loss", loss),
+            ("batch_accuracy", batch_accuracy),
+            ("learning_rate", learning_rate),
+            ("finite", finite),
+        ):
             if np.size(v) != n:
                 raise ValueError(
                     f"History.append_steps: `{name}` has {np.size(v)} values, `loss` has {n}."
@@ -153,9 +157,13 @@ class History:
             >>> h.val_accuracy.tolist(), h.activations["layer1"]["mean"].tolist()
             ([nan], [0.3])
         """
-        for name, v in (("epoch_step", epoch_step), ("train_loss", train_loss),
-                        ("train_accuracy", train_accuracy), ("val_loss", val_loss),
-                        ("val_accuracy", val_accuracy)):
+        for name, v in (
+            ("epoch_step", epoch_step),
+            ("train_loss", train_loss),
+            ("train_accuracy", train_accuracy),
+            ("val_loss", val_loss),
+            ("val_accuracy", val_accuracy),
+        ):
             self._add(name, v)
         for layer, stats in (activations or {}).items():
             for stat, v in stats.items():
@@ -224,7 +232,7 @@ class History:
     def update_ratio(self) -> dict[str, np.ndarray]:
         """Leaf name -> ``||update|| / ||param||`` at each step."""
         p = "update_ratio/"
-        return {n[len(p):]: self._get(n) for n in self._chunks if n.startswith(p)}
+        return {n[len(p) :]: self._get(n) for n in self._chunks if n.startswith(p)}
 
     @property
     def epoch_step(self) -> np.ndarray:
@@ -288,8 +296,9 @@ class History:
         return {n: self._get(n) for n in list(self._chunks)}
 
     @classmethod
-    def from_arrays(cls, arrays: Mapping[str, Any], meta: Mapping[str, Any] | None = None
-                    ) -> History:
+    def from_arrays(
+        cls, arrays: Mapping[str, Any], meta: Mapping[str, Any] | None = None
+    ) -> History:
         """Rebuild a :class:`History` from :meth:`arrays` and its ``meta``.
 
         **Arguments:**
@@ -343,8 +352,9 @@ class History:
                 f"writes), got {type(d).__name__} with keys "
                 f"{sorted(d) if isinstance(d, Mapping) else '-'}."
             )
-        return cls.from_arrays(_from_json_safe(dict(d["records"])),
-                               _from_json_safe(dict(d.get("meta", {}))))
+        return cls.from_arrays(
+            _from_json_safe(dict(d["records"])), _from_json_safe(dict(d.get("meta", {})))
+        )
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
         """Serialize to strict JSON; also write it to ``path`` when given.
@@ -400,6 +410,8 @@ class History:
     def __repr__(self) -> str:
         last = ""
         if self.num_epochs:
-            last = (f", last train_accuracy={self.train_accuracy[-1]:.4f}, "
-                    f"val_accuracy={self.val_accuracy[-1]:.4f}")
+            last = (
+                f", last train_accuracy={self.train_accuracy[-1]:.4f}, "
+                f"val_accuracy={self.val_accuracy[-1]:.4f}"
+            )
         return f"History({self.num_steps} steps, {self.num_epochs} epochs{last})"
