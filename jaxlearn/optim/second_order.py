@@ -141,6 +141,39 @@ def _prepare(
     return x, g, unravel, f
 
 
+def _damped_step(
+    f: Callable[[jax.Array], jax.Array],
+    x: jax.Array,
+    f0: jax.Array,
+    state: NewtonState,
+    learning_rate: Hyper,
+    damping: Hyper,
+    floor: jax.Array,
+    factor: float,
+    max_tries: int,
+    candidate: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
+) -> tuple[jax.Array, NewtonState]:
+    """One damped step of :func:`newton` or :func:`hessian_free` from ``state``: the rate
+    and the smallest damping at this step, the search from the last damping (never below
+    that smallest), and the next state."""
+    cdt = x.dtype
+    lr = jnp.asarray(resolve(learning_rate, state.t), cdt)
+    lam_min = jnp.asarray(resolve(damping, state.t), cdt)
+    step, lam, tries, accepted = _damped_search(
+        f,
+        x,
+        f0,
+        lr,
+        jnp.maximum(state.damping.astype(cdt), lam_min),
+        lam_min,
+        floor,
+        factor,
+        max_tries,
+        candidate,
+    )
+    return step, NewtonState(lam.astype(state.damping.dtype), state.t + 1, tries, accepted)
+
+
 def _damped_search(
     f: Callable[[jax.Array], jax.Array],
     x: jax.Array,
@@ -283,21 +316,9 @@ def newton(
                 chol = jnp.where(valid, chol, eye)
                 return jax.scipy.linalg.cho_solve((chol, True), g), valid
 
-        lr = jnp.asarray(resolve(learning_rate, state.t), cdt)
-        lam_min = jnp.asarray(resolve(damping, state.t), cdt)
-        step, lam, tries, accepted = _damped_search(
-            f,
-            x,
-            f0,
-            lr,
-            jnp.maximum(state.damping.astype(cdt), lam_min),
-            lam_min,
-            floor,
-            damping_factor,
-            max_tries,
-            candidate,
+        step, new_state = _damped_step(
+            f, x, f0, state, learning_rate, damping, floor, damping_factor, max_tries, candidate
         )
-        new_state = NewtonState(lam.astype(state.damping.dtype), state.t + 1, tries, accepted)
         return _as_updates(step, unravel, params), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
@@ -479,21 +500,9 @@ def hessian_free(
             def candidate(lam: jax.Array) -> tuple[jax.Array, jax.Array]:
                 return _conjugate_gradient(lambda v: hvp(v) + lam * v, g, max_iter, tol)
 
-        lr = jnp.asarray(resolve(learning_rate, state.t), cdt)
-        lam_min = jnp.asarray(resolve(damping, state.t), cdt)
-        step, lam, tries, accepted = _damped_search(
-            f,
-            x,
-            f0,
-            lr,
-            jnp.maximum(state.damping.astype(cdt), lam_min),
-            lam_min,
-            floor,
-            damping_factor,
-            max_tries,
-            candidate,
+        step, new_state = _damped_step(
+            f, x, f0, state, learning_rate, damping, floor, damping_factor, max_tries, candidate
         )
-        new_state = NewtonState(lam.astype(state.damping.dtype), state.t + 1, tries, accepted)
         return _as_updates(step, unravel, params), new_state
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
