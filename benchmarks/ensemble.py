@@ -7,9 +7,11 @@ steps per member / seconds) of:
 
 - ``jaxlearn``: ``jaxlearn.ensemble.fit_ensemble`` with ``strategy="auto"`` (the whole
   call: checks, placement, the one program, the records copied to the host, the result),
-  asked to compute what the anchors compute: a Trainer built with ``update_ratios=False,
-  skip_nonfinite=False`` and ``step_metrics=("loss",), train_eval_size=0,
-  activation_size=0`` (the anchors record the loss per step and nothing else);
+  asked to compute close to what the anchors compute: a Trainer built with
+  ``update_ratios=False, skip_nonfinite=False`` and ``step_metrics=("loss",),
+  train_eval_size=0, activation_size=0`` (the anchors record the loss per step and nothing
+  else; jaxlearn also takes each epoch's running mean of the loss and batch accuracy, which
+  ``train_eval_size=0`` reports as the training metrics);
 - ``jaxlearn vmap`` / ``jaxlearn seq``: the same with the strategy forced (what ``auto``
   chooses between);
 - ``jl defaults``: ``auto`` with the Trainer's and ``fit_ensemble``'s default records (per-

@@ -54,7 +54,8 @@ Contract (what callers, ensembles and search, rely on)
       TPU), the first ``"auto"`` call of a shape compiles the vmapped program, reads how
       much memory it needs (XLA's memory analysis: temporaries and outputs) and, when
       that exceeds 90% of the device's free memory, runs ``"chunked"`` instead with the
-      largest group that fits (:func:`memory_chunk`); ``run.plan`` then reports it.
+      largest group that fits (:func:`memory_chunk`); ``run.plan(members, *shared)`` then
+      reports it (the decision is kept per shapes of the members and shared arguments).
 - Devices: by default every device of ``jax.devices()`` (all processes' devices after
   ``jax.distributed.initialize()``). With ``D > 1`` devices the population is padded to a
   multiple of ``D`` (with copies of member 0) only when ``N`` is not one already, placed
@@ -308,6 +309,14 @@ def population_size(members: Any, fn: str = "population_size") -> int:
     return n
 
 
+def _shapes(members: Any, shared: tuple) -> tuple[Any, tuple[tuple[Any, str], ...]]:
+    """The structure, shapes and dtypes of a call's inputs: what a memory decision is for."""
+    leaves, treedef = jax.tree.flatten((members, shared))
+    return treedef, tuple(
+        (tuple(np.shape(x)), str(getattr(x, "dtype", type(x).__name__))) for x in leaves
+    )
+
+
 def _is_key(x: Any) -> bool:
     return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
@@ -391,11 +400,15 @@ class PopulationFn:
         """The devices the population axis is sharded over."""
         return self._devices if self._devices is not None else tuple(jax.devices())
 
-    def plan(self, members: Any) -> Plan:
-        """What a call with ``members`` does: strategy, chunk size, devices and padding."""
-        return self._plan(population_size(members, "population_map"))
+    def plan(self, members: Any, *shared: Any) -> Plan:
+        """What ``run(members, *shared)`` does: strategy, chunk size, devices and padding.
 
-    def _plan(self, n: int) -> Plan:
+        With ``"auto"`` where the device reports its memory, a call that found the vmapped
+        program too large for these shapes chunks it; pass `shared` as in the call to see
+        that decision (it is kept per shapes of members and shared arguments)."""
+        return self._plan(population_size(members, "population_map"), _shapes(members, shared))
+
+    def _plan(self, n: int, shapes: Any = None) -> Plan:
         devices = self.devices()
         d = len(devices)
         padded = -(-n // d) * d
@@ -403,7 +416,7 @@ class PopulationFn:
         backend = devices[0].platform
         if self.strategy == "auto":
             strategy, chunk = choose_strategy(per, backend, self.chunk_size)
-            fallback = self._programs.get(("memory chunk", per, devices))
+            fallback = self._programs.get(("memory chunk", per, devices, shapes))
             if strategy == "vmap" and fallback is not None:
                 strategy, chunk = "chunked", fallback
         elif self.strategy == "chunked":
@@ -507,10 +520,11 @@ class PopulationFn:
         return jax.tree.unflatten(treedef, leaves), shared
 
     def __call__(self, members: Any, *shared: Any) -> Any:
-        plan = self.plan(members)
+        shapes = _shapes(members, shared)
+        plan = self._plan(population_size(members, "population_map"), shapes)
         leaves, placed, impls, treedef = self._prepare(members, shared, plan)
         if self.strategy == "auto" and plan.strategy == "vmap":
-            return self._fitted(plan, impls, treedef, leaves, placed)
+            return self._fitted(plan, impls, treedef, leaves, placed, shapes)
         return self._program(plan, impls, treedef)(leaves, placed)
 
     def _fitted(
@@ -520,10 +534,12 @@ class PopulationFn:
         treedef: Any,
         leaves: list[Any],
         placed: tuple,
+        shapes: Any,
     ) -> Any:
         """Run the vmapped program if it fits in the device's free memory, else the largest
         chunks that do; decided once per shape from the compiled program's memory analysis
-        (where the device reports no memory, the vmapped program as it is)."""
+        (where the device reports no memory, the vmapped program as it is). `shapes` (of the
+        call's inputs) keys the decision that :meth:`plan` reports."""
         sig = tuple(
             (tuple(np.shape(x)), str(getattr(x, "dtype", type(x).__name__)))
             for x in jax.tree.leaves((leaves, placed))
@@ -540,7 +556,9 @@ class PopulationFn:
                 if chunk is None:
                     run = compiled
                 else:  # what plan() then reports, for every caller of this function
-                    self._programs[("memory chunk", plan.per_device, self.devices())] = chunk
+                    self._programs[("memory chunk", plan.per_device, self.devices(), shapes)] = (
+                        chunk
+                    )
                     run = self._program(
                         plan._replace(strategy="chunked", chunk_size=chunk), impls, treedef
                     )

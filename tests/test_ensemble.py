@@ -282,18 +282,25 @@ def test_auto_chunks_members_whose_compiled_program_does_not_fit(monkeypatch):
     # them all vmap, the compiled program's memory analysis does not, so they run in
     # vmapped groups of 2, with the same results, and the plan and history say so.
     monkeypatch.setattr(pop, "choose_strategy", lambda per, backend, chunk: ("vmap", None))
-    monkeypatch.setattr(pop, "_free_memory", lambda device: 1000)
-    monkeypatch.setattr(pop, "_memory_needed", lambda compiled: (3200, 0))
+    free = [1000]
+    monkeypatch.setattr(pop, "_free_memory", lambda device: free[0])
+    checks = []
+    monkeypatch.setattr(pop, "_memory_needed", lambda compiled: checks.append(1) or (3200, 0))
     x, y = _tiny(n=64)
     tr = jaxlearn.trainer(
         jaxlearn.mlp(4, (8,), 2), optimizer="sgd", batch_size=16, hparams={"learning_rate": 0.1}
     )
-    kw = dict(num_members=8, num_epochs=2, train_eval_size=0)
-    r = fit_ensemble(tr, (x, y), (x, y), **kw)
-    assert r.plan[:2] == ("chunked", 2)
+    kw = dict(num_members=8, num_epochs=3, train_eval_size=0)
+    # Three calls of one epoch: the first decides, the others run what it ran.
+    r = fit_ensemble(tr, (x, y), (x, y), epochs_per_call=1, **kw)
+    assert r.plan[:2] == ("chunked", 2) and len(checks) == 1
     assert (r.history.meta["strategy"], r.history.meta["chunk_size"]) == ("chunked", 2)
     ref = fit_ensemble(tr, (x, y), (x, y), strategy="vmap", **kw)
     np.testing.assert_allclose(r.params["W1"], ref.params["W1"], rtol=1e-5, atol=1e-6)
+    # The decision belongs to those shapes: other validation data with room to spare vmap.
+    free[0] = 10**9
+    r2 = fit_ensemble(tr, (x, y), (x[:40], y[:40]), **kw)
+    assert r2.plan.strategy == "vmap" and len(checks) == 2
 
 
 def test_member_indices_give_each_member_its_own_training_subset(counted):

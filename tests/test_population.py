@@ -287,12 +287,18 @@ def test_auto_runs_chunks_when_the_vmapped_program_does_not_fit(monkeypatch):
     monkeypatch.setattr(pop, "_memory_needed", lambda compiled: needs.append(1) or (3200, 0))
     run = pop.population_map(lambda m, x: m["w"] * x)
     members = {"w": jnp.arange(8.0)}
-    assert run.plan(members).strategy == "vmap"  # not yet measured
+    assert run.plan(members, 2.0).strategy == "vmap"  # not yet measured
     np.testing.assert_allclose(run(members, 2.0), 2.0 * np.arange(8.0))
     # 90% of 1000 bytes holds 2 members' 400 bytes each: groups of 2.
-    assert run.plan(members)[:2] == ("chunked", 2)
+    assert run.plan(members, 2.0)[:2] == ("chunked", 2)
     np.testing.assert_allclose(run(members, 3.0), 3.0 * np.arange(8.0))
     assert len(needs) == 1  # decided once per shape
+    # Other shapes of a shared argument are judged afresh: the decision does not stick.
+    assert run.plan(members, jnp.ones(5)).strategy == "vmap"
+    monkeypatch.setattr(pop, "_memory_needed", lambda compiled: needs.append(1) or (100, 0))
+    np.testing.assert_allclose(run(members, jnp.ones(5))[:, 0], np.arange(8.0))
+    assert len(needs) == 2 and run.plan(members, jnp.ones(5)).strategy == "vmap"
+    assert run.plan(members, 2.0)[:2] == ("chunked", 2)
 
     # When it fits, the compiled vmapped program runs as it is.
     monkeypatch.setattr(pop, "_free_memory", lambda device: 10**9)

@@ -837,7 +837,7 @@ def fit_ensemble(
             strategy, chunk_size, n_members, devices, member_bytes, memory_fraction
         )
     run_options = {"strategy": strat, "chunk_size": chunk, "devices": devices}
-    members0 = (carry, const)
+    plan: population.Plan | None = None
 
     bar = None
     if progress:
@@ -850,13 +850,18 @@ def fit_ensemble(
     done = 0
     while True:
         k = min(per_call, num_epochs - done)
-        carry, out = population.run_population(
-            _epochs_program(tr, cfg, k, done == 0),
-            (carry, const),
-            train_d,
-            val_d,
-            **run_options,
-        )
+        program = _epochs_program(tr, cfg, k, done == 0)
+        members = (carry, const)
+        carry, out = population.run_population(program, members, train_d, val_d, **run_options)
+        if plan is None:
+            # What the first call ran (with "auto" it may have chunked the members to fit
+            # memory) is what every later call runs: one decision for the whole run.
+            plan = population.population_map(program, **run_options).plan(members, train_d, val_d)
+            run_options = {
+                "strategy": plan.strategy,
+                "chunk_size": plan.chunk_size,
+                "devices": devices,
+            }
         if k:
             outs.append((k, out if bar is None else to_host(out)))
         done += k
@@ -871,10 +876,7 @@ def fit_ensemble(
     if bar is not None:
         bar.close()
 
-    # Read after the first call: with "auto" it may have chunked the members to fit memory.
-    plan = population.population_map(_epochs_program(tr, cfg, per_call, True), **run_options).plan(
-        members0
-    )
+    assert plan is not None  # the loop runs at least once
     host = to_host([out for _, out in outs])  # one copy of every record (none when copied)
     parts = [_unpack(r, k, cfg, len(epoch_fields)) for (k, _), r in zip(outs, host, strict=True)]
     if parts:
