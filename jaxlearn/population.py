@@ -105,7 +105,7 @@ import math
 import time
 import weakref
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -317,6 +317,27 @@ def _shapes(members: Any, shared: tuple) -> tuple[Any, tuple[tuple[Any, str], ..
     )
 
 
+_T = TypeVar("_T")
+
+
+def weak_getter(obj: _T) -> Callable[[], _T]:
+    """``() -> obj``, holding `obj` weakly where it can be: for programs cached under `obj`
+    as a weak key, whose values must not keep their key alive. The caller keeps `obj` alive
+    while it traces."""
+    try:
+        ref = weakref.ref(obj)
+    except TypeError:  # not weak-referable: held strongly (and cached under no weak key)
+        return lambda: obj
+
+    def get() -> _T:
+        o = ref()
+        if o is None:  # pragma: no cover - traced again after its owner was freed
+            raise RuntimeError("population: a cached program outlived the object it is for.")
+        return o
+
+    return get
+
+
 def _is_key(x: Any) -> bool:
     return isinstance(x, jax.Array) and jnp.issubdtype(x.dtype, jax.dtypes.prng_key)
 
@@ -456,10 +477,13 @@ class PopulationFn:
         prog = self._programs.get(key)
         if prog is not None:
             return prog
-        fn, strategy, chunk = self.fn, plan.strategy, plan.chunk_size
+        # The programs are kept with `fn` (as the value of a weak key): they hold it weakly,
+        # or the key could never go.
+        fn_of, strategy, chunk = weak_getter(self.fn), plan.strategy, plan.chunk_size
         d, per, axis = plan.num_devices, plan.per_device, self.axis_name
 
         def local(members: Any, shared: tuple) -> Any:
+            fn = fn_of()
             body = lambda m: fn(m, *shared)
             if strategy == "vmap":
                 return jax.vmap(body)(members)

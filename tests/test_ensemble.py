@@ -821,3 +821,23 @@ def test_bad_input_is_named():
         )
     with pytest.raises(ValueError, match="`student` must be a Model"):
         distill(lin, {}, jaxlearn.trainer(lin), (x, y))
+
+
+def test_an_ensembles_programs_go_with_its_trainer():
+    import gc
+    import weakref
+
+    from jaxlearn.ensemble import fit as ensemble_fit
+
+    x, y = _tiny(n=32)
+    tr = jaxlearn.trainer(
+        jaxlearn.linear(4, 2), optimizer="sgd", batch_size=8, hparams={"learning_rate": 0.1}
+    )
+    before = len(ensemble_fit._PROGRAMS)
+    r = fit_ensemble(tr, (x, y), num_members=2, num_epochs=1, train_eval_size=0)
+    assert len(ensemble_fit._PROGRAMS) == before + 1
+    gone = weakref.ref(tr)
+    del tr
+    gc.collect()
+    assert gone() is None and r.params["W1"].shape == (2, 4, 2)
+    assert len(ensemble_fit._PROGRAMS) == before

@@ -719,3 +719,111 @@ def test_a_saved_study_with_trials_of_another_search_is_refused(tmp_path):
             path=path,
             warn=False,
         )
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+def _drop_objective(hp, key):
+    # Best at drop = 0.1 (whatever lr), then at lr = 1e-3.
+    return {"loss": 1e-3 * (jnp.log10(hp["lr"]) + 3.0) ** 2 + (hp["drop"] - 0.1) ** 2}
+
+
+def test_a_float_choice_is_recorded_as_its_candidate_and_narrowing_keeps_it():
+    space = {"lr": log_uniform(1e-5, 1e-1), "drop": choice([0.1, 0.25, 0.5])}
+    study = random_search(
+        _drop_objective, space, 24, jax.random.key(0), metric="loss", mode="min", warn=False
+    )
+    assert {t.hparams["drop"] for t in study.trials} <= {0.1, 0.25, 0.5}
+    assert study.best.hparams["drop"] == 0.1  # not 0.10000000149011612 (float32)
+    # The range value is what the objective received: rounded to float32.
+    lr = study.best.hparams["lr"]
+    assert lr == float(np.float32(lr))
+    narrowed = search.narrow(space["drop"], [study.best.hparams["drop"], float(np.float32(0.25))])
+    assert narrowed.values == (0.1, 0.25)
+
+
+def test_optuna_search_resumes_a_study_with_a_float_choice(tmp_path):
+    optuna = pytest.importorskip("optuna", reason="Optuna is the optional `search` extra")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    space = {"lr": log_uniform(1e-5, 1e-1), "drop": choice([0.1, 0.3])}
+    kw = dict(batch_size=4, mode="min", warn=False, path=tmp_path / "o.json")
+    first = search.optuna_search(_drop_objective, space, 4, jax.random.key(0), **kw)
+    more = search.optuna_search(_drop_objective, space, 8, jax.random.key(0), **kw)
+    assert [t.hparams for t in more.trials[:4]] == [t.hparams for t in first.trials]
+    assert len(more.optuna.trials) == 8
+
+
+def test_tuple_and_string_choices_survive_a_saved_study_and_its_resume(tmp_path):
+    def objective(hp, key):
+        return {"loss": jnp.float32(len(hp["hidden"])) + hp["lr"]}
+
+    space = {
+        "lr": uniform(0.0, 1.0),
+        "hidden": choice([(32,), (64, 32)], static=True),
+        "act": choice(["nan", "relu"], static=True),
+    }
+    path = tmp_path / "s.json"
+    kw = dict(metric="loss", mode="min", warn=False, path=path)
+    first = random_search(objective, space, 4, jax.random.key(0), **kw)
+    loaded = load_study(path)
+    assert loaded.space == first.space
+    assert [t.hparams for t in loaded.trials] == [t.hparams for t in first.trials]
+    assert {t.hparams["act"] for t in loaded.trials} <= {"nan", "relu"}  # strings stay
+    assert all(isinstance(t.hparams["hidden"], tuple) for t in loaded.trials)
+    more = random_search(objective, space, 8, jax.random.key(0), **kw)  # resumes
+    assert len(more.trials) == 8
+    assert [t.hparams for t in more.trials[:4]] == [t.hparams for t in first.trials]
+
+
+def test_the_table_keeps_an_epochs_setting_and_trial_keys_keep_their_implementation():
+    def objective(hp, key):
+        return {"loss": hp["x"] ** 2 + 0.0 * jax.random.uniform(key)}
+
+    key = jax.random.key(3, impl="rbg")
+    study = random_search(
+        objective,
+        {"x": uniform(-1.0, 1.0)},
+        4,
+        key,
+        metric="loss",
+        mode="min",
+        settings={"epochs": 5},
+        warn=False,
+    )
+    assert all(row["epochs"] == 5 for row in study.rows())
+    header, first = (line.split(",") for line in study.to_csv().splitlines()[:2])
+    assert first[header.index("epochs")] == "5"
+    t = study.best
+    assert jax.random.key_impl(t.key) == jax.random.key_impl(key)
+    assert np.asarray(jax.random.key_data(t.key)).tolist() == t.key_data
+
+
+def test_a_traced_int_range_must_fit_int32():
+    int_uniform(0, 2**31 - 1, static=False)
+    with pytest.raises(ValueError, match=r"traced \(static=False\) int is passed as int32"):
+        int_uniform(0, 2**32 - 1, static=False)
+    int_uniform(0, 2**32 - 1)  # static: a Python int, any size
+
+
+def test_compiled_programs_go_with_their_objective():
+    import gc
+    import weakref
+
+    from jaxlearn import population
+    from jaxlearn.search import engine
+
+    def make():
+        return lambda hp, key: {"loss": hp["x"] ** 2}
+
+    before = (len(engine._PROGRAMS), len(population._PROGRAMS))
+    objective = make()
+    gone = weakref.ref(objective)
+    study = random_search(
+        objective, {"x": uniform(-1.0, 1.0)}, 4, jax.random.key(0), metric="loss", warn=False
+    )
+    assert len(engine._PROGRAMS) == before[0] + 1
+    del objective
+    gc.collect()
+    assert gone() is None and len(study.trials) == 4
+    assert (len(engine._PROGRAMS), len(population._PROGRAMS)) == before

@@ -316,10 +316,13 @@ def choose_strategy(
 
 
 def _init_program(tr: Trainer, impl: Any) -> Callable[..., TrainState]:
-    # Raw key data in and out: typed keys cannot be placed on a multi-process mesh.
+    # Raw key data in and out: typed keys cannot be placed on a multi-process mesh. Kept
+    # under `tr` as a weak key, the program holds it weakly.
+    tr_of = population.weak_getter(tr)
+
     def init(member: tuple[jax.Array, dict[str, jax.Array]]) -> TrainState:
         key_data, hp = member
-        state = tr.init(jax.random.wrap_key_data(key_data, impl=impl), hp or None)
+        state = tr_of().init(jax.random.wrap_key_data(key_data, impl=impl), hp or None)
         return state._replace(key=jax.random.key_data(state.key))
 
     return _cached(tr, ("init", str(impl)), lambda: init)
@@ -373,8 +376,10 @@ def _epochs_program(
 
     def make() -> Callable[..., Any]:
         monitor = cfg.monitor
+        tr_of = population.weak_getter(tr)  # kept under `tr` as a weak key: held weakly
 
         def run(member: Any, train: Any, val: Any) -> Any:
+            tr = tr_of()
             carry, const = member
             # As fit: one key for the initialization, one for shuffling, one for the subset.
             init_key, shuffle_key, subset_key = jax.random.split(member_key(const), 3)

@@ -39,6 +39,14 @@ def _import_optuna() -> Any:
     return optuna
 
 
+def _in_range(dim: Any, v: Any) -> Any:
+    """A recorded range value inside its bounds again (rounding to float32 can carry one
+    just past an edge, which Optuna's distribution would reject)."""
+    if dim.values or dim.low is None or dim.high is None:
+        return v
+    return min(max(v, dim.low), dim.high)
+
+
 def _distribution(optuna: Any, dim: Dimension) -> Any:
     """The Optuna distribution ``dim`` is drawn from."""
     d = optuna.distributions
@@ -114,7 +122,7 @@ def optuna_search(
         ok = t.status != "failed" and t.value is not None and np.isfinite(t.value)
         ostudy.add_trial(
             optuna.trial.create_trial(
-                params={n: t.hparams[n] for n in space},
+                params={n: _in_range(d, t.hparams[n]) for n, d in space.items()},
                 distributions=dists,
                 value=float(t.value) if ok else None,
                 state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL,

@@ -28,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlearn.population import population_map
+from jaxlearn.population import population_map, weak_getter
 from jaxlearn.search.border import warn_borders
 from jaxlearn.search.space import (
     Dimension,
@@ -125,13 +125,15 @@ def _program(
     runs = per.get((static, order, impl))
     if runs is None:
         fixed = dict(static)
+        # Kept under `objective` as a weak key: the program must not hold it strongly.
+        objective_of = weak_getter(objective)
 
         def member(m: dict[str, Any]) -> Any:
             # Keys travel as raw key data (one host array with the hyperparameters, one
             # transfer) and become typed keys inside the program.
             traced = m["hparams"]
             hp = {name: (traced[name] if name in traced else fixed[name]) for name in order}
-            return objective(hp, jax.random.wrap_key_data(m["key"], impl=impl))
+            return objective_of()(hp, jax.random.wrap_key_data(m["key"], impl=impl))
 
         runs = per[(static, order, impl)] = {"member": member}
     run = runs.get(options)
@@ -458,6 +460,7 @@ def _evaluate(
                 metric,
                 study.mode,
                 stage,
+                impl,
             )
             if params is not None:
                 for j, trial in enumerate(new):
@@ -490,6 +493,7 @@ def _make_trials(
     metric: str,
     mode: str,
     stage: int,
+    impl: Any,
 ) -> list[Trial]:
     """Trials of one call, converted to Python values in bulk (not per element)."""
     m = len(batch)
@@ -502,9 +506,18 @@ def _make_trials(
                 row[name] = v
         return out
 
-    # Traced values as the objective received them (rounded to the traced dtype).
+    # Traced range values as the objective received them (rounded to the traced dtype);
+    # a choice's candidate itself (the objective received its rounding), so that a study
+    # names its candidates exactly (narrowing, Optuna's distributions, resume).
     hparams = rows(
-        {n: (host[n][:m].tolist() if n in host else [cols[n][i] for i in batch]) for n in space}
+        {
+            n: (
+                host[n][:m].tolist()
+                if n in host and not space[n].values
+                else [cols[n][i] for i in batch]
+            )
+            for n in space
+        }
     )
     if settings:
         for point in hparams:
@@ -543,6 +556,7 @@ def _make_trials(
                     None,
                     None,
                     key,
+                    str(impl),
                 )
             )
         else:
@@ -561,6 +575,7 @@ def _make_trials(
                     None,
                     None,
                     key,
+                    str(impl),
                 )
             )
     return out

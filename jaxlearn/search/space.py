@@ -178,6 +178,11 @@ def int_uniform(low: int, high: int, *, log: bool = False, static: bool = True) 
         raise ValueError(f"int_uniform: `log` must be True or False, got {log!r}.")
     _check_bounds("int_uniform", low, high, positive=log)
     _check_static("int_uniform", static)
+    if not static and not (-(2**31) <= low and high < 2**31):
+        raise ValueError(
+            f"int_uniform: a traced (static=False) int is passed as int32; [{low}, {high}] "
+            "does not fit. Narrow the range or keep it static."
+        )
     return Dimension("int_uniform", float(low), float(high), (), log, bool(static))
 
 
@@ -439,6 +444,23 @@ def grid_points(space: Mapping[str, Dimension], points: int = 3) -> list[dict[st
     return [dict(zip(space, combo, strict=True)) for combo in itertools.product(*axes)]
 
 
+def _candidate(candidates: tuple[Any, ...], v: Any) -> int | None:
+    """The index of the candidate `v` stands for: equal, or for numbers the nearest one
+    within float32 rounding; None when none is."""
+    numeric = _is_number(v)
+    for i, c in enumerate(candidates):
+        if (type(c) is type(v) or numeric and _is_number(c)) and c == v:
+            return i
+    if not numeric:
+        return None
+    near = [
+        (abs(float(c) - float(v)), i)
+        for i, c in enumerate(candidates)
+        if _is_number(c) and abs(float(c) - float(v)) <= 1e-6 * max(abs(float(c)), 1e-30)
+    ]
+    return min(near)[1] if near else None
+
+
 def narrow(
     dim: Dimension,
     values: Sequence[Any],
@@ -478,7 +500,10 @@ def narrow(
     if not _is_number(min_width) or not 0 < min_width <= 1:
         raise ValueError(f"narrow: `min_width` must be in (0, 1], got {min_width!r}.")
     if dim.kind not in _RANGES:
-        keep = tuple(v for v in dim.values if v in set(values))
+        # A value names the candidate it equals, or for numbers the nearest one (a value
+        # recorded after rounding to float32 still names its candidate).
+        chosen = {_candidate(dim.values, v) for v in values}
+        keep = tuple(v for i, v in enumerate(dim.values) if i in chosen)
         return dataclasses.replace(dim, values=keep or dim.values)
     u = dim.to_scale(list(values))
     lo, hi = float(u.min()), float(u.max())

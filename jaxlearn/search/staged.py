@@ -423,6 +423,7 @@ def successive_halving(
                 budget,
                 None,
                 [int(v) for v in key_rows[n].ravel()],
+                str(jax.random.key_impl(key)),
             )
             study.trials.append(trial)
             decided.append(trial)
@@ -490,4 +491,8 @@ def _resume_rungs(
 
 
 def _py(v: Any, dim: Dimension, fdt: Any) -> Any:
+    # A choice is recorded as its candidate (the objective received that candidate's
+    # rounding); a range value as the objective received it.
+    if dim.values:
+        return v
     return int(v) if dim.is_int else float(np.asarray(v, dtype=fdt))

@@ -44,7 +44,9 @@ class Trial:
     """One evaluated point of a search.
 
     - ``number``: its index in the search (stable across resumes).
-    - ``hparams``: dict name -> value, exactly as the objective received it.
+    - ``hparams``: dict name -> value, exactly as the objective received it (a traced
+      range value rounded to the traced dtype), except that a ``choice`` or ``grid`` value
+      is its candidate itself (the objective received that candidate's rounding).
     - ``status``: one of :data:`STATUSES`.
     - ``value``: the ranked metric (a history's best epoch when the metric is a history),
       NaN when failed.
@@ -57,6 +59,7 @@ class Trial:
     - ``epochs``: epochs trained (successive halving), else None.
     - ``checkpoint``: the file of its best params, when checkpoints are kept.
     - ``key_data``: the trial's PRNG key data (``jax.random.key_data``), for re-running it.
+    - ``key_impl``: the name of that key's implementation (None: JAX's default).
     """
 
     number: int
@@ -71,6 +74,7 @@ class Trial:
     epochs: int | None = None
     checkpoint: str | None = None
     key_data: list[int] | None = None
+    key_impl: str | None = None
 
     @property
     def key(self) -> Any:
@@ -80,7 +84,9 @@ class Trial:
         import jax
         import jax.numpy as jnp
 
-        return jax.random.wrap_key_data(jnp.asarray(self.key_data, dtype=jnp.uint32))
+        return jax.random.wrap_key_data(
+            jnp.asarray(self.key_data, dtype=jnp.uint32), impl=self.key_impl
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """The trial as JSON-ready data (NaN and infinities as strings)."""
@@ -89,8 +95,10 @@ class Trial:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Trial:
         """The inverse of :meth:`to_dict`."""
-        d = _from_json_safe(dict(d))
-        return cls(**d)
+        d = dict(d)
+        # Hyperparameter values are decoded strictly: a string choice "nan" stays a string.
+        hparams = _from_json_safe(d.pop("hparams", {}), bare=False)
+        return cls(hparams=hparams, **_from_json_safe(d))
 
 
 def _json_safe(v: Any) -> Any:
@@ -100,7 +108,7 @@ def _json_safe(v: Any) -> Any:
         return [_json_safe(x) for x in v]
     if isinstance(v, (np.floating, float)):
         f = float(v)
-        return f if math.isfinite(f) else repr(f)
+        return f if math.isfinite(f) else {_FLOAT_TAG: repr(f)}
     if isinstance(v, np.integer):
         return int(v)
     if isinstance(v, np.bool_):
@@ -108,12 +116,19 @@ def _json_safe(v: Any) -> Any:
     return v
 
 
-def _from_json_safe(v: Any) -> Any:
+_FLOAT_TAG = "__float__"  # JSON has no NaN or infinity: {"__float__": "nan"} stands for one
+
+
+def _from_json_safe(v: Any, bare: bool = True) -> Any:
+    """The inverse of :func:`_json_safe`. With `bare`, the strings "nan", "inf" and "-inf"
+    are read as floats too (how files written before the tagged form hold them)."""
     if isinstance(v, dict):
-        return {k: _from_json_safe(x) for k, x in v.items()}
+        if len(v) == 1 and _FLOAT_TAG in v:
+            return float(v[_FLOAT_TAG])
+        return {k: _from_json_safe(x, bare) for k, x in v.items()}
     if isinstance(v, list):
-        return [_from_json_safe(x) for x in v]
-    if v in ("nan", "inf", "-inf"):
+        return [_from_json_safe(x, bare) for x in v]
+    if bare and isinstance(v, str) and v in ("nan", "inf", "-inf"):
         return float(v)
     return v
 
@@ -122,9 +137,14 @@ def _dim_to_dict(d: Dimension) -> dict[str, Any]:
     return _json_safe(dataclasses.asdict(d))
 
 
+def _tuples(v: Any) -> Any:
+    """JSON's lists as tuples again (candidates are hashable: a list was a tuple)."""
+    return tuple(_tuples(x) for x in v) if isinstance(v, list) else v
+
+
 def _dim_from_dict(d: Mapping[str, Any]) -> Dimension:
     d = dict(d)
-    d["values"] = tuple(d.get("values", ()))
+    d["values"] = tuple(_tuples(_from_json_safe(x, bare=False)) for x in d.get("values", ()))
     return Dimension(**d)
 
 
@@ -266,25 +286,28 @@ class Study:
     # ------------------------------------------------------------------ table
 
     def rows(self) -> list[dict[str, Any]]:
-        """The table: one flat dict per trial, best first."""
+        """The table: one flat dict per trial, best first.
+
+        Columns: ``number``, ``status``, the metric, the hyperparameters, the other metrics,
+        then ``best_epoch``, ``stage``, ``epochs``, ``reason`` and ``checkpoint``. A
+        hyperparameter or metric never overwrites the first three, and is never overwritten
+        by the last five (``coarse_to_fine``'s ``epochs`` setting stays in its column)."""
         # A study made without a metric (before a search learns it) names the column "value".
         metric = self.metric if self.metric is not None else "value"
         out = []
         for t in self.ranked():
             row: dict[str, Any] = {"number": t.number, "status": t.status, metric: t.value}
-            row.update(t.hparams)
-            for k, v in t.metrics.items():
-                if k != self.metric:
-                    row[k] = v
-            row.update(
-                {
-                    "best_epoch": t.best_epoch,
-                    "stage": t.stage,
-                    "epochs": t.epochs,
-                    "reason": t.reason,
-                    "checkpoint": t.checkpoint,
-                }
-            )
+            for k, v in (*t.hparams.items(), *t.metrics.items()):
+                row.setdefault(k, v)
+            extra = {
+                "best_epoch": t.best_epoch,
+                "stage": t.stage,
+                "epochs": t.epochs,
+                "reason": t.reason,
+                "checkpoint": t.checkpoint,
+            }
+            for k, v in extra.items():
+                row.setdefault(k, v)
             out.append(row)
         return out
 
@@ -457,11 +480,16 @@ def load_study(path: str | os.PathLike) -> Study:
             f"load_study: {path!r} is not a jaxlearn study (format {_FORMAT} expected)."
         )
     space = {k: _dim_from_dict(v) for k, v in d["space"].items()}
+    trials = [Trial.from_dict(t) for t in d["trials"]]
+    for t in trials:  # a tuple candidate came back from JSON as a list
+        for n, dim in space.items():
+            if dim.values and n in t.hparams:
+                t.hparams[n] = _tuples(t.hparams[n])
     study = Study(
         d["metric"],
         d["mode"],
         space,
-        [Trial.from_dict(t) for t in d["trials"]],
+        trials,
         path,
         _from_json_safe(d.get("info", {})),
     )
