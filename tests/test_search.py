@@ -345,6 +345,22 @@ def test_a_grid_warns_when_its_best_is_its_last_point():
         )
 
 
+def test_a_choice_with_untried_values_past_the_best_names_them_instead_of_widening():
+    from jaxlearn.search import Trial, border_warnings
+
+    space = {"w": choice([1, 2, 3, 4, 5])}
+    trials = [Trial(i, {"w": w}, "complete", float(w)) for i, w in enumerate([1, 2, 3, 3])]
+    ranked = sorted(trials, key=lambda t: -t.value)
+    (msg,) = border_warnings(ranked, space)
+    assert "w = 3 at the high edge of the values explored" in msg
+    assert "values of the space above it were not tried (4, 5)" in msg
+    assert "widen" not in msg
+    # At the space's own last value, widening is the advice.
+    trials.append(Trial(4, {"w": 5}, "complete", 5.0))
+    (msg,) = border_warnings(sorted(trials, key=lambda t: -t.value), space)
+    assert "widen the range of w above 5" in msg
+
+
 # --------------------------------------------------------------------------- stages
 
 

@@ -45,7 +45,9 @@ def border_warnings(
     ``u`` (``log10`` for log dimensions), with ``[u_min, u_max]`` the range the trials
     explored, the best trial is *at the low edge* when ``u_best <= u_min + edge * (u_max -
     u_min)`` (for a grid or choice: the lowest value explored) and likewise at the high
-    edge. The message counts how many of the `top` best trials are at that edge too.
+    edge. The message counts how many of the `top` best trials are at that edge too. For a
+    grid or choice whose space holds values beyond that edge that no trial tried, the
+    message names them instead of asking to widen the range.
     A continuous range explored by fewer than `min_trials` successful trials is not judged
     (with ``n`` trials and no signal at all, the best is an extreme one with chance
     ``2 / n``); a grid or choice always is.
@@ -100,6 +102,16 @@ def border_warnings(
             bound = dim.from_scale(lo if side == "low" else hi)
             direction = "below" if side == "low" else "above"
             scale = "log scale" if dim.log else "linear scale"
+            scaled = [(v, float(dim.to_scale(float(v)))) for v in dim.values]
+            untried = [v for v, c in scaled if (c < lo if side == "low" else c > hi)]
+            if untried:  # the space goes on that way: nothing to widen yet
+                out.append(
+                    f"{where}: the best trial has {name} = {_num(float(best.hparams[name]))} "
+                    f"at the {side} edge of the values explored, but values of the space "
+                    f"{direction} it were not tried ({', '.join(_num(float(v)) for v in untried)})"
+                    f": run more trials, or search those values."
+                )
+                continue
             out.append(
                 f"{where}: the best trial has {name} = {_num(float(best.hparams[name]))} at "
                 f"the {side} edge of the range explored [{_num(float(dim.from_scale(lo)))}, "
