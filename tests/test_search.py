@@ -239,8 +239,16 @@ def test_outputs_that_are_not_scalars_or_histories_are_refused():
             jax.random.key(0),
             mode="best",
         )
-    with pytest.raises(ValueError, match="`num_trials` must be an int >= 1, got 0"):
+    with pytest.raises(ValueError, match="`num_trials` must be a positive int, got 0"):
         random_search(lambda hp, k: {"a": hp["x"]}, {"x": uniform(0.0, 1.0)}, 0, jax.random.key(0))
+    study = random_search(  # a NumPy int is an int
+        lambda hp, k: {"a": hp["x"]},
+        {"x": uniform(0.0, 1.0)},
+        np.int64(2),
+        jax.random.key(0),
+        warn=False,
+    )
+    assert len(study.trials) == 2
     with pytest.raises(ValueError, match=r"grid_search: unknown option\(s\) \['stratgy'\]"):
         grid_search(
             lambda hp, k: {"a": hp["x"]},
@@ -843,3 +851,22 @@ def test_compiled_programs_go_with_their_objective():
     gc.collect()
     assert gone() is None and len(study.trials) == 4
     assert (len(engine._PROGRAMS), len(population._PROGRAMS)) == before
+
+
+def test_coarse_to_fine_checks_every_stage_before_running_any():
+    ran = []
+
+    def objective(hp, key):
+        jax.debug.callback(lambda: ran.append(1))
+        return {"loss": hp["x"] ** 2}
+
+    space = {"x": uniform(-1.0, 1.0)}
+    for stage, match in (
+        (Stage(4, keep=0), r"stages\[1\]\.keep must be an int >= 1 or a fraction in \(0, 1\]"),
+        (Stage(4, keep=1.5), r"stages\[1\]\.keep must be"),
+        (Stage(4, margin=-0.1), r"stages\[1\]\.margin must be a number >= 0"),
+        (Stage(0), r"stages\[1\]\.num_trials must be an int >= 1"),
+    ):
+        with pytest.raises(ValueError, match=match):
+            coarse_to_fine(objective, space, [Stage(4), stage], jax.random.key(0), mode="min")
+    assert ran == []

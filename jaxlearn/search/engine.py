@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn._checks import positive_int
 from jaxlearn.population import population_map, weak_getter
 from jaxlearn.search.border import warn_borders
 from jaxlearn.search.space import (
@@ -790,8 +791,7 @@ def random_search(
     """
     fn = "random_search"
     space, key, opts = _start(fn, objective, space, key, options)
-    if isinstance(num_trials, bool) or not isinstance(num_trials, int) or num_trials < 1:
-        raise ValueError(f"{fn}: `num_trials` must be an int >= 1, got {num_trials!r}.")
+    num_trials = positive_int(fn, "num_trials", num_trials)
     # One compiled call draws everything (the points' bits, the trials' keys), one
     # transfer brings it to the host; the points are then built with NumPy.
     key_row, bits, key_rows = jax.device_get(_random_streams(key, _bucket(num_trials), len(space)))

@@ -92,8 +92,11 @@ def narrow_space(
             "coarse_to_fine: every trial of the previous stage failed; nothing to narrow "
             "around. Lower the learning-rate range or check the objective."
         )
-    if isinstance(keep, bool) or not isinstance(keep, (int, float)) or keep <= 0:
-        raise ValueError(f"coarse_to_fine: `keep` must be an int >= 1 or a fraction, got {keep!r}.")
+    keep_ok = (isinstance(keep, int) and keep >= 1) or (isinstance(keep, float) and 0 < keep <= 1)
+    if isinstance(keep, bool) or not keep_ok:
+        raise ValueError(
+            f"coarse_to_fine: `keep` must be an int >= 1 or a fraction in (0, 1], got {keep!r}."
+        )
     k = int(keep) if isinstance(keep, int) else max(2, math.ceil(keep * len(ok)))
     top = ok[: max(1, k)]
     within = within or space
@@ -181,6 +184,29 @@ def coarse_to_fine(
                 raise ValueError(f"{fn}: stages[{i}] {fields!r} is not a Stage: {e}.") from e
         if not isinstance(st, Stage):
             raise ValueError(f"{fn}: stages[{i}] must be a Stage, got {st!r}.")
+        # Checked before any stage runs, not when a later stage needs them.
+        if (
+            isinstance(st.num_trials, bool)
+            or not isinstance(st.num_trials, int)
+            or (st.num_trials < 1)
+        ):
+            raise ValueError(
+                f"{fn}: stages[{i}].num_trials must be an int >= 1, got {st.num_trials!r}."
+            )
+        keep_ok = (isinstance(st.keep, int) and st.keep >= 1) or (
+            isinstance(st.keep, float) and 0 < st.keep <= 1
+        )
+        if isinstance(st.keep, bool) or not keep_ok:
+            raise ValueError(
+                f"{fn}: stages[{i}].keep must be an int >= 1 or a fraction in "
+                f"(0, 1], got {st.keep!r}."
+            )
+        if (
+            isinstance(st.margin, bool)
+            or not isinstance(st.margin, (int, float))
+            or (not st.margin >= 0)
+        ):
+            raise ValueError(f"{fn}: stages[{i}].margin must be a number >= 0, got {st.margin!r}.")
         parsed.append(st)
     for name in ("settings",):
         if name in options:
