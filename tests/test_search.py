@@ -422,6 +422,27 @@ def test_successive_halving_keeps_the_true_best_trial():
     assert study.trial(int(np.argmin(truth))).reason == "pruned at rung 0 after 1 epochs"
 
 
+def test_successive_halving_fails_a_trial_whose_metric_was_ever_non_finite():
+    def init(hp, key):
+        return jnp.zeros(())
+
+    def step(hp, epochs, key):
+        # The best rates at the first rung (the largest) blow up at epoch 1 only, then
+        # read finite again at the rung's end: they failed all the same.
+        blown = (epochs == 1.0) & (hp["lr"] > 0.1)
+        val = jnp.where(blown, jnp.nan, -(jnp.log10(hp["lr"]) ** 2))
+        return epochs + 1.0, {"val_acc": val}
+
+    space = {"lr": log_uniform(1e-4, 1e0)}
+    study = successive_halving(
+        init, step, space, 27, jax.random.key(1), metric="val_acc", eta=3, warn=False
+    )
+    big = [t for t in study.trials if t.hparams["lr"] > 0.1 and t.epochs and t.epochs > 1]
+    assert big and all(t.status == "failed" for t in big)
+    assert {t.reason for t in big} == {"val_acc is nan from epoch 1"}
+    assert study.best.hparams["lr"] <= 0.1
+
+
 def test_successive_halving_resumes_after_the_last_finished_rung(tmp_path):
     calls = {"step": 0}
 

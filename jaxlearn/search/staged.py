@@ -412,7 +412,13 @@ def successive_halving(
                     history[n].setdefault(k, []).extend(row)
         epochs_done = budget
         last = {int(n): {k: h[-1] for k, h in history[int(n)].items()} for n in alive}
-        finite = [int(n) for n in alive if all(math.isfinite(v) for v in last[int(n)].values())]
+        # A trial whose metrics were ever non-finite failed (as a search judges it), even
+        # when a metric such as an accuracy reads finite again at the rung's end.
+        bad_of = {
+            int(n): [k for k, h in history[int(n)].items() if not all(map(math.isfinite, h))]
+            for n in alive
+        }
+        finite = [int(n) for n in alive if not bad_of[int(n)]]
         sign = -1.0 if mode == "max" else 1.0
         finite.sort(key=lambda n: (sign * last[n][metric], n))
         is_last = (
@@ -426,11 +432,12 @@ def successive_halving(
             if n in keep and not is_last:
                 continue
             metrics_n = last[n]
-            bad = [k for k, v in metrics_n.items() if not math.isfinite(v)]
+            bad = bad_of[n]
             if bad:
                 status, value = "failed", math.nan
-                first = next(i for i, v in enumerate(history[n][bad[0]]) if not math.isfinite(v))
-                reason = f"{bad[0]} is {metrics_n[bad[0]]} from epoch {first}"
+                h = history[n][bad[0]]
+                first = next(i for i, v in enumerate(h) if not math.isfinite(v))
+                reason = f"{bad[0]} is {h[first]} from epoch {first}"
             elif n in keep:
                 status, value, reason = "complete", metrics_n[metric], None
             else:
