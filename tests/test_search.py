@@ -891,3 +891,24 @@ def test_coarse_to_fine_checks_every_stage_before_running_any():
         with pytest.raises(ValueError, match=match):
             coarse_to_fine(objective, space, [Stage(4), stage], jax.random.key(0), mode="min")
     assert ran == []
+
+
+def test_a_saved_search_refuses_settings_json_cannot_hold_before_running(tmp_path):
+    ran = []
+
+    def objective(hp, key):
+        jax.debug.callback(lambda: ran.append(1))
+        return {"loss": hp["x"] ** 2}
+
+    with pytest.raises(ValueError, match="its settings cannot be"):
+        random_search(
+            objective,
+            {"x": uniform(-1.0, 1.0)},
+            4,
+            jax.random.key(0),
+            metric="loss",
+            settings={"act": jnp.tanh},
+            path=tmp_path / "s.json",
+            warn=False,
+        )
+    assert ran == []

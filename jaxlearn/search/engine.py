@@ -648,6 +648,14 @@ def _open_study(
     space: Mapping[str, Dimension],
     info: Mapping[str, Any],
 ) -> Study:
+    if path is not None:  # a study that cannot be saved fails now, not after a population
+        try:
+            json.dumps(_json_safe(dict(info)))
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"search: with `path`, the study is saved as JSON, and its settings cannot be "
+                f"({e}): pass JSON values (numbers, strings, lists, dicts) in `settings`."
+            ) from e
     if path is not None and os.path.exists(path):
         study = load_study(path)
         theirs = json.loads(json.dumps(_json_safe(study.info)))
