@@ -861,17 +861,17 @@ def test_compiled_programs_go_with_their_objective():
     def make():
         return lambda hp, key: {"loss": hp["x"] ** 2}
 
-    before = (len(engine._PROGRAMS), len(population._PROGRAMS))
     objective = make()
-    gone = weakref.ref(objective)
     study = random_search(
         objective, {"x": uniform(-1.0, 1.0)}, 4, jax.random.key(0), metric="loss", warn=False
     )
-    assert len(engine._PROGRAMS) == before[0] + 1
-    del objective
+    (runs,) = engine._PROGRAMS[objective].values()
+    member = runs["member"]  # the population's programs are kept under it
+    assert member in population._PROGRAMS
+    gone, member_gone = weakref.ref(objective), weakref.ref(member)
+    del objective, runs, member
     gc.collect()
-    assert gone() is None and len(study.trials) == 4
-    assert (len(engine._PROGRAMS), len(population._PROGRAMS)) == before
+    assert gone() is None and member_gone() is None and len(study.trials) == 4
 
 
 def test_coarse_to_fine_checks_every_stage_before_running_any():
