@@ -302,7 +302,11 @@ def _check_xy(fn: str, x: Array, y: Array) -> int:
 
 
 def _check_fraction(fn: str, name: str, v: Any) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v < 1):
+    if (
+        isinstance(v, (bool, np.bool_))
+        or not isinstance(v, (int, float, np.integer, np.floating))
+        or not (0 <= v < 1)
+    ):
         raise ValueError(f"{fn}: `{name}` must be a fraction in [0, 1), got {v!r}.")
     return float(v)
 
@@ -394,7 +398,8 @@ def subtract_mean(splits: Splits) -> tuple[Splits, Array]:
     **Arguments:**
     - `splits`: a :class:`Splits` (e.g. from :func:`train_val_test_split`).
 
-    **Returns:** ``(normalized splits, mean_image)`` with mean_image of shape x.shape[1:].
+    **Returns:** ``(normalized splits, mean_image)`` with mean_image of shape x.shape[1:];
+    integer images (raw ``uint8`` pixels) come back as float32.
 
     Example:
         >>> import numpy as np, jaxlearn
@@ -414,8 +419,11 @@ def subtract_mean(splits: Splits) -> tuple[Splits, Array]:
     if np.shape(x_train)[0] == 0:
         raise ValueError("subtract_mean: the training split is empty; its mean is undefined.")
     xp = jnp if isinstance(x_train, jax.Array) else np
-    mean = xp.mean(x_train, axis=0).astype(x_train.dtype)
-    out = Splits(*[(part[0] - mean, part[1]) for part in splits])
+    # Integer images (raw uint8 pixels) are centred in floating point: in their own dtype
+    # the mean would be truncated and the differences would wrap around.
+    dtype = x_train.dtype if xp.issubdtype(x_train.dtype, xp.floating) else xp.float32
+    mean = xp.mean(x_train, axis=0, dtype=dtype).astype(dtype)
+    out = Splits(*[(xp.asarray(part[0]).astype(dtype) - mean, part[1]) for part in splits])
     return out, mean
 
 

@@ -306,6 +306,21 @@ def test_subtract_mean_images_and_jax_arrays():
     np.testing.assert_allclose(out.test[0], x[8:] - x[:6].mean(0), rtol=1e-6)
 
 
+@pytest.mark.parametrize("xp", [np, jnp])
+def test_subtract_mean_centres_raw_uint8_pixels_in_float32(xp):
+    # In uint8 the mean 15 would wrap 10 - 15 around to 251.
+    y = np.zeros(1, int)
+    s = jaxlearn.Splits(
+        (xp.asarray([[10], [20]], dtype=xp.uint8), np.zeros(2, int)),
+        (xp.asarray([[200]], dtype=xp.uint8), y),
+        (xp.asarray([[0]], dtype=xp.uint8), y),
+    )
+    out, mean = jaxlearn.subtract_mean(s)
+    assert mean.dtype == np.float32 and out.train[0].dtype == np.float32
+    assert np.asarray(out.train[0]).ravel().tolist() == [-5.0, 5.0]
+    assert np.asarray(out.val[0]).ravel().tolist() == [185.0]
+
+
 def test_subtract_mean_errors():
     with pytest.raises(ValueError, match="must be a Splits"):
         jaxlearn.subtract_mean((np.zeros(3), np.zeros(3)))
@@ -404,3 +419,11 @@ def test_kfold_indices_errors():
 def test_data_all_is_exported():
     for name in data.__all__:
         assert getattr(jaxlearn, name) is getattr(data, name)
+
+
+def test_split_fractions_may_be_numpy_floats():
+    x, y = np.zeros((10, 2)), np.zeros(10, int)
+    s = jaxlearn.train_val_test_split(x, y, jax.random.key(0), val_fraction=np.float32(0.2))
+    assert s.val[0].shape == (2, 2)
+    with pytest.raises(ValueError, match="must be a fraction in"):
+        jaxlearn.train_val_test_split(x, y, jax.random.key(0), val_fraction=np.bool_(True))
