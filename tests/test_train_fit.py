@@ -378,3 +378,51 @@ def test_bad_input_is_a_clear_error(splits, train, val, kwargs, match):
 def test_trainer_fixes_loss_optimizer_and_batch_size(splits, mlp_trainer):
     with pytest.raises(ValueError, match=r"\['batch_size'\] cannot be given with a Trainer"):
         jaxlearn.fit(mlp_trainer, splits.train, splits.val, batch_size=32)
+
+
+def test_resume_with_a_new_learning_rate_applies_it_with_a_warning(splits, tmp_path, mlp_trainer):
+    kw = dict(checkpoint_dir=str(tmp_path), progress=False, key=0)
+    jaxlearn.fit(mlp_trainer, splits.train, splits.val, num_epochs=2, **kw)
+    with pytest.warns(
+        UserWarning,
+        match=r"other hyperparameter values \(learning_rate 0.05 -> "
+        r"0.01\); they apply from epoch 3",
+    ):
+        r = jaxlearn.fit(
+            mlp_trainer,
+            splits.train,
+            splits.val,
+            num_epochs=4,
+            resume=True,
+            hparams={"learning_rate": 0.01, "mu": 0.9},
+            **kw,
+        )
+    spe = r.history.meta["steps_per_epoch"]
+    lr = r.history.learning_rate
+    assert np.allclose(lr[: 2 * spe], 0.05) and np.allclose(lr[2 * spe :], 0.01)
+    assert float(r.state.hparams["learning_rate"]) == pytest.approx(0.01)
+
+
+def test_resuming_a_stopped_run_keeps_its_stop_and_says_so(splits, tmp_path, mlp_trainer):
+    kw = dict(checkpoint_dir=str(tmp_path), progress=False, key=0, patience=1)
+    first = jaxlearn.fit(mlp_trainer, splits.train, splits.val, num_epochs=40, min_delta=0.5, **kw)
+    assert first.history.meta["stop_reason"] == "early_stopping"
+    with pytest.warns(UserWarning, match=r"had stopped \(early_stopping\) at epoch 2; nothing"):
+        again = jaxlearn.fit(
+            mlp_trainer, splits.train, splits.val, num_epochs=60, min_delta=0.5, resume=True, **kw
+        )
+    assert again.history.meta["stop_reason"] == "early_stopping"
+    assert again.history.num_epochs == first.history.num_epochs
+
+
+def test_a_callback_may_keep_the_state_it_is_given(splits, mlp_trainer):
+    kept = []
+    jaxlearn.fit(
+        mlp_trainer,
+        splits.train,
+        num_epochs=3,
+        progress=False,
+        callback=lambda e, h, s: kept.append(s) and False,
+    )
+    assert [np.asarray(s.params["W1"]).shape for s in kept] == [(64, 64)] * 3
+    assert not np.array_equal(np.asarray(kept[0].params["W1"]), np.asarray(kept[2].params["W1"]))

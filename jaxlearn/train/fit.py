@@ -514,12 +514,16 @@ def fit(
       (None: by epochs only). Either way they are written when the run ends or stops;
       ``best.npz`` is rewritten only when the best epoch changed.
     - `resume`: continue from ``checkpoint_dir/last.npz`` when it exists; the result is
-      bit-identical to an uninterrupted run.
+      bit-identical to an uninterrupted run. Hyperparameter values given now that differ
+      from the saved run's (a lower learning rate, say) take effect from the resumed epoch,
+      with a warning naming them; a run that had stopped (early stopping, a non-finite
+      loss) stays stopped, with a warning.
     - `on_nonfinite`: ``"stop"`` (stop after the epoch where the loss became NaN or
       infinite) or ``"skip"`` (skip those updates and go on). Either way non-finite
       updates are not applied and never reach the best parameters or a checkpoint.
     - `progress`: show a tqdm progress bar with loss and accuracies.
     - `callback`: ``callback(epoch, history, state)`` after each epoch; return True to stop.
+      `state` is a copy, the callback may keep it.
     - `epochs_per_call`: epochs run by one compiled call (None: about 256 updates' worth,
       1 with a callback). Python records, reports and checkpoints after each call; stopping
       (patience, non-finite loss) is decided inside it, after every epoch, so the result
@@ -673,6 +677,7 @@ def fit(
         }
     )
     start_epoch = 0
+    previous_stop = None
     ckpt = Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
 
     def ckpt_tree() -> _FitCheckpoint:
@@ -721,8 +726,20 @@ def fit(
                     )
             loaded = ck.tree
             shuffle_key, subset_key = loaded.shuffle_key, loaded.subset_key
+            saved_hp, given_hp = jax.device_get((loaded.state.hparams, state.hparams))
+            changed = [
+                f"{k} {float(np.asarray(saved_hp[k])):g} -> {float(np.asarray(v)):g}"
+                for k, v in given_hp.items()
+                if not np.array_equal(np.asarray(saved_hp[k]), np.asarray(v))
+            ]
+            if changed:
+                warnings.warn(
+                    f"{fn}: resuming {ckpt.path('last')!r} with other hyperparameter values "
+                    f"({', '.join(changed)}); they apply from epoch {int(meta['epoch']) + 1}.",
+                    stacklevel=2,
+                )
             carry = _Carry(
-                loaded.state,
+                loaded.state._replace(hparams=state.hparams),
                 loaded.best_params,
                 loaded.best_score,
                 jnp.asarray(meta["bad_epochs"], jnp.int32),
@@ -733,7 +750,14 @@ def fit(
             history = ck.history if ck.history is not None else history
             start_epoch = int(meta["epoch"])
             if history.meta.get("stop_reason") in _FINAL_STOPS:
+                previous_stop = history.meta["stop_reason"]
                 start_epoch = max(start_epoch, num_epochs)
+                warnings.warn(
+                    f"{fn}: the run in {ckpt.path('last')!r} had stopped ({previous_stop}) at "
+                    f"epoch {int(meta['epoch'])}; nothing to resume. Start a new run "
+                    "(resume=False) to train on.",
+                    stacklevel=2,
+                )
 
         history.meta["stop_reason"] = None
         from tqdm.auto import tqdm
@@ -865,7 +889,7 @@ def fit(
             if (
                 callback is not None
                 and stop_reason is None
-                and callback(epoch, history, carry.state)
+                and callback(epoch, history, jax.tree.map(jnp.copy, carry.state))
             ):
                 stop_reason = "callback"
             if progress and k:
@@ -884,7 +908,7 @@ def fit(
                     if saved:
                         last_saved, last_saved_time = epoch, time.monotonic()
                 pending = dispatch(epoch)
-        history.meta["stop_reason"] = stop_reason or "completed"
+        history.meta["stop_reason"] = stop_reason or previous_stop or "completed"
         if ckpt is not None and epoch > start_epoch:
             # The final files, written side by side, are on disk when fit returns.
             save(blocking=True)
