@@ -240,5 +240,8 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """
     logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     check_labels(logits, labels, "accuracy")
-    hit = (jnp.argmax(logits, axis=-1) == labels).astype(jnp.float32)
+    # A row with a NaN or infinite score is a miss: argmax would pick the NaN, and a
+    # diverged model would read as chance instead of 0.
+    finite = jnp.all(jnp.isfinite(logits), axis=-1)
+    hit = ((jnp.argmax(logits, axis=-1) == labels) & finite).astype(jnp.float32)
     return jnp.mean(_nan_unless(_valid(labels, logits.shape[1]), hit))

@@ -56,7 +56,7 @@ def step_decay(init_value: Any, step_size: int, factor: Any = 0.5) -> Schedule:
     check_hyper("step_decay", "init_value", init_value, "nonnegative")
     if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size <= 0:
         raise ValueError(f"step_decay: `step_size` must be a positive int, got {step_size!r}.")
-    check_hyper("step_decay", "factor", factor, "nonnegative")
+    check_hyper("step_decay", "factor", factor, "closed_unit")
 
     def schedule(step: Any) -> jax.Array:
         s = _as_float(step)

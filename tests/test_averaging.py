@@ -101,3 +101,18 @@ def test_averaging_errors():
         opt.update(jnp.ones(1), opt.init(jnp.ones(1)))
     with pytest.raises(ValueError, match="no AverageState"):
         jaxlearn.averaged_params(jaxlearn.sgd(0.1).init(jnp.ones(1)))
+
+
+def test_ema_warmup_is_exact_in_float64():
+    from jaxlearn._compat import enable_x64
+
+    with enable_x64():
+        g = lambda p, i: {"w": jnp.sin(p["w"] + i)}
+        p0 = {"w": jnp.array([0.3, -1.2, 2.0], jnp.float64)}
+        opt = jaxlearn.param_average(jaxlearn.sgd(0.1), decay=0.999, warmup=True)
+        _, state, iterates = _train(opt, 30, g, p0)
+        x_test = np.asarray(p0["w"], np.float64)
+        for t, x in enumerate(iterates[1:]):
+            d = min(0.999, (1 + t) / (10 + t))
+            x_test = d * x_test + (1 - d) * np.asarray(x["w"], np.float64)
+        np.testing.assert_allclose(jaxlearn.averaged_params(state)["w"], x_test, rtol=1e-13)

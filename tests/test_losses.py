@@ -238,3 +238,13 @@ def test_checks_happen_at_trace_time_under_jit():
 
 def test_lists_are_accepted():
     assert float(jaxlearn.accuracy([[0.0, 1.0], [1.0, 0.0]], [1, 1])) == 0.5
+
+
+def test_accuracy_counts_a_row_with_nan_scores_as_a_miss():
+    nan = jnp.nan
+    assert float(jaxlearn.accuracy(jnp.array([[0.0, nan, 5.0]]), jnp.array([1]))) == 0.0
+    assert float(jaxlearn.accuracy(jnp.full((4, 10), nan), jnp.zeros(4, jnp.int32))) == 0.0
+    tr = jaxlearn.trainer(jaxlearn.linear(2, 3), hparams={"learning_rate": 0.1})
+    params = {"W1": jnp.full((2, 3), nan), "b1": jnp.zeros(3)}
+    x, y = jnp.ones((5, 2)), jnp.zeros(5, jnp.int32)
+    assert float(tr.evaluate(params, (x, y)).accuracy) == 0.0

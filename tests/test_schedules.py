@@ -112,3 +112,9 @@ def test_bad_schedule_arguments(make, message):
     with pytest.raises(ValueError) as err:
         make()
     assert message in str(err.value)
+
+
+def test_step_decay_factor_must_lie_in_0_1():
+    with pytest.raises(ValueError, match=r"`factor` must be a number in \[0, 1\], got 2.0"):
+        jaxlearn.step_decay(0.1, 10, factor=2.0)
+    assert float(jaxlearn.step_decay(0.1, 10, factor=1.0)(100)) == pytest.approx(0.1)

@@ -71,6 +71,7 @@ _CHECKS: dict[str, tuple[Callable[[np.ndarray], bool], str]] = {
     "nonnegative": (lambda v: bool(np.all(v >= 0)), "a finite number >= 0"),
     "positive": (lambda v: bool(np.all(v > 0)), "a finite number > 0"),
     "unit": (lambda v: bool(np.all((v >= 0) & (v < 1))), "a number in [0, 1)"),
+    "closed_unit": (lambda v: bool(np.all((v >= 0) & (v <= 1))), "a number in [0, 1]"),
 }
 
 

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from jaxlearn._compat import default_float
 from jaxlearn.optim._base import Hyper, check_hyper, compute_dtype, resolve
 
 __all__ = ["AverageState", "averaged_params", "param_average"]
@@ -98,7 +99,7 @@ def param_average(
         if kind == "ema":
             d = resolve(decay, state.t)
             if warmup:
-                tf = state.t.astype(jnp.float32)
+                tf = state.t.astype(default_float())  # float64 under x64: exact there too
                 d = jnp.minimum(d, (1.0 + tf) / (10.0 + tf))
 
             def avg(a, p, u):

@@ -722,7 +722,8 @@ class Trainer:
         def sums(xc: jax.Array, yc: jax.Array) -> tuple[jax.Array, jax.Array]:
             scores = self.apply(params, xc)
             k = yc.shape[0]
-            correct = jnp.sum((jnp.argmax(scores, axis=-1) == yc).astype(jnp.float32))
+            hit = (jnp.argmax(scores, axis=-1) == yc) & jnp.all(jnp.isfinite(scores), axis=-1)
+            correct = jnp.sum(hit.astype(jnp.float32))  # a NaN row is a miss, as in accuracy
             return self.loss(scores, yc).astype(jnp.float32) * k, correct
 
         b = self.eval_batch_size
