@@ -67,7 +67,7 @@ def test_python_snippet_runs(heading, code, tmp_path, monkeypatch):
         assert printed.splitlines()[-1] == "False 1e-03 uncomfortable"
         assert "OK: max relative error" in printed
     elif heading.startswith("Sanity"):
-        assert printed.splitlines()[-1].startswith("PASS 9 = (10 - 1) +- 50% ")
+        assert printed.splitlines()[-1].startswith("PASS 9 = (10 - 1) +- 39% 10.04")
 
 
 def test_the_quickstart_is_exactly_two_commands_and_ci_runs_the_second():
