@@ -164,3 +164,34 @@ def test_bad_input_is_a_clear_error():
     with pytest.raises(ValueError, match=r"`ratio_band` must be \(low, high\)"):
         jaxlearn.diagnose(jaxlearn.History(), ratio_band=(1e-2, 1e-4))
     assert jaxlearn.diagnose(jaxlearn.History()) == []
+
+
+def test_a_spike_that_kills_the_relus_is_a_rate_too_high_not_too_low(splits):
+    # SGD at 5: the loss jumps about 3.6x in the first steps, most ReLUs die, and the curve
+    # left behind is flat. Smoothed, the spike hid; the flat curve read as "rate too low".
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        h = jaxlearn.fit(
+            jaxlearn.mlp(64, (64,), 10),
+            splits.train,
+            splits.val,
+            batch_size=64,
+            num_epochs=10,
+            learning_rate=5.0,
+            key=0,
+            progress=False,
+        ).history
+    d = jaxlearn.diagnose(h)
+    assert d.kinds[0] in ("exploding", "nonfinite") and "too high" in d[0].message
+    assert "lr_too_low" not in d.kinds and "update_ratio_low" not in d.kinds
+
+
+def test_too_much_regularization_is_not_blamed_on_a_rate_too_low_and_too_high_at_once(splits):
+    tr = jaxlearn.trainer(
+        jaxlearn.linear(64, 10), batch_size=25, hparams={"learning_rate": 0.1, "l2": 1.0}
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        h = jaxlearn.fit(tr, splits.train, splits.val, num_epochs=3, progress=False).history
+    d = jaxlearn.diagnose(h)
+    assert not ({"lr_too_low", "update_ratio_high"} <= set(d.kinds)), d.kinds

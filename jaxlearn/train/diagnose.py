@@ -171,6 +171,15 @@ def diagnose(
     ratios_high = (
         bool(ratio_medians) and float(np.median([v for v, _ in ratio_medians.values()])) > hi_band
     )
+    # Dead ReLUs pass no gradient: the loss stalls and the ratios read tiny (or 0) because the
+    # rate was too high, not too low. Their finding explains both.
+    dead_layers = {
+        layer: float(stats["dead_units"][-1])
+        for layer, stats in history.activations.items()
+        if stats.get("dead_units") is not None
+        and stats["dead_units"].size
+        and float(stats["dead_units"][-1]) > dead_fraction
+    }
 
     # ------------------------------------------------------------------ divergence
     finite = np.asarray(history.finite, dtype=bool) if history.finite.size == n else None
@@ -203,7 +212,10 @@ def diagnose(
         l0 = float(good[0])  # the loss at initialization
         sm3 = _smooth(good, 3)
         peak = int(np.argmax(sm3))
-        if l0 > 0 and sm3[peak] > 3 * l0:
+        # A spike in the first epoch counts unsmoothed: a rate too high can blow the loss up
+        # for a step or two and then kill the ReLUs, leaving a flat curve behind.
+        first = good[: max(spe or 0, 10)]
+        if l0 > 0 and (sm3[peak] > 3 * l0 or float(first.max()) > 3 * l0):
             rise = int(np.argmax(good > 2 * l0))
             diverged = True
             findings.append(
@@ -238,7 +250,7 @@ def diagnose(
         early_drop = l0 - early
         final_acc = history.train_accuracy[-1] if history.num_epochs else np.nan
         learned = final_acc >= low_accuracy
-        if rel < 0.1 and not learned:
+        if rel < 0.1 and not learned and not ratios_high and not dead_layers:
             curve_explains = True
             findings.append(
                 Finding(
@@ -277,6 +289,7 @@ def diagnose(
             and rel < 0.9
             and early_drop < 0.5 * drop
             and not ratios_high
+            and not dead_layers
         ):
             curve_explains = True
             findings.append(
@@ -351,7 +364,7 @@ def diagnose(
     if not diverged:
         for leaf, (med, count) in ratio_medians.items():
             where = f"median over the last {count} steps {med:.2e}"
-            if med < lo_band:
+            if med < lo_band and not dead_layers:
                 findings.append(
                     Finding(
                         "update_ratio_low",
@@ -379,18 +392,16 @@ def diagnose(
                 )
 
     # ------------------------------------------------------------------ activations
-    for layer, stats in history.activations.items():
-        dead = stats.get("dead_units")
-        if dead is not None and dead.size and float(dead[-1]) > dead_fraction:
-            findings.append(
-                Finding(
-                    "dead_units",
-                    "warning",
-                    f"Most units of {layer} never activate: dead ReLUs.",
-                    f"{100 * float(dead[-1]):.0f}% of the units of {layer} output zero for every "
-                    "example checked after the last epoch.",
-                    "Lower the learning rate; check the initialization (He init for ReLU) and the "
-                    "input normalization.",
-                )
+    for layer, dead in dead_layers.items():
+        findings.append(
+            Finding(
+                "dead_units",
+                "warning",
+                f"Most units of {layer} never activate: dead ReLUs.",
+                f"{100 * dead:.0f}% of the units of {layer} output zero for every "
+                "example checked after the last epoch.",
+                "Lower the learning rate; check the initialization (He init for ReLU) and the "
+                "input normalization.",
             )
+        )
     return Diagnosis(findings, summary)
