@@ -426,3 +426,17 @@ def test_a_callback_may_keep_the_state_it_is_given(splits, mlp_trainer):
     )
     assert [np.asarray(s.params["W1"]).shape for s in kept] == [(64, 64)] * 3
     assert not np.array_equal(np.asarray(kept[0].params["W1"]), np.asarray(kept[2].params["W1"]))
+
+
+def test_min_delta_may_be_a_numpy_float(splits, mlp_trainer):
+    r = jaxlearn.fit(
+        mlp_trainer,
+        splits.train,
+        splits.val,
+        num_epochs=1,
+        progress=False,
+        min_delta=np.float32(0.01),
+    )
+    assert r.history.num_epochs == 1
+    with pytest.raises(ValueError, match="`min_delta` must be a number >= 0, got True"):
+        jaxlearn.fit(mlp_trainer, splits.train, num_epochs=1, progress=False, min_delta=True)

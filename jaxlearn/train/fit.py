@@ -563,7 +563,9 @@ def fit(
     if callback is not None and epochs_per_call not in (None, 1):
         raise ValueError(f"{fn}: a `callback` runs after every epoch: it needs epochs_per_call=1.")
     patience = positive_int(fn, "patience", patience, allow_none=True)
-    if not (isinstance(min_delta, (int, float)) and min_delta >= 0):
+    if isinstance(min_delta, bool) or not (
+        isinstance(min_delta, (int, float, np.integer, np.floating)) and min_delta >= 0
+    ):
         raise ValueError(f"{fn}: `min_delta` must be a number >= 0, got {min_delta!r}.")
     if schedule_unit not in ("step", "epoch"):
         raise ValueError(f"{fn}: `schedule_unit` must be 'step' or 'epoch', got {schedule_unit!r}.")
