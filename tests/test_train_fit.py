@@ -440,3 +440,21 @@ def test_min_delta_may_be_a_numpy_float(splits, mlp_trainer):
     assert r.history.num_epochs == 1
     with pytest.raises(ValueError, match="`min_delta` must be a number >= 0, got True"):
         jaxlearn.fit(mlp_trainer, splits.train, num_epochs=1, progress=False, min_delta=True)
+
+
+def test_schedule_unit_with_a_trainer_is_an_error_not_ignored(splits, mlp_trainer):
+    with pytest.raises(ValueError, match=r"schedule_unit='epoch' cannot be given with a Trainer"):
+        jaxlearn.fit(mlp_trainer, splits.train, num_epochs=1, schedule_unit="epoch")
+
+
+def test_data_errors_name_the_shape_given_and_lists_are_arrays(splits, mlp_trainer):
+    x, y = splits.train
+    with pytest.raises(ValueError, match=rf"got shape \({len(y)}, 63\)"):
+        jaxlearn.fit(mlp_trainer, (x[:, :63], y), num_epochs=1, progress=False)
+    r = jaxlearn.fit(
+        mlp_trainer,
+        (np.asarray(x[:128]).tolist(), np.asarray(y[:128]).tolist()),
+        num_epochs=1,
+        progress=False,
+    )
+    assert r.history.num_epochs == 1

@@ -301,7 +301,10 @@ def output_size(tr: Trainer, params: Any, x: Any) -> int:
     )
     cache = _NUM_CLASSES.setdefault(tr, {})
     if sig not in cache:
-        cache[sig] = int(jax.eval_shape(lambda p, xx: tr.apply(p, xx), params, x1).shape[-1])
+        # Traced at the data's own shape (abstractly: no cost), so a model's error about
+        # the inputs names the shape the user passed.
+        xs = jax.ShapeDtypeStruct(np.shape(x), x1.dtype)
+        cache[sig] = int(jax.eval_shape(lambda p, xx: tr.apply(p, xx), params, xs).shape[-1])
     return cache[sig]
 
 
@@ -375,6 +378,12 @@ def cached_trainer(
                 f"{fn}: {given} cannot be given with a Trainer, which fixes them; build the "
                 "Trainer with them instead."
             )
+        if schedule_unit != "step":
+            raise ValueError(
+                f"{fn}: schedule_unit={schedule_unit!r} cannot be given with a Trainer, whose "
+                "schedule counts updates; build it with jaxlearn.per_epoch(schedule, "
+                "steps_per_epoch) for a schedule per epoch."
+            )
         return model
     if schedule_unit not in ("step", "epoch"):
         raise ValueError(f"{fn}: `schedule_unit` must be 'step' or 'epoch', got {schedule_unit!r}.")
@@ -424,12 +433,15 @@ def lru_get(cache: collections.OrderedDict, limit: int, key: Any, make: Callable
     return value
 
 
-def _check_pair(name: str, data: Any) -> tuple[jax.Array, jax.Array]:
+def _check_pair(name: str, data: Any) -> tuple[Any, Any]:
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise ValueError(
             f"fit: `{name}` must be a pair (x, y) of arrays, got {type(data).__name__}."
         )
-    return data[0], data[1]
+    # Nested lists of numbers are arrays too (NumPy reads them); anything else is checked
+    # with the data.
+    x, y = (np.asarray(v) if isinstance(v, list) else v for v in data)
+    return x, y
 
 
 def optimizer_name(opt: Any) -> str:
@@ -505,7 +517,8 @@ def fit(
     - `min_delta`: the smallest change of the monitored metric that counts as improvement.
     - `train_eval_size`: size of the fixed training subset evaluated each epoch (the
       cs231n Solver's 1000); 0 reports the epoch's running means of the minibatch loss and
-      accuracy instead (Keras' convention: free, but measured while the weights moved).
+      accuracy instead (Keras' convention: free, but measured while the weights moved, and
+      the loss is the objective, penalty included, where the subset's is the data loss).
     - `activation_size`: examples used for activation statistics (models with
       ``activations``); 0 turns them off.
     - `checkpoint_dir`: folder for ``best.npz`` and ``last.npz`` (None: no checkpoints).
