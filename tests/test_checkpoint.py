@@ -198,3 +198,17 @@ def test_the_saved_arrays_are_copies_taken_at_save_time(tmp_path):
     np.testing.assert_array_equal(
         jaxlearn.load_checkpoint(tmp_path / "last.npz").tree["['w']"], np.zeros(4)
     )
+
+
+def test_an_eval_shape_template_loads_arrays(tmp_path):
+    from jaxlearn.train.checkpoint import load_checkpoint, save_checkpoint
+
+    path = tmp_path / "c.npz"
+    tree = {"W": jnp.arange(6.0).reshape(2, 3), "k": jax.random.key(3)}
+    save_checkpoint(path, tree)
+    like = {"W": jax.ShapeDtypeStruct((2, 3), jnp.float32), "k": jax.random.key(0)}
+    out = load_checkpoint(path, like=like).tree
+    np.testing.assert_array_equal(out["W"], tree["W"])
+    assert isinstance(out["W"], jax.Array)
+    with pytest.raises(ValueError, match="shape struct of PRNG keys"):
+        load_checkpoint(path, like=jax.eval_shape(lambda: tree))

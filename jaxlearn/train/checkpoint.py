@@ -256,6 +256,13 @@ def _template_info(leaf: Any) -> dict[str, Any]:
             "dtype": data.dtype.name,
             "key_impl": str(jax.random.key_impl(leaf)),
         }
+    if isinstance(leaf, jax.ShapeDtypeStruct):  # an eval_shape template
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            raise ValueError(
+                f"a template leaf is a shape struct of PRNG keys ({leaf}): give a key array "
+                "(e.g. jax.random.key(0)) for key leaves, so their implementation is known."
+            )
+        return {"shape": list(leaf.shape), "dtype": np.dtype(leaf.dtype).name}
     if isinstance(leaf, jax.Array):
         return {"shape": list(leaf.shape), "dtype": leaf.dtype.name}
     return {"shape": list(np.shape(leaf)), "dtype": np.asarray(leaf).dtype.name}
@@ -263,7 +270,7 @@ def _template_info(leaf: Any) -> dict[str, Any]:
 
 def _like_template(arr: Any, tleaf: Any) -> Any:
     """The loaded value as the same kind of object as the template's leaf."""
-    if isinstance(tleaf, jax.Array):
+    if isinstance(tleaf, (jax.Array, jax.ShapeDtypeStruct)):
         return arr if isinstance(arr, jax.Array) else jnp.asarray(arr)
     if isinstance(tleaf, (bool, int, float, complex)):
         return type(tleaf)(arr)
