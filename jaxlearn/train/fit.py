@@ -522,10 +522,12 @@ def fit(
     - `activation_size`: examples used for activation statistics (models with
       ``activations``); 0 turns them off.
     - `checkpoint_dir`: folder for ``best.npz`` and ``last.npz`` (None: no checkpoints).
-    - `checkpoint_every`: write the checkpoints every this many epochs (None: by time only).
+    - `checkpoint_every`: write the checkpoints every this many epochs (None: by time only),
+      each time (a write still going is waited for).
     - `checkpoint_seconds`: write them when this many seconds passed since the last write
-      (None: by epochs only). Either way they are written when the run ends or stops;
-      ``best.npz`` is rewritten only when the best epoch changed.
+      and the previous write is done (None: by epochs only). Either way they are written
+      when the run ends or stops; ``best.npz`` is rewritten only when the best epoch
+      changed.
     - `resume`: continue from ``checkpoint_dir/last.npz`` when it exists; the result is
       bit-identical to an uninterrupted run. Hyperparameter values given now that differ
       from the saved run's (a lower learning rate, say) take effect from the resumed epoch,
@@ -816,11 +818,14 @@ def fit(
             """Whether checkpoints are due once the run reaches epoch `after`."""
             if ckpt is None or after >= num_epochs:
                 return False  # the final checkpoints are written after the loop
-            if after + per_call >= num_epochs or ckpt.busy():
-                return False  # the run ends within a call, or the writer is still busy
+            if after + per_call >= num_epochs:
+                return False  # the run ends within a call: the final write comes soon
+            # Every `checkpoint_every` epochs, as asked (waiting for the previous write if it
+            # is still going); by time, only when the writer is free.
             return (checkpoint_every is not None and after - last_saved >= checkpoint_every) or (
                 checkpoint_seconds is not None
                 and time.monotonic() - last_saved_time >= checkpoint_seconds
+                and not ckpt.busy()
             )
 
         # The next call is dispatched before this one's records are read, so the device
