@@ -912,3 +912,8 @@ def test_a_saved_search_refuses_settings_json_cannot_hold_before_running(tmp_pat
             warn=False,
         )
     assert ran == []
+
+
+def test_grid_points_stay_inside_the_range():
+    pts = grid_points({"x": uniform(1 / 3, 1.0)}, points=3)
+    assert pts[0]["x"] >= 1 / 3 and pts[-1]["x"] == 1.0

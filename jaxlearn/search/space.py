@@ -438,7 +438,9 @@ def grid_points(space: Mapping[str, Dimension], points: int = 3) -> list[dict[st
             if dim.kind == "int_uniform":
                 axes.append(sorted({int(round(v)) for v in vals}))
             else:
-                axes.append([float(f"{v:.12g}") for v in vals])
+                # Tidy decimals, never outside the range (1/3 must not round below itself).
+                lo, hi = _bounds(dim)
+                axes.append([min(max(float(f"{v:.12g}"), lo), hi) for v in vals])
         else:
             axes.append(list(dim.values))
     return [dict(zip(space, combo, strict=True)) for combo in itertools.product(*axes)]
