@@ -564,11 +564,8 @@ class PopulationFn:
         chunks that do; decided once per shape from the compiled program's memory analysis
         (where the device reports no memory, the vmapped program as it is). `shapes` (of the
         call's inputs) keys the decision that :meth:`plan` reports."""
-        sig = tuple(
-            (tuple(np.shape(x)), str(getattr(x, "dtype", type(x).__name__)))
-            for x in jax.tree.leaves((leaves, placed))
-        )
-        key = ("fitted", plan.per_device, self.devices(), impls, treedef, sig)
+        # The prepared leaves follow from the call's input shapes: those key the decision.
+        key = ("fitted", plan.per_device, self.devices(), impls, treedef, shapes)
         run = self._programs.get(key)
         if run is None:
             run = self._program(plan, impls, treedef)

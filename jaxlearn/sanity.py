@@ -544,9 +544,9 @@ def overfit_small(
     c = _shapes(fn, loss_fn, params, xs, ys)
     opt = adam(1e-2) if optimizer is None else optimizer
 
-    def evaluate(p: Any) -> tuple[jax.Array, jax.Array]:
+    def evaluate(p: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
         loss, scores = loss_fn(p, xs, ys, 0.0)
-        return loss, jnp.mean((jnp.argmax(scores, axis=-1) == ys).astype(jnp.float32))
+        return loss, jnp.mean((jnp.argmax(scores, axis=-1) == ys).astype(jnp.float32)), scores
 
     @jax.jit
     def run(p: Any) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
@@ -558,10 +558,10 @@ def overfit_small(
             return (optax.apply_updates(p, u), s), (loss, acc)
 
         (p_final, _), (losses, accs) = jax.lax.scan(step, (p, opt.init(p)), None, length=steps)
-        loss_f, acc_f = evaluate(p_final)
+        loss_f, acc_f, scores_f = evaluate(p_final)
         shifted = loss_fn(p_final, xs, (ys + 1) % c, 0.0)[0]
         # How much the scores vary across the examples: 0 when they ignore the input.
-        spread = jnp.max(jnp.ptp(loss_fn(p_final, xs, ys, 0.0)[1], axis=0))
+        spread = jnp.max(jnp.ptp(scores_f, axis=0))
         return (
             jnp.append(losses, loss_f),
             jnp.append(accs, acc_f),

@@ -39,15 +39,24 @@ def test_ema_matches_the_notes_running_average_and_leaves_training_unchanged():
     np.testing.assert_allclose(jaxlearn.averaged_params(s_avg)["w"], x_test, rtol=1e-5)
 
 
-def test_ema_warmup_follows_tensorflows_num_updates_rule():
+def _warmup_run(dtype):
+    """30 SGD steps averaged with the warm-up, and the TF rule's average of the iterates
+    in float64: (the first and its iterates, the second)."""
     g = lambda p, i: {"w": jnp.sin(p["w"] + i)}
-    p0 = {"w": jnp.array([0.3, -1.2, 2.0])}
+    p0 = {"w": jnp.array([0.3, -1.2, 2.0], dtype)}
     opt = jaxlearn.param_average(jaxlearn.sgd(0.1), decay=0.999, warmup=True)
     _, state, iterates = _train(opt, 30, g, p0)
     x_test = np.asarray(p0["w"], np.float64)
     for t, x in enumerate(iterates[1:]):
         d = min(0.999, (1 + t) / (10 + t))
         x_test = d * x_test + (1 - d) * np.asarray(x["w"], np.float64)
+    return state, iterates, x_test
+
+
+def test_ema_warmup_follows_tensorflows_num_updates_rule():
+    g = lambda p, i: {"w": jnp.sin(p["w"] + i)}
+    p0 = {"w": jnp.array([0.3, -1.2, 2.0])}
+    state, iterates, x_test = _warmup_run(jnp.float32)
     np.testing.assert_allclose(jaxlearn.averaged_params(state)["w"], x_test, rtol=1e-5)
     # Without the warm-up, 30 steps at decay 0.999 leave the average 97% at the start;
     # with it, the average sits near the recent iterates.
@@ -107,12 +116,5 @@ def test_ema_warmup_is_exact_in_float64():
     from jaxlearn._compat import enable_x64
 
     with enable_x64():
-        g = lambda p, i: {"w": jnp.sin(p["w"] + i)}
-        p0 = {"w": jnp.array([0.3, -1.2, 2.0], jnp.float64)}
-        opt = jaxlearn.param_average(jaxlearn.sgd(0.1), decay=0.999, warmup=True)
-        _, state, iterates = _train(opt, 30, g, p0)
-        x_test = np.asarray(p0["w"], np.float64)
-        for t, x in enumerate(iterates[1:]):
-            d = min(0.999, (1 + t) / (10 + t))
-            x_test = d * x_test + (1 - d) * np.asarray(x["w"], np.float64)
+        state, _, x_test = _warmup_run(jnp.float64)
         np.testing.assert_allclose(jaxlearn.averaged_params(state)["w"], x_test, rtol=1e-13)

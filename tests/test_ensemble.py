@@ -307,15 +307,8 @@ def test_member_indices_give_each_member_its_own_training_subset(counted):
     x, y = _tiny(n=64)
     idx = np.stack([np.arange(0, 48), np.arange(16, 64)])
     tr, _ = counted
-    r = fit_ensemble(
-        tr,
-        (x, y),
-        num_members=2,
-        member_indices=idx,
-        num_epochs=2,
-        learning_rate=0.3,
-        train_eval_size=0,
-    )
+    kw = dict(num_members=2, member_indices=idx, num_epochs=2, learning_rate=0.3)
+    r = fit_ensemble(tr, (x, y), train_eval_size=0, **kw)
     for i in range(2):
         single = jaxlearn.fit(
             tr,
@@ -333,16 +326,7 @@ def test_member_indices_give_each_member_its_own_training_subset(counted):
     assert r.history.loss.shape == (2, 12)
     assert r.history.meta["num_train"] == 48
     # One epoch per call (Python between calls) is the same run, its history joined.
-    split = fit_ensemble(
-        tr,
-        (x, y),
-        num_members=2,
-        member_indices=idx,
-        num_epochs=2,
-        learning_rate=0.3,
-        train_eval_size=0,
-        epochs_per_call=1,
-    )
+    split = fit_ensemble(tr, (x, y), train_eval_size=0, epochs_per_call=1, **kw)
     np.testing.assert_allclose(split.params["W1"], r.params["W1"], rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(split.history.loss, r.history.loss, rtol=1e-6)
     assert split.history.epoch_step.tolist() == [6, 12]

@@ -577,18 +577,10 @@ def test_a_resumed_search_runs_only_the_missing_trials(tmp_path):
     def crash_after_first_call(study, new):
         raise Crash
 
+    kw = dict(metric="loss", mode="min", trials_per_call=4, path=path, warn=False)
     with pytest.raises(Crash):
         random_search(
-            _train_objective,
-            SPACE,
-            12,
-            jax.random.key(5),
-            metric="loss",
-            mode="min",
-            trials_per_call=4,
-            path=path,
-            callback=crash_after_first_call,
-            warn=False,
+            _train_objective, SPACE, 12, jax.random.key(5), callback=crash_after_first_call, **kw
         )
     saved = load_study(path)
     assert sorted(t.number for t in saved.trials) == [0, 1, 2, 3]
@@ -599,12 +591,8 @@ def test_a_resumed_search_runs_only_the_missing_trials(tmp_path):
         SPACE,
         12,
         jax.random.key(5),
-        metric="loss",
-        mode="min",
-        trials_per_call=4,
-        path=path,
-        warn=False,
         callback=lambda s, new: ran.extend(t.number for t in new),
+        **kw,
     )
     assert sorted(ran) == list(range(4, 12))
     fresh = random_search(

@@ -648,18 +648,18 @@ def _open_study(
     space: Mapping[str, Dimension],
     info: Mapping[str, Any],
 ) -> Study:
-    if path is not None:  # a study that cannot be saved fails now, not after a population
-        try:
-            json.dumps(_json_safe(dict(info)))
-        except (TypeError, ValueError) as e:
-            raise ValueError(
-                f"search: with `path`, the study is saved as JSON, and its settings cannot be "
-                f"({e}): pass JSON values (numbers, strings, lists, dicts) in `settings`."
-            ) from e
-    if path is not None and os.path.exists(path):
+    if path is None:
+        return Study(metric, mode, space, path=path, info=info)  # type: ignore[arg-type]
+    try:  # a study that cannot be saved fails now, not after a population
+        ours = json.loads(json.dumps(_json_safe(dict(info))))
+    except (TypeError, ValueError) as e:
+        raise ValueError(
+            f"search: with `path`, the study is saved as JSON, and its settings cannot be "
+            f"({e}): pass JSON values (numbers, strings, lists, dicts) in `settings`."
+        ) from e
+    if os.path.exists(path):
         study = load_study(path)
         theirs = json.loads(json.dumps(_json_safe(study.info)))
-        ours = json.loads(json.dumps(_json_safe(dict(info))))
         same = (
             study.mode == mode
             and (metric is None or study.metric in (None, metric))

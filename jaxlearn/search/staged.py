@@ -59,6 +59,13 @@ class Stage(NamedTuple):
     margin: float = 0.25
 
 
+def _valid_keep(keep: Any) -> bool:
+    """A stage's `keep`: an int >= 1 (trials) or a fraction in (0, 1] (of the trials)."""
+    if isinstance(keep, bool):
+        return False
+    return (isinstance(keep, int) and keep >= 1) or (isinstance(keep, float) and 0 < keep <= 1)
+
+
 def narrow_space(
     study: Study,
     space: Mapping[str, Dimension],
@@ -92,8 +99,7 @@ def narrow_space(
             "coarse_to_fine: every trial of the previous stage failed; nothing to narrow "
             "around. Lower the learning-rate range or check the objective."
         )
-    keep_ok = (isinstance(keep, int) and keep >= 1) or (isinstance(keep, float) and 0 < keep <= 1)
-    if isinstance(keep, bool) or not keep_ok:
+    if not _valid_keep(keep):
         raise ValueError(
             f"coarse_to_fine: `keep` must be an int >= 1 or a fraction in (0, 1], got {keep!r}."
         )
@@ -193,10 +199,7 @@ def coarse_to_fine(
             raise ValueError(
                 f"{fn}: stages[{i}].num_trials must be an int >= 1, got {st.num_trials!r}."
             )
-        keep_ok = (isinstance(st.keep, int) and st.keep >= 1) or (
-            isinstance(st.keep, float) and 0 < st.keep <= 1
-        )
-        if isinstance(st.keep, bool) or not keep_ok:
+        if not _valid_keep(st.keep):
             raise ValueError(
                 f"{fn}: stages[{i}].keep must be an int >= 1 or a fraction in "
                 f"(0, 1], got {st.keep!r}."

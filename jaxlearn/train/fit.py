@@ -287,6 +287,12 @@ def _initial_carry(state: TrainState) -> _Carry:
     )
 
 
+@jax.jit
+def _copy_state(state: TrainState) -> TrainState:
+    # What a callback gets: one compiled copy (the carry's buffers are donated next call).
+    return jax.tree.map(jnp.copy, state)
+
+
 _NUM_CLASSES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -909,7 +915,7 @@ def fit(
             if (
                 callback is not None
                 and stop_reason is None
-                and callback(epoch, history, jax.tree.map(jnp.copy, carry.state))
+                and callback(epoch, history, _copy_state(carry.state))
             ):
                 stop_reason = "callback"
             if progress and k:
