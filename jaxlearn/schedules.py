@@ -34,6 +34,17 @@ def _as_float(step: Any) -> jax.Array:
     return jnp.asarray(step).astype(default_float())
 
 
+def _divmod(step: Any, n: int) -> tuple[jax.Array, jax.Array]:
+    """``floor(step / n)`` and ``step mod n`` as floats, exact for every integer step (a
+    float32 step is rounded beyond 2**24, which would move drops and restarts)."""
+    step = jnp.asarray(step)
+    if jnp.issubdtype(step.dtype, jnp.integer) and n <= jnp.iinfo(step.dtype).max:
+        q, r = jnp.divmod(step, n)
+        return _as_float(q), _as_float(r)
+    s = _as_float(step)
+    return jnp.floor(s / float(n)), jnp.mod(s, float(n))
+
+
 def step_decay(init_value: Any, step_size: int, factor: Any = 0.5) -> Schedule:
     """Reduce the rate by ``factor`` every ``step_size`` steps.
 
@@ -59,8 +70,8 @@ def step_decay(init_value: Any, step_size: int, factor: Any = 0.5) -> Schedule:
     check_hyper("step_decay", "factor", factor, "closed_unit")
 
     def schedule(step: Any) -> jax.Array:
-        s = _as_float(step)
-        return init_value * jnp.power(_as_float(factor), jnp.floor(s / step_size))
+        level, _ = _divmod(step, step_size)
+        return init_value * jnp.power(_as_float(factor), level)
 
     return schedule
 
@@ -145,7 +156,7 @@ def cyclic_cosine(init_value: Any, cycle_length: int, min_value: Any = 0.0) -> S
         )
 
     def schedule(step: Any) -> jax.Array:
-        phase = jnp.mod(_as_float(step), cycle_length) / cycle_length
+        phase = _divmod(step, cycle_length)[1] / cycle_length
         return min_value + (init_value - min_value) * 0.5 * (1 + jnp.cos(jnp.pi * phase))
 
     return schedule

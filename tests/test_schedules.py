@@ -20,6 +20,24 @@ def test_step_decay_values():
     np.testing.assert_allclose(got, [0.1, 0.1, 0.05, 0.05, 0.025, 0.1 * 0.5**4], rtol=1e-6)
 
 
+def test_step_decay_drops_at_the_exact_step_beyond_float32_integers():
+    # 3 * 2**25 - 1 rounds to 3 * 2**25 in float32: the drop must still wait one step.
+    s = jaxlearn.step_decay(1.0, step_size=2**25, factor=0.5)
+    last = 3 * 2**25 - 1
+    assert float(jax.jit(s)(jnp.int32(last))) == 0.25
+    assert float(s(last + 1)) == 0.125
+    assert float(s(np.int64(last))) == 0.25
+    # A step size beyond the int32 range: no drop yet.
+    assert float(jaxlearn.step_decay(1.0, step_size=2**40)(jnp.int32(2**31 - 1))) == 1.0
+
+
+def test_cyclic_cosine_restarts_at_the_exact_step_beyond_float32_integers():
+    s = jaxlearn.cyclic_cosine(1.0, cycle_length=2**25)
+    last = 3 * 2**25 - 1  # the last step of the third cycle: annealed, not restarted
+    assert float(jax.jit(s)(jnp.int32(last))) < 1e-12
+    assert float(s(last + 1)) == 1.0
+
+
 def test_exponential_decay_values():
     s = jaxlearn.exponential_decay(0.5, k=0.1)
     got = [float(s(k)) for k in (0, 1, 10, 37)]
