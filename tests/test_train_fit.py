@@ -170,15 +170,17 @@ def test_nonfinite_loss_can_be_skipped(splits, jump_trainer):
 
 
 def test_last_checkpoint_never_holds_nonfinite_params(splits, tmp_path):
-    # Without update ratios the guard judges the gradients: finite gradients times an
-    # infinite rate reach the parameters. `last.npz` keeps the last finite state.
+    # Without update ratios the guard judges the gradients and the rate: finite gradients
+    # times a finite rate can still overflow into the parameters. `last.npz` keeps the last
+    # finite state.
     spe = len(splits.train[1]) // 128
     tr = jaxlearn.trainer(
         jaxlearn.mlp(64, (32,), 10),
+        loss=lambda s, y: 1e6 * jaxlearn.softmax_cross_entropy(s, y),
         batch_size=128,
-        hparams={"learning_rate": 0.1},
+        hparams={"learning_rate": 1.0},
         update_ratios=False,
-        schedule=lambda step: jnp.where(step < 2 * spe, 1.0, jnp.inf),
+        schedule=lambda step: jnp.where(step < 2 * spe, 1e-7, 3e38),
     )
     with pytest.warns(RuntimeWarning):
         r = jaxlearn.fit(
@@ -195,6 +197,42 @@ def test_last_checkpoint_never_holds_nonfinite_params(splits, tmp_path):
     last = jaxlearn.load_checkpoint(tmp_path / "last.npz")
     assert last.metadata["epoch"] == 2  # the last finite epoch: every epoch is written
     assert all(np.isfinite(v).all() for k, v in last.tree.items() if "params" in k)
+
+
+def test_a_new_run_never_leaves_an_earlier_runs_best_checkpoint(splits, tmp_path):
+    model = jaxlearn.mlp(64, (32,), 10)
+    kw = dict(num_epochs=2, progress=False, checkpoint_dir=str(tmp_path), batch_size=128)
+    first = jaxlearn.fit(model, splits.train, splits.val, learning_rate=0.1, **kw)
+    assert jaxlearn.load_checkpoint(tmp_path / "best.npz").metadata["epoch"] in (1, 2)
+    # The next run in the same folder diverges at once: no epoch improves.
+    with pytest.warns(RuntimeWarning, match="non-finite"):
+        r = jaxlearn.fit(model, splits.train, splits.val, learning_rate=1e38, key=1, **kw)
+    assert r.history.meta["best_epoch"] is None
+    best = jaxlearn.load_checkpoint(tmp_path / "best.npz", like=r.best_params)
+    assert best.metadata["epoch"] is None
+    for k in r.best_params:  # the new run's starting parameters, as in the result
+        np.testing.assert_array_equal(best.tree[k], r.best_params[k])
+    assert not np.array_equal(best.tree["W1"], first.best_params["W1"])
+
+
+@pytest.mark.parametrize("rate", [np.inf, np.nan])
+def test_guard_without_update_ratios_rejects_a_nonfinite_rate(splits, rate):
+    spe = len(splits.train[1]) // 128
+    tr = jaxlearn.trainer(
+        jaxlearn.mlp(64, (32,), 10),
+        batch_size=128,
+        hparams={"learning_rate": 0.1},
+        update_ratios=False,
+        schedule=lambda step: jnp.where(step < 2 * spe, 1.0, rate),
+    )
+    with pytest.warns(RuntimeWarning, match=f"at step {2 * spe} "):
+        r = jaxlearn.fit(
+            tr, splits.train, splits.val, num_epochs=3, progress=False, on_nonfinite="skip"
+        )
+    assert all(bool(jnp.isfinite(p).all()) for p in jax.tree.leaves(r.params))
+    h = r.history
+    assert h.finite[: 2 * spe].all() and not h.finite[2 * spe :].any()
+    np.testing.assert_array_equal(h.val_accuracy[2], h.val_accuracy[1])
 
 
 def test_resume_is_bit_identical_to_an_uninterrupted_run(splits, tmp_path):

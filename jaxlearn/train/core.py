@@ -38,12 +38,12 @@ Contract (what ensembles, searches and ``fit`` build on)
   is not finite leaves ``params`` and ``opt_state`` unchanged (``step`` still advances), so
   a diverging run never writes NaN into its parameters; the metrics say where it happened.
   With ``update_ratios=True`` the updates' norms (computed for the ratios anyway) are
-  judged; with ``update_ratios=False`` the gradients are, which misses only an update
-  overflowing from finite gradients (e.g. a rate near 1e38). With ``skip_nonfinite=False``
-  nothing is skipped and ``finite`` costs nothing inside the step: it is the loss's (and,
-  with ratios, the updates' norms') finiteness; without ratios a non-finite update shows as
-  the next step's non-finite loss, and the last step of each ``train_step``/``train_epoch``
-  call also checks the parameters it produced.
+  judged; with ``update_ratios=False`` the gradients and the learning rate are, which
+  misses only an update overflowing from finite ones (e.g. a rate near 1e38). With
+  ``skip_nonfinite=False`` nothing is skipped and ``finite`` costs nothing inside the step:
+  it is the loss's (and, with ratios, the updates' norms') finiteness; without ratios a
+  non-finite update shows as the next step's non-finite loss, and the last step of each
+  ``train_step``/``train_epoch`` call also checks the parameters it produced.
 - ``train_epoch(..., nonfinite="epoch")`` gives the same results as ``"step"`` but does not
   pay for the per-step select: the epoch runs without it and, only when some step was not
   finite, runs again from its start with it (when the trainer cannot tell exactly from the
@@ -509,6 +509,9 @@ class Trainer:
                 # feed the select below would stop XLA from fusing the update (measured 20-40%
                 # slower on CPU), while the gradients are materialized anyway.
                 finite = jnp.isfinite(loss) & _all_finite(grads)
+                if "learning_rate" in hp:
+                    # A finite gradient times an infinite rate is not: one scalar catches it.
+                    finite = finite & jnp.isfinite(lr)
             rec["loss/finite"] = finite
             keep = functools.partial(jnp.where, finite)
             params = jax.tree.map(keep, params, state.params)

@@ -251,9 +251,9 @@ def _fit_chunk(
         keep_going, one_epoch, (jnp.zeros((), jnp.int32), carry, outs0)
     )
     # The scalars Python reads are outputs of their own: the carry is donated to the next call
-    # before they are read. Finite parameters: a guard that judges gradients (no update
-    # ratios) lets a finite gradient times an infinite rate through, and last.npz must not
-    # hold what it made.
+    # before they are read. Finite parameters: a guard that judges gradients and the rate
+    # (no update ratios) lets an update overflowing from finite ones through, and last.npz
+    # must not hold what it made.
     return carry, (
         *outs,
         jnp.arange(epochs_per_call) < ran,
@@ -533,7 +533,8 @@ def fit(
     - `checkpoint_seconds`: write them when this many seconds passed since the last write
       and the previous write is done (None: by epochs only). Either way they are written
       when the run ends or stops; ``best.npz`` is rewritten only when the best epoch
-      changed.
+      changed (a new run where no epoch improves writes its starting parameters there, as
+      ``best_params`` holds them, so a reused folder never mixes two runs).
     - `resume`: continue from ``checkpoint_dir/last.npz`` when it exists; the result is
       bit-identical to an uninterrupted run. Hyperparameter values given now that differ
       from the saved run's (a lower learning rate, say) take effect from the resumed epoch,
@@ -702,6 +703,9 @@ def fit(
     start_epoch = 0
     previous_stop = None
     ckpt = Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
+    # Whether best.npz belongs to this run: a new run in a folder used before must not
+    # leave the earlier run's best.npz beside its own last.npz.
+    best_written = False
 
     def ckpt_tree() -> _FitCheckpoint:
         return _FitCheckpoint(
@@ -711,11 +715,13 @@ def fit(
     def save(blocking: bool) -> bool:
         """Write ``best`` (when a better epoch came) and ``last`` (when the state is clean);
         whether ``last`` was written."""
+        nonlocal best_written
         assert ckpt is not None  # saves happen only with a checkpoint_dir
         saves: dict[str, tuple[Any, dict[str, Any], History | None]] = {}
         if best_meta is not None:
             # best_params only ever take finite, improving epochs: safe to write any time.
             saves["best"] = (carry.best_params, best_meta, None)
+            best_written = True
         if clean:
             saves["last"] = (
                 ckpt_tree(),
@@ -772,6 +778,7 @@ def fit(
             act_x = activation_inputs()
             history = ck.history if ck.history is not None else history
             start_epoch = int(meta["epoch"])
+            best_written = True  # the resumed run's best.npz, or none
             if history.meta.get("stop_reason") in _FINAL_STOPS:
                 previous_stop = history.meta["stop_reason"]
                 start_epoch = max(start_epoch, num_epochs)
@@ -936,6 +943,10 @@ def fit(
                 pending = dispatch(epoch)
         history.meta["stop_reason"] = stop_reason or previous_stop or "completed"
         if ckpt is not None and epoch > start_epoch:
+            if not best_written and best_meta is None:
+                # No epoch improved (every one non-finite, say): best.npz holds the
+                # starting parameters, as result.best_params does.
+                best_meta = {"epoch": None, "monitor": monitor, "value": None, "step": 0}
             # The final files, written side by side, are on disk when fit returns.
             save(blocking=True)
         bar.close()
