@@ -422,7 +422,8 @@ def subtract_mean(splits: Splits) -> tuple[Splits, Array]:
     # Integer images (raw uint8 pixels) are centred in floating point: in their own dtype
     # the mean would be truncated and the differences would wrap around.
     dtype = x_train.dtype if xp.issubdtype(x_train.dtype, xp.floating) else xp.float32
-    mean = xp.mean(x_train, axis=0, dtype=dtype).astype(dtype)
+    # Summed in float32 at least: a float16 sum of a few hundred pixels overflows.
+    mean = xp.mean(x_train, axis=0, dtype=xp.promote_types(dtype, xp.float32)).astype(dtype)
     out = Splits(*[(xp.asarray(part[0]).astype(dtype) - mean, part[1]) for part in splits])
     return out, mean
 

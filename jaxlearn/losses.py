@@ -143,7 +143,9 @@ def multiclass_svm(scores: jax.Array, labels: jax.Array, margin: float = 1.0) ->
     margins = jnp.maximum(0, scores - correct + margin)
     margins = jnp.where(jax.nn.one_hot(labels, c, dtype=bool), 0, margins)
     per_example = _nan_unless(_valid(labels, c), jnp.sum(margins, axis=-1))
-    return jnp.sum(per_example) / n
+    # The mean, not sum / n: jnp.mean accumulates float16 in float32 (a float16 sum of
+    # 10000 examples at chance, 90000, overflows).
+    return jnp.mean(per_example)
 
 
 def _penalized_leaves(
@@ -179,6 +181,13 @@ def _penalized_leaves(
     return out
 
 
+def _wide(w: Any) -> jax.Array:
+    """``w`` in float32 at least: a penalty of half-precision weights is summed (and
+    returned) in float32, where a float16 sum of squares overflows past 65504."""
+    w = jnp.asarray(w)
+    return w.astype(jnp.promote_types(w.dtype, jnp.float32))
+
+
 def l2_penalty(params: Any, *, exclude_biases: bool = True, mask: Any | None = None) -> jax.Array:
     """L2 regularization ``0.5 * sum(w**2)`` over a pytree of parameters.
 
@@ -191,7 +200,7 @@ def l2_penalty(params: Any, *, exclude_biases: bool = True, mask: Any | None = N
       customary. Ignored when `mask` is given.
     - `mask`: a pytree of booleans with the params' structure: True leaves are penalized.
 
-    **Returns:** a scalar.
+    **Returns:** a scalar (float32 at least: half-precision weights are summed in float32).
 
     Example:
         >>> import jax.numpy as jnp, jaxlearn
@@ -203,7 +212,7 @@ def l2_penalty(params: Any, *, exclude_biases: bool = True, mask: Any | None = N
     if not leaves:
         return jnp.zeros(())
     # sum() of a non-empty list of arrays is an array; its stub adds the type of its start, 0.
-    return cast(jax.Array, 0.5 * sum(jnp.sum(jnp.square(w)) for w in leaves))
+    return cast(jax.Array, 0.5 * sum(jnp.sum(jnp.square(_wide(w))) for w in leaves))
 
 
 def l1_penalty(params: Any, *, exclude_biases: bool = True, mask: Any | None = None) -> jax.Array:
@@ -221,7 +230,18 @@ def l1_penalty(params: Any, *, exclude_biases: bool = True, mask: Any | None = N
     leaves = _penalized_leaves(params, exclude_biases, mask, "l1_penalty")
     if not leaves:
         return jnp.zeros(())
-    return cast(jax.Array, sum(jnp.sum(jnp.abs(w)) for w in leaves))
+    return cast(jax.Array, sum(jnp.sum(jnp.abs(_wide(w))) for w in leaves))
+
+
+def hits(scores: jax.Array, labels: jax.Array) -> jax.Array:
+    """Per row, whether the highest score is the label's (booleans, labels broadcast).
+
+    A row with a NaN or a ``+inf`` score is a miss: a NaN would win the argmax, and a
+    diverged model would read as chance instead of 0. ``-inf`` marks a masked class and
+    leaves the row valid.
+    """
+    valid = ~jnp.any(jnp.isnan(scores) | (scores == jnp.inf), axis=-1)
+    return (jnp.argmax(scores, axis=-1) == labels) & valid
 
 
 def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
@@ -240,8 +260,5 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """
     logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     check_labels(logits, labels, "accuracy")
-    # A row with a NaN or infinite score is a miss: argmax would pick the NaN, and a
-    # diverged model would read as chance instead of 0.
-    finite = jnp.all(jnp.isfinite(logits), axis=-1)
-    hit = ((jnp.argmax(logits, axis=-1) == labels) & finite).astype(jnp.float32)
+    hit = hits(logits, labels).astype(jnp.float32)
     return jnp.mean(_nan_unless(_valid(labels, logits.shape[1]), hit))

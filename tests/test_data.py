@@ -321,6 +321,18 @@ def test_subtract_mean_centres_raw_uint8_pixels_in_float32(xp):
     assert np.asarray(out.val[0]).ravel().tolist() == [185.0]
 
 
+def test_subtract_mean_of_float16_images_is_summed_in_float32():
+    x = np.random.default_rng(0).integers(0, 256, (1000, 4)).astype(np.float16)
+    y = np.zeros(1000, np.int32)
+    s = jaxlearn.Splits((x, y), (x[:2], y[:2]), (x[:2], y[:2]))
+    for xp in (np, jnp):
+        s_xp = jaxlearn.Splits(*[(xp.asarray(a), b) for a, b in s])
+        out, mean = jaxlearn.subtract_mean(s_xp)
+        assert mean.dtype == np.float16
+        np.testing.assert_allclose(np.asarray(mean), x.astype(np.float64).mean(0), rtol=1e-3)
+        assert np.isfinite(np.asarray(out.train[0])).all()
+
+
 def test_subtract_mean_errors():
     with pytest.raises(ValueError, match="must be a Splits"):
         jaxlearn.subtract_mean((np.zeros(3), np.zeros(3)))

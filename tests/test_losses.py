@@ -248,3 +248,23 @@ def test_accuracy_counts_a_row_with_nan_scores_as_a_miss():
     params = {"W1": jnp.full((2, 3), nan), "b1": jnp.zeros(3)}
     x, y = jnp.ones((5, 2)), jnp.zeros(5, jnp.int32)
     assert float(tr.evaluate(params, (x, y)).accuracy) == 0.0
+
+
+def test_accuracy_reads_a_masked_minus_inf_class_as_valid_and_plus_inf_as_a_miss():
+    inf = jnp.inf
+    s = jnp.array([[2.0, 0.0, -inf], [inf, 0.0, 1.0], [-inf, 1.0, 0.0]])
+    y = jnp.array([0, 0, 1])
+    np.testing.assert_array_equal(jaxlearn.losses.hits(s, y), [True, False, True])
+    assert float(jaxlearn.accuracy(s, y)) == pytest.approx(2 / 3)
+    tr = jaxlearn.trainer(lambda p, x: x * p["a"], hparams={"learning_rate": 0.1})
+    assert float(tr.evaluate({"a": jnp.ones(())}, (s, y)).accuracy) == pytest.approx(2 / 3)
+
+
+def test_half_precision_losses_and_penalties_do_not_overflow():
+    labels = jnp.arange(10000) % 10
+    svm = jaxlearn.multiclass_svm(jnp.zeros((10000, 10), jnp.float16), labels)
+    assert svm.dtype == jnp.float16 and float(svm) == 9.0
+    w = {"W": jnp.ones((300, 300), jnp.float16)}
+    assert float(jaxlearn.l2_penalty(w)) == 45000.0  # the squares sum to 90000 > 65504
+    assert float(jaxlearn.l1_penalty({"W": jnp.full((300, 300), 2.0, jnp.bfloat16)})) == 180000.0
+    assert jaxlearn.l2_penalty(w).dtype == jnp.float32

@@ -20,6 +20,7 @@ from jax import lax
 
 from jaxlearn import population
 from jaxlearn.ensemble._common import apply_of, to_host
+from jaxlearn.losses import hits
 
 __all__ = [
     "EnsembleReport",
@@ -275,18 +276,19 @@ class EnsembleReport(NamedTuple):
 @jax.jit
 def _report_arrays(probs: jax.Array, y: jax.Array) -> tuple[jax.Array, ...]:
     tiny = jnp.finfo(probs.dtype).tiny
-    hit = (jnp.argmax(probs, axis=-1) == y[None]).astype(jnp.float32)
+    # A member whose probabilities are NaN (diverged) misses, as in jaxlearn.accuracy.
+    hit = hits(probs, y[None]).astype(jnp.float32)
     member_acc = jnp.mean(hit, axis=1)
     picked = jnp.take_along_axis(probs, y[None, :, None].astype(jnp.int32), axis=-1)[..., 0]
     member_loss = -jnp.mean(jnp.log(jnp.maximum(picked, tiny)), axis=1)
 
     def add(total: jax.Array, p: jax.Array) -> tuple[jax.Array, jax.Array]:
         total = total + p
-        return total, jnp.mean((jnp.argmax(total, axis=-1) == y).astype(jnp.float32))
+        return total, jnp.mean(hits(total, y).astype(jnp.float32))
 
     total, by_size = lax.scan(add, jnp.zeros_like(probs[0]), probs)
     mean = total / probs.shape[0]
-    ens_acc = jnp.mean((jnp.argmax(mean, axis=-1) == y).astype(jnp.float32))
+    ens_acc = jnp.mean(hits(mean, y).astype(jnp.float32))
     ens_pick = jnp.take_along_axis(mean, y[:, None].astype(jnp.int32), axis=-1)[:, 0]
     ens_loss = -jnp.mean(jnp.log(jnp.maximum(ens_pick, tiny)))
     return member_acc, member_loss, ens_acc, ens_loss, by_size

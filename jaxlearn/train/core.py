@@ -90,7 +90,7 @@ from jaxlearn import optim
 from jaxlearn._checks import positive_int
 from jaxlearn._compat import concrete_or_none, default_float, is_tracer
 from jaxlearn.data import _check_xy, batch_indices
-from jaxlearn.losses import l1_penalty, l2_penalty, softmax_cross_entropy
+from jaxlearn.losses import hits, l1_penalty, l2_penalty, softmax_cross_entropy
 from jaxlearn.optim import Packed, pack, packed_value_and_grad, should_pack, unpack
 
 __all__ = [
@@ -725,8 +725,7 @@ class Trainer:
         def sums(xc: jax.Array, yc: jax.Array) -> tuple[jax.Array, jax.Array]:
             scores = self.apply(params, xc)
             k = yc.shape[0]
-            hit = (jnp.argmax(scores, axis=-1) == yc) & jnp.all(jnp.isfinite(scores), axis=-1)
-            correct = jnp.sum(hit.astype(jnp.float32))  # a NaN row is a miss, as in accuracy
+            correct = jnp.sum(hits(scores, yc).astype(jnp.float32))  # as in accuracy
             return self.loss(scores, yc).astype(jnp.float32) * k, correct
 
         b = self.eval_batch_size
