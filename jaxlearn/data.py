@@ -343,7 +343,9 @@ def train_val_test_split(
     - `y`: labels of shape (N,).
     - `key`: a ``jax.random`` key.
     - `val_fraction`, `test_fraction`: fractions in [0, 1) whose sum is below 1.
-    - `stratify`: keep class proportions in every split.
+    - `stratify`: keep class proportions in every split: the plain split's sizes, shared
+      out over the classes by largest remainder (training first, so every class keeps
+      its share of the training set).
 
     **Returns:** :class:`Splits` ``(train, val, test)``, each an ``(x, y)`` tuple of the
     input's array kind.
@@ -371,13 +373,19 @@ def train_val_test_split(
         parts = [perm[n_val + n_test :], perm[:n_val], perm[n_val : n_val + n_test]]
     else:
         yv = np.asarray(y)
+        _, cls, counts = np.unique(yv, return_inverse=True, return_counts=True)
+        # The split sizes are those of the plain split; they are shared out over the
+        # classes by largest remainder, training first, so each class keeps its share of
+        # the training set and no split comes out empty where the plain one would not.
+        n_val, n_test = round(n * fv), round(n * ft)
+        n_tr = _apportion(counts, n - n_val - n_test)
+        n_va = _apportion(counts - n_tr, n_val)
         parts_l: list[list[np.ndarray]] = [[], [], []]
-        for c in np.unique(yv):
-            members = rng.permutation(np.flatnonzero(yv == c))
-            n_val, n_test = round(members.size * fv), round(members.size * ft)
-            parts_l[0].append(members[n_val + n_test :])
-            parts_l[1].append(members[:n_val])
-            parts_l[2].append(members[n_val : n_val + n_test])
+        for c, (k_tr, k_va) in enumerate(zip(n_tr, n_va, strict=True)):
+            members = rng.permutation(np.flatnonzero(cls.ravel() == c))  # NaN labels too
+            parts_l[0].append(members[:k_tr])
+            parts_l[1].append(members[k_tr : k_tr + k_va])
+            parts_l[2].append(members[k_tr + k_va :])
         # Interleave the classes so the first rows of a split are not all one class.
         parts = [rng.permutation(np.concatenate(p)) for p in parts_l]
     if parts[0].size == 0:
@@ -386,6 +394,17 @@ def train_val_test_split(
             f"test_fraction={ft}."
         )
     return Splits(*[(_take(x, p), _take(y, p)) for p in parts])
+
+
+def _apportion(counts: np.ndarray, total: int) -> np.ndarray:
+    """``total`` shared out over classes in proportion to ``counts`` (largest remainder;
+    ties to the larger class, then the earlier one), never more than a class's count."""
+    quota = counts * (total / max(int(counts.sum()), 1))
+    share = np.floor(quota).astype(np.int64)
+    order = sorted(range(len(counts)), key=lambda i: (-(quota[i] - share[i]), -counts[i], i))
+    for i in order[: total - int(share.sum())]:
+        share[i] += 1
+    return np.minimum(share, counts)
 
 
 def subtract_mean(splits: Splits) -> tuple[Splits, Array]:

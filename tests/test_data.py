@@ -251,6 +251,24 @@ def test_split_stratified_keeps_class_proportions():
     assert sorted(allx.tolist()) == list(range(200))
 
 
+def test_split_stratified_shares_out_the_plain_sizes_and_keeps_every_class_in_training():
+    key = jax.random.key(0)
+    y = np.repeat([0, 1, 2, 3], 5)
+    x = np.arange(20.0)[:, None]
+    s = jaxlearn.train_val_test_split(x, y, key, 0.1, 0.1, stratify=True)
+    assert [len(p[1]) for p in s] == [
+        16,
+        2,
+        2,
+    ]  # as the plain split; rounding per class gave 20/0/0
+    y = np.array([0, 0] + [1] * 8)
+    s = jaxlearn.train_val_test_split(x[:10], y, key, 0.3, 0.3, stratify=True)
+    assert [len(p[1]) for p in s] == [4, 3, 3] and 0 in s.train[1]
+    y = np.array([0.0, 1.0, np.nan, np.nan, 1.0, 0.0])  # NaN labels are kept, as one class
+    s = jaxlearn.train_val_test_split(x[:6], y, key, 0.2, 0.0, stratify=True)
+    assert sorted(np.concatenate([p[0][:, 0] for p in s]).tolist()) == list(range(6))
+
+
 def test_split_zero_val_fraction_gives_empty_val():
     x, y = _toy(10)
     s = jaxlearn.train_val_test_split(x, y, jax.random.key(0), 0.0, 0.2)
