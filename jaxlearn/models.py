@@ -58,6 +58,17 @@ def _normal_draws(key: jax.Array, sizes: Sequence[int], dtype: Any) -> list[jax.
     return [z[offsets[i] : offsets[i + 1]] for i in range(len(sizes))]
 
 
+def _check_dtype(fn: str, dtype: Any) -> None:
+    try:
+        ok = jnp.issubdtype(jnp.dtype(dtype), jnp.floating)
+    except TypeError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"{fn}: `dtype` must be a floating-point dtype (float32, bfloat16...), got {dtype!r}."
+        )
+
+
 def _check_scale(fn: str, weight_scale: float | str) -> None:
     if isinstance(weight_scale, str) and weight_scale == "he":
         return
@@ -105,6 +116,7 @@ def linear(
     """
     _check_dims("linear", input_dim=input_dim, num_classes=num_classes)
     _check_scale("linear", weight_scale)
+    _check_dtype("linear", dtype)
 
     def init(key: jax.Array) -> Params:
         (w,) = _normal_draws(key, [input_dim * num_classes], dtype)
@@ -122,7 +134,7 @@ def linear(
 
 def mlp(
     input_dim: int,
-    hidden: Sequence[int] = (100,),
+    hidden: Sequence[int] | int = (100,),
     num_classes: int = 10,
     *,
     weight_scale: float | str = "he",
@@ -133,7 +145,7 @@ def mlp(
 
     **Arguments:**
     - `input_dim`: features per example (inputs of other shapes are flattened per row).
-    - `hidden`: widths of the hidden layers.
+    - `hidden`: widths of the hidden layers (one int: one hidden layer).
     - `num_classes`: number of classes.
     - `weight_scale`: ``"he"`` (std ``sqrt(2 / fan_in)``, the notes' advice for ReLU) or a
       fixed std.
@@ -152,8 +164,9 @@ def mlp(
         >>> model.apply(params, jax.numpy.ones((3, 64)), key=jax.random.key(1)).shape
         (3, 10)
     """
-    hidden = tuple(hidden)
+    hidden = (hidden,) if isinstance(hidden, (int, np.integer)) else tuple(hidden)
     _check_dims("mlp", input_dim=input_dim, num_classes=num_classes)
+    _check_dtype("mlp", dtype)
     for i, h in enumerate(hidden):
         _check_dims("mlp", **{f"hidden[{i}]": h})
     _check_scale("mlp", weight_scale)

@@ -159,6 +159,9 @@ def test_apply_is_jittable_with_and_without_key():
         (lambda: jaxlearn.mlp(4, dropout=True), "`dropout` must be a probability"),
         (lambda: jaxlearn.linear(4, True), "`num_classes` must be a positive int, got True"),
         (lambda: jaxlearn.linear(4, 3, weight_scale=None), "`weight_scale` must be"),
+        (lambda: jaxlearn.mlp(4, dtype=jnp.int32), "mlp: `dtype` must be a floating-point"),
+        (lambda: jaxlearn.linear(4, 3, dtype="bool"), "linear: `dtype` must be a floating"),
+        (lambda: jaxlearn.mlp(4, 0), r"`hidden\[0\]` must be a positive int, got 0"),
     ],
 )
 def test_bad_model_arguments(make, match):
@@ -179,3 +182,13 @@ def test_input_with_the_wrong_number_of_features():
 def test_numpy_weight_scale_is_accepted():
     p = jaxlearn.linear(3, 2, weight_scale=np.float32(0.5)).init(jax.random.key(0))
     assert p["W1"].shape == (3, 2)
+
+
+def test_one_int_hidden_is_one_hidden_layer():
+    p = jaxlearn.mlp(4, 3, 2).init(jax.random.key(0))
+    assert {k: v.shape for k, v in p.items()} == {
+        "W1": (4, 3),
+        "b1": (3,),
+        "W2": (3, 2),
+        "b2": (2,),
+    }
