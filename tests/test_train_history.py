@@ -58,6 +58,31 @@ def test_json_round_trip_is_exact_and_strict(tmp_path):
     assert np.isnan(back.meta["best_value"])
 
 
+def test_json_round_trip_keeps_strings_numpy_scalars_and_reads_the_first_format(tmp_path):
+    meta = {"note": "nan", "lr": np.float64("nan"), "n": np.int64(3), "ok": np.bool_(True)}
+    back = jaxlearn.History.from_json(jaxlearn.History(meta).to_json())
+    assert back.meta["note"] == "nan"  # a string stays a string
+    assert np.isnan(back.meta["lr"]) and isinstance(back.meta["lr"], float)
+    assert back.meta["n"] == 3 and back.meta["ok"] is True
+    # The first format (no "format" key) spelled non-finite floats as bare strings.
+    first = {"meta": {"best_value": "nan"}, "records": {"loss": ["inf", 1.0]}}
+    old = jaxlearn.History.from_dict(first)
+    assert np.isnan(old.meta["best_value"]) and old.loss.tolist() == [np.inf, 1.0]
+    # So did checkpoints of format 1; they still load.
+    p = tmp_path / "c.npz"
+    jaxlearn.save_checkpoint(p, {"w": np.ones(2)}, metadata={"v": float("nan"), "s": "nan"})
+    ck = jaxlearn.load_checkpoint(p)
+    assert np.isnan(ck.metadata["v"]) and ck.metadata["s"] == "nan"
+    name = "__jaxlearn_checkpoint__"
+    with np.load(p) as z:
+        arrays = dict(z)
+    header = json.loads(arrays[name].tobytes())
+    header.update(format=1, metadata={"v": "nan"})
+    arrays[name] = np.frombuffer(json.dumps(header).encode(), np.uint8)
+    np.savez(tmp_path / "old.npz", **arrays)
+    assert np.isnan(jaxlearn.load_checkpoint(tmp_path / "old.npz").metadata["v"])
+
+
 def test_array_round_trip_and_inequality():
     h = _history()
     assert jaxlearn.History.from_arrays(h.arrays(), h.meta) == h

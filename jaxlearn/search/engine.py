@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn._checks import positive_int
+from jaxlearn._json import json_safe
 from jaxlearn.population import population_map, weak_getter
 from jaxlearn.search.border import warn_borders
 from jaxlearn.search.space import (
@@ -40,7 +41,7 @@ from jaxlearn.search.space import (
     columns,
     grid_points,
 )
-from jaxlearn.search.study import Study, Trial, _check_mode, _json_safe, load_study
+from jaxlearn.search.study import Study, Trial, _check_mode, load_study
 
 __all__ = ["random_search", "grid_search", "evaluate_trials", "load_params", "SearchOptions"]
 
@@ -651,7 +652,7 @@ def _open_study(
     if path is None:
         return Study(metric, mode, space, path=path, info=info)  # type: ignore[arg-type]
     try:  # a study that cannot be saved fails now, not after a population
-        ours = json.loads(json.dumps(_json_safe(dict(info))))
+        ours = json.loads(json.dumps(json_safe(dict(info))))
     except (TypeError, ValueError) as e:
         raise ValueError(
             f"search: with `path`, the study is saved as JSON, and its settings cannot be "
@@ -659,7 +660,7 @@ def _open_study(
         ) from e
     if os.path.exists(path):
         study = load_study(path)
-        theirs = json.loads(json.dumps(_json_safe(study.info)))
+        theirs = json.loads(json.dumps(json_safe(study.info)))
         same = (
             study.mode == mode
             and (metric is None or study.metric in (None, metric))

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn._compat import default_float
+from jaxlearn._json import from_json_safe, json_safe
 from jaxlearn.population import population_map
 from jaxlearn.search.engine import (
     _check_resumed,
@@ -31,7 +32,7 @@ from jaxlearn.search.engine import (
     trial_keys,
 )
 from jaxlearn.search.space import Dimension, _check_key, check_space, narrow, sample
-from jaxlearn.search.study import Study, Trial, _check_mode, _from_json_safe, _json_safe
+from jaxlearn.search.study import Study, Trial, _check_mode
 from jaxlearn.train.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = ["Stage", "coarse_to_fine", "narrow_space", "successive_halving"]
@@ -479,7 +480,7 @@ def successive_halving(
                     "epochs_done": epochs_done,
                     "finished": is_last,
                     "alive": [int(n) for n in alive] if not is_last else [],
-                    "history": _json_safe(
+                    "history": json_safe(
                         {str(int(n)): history[int(n)] for n in alive} if not is_last else {}
                     ),
                     "trials": [t.to_dict() for t in study.trials],
@@ -521,7 +522,7 @@ def _resume_rungs(
     saved = load_checkpoint(rungs_path, like=like).tree["states"]
     history: dict[int, dict[str, list[float]]] = {
         int(n): {k: [float(v) for v in vs] for k, vs in h.items()}
-        for n, h in _from_json_safe(meta["history"]).items()
+        for n, h in from_json_safe(meta["history"], bare=True).items()
     }
     return saved, alive, history, int(meta["epochs_done"]), int(meta["rung"])
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxlearn._json import from_json_safe, json_safe
 from jaxlearn.search.space import Dimension
 
 __all__ = ["Trial", "Study", "load_study", "STATUSES"]
@@ -90,51 +91,19 @@ class Trial:
 
     def to_dict(self) -> dict[str, Any]:
         """The trial as JSON-ready data (NaN and infinities as strings)."""
-        return _json_safe(dataclasses.asdict(self))
+        return json_safe(dataclasses.asdict(self))
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> Trial:
         """The inverse of :meth:`to_dict`."""
         d = dict(d)
         # Hyperparameter values are decoded strictly: a string choice "nan" stays a string.
-        hparams = _from_json_safe(d.pop("hparams", {}), bare=False)
-        return cls(hparams=hparams, **_from_json_safe(d))
-
-
-def _json_safe(v: Any) -> Any:
-    if isinstance(v, dict):
-        return {str(k): _json_safe(x) for k, x in v.items()}
-    if isinstance(v, (list, tuple)):
-        return [_json_safe(x) for x in v]
-    if isinstance(v, (np.floating, float)):
-        f = float(v)
-        return f if math.isfinite(f) else {_FLOAT_TAG: repr(f)}
-    if isinstance(v, np.integer):
-        return int(v)
-    if isinstance(v, np.bool_):
-        return bool(v)
-    return v
-
-
-_FLOAT_TAG = "__float__"  # JSON has no NaN or infinity: {"__float__": "nan"} stands for one
-
-
-def _from_json_safe(v: Any, bare: bool = True) -> Any:
-    """The inverse of :func:`_json_safe`. With `bare`, the strings "nan", "inf" and "-inf"
-    are read as floats too (how files written before the tagged form hold them)."""
-    if isinstance(v, dict):
-        if len(v) == 1 and _FLOAT_TAG in v:
-            return float(v[_FLOAT_TAG])
-        return {k: _from_json_safe(x, bare) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_from_json_safe(x, bare) for x in v]
-    if bare and isinstance(v, str) and v in ("nan", "inf", "-inf"):
-        return float(v)
-    return v
+        hparams = from_json_safe(d.pop("hparams", {}))
+        return cls(hparams=hparams, **from_json_safe(d, bare=True))
 
 
 def _dim_to_dict(d: Dimension) -> dict[str, Any]:
-    return _json_safe(dataclasses.asdict(d))
+    return json_safe(dataclasses.asdict(d))
 
 
 def _tuples(v: Any) -> Any:
@@ -144,7 +113,7 @@ def _tuples(v: Any) -> Any:
 
 def _dim_from_dict(d: Mapping[str, Any]) -> Dimension:
     d = dict(d)
-    d["values"] = tuple(_tuples(_from_json_safe(x, bare=False)) for x in d.get("values", ()))
+    d["values"] = tuple(_tuples(from_json_safe(x)) for x in d.get("values", ()))
     return Dimension(**d)
 
 
@@ -361,7 +330,7 @@ class Study:
             "metric": self.metric,
             "mode": self.mode,
             "space": {k: _dim_to_dict(d) for k, d in self.space.items()},
-            "info": _json_safe(self.info),
+            "info": json_safe(self.info),
             "border_warnings": list(self.border_warnings),
             "trials": [t.to_dict() for t in sorted(self.trials, key=lambda t: t.number)],
         }
@@ -491,7 +460,7 @@ def load_study(path: str | os.PathLike) -> Study:
         space,
         trials,
         path,
-        _from_json_safe(d.get("info", {})),
+        from_json_safe(d.get("info", {}), bare=True),
     )
     study.border_warnings = list(d.get("border_warnings", []))
     return study

@@ -27,12 +27,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxlearn._compat import path_str
-from jaxlearn.train.history import History, _from_json_safe, _json_safe
+from jaxlearn._json import from_json_safe, json_safe
+from jaxlearn.train.history import History
 
 __all__ = ["Checkpoint", "Checkpointer", "save_checkpoint", "load_checkpoint"]
 
 _HEADER = "__jaxlearn_checkpoint__"
-_FORMAT = 1
+# 2: non-finite floats of the metadata tagged ({"__float__": "nan"}); 1 wrote them as
+# bare strings, which are still read.
+_FORMAT = 2
 
 
 class Checkpoint(NamedTuple):
@@ -166,10 +169,10 @@ def _prepare(
     header: dict[str, Any] = {
         "format": _FORMAT,
         "leaves": infos,
-        "metadata": _json_safe(dict(metadata or {})),
+        "metadata": json_safe(dict(metadata or {})),
     }
     if history is not None:
-        header["history_meta"] = _json_safe(history.meta)
+        header["history_meta"] = json_safe(history.meta)
         for name, arr in history.arrays().items():
             arrays[f"history/{name}"] = np.array(arr, copy=True)
     try:
@@ -334,11 +337,12 @@ def load_checkpoint(path: str | os.PathLike, like: Any = None) -> Checkpoint:
         checkpoint but shape (64, 50) float32 in the template.
     """
     header, arrays = _read(path)
-    if header.get("format") != _FORMAT:
+    if header.get("format") not in (1, _FORMAT):
         raise ValueError(
             f"load_checkpoint: {os.fspath(path)!r} has format {header.get('format')!r}; this "
-            f"jaxlearn reads format {_FORMAT}."
+            f"jaxlearn reads formats 1 to {_FORMAT}."
         )
+    bare = header["format"] == 1
     infos = header["leaves"]
     leaves = [
         _restore_leaf(arrays[f"leaf/{i}"], info, like is not None) for i, info in enumerate(infos)
@@ -356,9 +360,9 @@ def load_checkpoint(path: str | os.PathLike, like: Any = None) -> Checkpoint:
         p = "history/"
         history = History.from_arrays(
             {k[len(p) :]: v for k, v in arrays.items() if k.startswith(p)},
-            _from_json_safe(header["history_meta"]),
+            from_json_safe(header["history_meta"], bare),
         )
-    return Checkpoint(tree, _from_json_safe(header["metadata"]), history)
+    return Checkpoint(tree, from_json_safe(header["metadata"], bare), history)
 
 
 class Checkpointer:

@@ -16,39 +16,19 @@ used by checkpoints); both round-trip exactly.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
+from jaxlearn._json import from_json_safe, json_safe
+
 __all__ = ["History"]
 
 _STEP_FIELDS = ("loss", "batch_accuracy", "learning_rate", "finite")
 _EPOCH_FIELDS = ("epoch_step", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
 _DTYPES = {"finite": np.bool_, "epoch_step": np.int64}
-
-
-def _json_safe(value: Any) -> Any:
-    """Replace non-finite floats with strings so the JSON is strict (no NaN tokens)."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return repr(value)  # 'nan', 'inf', '-inf'
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
-def _from_json_safe(value: Any) -> Any:
-    if value in ("nan", "inf", "-inf"):
-        return float(value)
-    if isinstance(value, dict):
-        return {k: _from_json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_from_json_safe(v) for v in value]
-    return value
 
 
 class History:
@@ -319,17 +299,20 @@ class History:
         return h
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict ``{"meta": ..., "records": {name: list}}`` (NaN as ``"nan"``).
+        """A JSON-ready dict ``{"format": 2, "meta": ..., "records": {name: list}}``.
+
+        Strict JSON has no NaN or infinity: such a float is written ``{"__float__": "nan"}``
+        (a string ``"nan"`` in `meta` stays a string).
 
         **Returns:** a dict of lists and numbers.
 
         Example:
             >>> import jaxlearn
             >>> jaxlearn.History.from_arrays({"loss": [float("nan")]}).to_dict()["records"]
-            {'loss': ['nan']}
+            {'loss': [{'__float__': 'nan'}]}
         """
         records = {n: a.tolist() for n, a in self.arrays().items()}
-        return {"meta": _json_safe(self.meta), "records": _json_safe(records)}
+        return {"format": 2, "meta": json_safe(self.meta), "records": json_safe(records)}
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> History:
@@ -352,8 +335,12 @@ class History:
                 f"writes), got {type(d).__name__} with keys "
                 f"{sorted(d) if isinstance(d, Mapping) else '-'}."
             )
+        # Records hold numbers only: a bare "nan" (the first format's) is a float there. In
+        # `meta` it is one only in the first format, which had no "format" key.
+        old = "format" not in d
         return cls.from_arrays(
-            _from_json_safe(dict(d["records"])), _from_json_safe(dict(d.get("meta", {})))
+            from_json_safe(dict(d["records"]), bare=True),
+            from_json_safe(dict(d.get("meta", {})), bare=old),
         )
 
     def to_json(self, path: str | os.PathLike | None = None) -> str:
@@ -367,7 +354,7 @@ class History:
         Example:
             >>> import jaxlearn
             >>> jaxlearn.History.from_arrays({"loss": [0.5]}).to_json()
-            '{"meta": {}, "records": {"loss": [0.5]}}'
+            '{"format": 2, "meta": {}, "records": {"loss": [0.5]}}'
         """
         text = json.dumps(self.to_dict(), allow_nan=False)
         if path is not None:
@@ -400,7 +387,7 @@ class History:
             return NotImplemented
         a, b = self.arrays(), other.arrays()
         return (
-            _json_safe(self.meta) == _json_safe(other.meta)
+            json_safe(self.meta) == json_safe(other.meta)
             and a.keys() == b.keys()
             and all(np.array_equal(a[k], b[k], equal_nan=True) for k in a)
         )
