@@ -9,14 +9,20 @@ from collections.abc import Sequence
 __all__ = ["build_parser", "main"]
 
 
-def _non_negative_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"expected an int >= 0, got {v}")
-    return v
+def _int_in(low: int, high: int | None = None):
+    """An argparse type: an int in ``[low, high]`` (no upper bound when `high` is None)."""
+    want = f"an int >= {low}" if high is None else f"an int in [{low}, {high}]"
+
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {want}, got {text!r}") from None
+        if v < low or (high is not None and v > high):
+            raise argparse.ArgumentTypeError(f"expected {want}, got {v}")
+        return v
+
+    return parse
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -32,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
         >>> args.command, args.quick, args.seed, args.data
         ('demo', True, 3, 'digits')
     """
-    from jaxlearn.demo.config import DATASETS
+    from jaxlearn.demo.config import DATASETS, SEED_MAX
 
     parser = argparse.ArgumentParser(
         prog="jaxlearn",
@@ -72,13 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--quick", action="store_true", help="a smoke run: fewer trials, members and epochs"
     )
     demo.add_argument(
-        "--seed", type=_non_negative_int, default=0, help="seed of every random choice (default 0)"
+        "--seed",
+        type=_int_in(0, SEED_MAX),
+        default=0,
+        help=f"seed of every random choice, in [0, {SEED_MAX}] (default 0)",
     )
     demo.add_argument(
         "--max-train",
-        type=_non_negative_int,
+        type=_int_in(100),
         metavar="N",
-        help="use at most about N training examples (e.g. for CIFAR-10 on a CPU)",
+        help="use at most about N training examples, N >= 100 (e.g. for CIFAR-10 on a CPU)",
     )
     demo.add_argument(
         "--stages",

@@ -133,8 +133,8 @@ def plot_loss(
     if spe and h.num_epochs > 1:
         sec = ax.secondary_xaxis("top", functions=(lambda s: s / spe, lambda e: e * spe))
         sec.set_xlabel("epoch")
-    if log:
-        ax.set_yscale("log")
+    if log and np.any(np.isfinite(loss) & (loss > 0)):
+        ax.set_yscale("log")  # (a run with no positive finite loss keeps a linear axis)
     ax.set_xlabel("step")
     ax.set_ylabel("loss")
     ax.set_title("Loss")

@@ -57,6 +57,13 @@ def test_loss_plot_has_raw_smoothed_and_nonfinite_marker(history):
     assert plots.plot_loss(history).axes[0].get_yscale() == "linear"
 
 
+def test_log_loss_plot_of_a_run_with_no_finite_loss_is_still_written(tmp_path):
+    h = jaxlearn.History.from_arrays({"loss": [np.nan] * 3})
+    fig = plots.plot_loss(h, tmp_path / "q.png", log=True)
+    assert fig.axes[0].get_yscale() == "linear"
+    assert (tmp_path / "q.png").read_bytes()[:8] == PNG
+
+
 def test_accuracy_plot_per_epoch_marks_the_best_epoch(history):
     ax = plots.plot_accuracy(history).axes[0]
     assert [line.get_label() for line in ax.lines] == ["train", "val", "best epoch 2"]

@@ -24,6 +24,9 @@ __all__ = [
 DATASETS = ("digits", "cifar10")
 """The data sets the demo knows: scikit-learn's bundled digits, CIFAR-10 files on disk."""
 
+SEED_MAX = 2**32 - 1
+"""The largest seed: seeds are uint32, as ``jax.random.key`` takes them."""
+
 RULES = ("sgd", "momentum", "nesterov", "adagrad", "rmsprop", "adam")
 """The update rules compared in stage 4, in the order of the notes."""
 
@@ -78,8 +81,12 @@ class DemoConfig:
             raise DemoError(
                 "--data-dir is only for --data cifar10 (the digits ship with scikit-learn)."
             )
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
-            raise DemoError(f"--seed must be an int >= 0, got {self.seed!r}.")
+        if (
+            isinstance(self.seed, bool)
+            or not isinstance(self.seed, int)
+            or not 0 <= self.seed <= SEED_MAX
+        ):
+            raise DemoError(f"--seed must be an int in [0, {SEED_MAX}], got {self.seed!r}.")
         if self.max_train is not None and (
             isinstance(self.max_train, bool)
             or not isinstance(self.max_train, int)
