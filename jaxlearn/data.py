@@ -257,6 +257,12 @@ def check_dataset(
     """
     if is_tracer(x) or is_tracer(y):
         raise ValueError(f"{name}: check_dataset needs concrete arrays; call it outside jit.")
+    if num_classes is not None and (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, (int, np.integer))
+        or num_classes < 1
+    ):
+        raise ValueError(f"{name}: `num_classes` must be an int >= 1, got {num_classes!r}.")
     xs, ys = np.shape(x), np.shape(y)
     if len(xs) < 1:
         raise ValueError(f"{name}: x must have shape (N, ...), got a scalar.")

@@ -45,6 +45,9 @@ def check_labels(scores: Any, labels: Any, fn: str) -> None:
         Traceback (most recent call last):
         ValueError: my_loss: labels must lie in [0, 3) for 3 classes; found label 3.
     """
+    scores, labels = (
+        np.asarray(a) if isinstance(a, (list, tuple)) else a for a in (scores, labels)
+    )
     s_shape, l_shape = jnp.shape(scores), jnp.shape(labels)
     if len(s_shape) != 2:
         raise ValueError(
@@ -107,8 +110,9 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
         >>> float(jaxlearn.softmax_cross_entropy(jnp.zeros((4, 10)), jnp.arange(4)))
         2.302585...
     """
-    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+    # Checked before the conversion: int64 labels beyond int32 would wrap around in it.
     check_labels(logits, labels, "softmax_cross_entropy")
+    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     logz = jax.nn.logsumexp(logits, axis=-1)
     correct = jnp.take_along_axis(logits, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
     return jnp.mean(_nan_unless(_valid(labels, logits.shape[1]), logz - correct))
@@ -133,8 +137,9 @@ def multiclass_svm(scores: jax.Array, labels: jax.Array, margin: float = 1.0) ->
         >>> round(float(jaxlearn.multiclass_svm(s, jnp.array([0]))), 4)
         2.9
     """
-    scores, labels = jnp.asarray(scores), jnp.asarray(labels)
+    # Checked before the conversion: int64 labels beyond int32 would wrap around in it.
     check_labels(scores, labels, "multiclass_svm")
+    scores, labels = jnp.asarray(scores), jnp.asarray(labels)
     m = concrete_or_none(margin)
     if m is not None and not (np.all(np.isfinite(m)) and np.all(m > 0)):
         raise ValueError(f"multiclass_svm: `margin` must be a finite number > 0, got {margin!r}.")
@@ -258,7 +263,8 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
         >>> float(jaxlearn.accuracy(jnp.array([[0.1, 0.9], [0.8, 0.2]]), jnp.array([1, 1])))
         0.5
     """
-    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+    # Checked before the conversion: int64 labels beyond int32 would wrap around in it.
     check_labels(logits, labels, "accuracy")
+    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
     hit = hits(logits, labels).astype(jnp.float32)
     return jnp.mean(_nan_unless(_valid(labels, logits.shape[1]), hit))

@@ -31,6 +31,7 @@ import math
 import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from numbers import Real
 from typing import Any
 
 import jax
@@ -225,11 +226,13 @@ def _chance(fn: str, chance: str | float, num_classes: int, margin: float) -> tu
         if chance == "softmax":
             return math.log(num_classes), f"log({num_classes})"
         if chance == "svm":
-            if not (isinstance(margin, (int, float)) and margin > 0):
+            if isinstance(margin, bool) or not (
+                isinstance(margin, Real) and math.isfinite(margin) and margin > 0
+            ):
                 raise ValueError(f"{fn}: `margin` must be a number > 0, got {margin!r}.")
             m = f" * {margin:g}" if margin != 1 else ""
             return (num_classes - 1) * float(margin), f"({num_classes} - 1){m}"
-    elif isinstance(chance, (int, float)) and not isinstance(chance, bool):
+    elif isinstance(chance, Real) and not isinstance(chance, bool):
         if math.isfinite(chance) and chance > 0:
             return float(chance), "given"
     raise ValueError(

@@ -192,6 +192,8 @@ def test_check_dataset_accepts_good_data_and_names_each_problem():
     bad[2, 1] = np.nan
     with pytest.raises(ValueError, match="non-finite values \\(first in example 2\\)"):
         jaxlearn.check_dataset(bad, y)
+    with pytest.raises(ValueError, match="`num_classes` must be an int >= 1, got 0"):
+        jaxlearn.check_dataset(x, y, num_classes=0)
 
 
 # --------------------------------------------------------------------------- splits

@@ -268,3 +268,9 @@ def test_half_precision_losses_and_penalties_do_not_overflow():
     assert float(jaxlearn.l2_penalty(w)) == 45000.0  # the squares sum to 90000 > 65504
     assert float(jaxlearn.l1_penalty({"W": jnp.full((300, 300), 2.0, jnp.bfloat16)})) == 180000.0
     assert jaxlearn.l2_penalty(w).dtype == jnp.float32
+
+
+@pytest.mark.parametrize("fn", [jaxlearn.softmax_cross_entropy, jaxlearn.accuracy])
+def test_int64_labels_beyond_int32_are_out_of_range_not_wrapped(fn):
+    with pytest.raises(ValueError, match="found label 4294967296"):
+        fn(jnp.zeros((2, 3)), np.array([0, 2**32]))

@@ -89,7 +89,7 @@ def test_svm_margin_scales_the_expected_loss(digits):
         return jaxlearn.multiclass_svm(s, y, margin=2.0) + reg * jaxlearn.l2_penalty(p), s
 
     check = sanity.initial_loss(
-        loss_fn, model.init(jax.random.key(0)), *digits, chance="svm", margin=2.0
+        loss_fn, model.init(jax.random.key(0)), *digits, chance="svm", margin=np.float32(2.0)
     )
     assert check.passed and check.details["expected"] == 18.0
 

@@ -97,6 +97,14 @@ def test_truncate_keeps_the_first_epochs_and_their_steps():
     assert h.update_ratio["W1"].shape == (8,) and h.activations["layer1"]["mean"].shape == (2,)
 
 
+@pytest.mark.parametrize("n", [4, -1, 1.0, True])
+def test_truncate_beyond_the_epochs_recorded_is_an_error(n):
+    h = _history()
+    with pytest.raises(ValueError, match=r"`num_epochs` must be an int in \[0, 3\]"):
+        h.truncate(n)
+    assert h.num_epochs == 3 and h.num_steps == 12
+
+
 def test_mismatched_lengths_are_clear_errors():
     h = jaxlearn.History()
     with pytest.raises(ValueError, match=r"`finite` has 1 values, `loss` has 2"):

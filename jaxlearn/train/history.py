@@ -166,6 +166,15 @@ class History:
             >>> h.truncate(1); h.num_epochs, h.loss.tolist()
             (1, [0.0])
         """
+        if (
+            isinstance(num_epochs, bool)
+            or not isinstance(num_epochs, (int, np.integer))
+            or not 0 <= num_epochs <= self.num_epochs
+        ):
+            raise ValueError(
+                f"History.truncate: `num_epochs` must be an int in [0, {self.num_epochs}] (the "
+                f"epochs recorded), got {num_epochs!r}."
+            )
         steps = int(self.epoch_step[num_epochs - 1]) if num_epochs > 0 else 0
         arrays = self.arrays()
         self._chunks, self._cache = {}, {}
