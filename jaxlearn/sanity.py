@@ -40,7 +40,7 @@ import numpy as np
 import optax
 
 from jaxlearn.data import _numpy_rng, check_dataset
-from jaxlearn.losses import l2_penalty, softmax_cross_entropy
+from jaxlearn.losses import hits, l2_penalty, softmax_cross_entropy
 from jaxlearn.models import Model
 from jaxlearn.optim import adam
 
@@ -534,7 +534,11 @@ def overfit_small(
             raise ValueError(f"{fn}: `{name}` must be an int >= 1, got {v!r}.")
     if isinstance(max_loss, bool) or not isinstance(max_loss, (int, float)) or not max_loss >= 0:
         raise ValueError(f"{fn}: `max_loss` must be a number >= 0, got {max_loss!r}.")
-    n_all = np.shape(y)[0] if np.ndim(y) == 1 else 0
+    if np.ndim(y) != 1:
+        raise ValueError(
+            f"{fn}: `y` must have shape (N,) of integer labels, got shape {np.shape(y)}."
+        )
+    n_all = np.shape(y)[0]
     if num_examples > n_all:
         raise ValueError(
             f"{fn}: `num_examples` ({num_examples}) is larger than the data set ({n_all} examples)."
@@ -549,14 +553,14 @@ def overfit_small(
 
     def evaluate(p: Any) -> tuple[jax.Array, jax.Array, jax.Array]:
         loss, scores = loss_fn(p, xs, ys, 0.0)
-        return loss, jnp.mean((jnp.argmax(scores, axis=-1) == ys).astype(jnp.float32)), scores
+        return loss, jnp.mean(hits(scores, ys).astype(jnp.float32)), scores
 
     @jax.jit
     def run(p: Any) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
         def step(carry, _):
             p, s = carry
             (loss, scores), g = jax.value_and_grad(loss_fn, has_aux=True)(p, xs, ys, 0.0)
-            acc = jnp.mean((jnp.argmax(scores, axis=-1) == ys).astype(jnp.float32))
+            acc = jnp.mean(hits(scores, ys).astype(jnp.float32))
             u, s = opt.update(g, s, p)
             return (optax.apply_updates(p, u), s), (loss, acc)
 

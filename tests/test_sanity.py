@@ -298,6 +298,8 @@ def test_bad_loss_fn_and_arguments(digits, mlp):
         sanity.overfit_small(good, params, x, y, num_examples=500)
     with pytest.raises(ValueError, match="`steps` must be an int >= 1, got 0"):
         sanity.overfit_small(good, params, x, y, steps=0)
+    with pytest.raises(ValueError, match=r"`y` must have shape \(N,\) of integer labels, got"):
+        sanity.overfit_small(good, params, x, y[:, None])
     with pytest.raises(ValueError, match=r"labels must lie in \[0, 10\) for 10 classes"):
         sanity.overfit_small(good, params, x, y.at[3].set(12))
     with pytest.raises(ValueError, match="same number of examples"):
