@@ -118,3 +118,33 @@ def test_ema_warmup_is_exact_in_float64():
     with enable_x64():
         state, _, x_test = _warmup_run(jnp.float64)
         np.testing.assert_allclose(jaxlearn.averaged_params(state)["w"], x_test, rtol=1e-13)
+
+
+def test_python_float_leaves_are_averaged_as_optax_takes_them():
+    # init raised AttributeError: 'float' object has no attribute 'dtype'.
+    opt = jaxlearn.param_average(optax.sgd(0.1), decay=0.5)
+    params = {"a": 2.0}
+    state = opt.init(params)
+    assert jaxlearn.averaged_params(state)["a"].dtype == jnp.float32
+    u, state = opt.update({"a": 1.0}, state, params)
+    np.testing.assert_allclose(optax.apply_updates(params, u)["a"], 1.9, rtol=1e-6)
+    # 0.5 * 2.0 + 0.5 * 1.9
+    np.testing.assert_allclose(jaxlearn.averaged_params(state)["a"], 1.95, rtol=1e-6)
+
+
+@pytest.mark.parametrize("kind", ["ema", "polyak"])
+def test_non_floating_leaves_pass_through_unaveraged(kind):
+    # An integer leaf masked out of the inner rule: init raised numpy's "int32 not inexact".
+    params = {"w": jnp.ones(2), "step": jnp.array(3)}
+    inner = optax.masked(jaxlearn.sgd(0.1), {"w": True, "step": False})
+    opt = jaxlearn.param_average(inner, decay=0.5, kind=kind)
+    state = opt.init(params)
+    grads = {"w": jnp.ones(2), "step": jnp.array(0)}
+    u, state = opt.update(grads, state, params)
+    average = jaxlearn.averaged_params(state)
+    assert average["step"].dtype == jnp.int32 and int(average["step"]) == 3
+    np.testing.assert_allclose(average["w"], [0.95, 0.95], rtol=1e-6)  # (1 + 0.9) / 2 both ways
+    np.testing.assert_allclose(u["w"], [-0.1, -0.1], rtol=1e-6)
+    # The step count may be set by hand as a Python int (it raised AttributeError).
+    _, state = opt.update(grads, state._replace(t=1), params)
+    assert state.t.dtype == jnp.int32 and int(state.t) == 2

@@ -354,6 +354,10 @@ def test_masked_excludes_integer_leaves():
         (lambda: jaxlearn.adagrad(1e-3, eps=-1e-8), "adagrad: `eps` must be a finite number >= 0"),
         (lambda: jaxlearn.sgd(jnp.array([0.1, -0.2])), "`learning_rate` must be"),
         (lambda: jaxlearn.sgd(None), "`learning_rate` must be given"),
+        (
+            lambda: jaxlearn.sgd(0.1 + 0j),
+            "sgd: `learning_rate` must be a real number, got (0.1+0j)",
+        ),
         (lambda: jaxlearn.adam(1e-3, bias_correction="yes"), "`bias_correction` must be True"),
     ],
 )
@@ -374,6 +378,8 @@ def test_gradient_tree_mismatch_names_the_path():
             {"a": jnp.ones(1), "b": jnp.ones(1), "c": jnp.ones(1)},
             opt2.init({"a": jnp.ones(1), "b": jnp.ones(1)}),
         )
+    with pytest.raises(ValueError, match=r"only the state has a leaf at \['b'\]\.$"):
+        opt2.update({"a": jnp.ones(1)}, opt2.init({"a": jnp.ones(1), "b": jnp.ones(1)}))
 
 
 def test_integer_and_boolean_leaves_are_refused_with_advice():
@@ -392,3 +398,45 @@ def test_traced_hyperparameters_are_accepted_without_checks():
         return u
 
     np.testing.assert_allclose(f(0.1, 0.5), [-0.1, -0.1], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "ours, theirs",
+    [
+        (lambda: jaxlearn.sgd(0.1), lambda: optax.sgd(0.1)),
+        (lambda: jaxlearn.momentum(0.1, 0.9), lambda: optax.sgd(0.1, momentum=0.9)),
+        (lambda: jaxlearn.adam(0.1), lambda: optax.adam(0.1)),
+    ],
+    ids=["sgd", "momentum", "adam"],
+)
+def test_python_float_leaves_are_taken_as_optax_takes_them(ours, theirs):
+    # They raised AttributeError: 'float' object has no attribute 'dtype'.
+    results = []
+    for opt, a, g in (
+        (ours(), 2.0, 1.0),
+        (ours(), jnp.array(2.0), jnp.array(1.0)),
+        (theirs(), 2.0, 1.0),
+    ):
+        params = {"a": a, "b": jnp.ones(2)}
+        state = opt.init(params)
+        for _ in range(3):
+            u, state = opt.update({"a": g, "b": jnp.ones(2)}, state, params)
+            params = optax.apply_updates(params, u)
+        results.append(params)
+    assert jnp.asarray(results[0]["a"]).dtype == jnp.float32
+    # The same numbers as a float32 leaf, and as optax's (to its own rounding).
+    np.testing.assert_array_equal(results[0]["a"], results[1]["a"])
+    np.testing.assert_allclose(results[0]["a"], results[2]["a"], rtol=1e-5)
+    u, _ = jaxlearn.sgd(0.1).update({"a": 1.0}, jaxlearn.sgd(0.1).init({"a": 2.0}))
+    np.testing.assert_array_equal(u["a"], np.float32(-0.1))
+
+
+def test_a_step_count_set_by_hand_may_be_a_python_int():
+    # `state._replace(t=5)` raised AttributeError: 'int' object has no attribute 'astype'.
+    opt = jaxlearn.adam(0.1)
+    state = opt.init(jnp.ones(2))
+    u, new = opt.update(jnp.ones(2), state._replace(t=5), jnp.ones(2))
+    u_ref, new_ref = opt.update(jnp.ones(2), state._replace(t=jnp.array(5)), jnp.ones(2))
+    assert new.t.dtype == jnp.int32 and int(new.t) == 6
+    np.testing.assert_array_equal(u, u_ref)
+    np.testing.assert_array_equal(new.m, new_ref.m)

@@ -246,8 +246,18 @@ def test_unpack_reads_optimizer_state_in_the_models_shape():
 def test_integer_leaves_are_packed_apart_and_refused_by_rules_with_the_reason():
     packed = jaxlearn.pack({"w": jnp.ones(3), "count": jnp.array([1, 2], jnp.int32)})
     assert [b.dtype for b in packed.buffers] == [jnp.int32, jnp.float32]  # "count" < "w"
-    with pytest.raises(ValueError, match=r"leaf \.buffers\[0\] has dtype int32"):
+    # The message names the user's leaf, and the buffer it was packed in.
+    with pytest.raises(
+        ValueError, match=r"leaf \['count'\] \(packed in \.buffers\[0\]\) has dtype int32"
+    ):
         jaxlearn.adam(0.1).init(packed)
+    many = jaxlearn.pack({f"c{i}": jnp.array([i], jnp.int32) for i in range(5)})
+    with pytest.raises(
+        ValueError,
+        match=r"gradient leaves \['c0'\], \['c1'\], \['c2'\] and 2 more "
+        r"\(packed in \.buffers\[0\]\) have dtype int32",
+    ):
+        jaxlearn.sgd(0.1).update(many, jaxlearn.sgd(0.1).init(jnp.ones(1)))
 
 
 def test_should_pack_and_the_threshold_follow_the_cost_model():
@@ -341,3 +351,75 @@ def test_leaves_on_different_shardings_go_to_different_buffers():
     )
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip() == "ok 2"
+
+
+def test_pack_like_a_state_keeps_the_states_dtypes():
+    # bfloat16 parameters keep float32 moments; packing a hand-set velocity like the state's
+    # must keep them float32 (it cast them to bfloat16: 0.001 became 0.000999451), so the
+    # state's type is unchanged and a scan over updates still runs.
+    params = {"W": jnp.ones(2), "h": jnp.ones(3, jnp.bfloat16)}
+    packed = jaxlearn.pack(params)
+    opt = jaxlearn.momentum(0.1)
+    state = opt.init(packed)
+    velocity = jax.tree.map(lambda v: v + 1e-3, jaxlearn.unpack(state).velocity)
+    state = state._replace(velocity=jaxlearn.pack(velocity, like=state.velocity))
+    assert [b.dtype for b in state.velocity.buffers] == [jnp.float32, jnp.float32]
+    assert jax.tree.structure(state) == jax.tree.structure(opt.init(packed))
+    np.testing.assert_array_equal(jaxlearn.unpack(state).velocity["h"], np.float32(1e-3))
+    # A Layout (or a Packed of params) still gives the params' dtypes.
+    assert jaxlearn.pack(velocity, like=packed).buffers[1].dtype == jnp.bfloat16
+    assert jaxlearn.pack(velocity, like=packed.layout).buffers[1].dtype == jnp.bfloat16
+    grads = jaxlearn.pack(jax.tree.map(jnp.ones_like, params), like=packed)
+
+    def body(carry, _):
+        p, s = carry
+        u, s = opt.update(grads, s, p)
+        return (optax.apply_updates(p, u), s), None
+
+    (_, state), _ = jax.lax.scan(body, (packed, state), None, length=2)
+    # v = mu * v - lr * g twice from 0.001 (mu = 0.9, lr = 0.1, g = 1), in float32.
+    expected = 0.9 * (0.9 * 1e-3 - 0.1) - 0.1
+    np.testing.assert_allclose(jaxlearn.unpack(state).velocity["h"], expected, rtol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "tree, max_leaf_size",
+    [({"w": jnp.ones(3)}, None), ({"w": jnp.ones(10), "b": jnp.ones(2)}, 5)],
+    ids=["lone leaf", "own buffer"],
+)
+def test_unpacked_tree_survives_donating_the_buffers_to_a_step(tree, max_leaf_size):
+    # A lone 1-D leaf in its buffer was the buffer itself, deleted by the next donated step.
+    opt = jaxlearn.momentum(0.1)
+    loss = lambda p: sum(jnp.sum(x**2) for x in jax.tree.leaves(p))
+
+    @partial(jax.jit, donate_argnums=(0, 1))
+    def step(packed, state):
+        _, g = jaxlearn.packed_value_and_grad(loss)(packed)
+        u, state = opt.update(g, state, packed)
+        return optax.apply_updates(packed, u), state
+
+    packed = jaxlearn.pack(tree, max_leaf_size=max_leaf_size)
+    state = opt.init(packed)
+    packed, state = step(packed, state)
+    snapshot = packed.unpack()
+    assert all(x is not b for x in jax.tree.leaves(snapshot) for b in packed.buffers)
+    packed, state = step(packed, state)
+    np.testing.assert_array_equal(snapshot["w"], np.full(snapshot["w"].shape, 0.8, np.float32))
+    _assert_same_tree(jax.jit(lambda p: p.unpack())(packed), packed.unpack())
+
+
+def test_gradients_packed_in_another_layout_are_refused_naming_both_layouts():
+    # The message named `.buffers[1]`, which the user's tree does not have.
+    packed = jaxlearn.pack({"w": jnp.ones(3), "h": jnp.ones(2, jnp.bfloat16)})
+    opt = jaxlearn.adam(0.1)
+    state = opt.init(packed)
+    grads = jaxlearn.pack({"w": jnp.ones(3), "h": jnp.ones(2)})
+    with pytest.raises(
+        ValueError,
+        match=r"the state holds Layout\(2 leaves in 2 buffers: bfloat16\[2\], float32\[3\]\) "
+        r"where the gradients hold Layout\(2 leaves in 1 buffers: float32\[5\]\); pack the "
+        r"gradients in the params' layout, with `jaxlearn.pack\(grads, like=params\)`",
+    ):
+        opt.update(grads, state, packed)
+    with pytest.raises(ValueError, match=r"where the gradients hold no Packed; pack"):
+        opt.update(packed.unpack(), state, packed)

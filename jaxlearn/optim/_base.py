@@ -65,6 +65,12 @@ def compute_dtype(dtype: Any) -> jnp.dtype:
     return dtype
 
 
+def _dtype(x: Any) -> jnp.dtype:
+    """An array's dtype; a Python or NumPy scalar's is the one ``jnp.asarray`` gives it."""
+    dtype = getattr(x, "dtype", None)
+    return jnp.asarray(x).dtype if dtype is None else dtype
+
+
 # --------------------------------------------------------------------------- checks
 
 _CHECKS: dict[str, tuple[Callable[[np.ndarray], bool], str]] = {
@@ -90,6 +96,8 @@ def check_hyper(rule: str, name: str, value: Any, kind: str) -> None:
         return
     if not np.issubdtype(v.dtype, np.number):
         raise ValueError(f"{rule}: `{name}` must be a number, got {value!r}.")
+    if np.issubdtype(v.dtype, np.complexfloating):
+        raise ValueError(f"{rule}: `{name}` must be a real number, got {value!r}.")
     ok, expected = _CHECKS[kind]
     if not np.all(np.isfinite(v)) or not ok(v):
         raise ValueError(f"{rule}: `{name}` must be {expected}, got {value!r}.")
@@ -97,19 +105,54 @@ def check_hyper(rule: str, name: str, value: Any, kind: str) -> None:
 
 def _first_difference(expected: Any, got: Any) -> str:
     """Describe where two pytrees first differ in structure."""
+    from jaxlearn.optim.packed import Packed  # packed.py does not import this module
+
+    is_packed = lambda x: isinstance(x, Packed)
+    layouts = [
+        [x.layout for x in jax.tree.leaves(t, is_leaf=is_packed) if is_packed(x)]
+        for t in (expected, got)
+    ]
+    if layouts[0] != layouts[1]:
+        # Paths into packed trees name buffers, not leaves: say what differs instead.
+        exp_l, got_l = (", ".join(map(repr, ls)) or "no Packed" for ls in layouts)
+        return (
+            f"the state holds {exp_l} where the gradients hold {got_l}; pack the gradients "
+            "in the params' layout, with `jaxlearn.pack(grads, like=params)`"
+        )
     exp = jax.tree_util.tree_flatten_with_path(expected)[0]
     gtt = jax.tree_util.tree_flatten_with_path(got)[0]
     for (pe, _), (pg, _) in zip(exp, gtt, strict=False):
         if pe != pg:
             return f"the state has a leaf at {path_str(pe)} where the gradients have {path_str(pg)}"
     if len(exp) != len(gtt):
-        longer, which = (exp, "state") if len(exp) > len(gtt) else (gtt, "gradients")
+        longer, which = (exp, "state has") if len(exp) > len(gtt) else (gtt, "gradients have")
         extra = longer[min(len(exp), len(gtt))][0]
-        return f"only the {which} have a leaf at {path_str(extra)}"
+        return f"only the {which} a leaf at {path_str(extra)}"
     return (
         f"the containers differ: state {jax.tree.structure(expected)} against "
         f"gradients {jax.tree.structure(got)}"
     )
+
+
+def _leaf_has(tree: Any, path: tuple, leaf: Any) -> str:
+    """The words ``leaf <path> has``, with the path as the user knows it: a packed buffer is
+    named by the leaves of the user's tree it holds. Only error messages call it."""
+    from jaxlearn.optim.packed import Packed  # packed.py does not import this module
+
+    is_packed = lambda x: isinstance(x, Packed)
+    for prefix, node in jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_packed)[0]:
+        if not is_packed(node):
+            continue
+        for g, buf in enumerate(node.buffers):
+            if buf is leaf and node.layout._splits[g]:
+                lay = node.layout
+                dummy = jax.tree.unflatten(lay.treedef, [0] * lay.num_leaves)
+                paths = [p for p, _ in jax.tree_util.tree_flatten_with_path(dummy)[0]]
+                names = [path_str(prefix + paths[i]) for i in lay._splits[g]]
+                more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+                where = f"{', '.join(names[:3])}{more} (packed in {path_str(path)})"
+                return f"leaves {where} have" if len(names) > 1 else f"leaf {where} has"
+    return f"leaf {path_str(path)} has"
 
 
 def _check_float_leaves(tree: Any, what: str, rule: str) -> None:
@@ -119,7 +162,7 @@ def _check_float_leaves(tree: Any, what: str, rule: str) -> None:
             dtype = np.asarray(leaf).dtype
         if not jnp.issubdtype(dtype, jnp.floating):
             raise ValueError(
-                f"{rule}: {what} leaf {path_str(path)} has dtype {dtype}; update rules apply "
+                f"{rule}: {what} {_leaf_has(tree, path, leaf)} dtype {dtype}; update rules apply "
                 "to floating-point leaves only. Keep integer and boolean arrays out of the "
                 "tree you optimize, or exclude them with "
                 "`optax.masked(rule, mask)` where `mask` is False at that leaf."
@@ -171,7 +214,7 @@ def transform(rule: Rule, hparams: Mapping[str, Hyper]) -> optax.GradientTransfo
     def init_fn(params: Any) -> NamedTuple:
         _check_float_leaves(params, "parameter", rule.name)
         slot_trees = [
-            jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), compute_dtype(p.dtype)), params)
+            jax.tree.map(lambda p: jnp.zeros(jnp.shape(p), compute_dtype(_dtype(p))), params)
             for _ in rule.slots
         ]
         return rule.state(*slot_trees, jnp.zeros([], jnp.int32))
@@ -191,6 +234,8 @@ def transform(rule: Rule, hparams: Mapping[str, Hyper]) -> optax.GradientTransfo
                 )
             slot_leaves.append(jax.tree.leaves(tree))
         t = state.t
+        if isinstance(t, int):  # set by hand (`state._replace(t=5)`): init's int32
+            t = jnp.asarray(t, jnp.int32)
         hp = {k: resolve(v, t) for k, v in hparams.items()}
         step = t + 1
         # Hyperparameters are cast once per compute dtype, not once per leaf.
@@ -199,7 +244,7 @@ def transform(rule: Rule, hparams: Mapping[str, Hyper]) -> optax.GradientTransfo
         out_u: list[jax.Array] = []
         out_slots: list[list[jax.Array]] = [[] for _ in rule.slots]
         for i, g in enumerate(g_leaves):
-            cdt = compute_dtype(g.dtype)
+            cdt = compute_dtype(_dtype(g))
             if cdt not in scalars:
                 scalars[cdt] = _cast_scalars(hp, step, cdt)
             u, new = run(g, tuple(s[i] for s in slot_leaves), *scalars[cdt])

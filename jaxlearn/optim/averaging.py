@@ -48,6 +48,9 @@ def param_average(
       every iterate so far (Polyak-Ruppert averaging; ``decay`` is ignored).
 
     The updates themselves pass through unchanged, so training is exactly that of ``inner``.
+    Only floating-point (and complex) leaves are averaged: any other leaf (an integer
+    counter or a boolean mask kept out of ``inner`` with ``optax.masked``) is held in the
+    average as ``init`` received it, unchanged by updates.
 
     **Arguments:**
     - `inner`: any optax transform (e.g. ``jaxlearn.adam(1e-3)`` or an ``optax.chain``).
@@ -84,8 +87,12 @@ def param_average(
         )
     inner = optax.with_extra_args_support(inner)
 
+    def start(p: Any) -> jax.Array:
+        p = jnp.asarray(p)  # a Python float leaf too, as optax takes them
+        return p.astype(compute_dtype(p.dtype)) if _averaged(p) else p
+
     def init_fn(params: Any) -> AverageState:
-        average = jax.tree.map(lambda p: jnp.asarray(p).astype(compute_dtype(p.dtype)), params)
+        average = jax.tree.map(start, params)
         return AverageState(inner.init(params), average, jnp.zeros([], jnp.int32))
 
     def update_fn(updates: Any, state: AverageState, params: Any = None, **extra: Any):
@@ -95,27 +102,38 @@ def param_average(
                 "`opt.update(grads, state, params)`."
             )
         updates, inner_state = inner.update(updates, state.inner, params, **extra)
-        t = state.t + 1
+        t0 = state.t
+        if isinstance(t0, int):  # set by hand (`state._replace(t=5)`): init's int32
+            t0 = jnp.asarray(t0, jnp.int32)
+        t = t0 + 1
         if kind == "ema":
-            d = resolve(decay, state.t)
+            d = resolve(decay, t0)
             if warmup:
-                tf = state.t.astype(default_float())  # float64 under x64: exact there too
+                tf = t0.astype(default_float())  # float64 under x64: exact there too
                 d = jnp.minimum(d, (1.0 + tf) / (10.0 + tf))
 
             def avg(a, p, u):
-                x = (p + u).astype(a.dtype)
+                x = jnp.asarray(p + u).astype(a.dtype)
                 dd = jnp.asarray(d, a.dtype)
                 return dd * a + (1 - dd) * x
         else:
 
             def avg(a, p, u):
-                x = (p + u).astype(a.dtype)
+                x = jnp.asarray(p + u).astype(a.dtype)
                 return a + (x - a) / (t + 1).astype(a.dtype)
 
-        average = jax.tree.map(avg, state.average, params, updates)
+        # Leaves that are not averaged are kept; which they are is known at trace time.
+        average = jax.tree.map(
+            lambda a, p, u: avg(a, p, u) if _averaged(a) else a, state.average, params, updates
+        )
         return updates, AverageState(inner_state, average, t)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+def _averaged(a: jax.Array) -> bool:
+    """Whether a leaf of the average is averaged: floating point or complex."""
+    return bool(jnp.issubdtype(a.dtype, jnp.inexact))
 
 
 def averaged_params(opt_state: Any, like: Any | None = None) -> Any:

@@ -191,7 +191,13 @@ class Packed:
             sizes = [lay.leaves[i].size for i in members]
             pieces = lax.split(buf, sizes, axis=len(batch)) if len(members) > 1 else [buf]
             for i, piece in zip(members, pieces, strict=True):
-                out[i] = jnp.reshape(piece, batch + lay.leaves[i].shape)
+                leaf = jnp.reshape(piece, batch + lay.leaves[i].shape)
+                if leaf is buf and not is_tracer(buf):
+                    # A lone leaf already in its buffer's shape would be the buffer itself:
+                    # copy it (as pack does), so donating the buffer to a step never frees
+                    # the user's tree. Traced (under jit, grad) it stays a free view.
+                    leaf = jnp.array(leaf, copy=True)
+                out[i] = leaf
         return jax.tree.unflatten(lay.treedef, out)
 
     @property
@@ -302,7 +308,9 @@ def pack(
     - `tree`: a pytree of arrays (params, gradients, anything shaped like them).
     - `like`: a :class:`Packed` (or its :class:`Layout`) whose layout to reuse: `tree`
       must have the same structure and leaf shapes, and is packed into the same
-      positions, so gradients computed on the plain tree can meet a packed state.
+      positions, so gradients computed on the plain tree can meet a packed state. Each
+      buffer takes the dtype of `like`'s buffer (of a Layout: the packed tree's dtypes),
+      so ``pack(tree, like=state.velocity)`` keeps a bfloat16 parameter's float32 state.
     - `batch_ndim`: leading axes shared by every leaf (an ensemble's member axis) kept in
       front of the packed axis: leaves of shape ``(M, *s)`` give buffers ``(M, n)``.
       Under ``jax.vmap`` leave it at 0.
@@ -357,14 +365,21 @@ def pack(
         _check_like(flat, treedef, layout, batch_ndim)
     else:
         layout = _layout_for(flat, treedef, batch_ndim, group, limit)
+    # Each buffer keeps the dtype of `like`'s buffer where there is one: an optimizer state
+    # holds bfloat16 parameters' moments in float32 under the parameters' layout.
+    dtypes = layout.dtypes
+    if isinstance(like, Packed):
+        dtypes = tuple(
+            np.dtype(getattr(b, "dtype", d)) for b, d in zip(like.buffers, dtypes, strict=True)
+        )
     pieces: list[list[Any]] = [[] for _ in layout.sizes]
     for (_, leaf), where in zip(flat, layout.leaves, strict=True):
-        dtype = layout.dtypes[where.group]
+        dtype = dtypes[where.group]
         pieces[where.group].append(jnp.reshape(leaf, batch + (where.size,)).astype(dtype))
     buffers = []
     for g, ps in enumerate(pieces):
         if not ps:
-            buffers.append(jnp.zeros(batch + (0,), layout.dtypes[g]))
+            buffers.append(jnp.zeros(batch + (0,), dtypes[g]))
         elif len(ps) == 1:
             # A copy even for a lone leaf, so donating the buffer never frees the user's array.
             buffers.append(jnp.array(ps[0], copy=True))
