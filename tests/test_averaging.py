@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -148,3 +150,18 @@ def test_non_floating_leaves_pass_through_unaveraged(kind):
     # The step count may be set by hand as a Python int (it raised AttributeError).
     _, state = opt.update(grads, state._replace(t=1), params)
     assert state.t.dtype == jnp.int32 and int(state.t) == 2
+
+
+def test_a_step_may_donate_both_the_params_and_the_averaging_state():
+    opt = jaxlearn.param_average(optax.masked(jaxlearn.sgd(0.1), {"w": True, "n": False}))
+    p = {"w": jnp.ones(3), "n": jnp.array(2)}
+    s = opt.init(p)
+    assert not any(a is b for a in jax.tree.leaves(s) for b in jax.tree.leaves(p))
+
+    @functools.partial(jax.jit, donate_argnums=(0, 1))
+    def step(p, s):
+        u, s = opt.update({"w": jnp.ones(3), "n": jnp.zeros((), jnp.int32)}, s, p)
+        return optax.apply_updates(p, u), s
+
+    p, s = step(p, s)
+    np.testing.assert_allclose(p["w"], 0.9)

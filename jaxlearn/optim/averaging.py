@@ -89,7 +89,9 @@ def param_average(
 
     def start(p: Any) -> jax.Array:
         p = jnp.asarray(p)  # a Python float leaf too, as optax takes them
-        return p.astype(compute_dtype(p.dtype)) if _averaged(p) else p
+        # A copy, never the params' own buffer: a step that donates both params and state
+        # would donate one buffer twice.
+        return jnp.array(p, dtype=compute_dtype(p.dtype) if _averaged(p) else p.dtype, copy=True)
 
     def init_fn(params: Any) -> AverageState:
         average = jax.tree.map(start, params)
