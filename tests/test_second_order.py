@@ -175,10 +175,8 @@ def test_hessian_free_matches_exact_newton_on_small_problems(saddle_free):
             pe, se, pf, sf = both(pe, se, pf, sf)
             for a, b in zip(jax.tree.leaves(pe), jax.tree.leaves(pf), strict=True):
                 np.testing.assert_allclose(a, b, rtol=1e-9, atol=1e-12)
-        if not saddle_free:
-            return
-        # A nonconvex problem: the saddle-free steps agree too (plain CG instead stops at
-        # the first direction of negative curvature, a different, still descending, step).
+        # A nonconvex problem: the steps agree too (plain CG, meeting negative curvature,
+        # reports the damped system indefinite, as newton's Cholesky does).
         x = jnp.array([0.3, 0.05, -0.2])
 
         def bumpy(x):
@@ -267,3 +265,142 @@ def test_errors_name_the_argument():
         jaxlearn.newton(saddle_free="yes")
     with pytest.raises(ValueError, match="`learning_rate` must be a finite number >= 0"):
         jaxlearn.newton(learning_rate=float("nan"))
+
+
+def _random_quartic(eigenvalues, seed=0):
+    """``0.5 x A x - b x + 0.01 sum(x^4)``, ``A`` with the given eigenvalues, and a start."""
+    rng = np.random.default_rng(seed)
+    q = np.linalg.qr(rng.normal(size=(len(eigenvalues),) * 2))[0]
+    A = jnp.asarray(q @ np.diag(eigenvalues) @ q.T)
+    b = jnp.asarray(rng.normal(size=len(eigenvalues)))
+
+    def loss(x):
+        return 0.5 * x @ A @ x - b @ x + 0.01 * jnp.sum(x**4)
+
+    return loss, jnp.asarray(rng.normal(size=len(eigenvalues)))
+
+
+@pytest.mark.parametrize("damping", [0.0, 0.1])
+def test_hessian_free_matches_newton_on_an_indefinite_hessian(damping):
+    # Plain CG used to stop at the negative curvature and take that step at lambda = 0;
+    # now both raise lambda until H + lambda I is positive definite, the same dampings.
+    with enable_x64():
+        loss, x0 = _random_quartic([1.0, 2.0, -0.5, 4.0])
+        assert float(jnp.linalg.eigvalsh(jax.hessian(loss)(x0))[0]) < 0
+        exact = jaxlearn.newton(damping=damping)
+        free = jaxlearn.hessian_free(damping=damping, max_iter=10, tol=1e-12)
+        xe, se, xf, sf = x0, exact.init(x0), x0, free.init(x0)
+        for _ in range(3):
+            xe, se = _step(exact, loss, xe, se)
+            xf, sf = _step(free, loss, xf, sf)
+            np.testing.assert_allclose(xf, xe, rtol=1e-8, atol=1e-10)
+            np.testing.assert_allclose(float(sf.damping), float(se.damping), rtol=1e-8)
+            assert int(sf.tries) == int(se.tries) and bool(sf.accepted) and bool(se.accepted)
+        assert float(loss(xe)) < float(loss(x0)) - 0.5
+
+
+def _all_solvers():
+    return [(n, sf) for n in sorted(SOLVERS) for sf in (False, True)]
+
+
+@pytest.mark.parametrize(("name", "saddle_free"), _all_solvers())
+def test_a_non_finite_update_is_skipped_and_the_next_finite_one_proceeds(name, saddle_free):
+    def loss(x):
+        return jnp.sum((x - 1.0) ** 2)
+
+    def nan_loss(x):
+        return loss(x) * jnp.nan
+
+    opt = SOLVERS[name](saddle_free=saddle_free)
+    x = jnp.zeros(2)
+    state = opt.init(x)
+    good = jax.grad(loss)(x)
+    # A NaN loss, then two NaN gradients (an overflowed batch): each update is skipped.
+    for grads, fn in [(good, nan_loss), (jnp.full(2, jnp.nan), loss), (jnp.full(2, jnp.inf), loss)]:
+        updates, state = opt.update(grads, state, x, value_fn=fn)
+        np.testing.assert_array_equal(updates, 0.0)
+        assert not bool(state.accepted) and int(state.tries) == 0
+        assert float(state.damping) == 0.0  # kept (used to become NaN, or 2e23 then inf)
+    assert int(state.t) == 3
+    # The next finite update is the one-step Newton solution of the quadratic.
+    x, state = _step(opt, loss, x, state)
+    np.testing.assert_allclose(x, [1.0, 1.0], rtol=1e-6)
+    assert bool(state.accepted) and int(state.tries) == 1 and float(state.damping) == 0.0
+
+
+def test_damping_stays_finite_when_every_try_fails():
+    # A gradient of the wrong sign at 0, where every step, however small, raises the loss:
+    # every try is rejected. With enough tries lambda used to overflow to inf, after which
+    # every step was zero; it is capped, and when the search reaches the cap the update's
+    # starting damping is kept.
+    def loss(x):
+        return jnp.sum(x) + x @ x
+
+    x = jnp.array([0.0])
+    for opt in (jaxlearn.newton(max_tries=60), jaxlearn.hessian_free(max_tries=60)):
+        updates, state = opt.update(jnp.array([-1.0]), opt.init(x), x, value_fn=loss)
+        assert float(updates[0]) == 0.0 and not bool(state.accepted)
+        assert int(state.tries) == 60 and float(state.damping) == 0.0
+        x1, state = _step(opt, loss, x, state)
+        np.testing.assert_allclose(x1, [-0.5])
+        assert bool(state.accepted) and int(state.tries) == 1
+
+
+@pytest.mark.parametrize(("name", "saddle_free"), _all_solvers())
+def test_zero_curvature_still_gives_a_descent_step(name, saddle_free):
+    opt = SOLVERS[name](saddle_free=saddle_free)
+    # A linear loss (H = 0): lambda used to stay at 0, 30 failed tries and a zero update.
+    # Raised from 0 it becomes the gradient's largest entry: a unit step.
+    x = jnp.zeros(2)
+    x1, state = _step(opt, jnp.sum, x, opt.init(x))
+    np.testing.assert_allclose(x1, [-1.0, -1.0], rtol=1e-6)
+    assert bool(state.accepted) and int(state.tries) == 2
+
+    # The hinge loss of a linear model: piecewise linear, H = 0 everywhere.
+    X = jax.random.normal(jax.random.key(0), (50, 3))
+    y = jnp.sign(X @ jnp.array([1.0, -2.0, 0.5]))
+
+    def hinge(w):
+        return jnp.mean(jax.nn.relu(1 - y * (X @ w)))
+
+    w, state = jnp.zeros(3), opt.init(jnp.zeros(3))
+    values = [float(hinge(w))]
+    for _ in range(3):
+        w, state = _step(opt, hinge, w, state)
+        assert bool(state.accepted)
+        values.append(float(hinge(w)))
+    assert values[-1] < 0.5 * values[0], values
+
+    # Curvature only off the gradient (H g = 0, H = diag(0, -2) at 0): hessian_free, which
+    # measured the curvature along g alone, returned a zero update here.
+    def tilted(x):
+        return x[0] - x[1] ** 2 + 0.01 * x[0] ** 4
+
+    x1, state = _step(opt, tilted, x, opt.init(x))
+    assert bool(state.accepted)
+    assert float(tilted(x1)) < float(tilted(x)) - 0.05
+
+
+@pytest.mark.parametrize("name", sorted(SOLVERS))
+def test_bfloat16_params_get_bfloat16_loss_evaluations_and_updates(name):
+    seen = []
+
+    def loss(p):
+        seen.append(p["w"].dtype)
+        v = jnp.sum(p["v"] ** 2) if "v" in p else 0.0
+        return jnp.sum((p["w"].astype(jnp.float32) - 1.0) ** 2) + v
+
+    opt = SOLVERS[name]()
+    for p in (
+        {"w": jnp.zeros(3, jnp.bfloat16)},
+        {"w": jnp.zeros(3, jnp.bfloat16), "v": jnp.ones(2)},
+    ):
+        seen.clear()
+        updates, state = opt.update(jax.grad(loss)(p), opt.init(p), p, value_fn=loss)
+        assert {jnp.dtype(d) for d in seen} == {jnp.dtype(jnp.bfloat16)}  # not float32
+        assert updates["w"].dtype == jnp.bfloat16
+        if "v" in p:
+            assert updates["v"].dtype == jnp.float32
+        assert state.damping.dtype == jnp.float32 and bool(state.accepted)
+        p1 = optax.apply_updates(p, updates)
+        np.testing.assert_allclose(np.asarray(p1["w"], np.float32), 1.0)

@@ -12,10 +12,12 @@ lands on the minimum. They name its two problems, handled here:
 - **A Hessian that is not positive definite.** Near a saddle or a maximum the raw Newton
   step heads *to* it. Both transforms damp the curvature as Levenberg-Marquardt does,
   ``(H + lambda I) d = grad``, raising ``lambda`` (by ``damping_factor``) until the step is
-  well defined and decreases the loss, and lowering it again after each accepted step; and
-  both offer ``saddle_free=True``, which replaces ``H`` by ``|H|`` (each eigenvalue by its
-  absolute value; Dauphin et al., 2014), turning every direction of negative curvature into
-  one of descent. :func:`hessian_free` builds ``|H|`` in a Krylov subspace by Lanczos.
+  well defined and decreases the loss, and lowering it again after each accepted step
+  (:func:`hessian_free` treats a direction of negative curvature met by CG as
+  :func:`newton` treats a failed Cholesky factorization); and both offer
+  ``saddle_free=True``, which replaces ``H`` by ``|H|`` (each eigenvalue by its absolute
+  value; Dauphin et al., 2014), turning every direction of negative curvature into one of
+  descent. :func:`hessian_free` builds ``|H|`` in a Krylov subspace by Lanczos.
 
 Both are ``optax.GradientTransformationExtraArgs`` and take the loss through optax's
 extra-arguments convention, as ``optax.lbfgs`` does::
@@ -30,7 +32,13 @@ extra-arguments convention, as ``optax.lbfgs`` does::
 ``value_fn(params, **kwargs)`` must return the scalar loss; every other keyword given to
 ``update`` whose name is a parameter of ``value_fn`` (``batch`` here) is passed to it.
 ``value`` (the loss at ``params``) is optional and saves one evaluation; ``grad`` is
-ignored (the ``grads`` argument is the gradient).
+ignored (the ``grads`` argument is the gradient). The loss is evaluated at params of their
+own dtypes (bfloat16 params stay bfloat16), the algebra runs in at least float32, and the
+updates come back in each param's dtype.
+
+An update whose loss or gradient is not finite (an overflowed batch) is skipped: the update
+is zero, the damping is kept and ``accepted`` is False, so the next finite update proceeds
+as if the bad one had not happened.
 """
 
 from __future__ import annotations
@@ -50,6 +58,7 @@ from jaxlearn.optim._base import Hyper, check_hyper, resolve
 __all__ = ["NewtonState", "newton", "hessian_free"]
 
 # Dampings below this fraction of the curvature scale count as zero (a pure Newton step).
+# The curvature scale is ||H u|| / ||u|| with u the gradient direction (_curvature_scale).
 _RELATIVE_FLOOR = 1e-6
 
 
@@ -58,9 +67,10 @@ class NewtonState(NamedTuple):
 
     - ``damping``: the Levenberg-Marquardt ``lambda`` the next step starts from.
     - ``t``: the number of updates taken.
-    - ``tries``: how many dampings the last update evaluated (1 when the first was taken).
+    - ``tries``: how many dampings the last update evaluated (1 when the first was taken,
+      0 when the update was skipped because its loss or gradient was not finite).
     - ``accepted``: whether the last update found a step that does not increase the loss
-      (when none did within ``max_tries``, the update was zero).
+      (when none did within ``max_tries``, or the update was skipped, the update was zero).
     """
 
     damping: jax.Array
@@ -113,6 +123,13 @@ def _loss_kwargs(fn: str, value_fn: Callable, extra: dict[str, Any]) -> dict[str
 def _prepare(
     fn: str, updates: Any, params: Any, value_fn: Any, extra: dict[str, Any]
 ) -> tuple[jax.Array, jax.Array, Callable[[jax.Array], Any], Callable[[jax.Array], jax.Array]]:
+    """Flatten ``params`` and the gradient into the compute dtype (at least float32).
+
+    Returns ``(x, g, unravel, f)``: ``unravel(v)`` gives the tree of ``v`` (any dtype) in
+    the params' own dtypes, and ``f(v)`` is the loss, evaluated at ``unravel(v)`` (the
+    params' dtypes, so bfloat16 params see a bfloat16 loss evaluation) and returned in the
+    compute dtype.
+    """
     if params is None:
         raise ValueError(
             f"{fn}: update() needs `params` (the point where the Hessian is taken), got None."
@@ -132,41 +149,84 @@ def _prepare(
         )
     if not jnp.issubdtype(x.dtype, jnp.floating):
         raise ValueError(f"{fn}: params must be floating point, got dtype {x.dtype}.")
-    cdt = jnp.promote_types(x.dtype, jnp.float32)
+    # The flat dtype: the params' common dtype, which ravel_pytree's unravel expects (it
+    # casts back to each leaf's dtype only for trees of mixed dtypes).
+    flat_dtype = x.dtype
+    cdt = jnp.promote_types(flat_dtype, jnp.float32)
     x, g = x.astype(cdt), g.astype(cdt)
 
-    def f(v: jax.Array) -> jax.Array:
-        return jnp.asarray(value_fn(unravel(v.astype(x.dtype)), **kwargs)).astype(cdt)
+    def to_tree(v: jax.Array) -> Any:
+        return unravel(v.astype(flat_dtype))
 
-    return x, g, unravel, f
+    def f(v: jax.Array) -> jax.Array:
+        return jnp.asarray(value_fn(to_tree(v), **kwargs)).astype(cdt)
+
+    return x, g, to_tree, f
+
+
+def _floor(scale: jax.Array, g: jax.Array) -> jax.Array:
+    """The smallest nonzero damping: a millionth of the curvature scale ``scale``, or, when
+    that is 0 or not finite (a linear loss, a Hessian that vanishes along the gradient, a
+    NaN Hessian), ``||g||_inf``, so that the first damped step moves no coordinate by more
+    than the learning rate (1 when the gradient is 0)."""
+    scale = jnp.where(jnp.isfinite(scale), scale, 0)
+    g_max = jnp.max(jnp.abs(g), initial=0.0)
+    fallback = jnp.where(jnp.isfinite(g_max) & (g_max > 0), g_max, 1).astype(g.dtype)
+    return jnp.where(scale > 0, _RELATIVE_FLOOR * scale, fallback)
+
+
+def _unit(g: jax.Array) -> jax.Array:
+    """``g / ||g||_inf`` (0 for a zero gradient), the gradient's direction, so that the
+    curvature scale ``||H u|| / ||u||`` cannot overflow through ``g @ g``."""
+    g_max = jnp.max(jnp.abs(g), initial=0.0)
+    return g / jnp.where(g_max > 0, g_max, 1)
+
+
+def _curvature_scale(u: jax.Array, hu: jax.Array) -> jax.Array:
+    """``||H u|| / ||u||`` from ``u`` and ``hu = H u`` (0 when ``u`` is 0): at least the
+    curvature along ``u`` and at most ``||H||_2``. :func:`newton` and :func:`hessian_free`
+    both use it, so their dampings follow the same sequence."""
+    uu = u @ u
+    return jnp.sqrt((hu @ hu) / jnp.where(uu > 0, uu, 1))
 
 
 def _damped_step(
     f: Callable[[jax.Array], jax.Array],
     x: jax.Array,
+    g: jax.Array,
     f0: jax.Array,
     state: NewtonState,
     learning_rate: Hyper,
     damping: Hyper,
-    floor: jax.Array,
+    scale: jax.Array,
     factor: float,
     max_tries: int,
     candidate: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
 ) -> tuple[jax.Array, NewtonState]:
     """One damped step of :func:`newton` or :func:`hessian_free` from ``state``: the rate
     and the smallest damping at this step, the search from the last damping (never below
-    that smallest), and the next state."""
+    that smallest), and the next state.
+
+    ``scale`` is the curvature scale (:func:`_curvature_scale`). An update whose loss
+    ``f0`` or gradient ``g`` is not finite is skipped: zero step, no try (``tries`` 0),
+    ``accepted`` False, the damping kept.
+    """
     cdt = x.dtype
     lr = jnp.asarray(resolve(learning_rate, state.t), cdt)
     lam_min = jnp.asarray(resolve(damping, state.t), cdt)
+    last = state.damping.astype(cdt)
+    damping0 = jnp.maximum(jnp.where(jnp.isfinite(last), last, lam_min), lam_min)
+    skip = ~(jnp.isfinite(f0) & jnp.all(jnp.isfinite(g)))
     step, lam, tries, accepted = _damped_search(
         f,
         x,
         f0,
         lr,
-        jnp.maximum(state.damping.astype(cdt), lam_min),
+        damping0,
         lam_min,
-        floor,
+        _floor(scale, g),
+        jnp.isfinite(scale),
+        skip,
         factor,
         max_tries,
         candidate,
@@ -182,6 +242,8 @@ def _damped_search(
     damping0: jax.Array,
     damping_min: jax.Array,
     floor: jax.Array,
+    scale_finite: jax.Array,
+    skip: jax.Array,
     factor: float,
     max_tries: int,
     candidate: Callable[[jax.Array], tuple[jax.Array, jax.Array]],
@@ -189,15 +251,22 @@ def _damped_search(
     """Levenberg-Marquardt: raise the damping until the step is defined and decreases f.
 
     ``candidate(lambda) -> (d, valid)`` solves the damped system; the step is ``-lr * d``.
-    Returns ``(step, next damping, tries, accepted)``.
+    ``lambda`` is raised to ``max(lambda * factor, floor)``, capped at
+    ``finfo.max / factor`` so it stays finite. Returns ``(step, next damping, tries,
+    accepted)``. The next damping is the accepted one lowered by ``factor`` (to
+    ``damping_min`` below ``floor``); when no try is accepted, the last one tried (so the
+    next update goes on raising), except that ``damping0`` is kept when the update is
+    skipped (``skip``: no try at all), when the curvature was not finite, or when the
+    search reached the cap.
     """
     # Accept a step that does not raise the loss beyond rounding, so a converged run (zero
     # step) is not mistaken for a failure.
     tol = 4 * jnp.finfo(x.dtype).eps * jnp.abs(f0)
+    cap = jnp.asarray(jnp.finfo(x.dtype).max / factor, x.dtype)
 
     def cond(c):
         i, _, done, _ = c
-        return (~done) & (i < max_tries)
+        return (~done) & (i < max_tries) & (~skip)
 
     def body(c):
         i, lam, _, step = c
@@ -205,14 +274,15 @@ def _damped_search(
         new_step = -lr * d
         f_new = f(x + new_step)
         ok = valid & jnp.all(jnp.isfinite(d)) & jnp.isfinite(f_new) & (f_new <= f0 + tol)
-        raised = jnp.maximum(lam * factor, floor)
+        raised = jnp.minimum(jnp.maximum(lam * factor, floor), cap)
         return i + 1, jnp.where(ok, lam, raised), ok, jnp.where(ok, new_step, step)
 
     init = (jnp.zeros([], jnp.int32), damping0, jnp.zeros([], bool), jnp.zeros_like(x))
     tries, lam, accepted, step = lax.while_loop(cond, body, init)
     lowered = lam / factor
     lowered = jnp.where(lowered < floor, damping_min, jnp.maximum(lowered, damping_min))
-    return step, jnp.where(accepted, lowered, lam), tries, accepted
+    restore = skip | ~scale_finite | (lam >= cap)
+    return step, jnp.where(accepted, lowered, jnp.where(restore, damping0, lam)), tries, accepted
 
 
 def _init(params: Any, damping: Hyper) -> NewtonState:
@@ -241,8 +311,17 @@ def newton(
     state's damping and is multiplied by `damping_factor` until ``H + lambda I`` is
     positive definite and the step does not increase the loss; after an accepted step it is
     divided by `damping_factor` again (back to `damping` once it falls below a
-    millionth of the curvature scale, ``||H||_inf``). With ``damping=0`` the first try is
-    the pure Newton step, which solves a positive-definite quadratic in one step.
+    millionth of the curvature scale ``||H u|| / ||u||``, ``u`` the gradient's direction).
+    Raised from 0, ``lambda`` first becomes that millionth, or, where the curvature scale
+    is 0 or not finite (a linear loss, a Hessian zero along the gradient), the gradient's
+    largest entry, a first step that moves no coordinate by more than `learning_rate`.
+    ``lambda`` is capped at ``finfo.max / damping_factor``. With ``damping=0`` the first
+    try is the pure Newton step, which solves a positive-definite quadratic in one step.
+
+    When no try decreases the loss within `max_tries`, the update is zero and the next one
+    starts from the last ``lambda`` tried (the update's starting ``lambda`` if the search
+    reached the cap or the Hessian was not finite). An update whose loss or gradient is not
+    finite is skipped (zero update, ``lambda`` kept, ``tries`` 0, ``accepted`` False).
 
     ``H`` is formed (``n x n`` for ``n`` parameters); each try costs a Cholesky
     factorization (``n^3 / 3``) and a loss evaluation, or with `saddle_free` one
@@ -257,6 +336,8 @@ def newton(
       negative curvature are descended instead of climbed.
     - `damping_factor`: the factor (> 1) ``lambda`` is raised and lowered by.
     - `max_tries`: dampings tried per update; if none gives a decrease the update is zero.
+
+    The updates have each param's dtype; the loss is evaluated at params of their dtypes.
 
     **Returns:** an optax transform whose ``update(grads, state, params, *, value_fn,
     value=None, **kwargs)`` takes the loss as ``value_fn(params, **kwargs)`` (optax's
@@ -292,8 +373,9 @@ def newton(
         f0 = f(x) if value is None else jnp.asarray(value, cdt)
         hess = jax.hessian(f)(x)
         hess = (hess + hess.T) / 2
-        # The infinity norm bounds every |eigenvalue|: the curvature scale for the floor.
-        floor = _RELATIVE_FLOOR * jnp.max(jnp.sum(jnp.abs(hess), axis=1), initial=0.0)
+        # The curvature scale for the floor, as hessian_free measures it.
+        u = _unit(g)
+        scale = _curvature_scale(u, hess @ u)
         eye = jnp.eye(x.size, dtype=cdt)
 
         if saddle_free:
@@ -317,7 +399,7 @@ def newton(
                 return jax.scipy.linalg.cho_solve((chol, True), g), valid
 
         step, new_state = _damped_step(
-            f, x, f0, state, learning_rate, damping, floor, damping_factor, max_tries, candidate
+            f, x, g, f0, state, learning_rate, damping, scale, damping_factor, max_tries, candidate
         )
         return _as_updates(step, unravel, params), new_state
 
@@ -325,17 +407,20 @@ def newton(
 
 
 def _as_updates(step: jax.Array, unravel: Callable, params: Any) -> Any:
-    # unravel casts each piece back to its leaf's dtype.
+    # unravel (from _prepare) casts each piece back to its leaf's dtype.
     return unravel(step)
 
 
 def _conjugate_gradient(
     matvec: Callable[[jax.Array], jax.Array], g: jax.Array, max_iter: int, tol: float
 ) -> tuple[jax.Array, jax.Array]:
-    """Solve ``A d = g`` by CG from 0, stopping at negative curvature (truncated Newton).
+    """Solve ``A d = g`` by CG from 0, at most ``max_iter`` steps.
 
-    Returns ``(d, valid)``; ``valid`` is False only when the very first direction has
-    curvature <= 0 (there is no descent step to offer).
+    Returns ``(d, valid)``. A search direction ``p`` with ``p A p <= 0`` (or NaN) proves
+    ``A`` is not positive definite: CG stops and ``valid`` is False, as a failed Cholesky
+    factorization is in :func:`newton`, so the damping is raised until ``A = H + lambda I``
+    is positive definite on the Krylov subspace of ``g``. A zero ``g`` gives ``d = 0``,
+    valid.
     """
     g_norm = jnp.sqrt(g @ g)
 
@@ -357,9 +442,8 @@ def _conjugate_gradient(
 
     zero = jnp.zeros_like(g)
     init = (jnp.zeros([], jnp.int32), zero, g, g, g @ g, jnp.zeros([], bool))
-    k, d, _, _, _, stop = lax.while_loop(cond, body, init)
-    valid = ~(stop & (k == 1)) | (g_norm == 0)
-    return d, valid
+    _, d, _, _, _, stop = lax.while_loop(cond, body, init)
+    return d, ~stop | (g_norm == 0)
 
 
 def _lanczos(
@@ -426,14 +510,19 @@ def hessian_free(
 
     ``x <- x - learning_rate * d``, where ``d`` comes from at most `max_iter` conjugate
     gradient steps, each needing one product ``H v`` (``jax.jvp`` of ``jax.grad``), so ``H``
-    is never formed and memory stays ``O(n)``. CG stops at the first direction of negative
-    curvature (truncated Newton). ``lambda`` is adapted as in :func:`newton`
-    (Levenberg-Marquardt: raised until the step decreases the loss, lowered after). With
+    is never formed and memory stays ``O(n)``. A CG direction of curvature ``<= 0`` shows
+    that ``H + lambda I`` is not positive definite: that solve fails, as :func:`newton`'s
+    Cholesky factorization does, and ``lambda`` is raised. ``lambda`` is adapted as in
+    :func:`newton` (Levenberg-Marquardt: raised until the step is defined and decreases the
+    loss, lowered after; the same floor, cap, and skipping of non-finite updates). With
     `saddle_free`, a `max_iter`-step Lanczos run builds ``H`` in the Krylov subspace of the
     gradient and the step uses its eigenvalues in absolute value (``|H|`` there).
 
-    On a problem with ``n <= max_iter`` parameters, exact arithmetic gives the same step as
-    :func:`newton` with the same options.
+    On a problem with ``n <= max_iter`` parameters whose gradient's Krylov subspace is the
+    whole space (the generic case), exact arithmetic gives the same steps and dampings as
+    :func:`newton` with the same options, on indefinite Hessians too. CG and Lanczos see
+    only that subspace: a negative curvature orthogonal to it (e.g. ``H g = 0``) goes
+    unnoticed, and the step can differ from :func:`newton`'s (it still decreases the loss).
 
     **Arguments:**
     - `learning_rate`: scale of the step; a number, array or schedule.
@@ -482,10 +571,9 @@ def hessian_free(
         f0 = f(x) if value is None else jnp.asarray(value, cdt)
         # Linearize the gradient once: each product H v then reuses the forward pass.
         _, hvp = jax.linearize(jax.grad(f), x)
-        gg = g @ g
-        # Curvature along the gradient, the scale below which a damping counts as zero.
-        rayleigh = jnp.abs(g @ hvp(g)) / jnp.where(gg > 0, gg, 1)
-        floor = _RELATIVE_FLOOR * rayleigh
+        # The curvature scale for the floor, ||H u|| / ||u|| along the gradient, as newton's.
+        u = _unit(g)
+        scale = _curvature_scale(u, hvp(u))
 
         if saddle_free:
             basis, theta, coef = _lanczos(hvp, g, max_iter)
@@ -501,7 +589,7 @@ def hessian_free(
                 return _conjugate_gradient(lambda v: hvp(v) + lam * v, g, max_iter, tol)
 
         step, new_state = _damped_step(
-            f, x, f0, state, learning_rate, damping, floor, damping_factor, max_tries, candidate
+            f, x, g, f0, state, learning_rate, damping, scale, damping_factor, max_tries, candidate
         )
         return _as_updates(step, unravel, params), new_state
 
