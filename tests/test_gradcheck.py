@@ -76,6 +76,19 @@ def test_relative_error_is_the_notes_formula():
         relative_error(jnp.ones(2), jnp.ones(3))
 
 
+def test_relative_error_of_float64_inputs_is_float64_and_never_overflows():
+    # NumPy float64 inputs used to be rounded to float32 (errors below 1e-7 read as 0).
+    e = relative_error(np.array([1.0, 2.0]), np.array([1.0 + 1e-9, 2.0 + 2e-8]))
+    assert isinstance(e, np.ndarray) and e.dtype == np.float64
+    np.testing.assert_allclose(e, [1e-9, 1e-8], rtol=1e-6)
+    assert float(relative_error(1.0, 1.0 + 1e-12)) == pytest.approx(1e-12, rel=1e-3)
+    # a - n overflows; |a/m - n/m| does not: opposite signs give 2, as documented
+    np.testing.assert_array_equal(relative_error(jnp.array([3e38]), jnp.array([-3e38])), [2.0])
+    np.testing.assert_array_equal(relative_error(np.array([1e308]), np.array([-1e308])), [2.0])
+    jitted = jax.jit(relative_error)(jnp.array([3e38, 1.0]), jnp.array([-3e38, 1.5]))
+    np.testing.assert_allclose(jitted, [2.0, 0.5 / 1.5], rtol=1e-6)
+
+
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 def test_smooth_tanh_mlp_is_good_everywhere_in_float64(dtype):
     X, y = _data()
@@ -208,6 +221,33 @@ def test_forward_mode_catches_a_custom_jvp_rule_its_transpose_hides():
     assert "forward/reverse disagreement" in str(r)
 
 
+def test_forward_tolerance_does_not_grow_with_f_or_shrink_with_h():
+    # jvp and vjp are both exact: their tolerance is rounding of the derivatives, not the
+    # difference quotient's noise floor (which a constant 1e9 in f used to raise to 0.5).
+    @jax.custom_jvp
+    def g(x):
+        return jnp.sin(x)
+
+    @g.defjvp
+    def g_jvp(primals, tangents):
+        (x,), (t,) = primals, tangents
+        return jnp.sin(x), jnp.cos(x) * t + 0.05  # not linear in t
+
+    p = jnp.array([0.3, -0.7, 1.2])
+    for off in (0.0, 1e9):
+        r = check_grad(lambda q, off=off: jnp.sum(g(q)) + off, p, forward="coordinates")
+        row = r.rows[0]
+        assert row.forward_failures == 3 and not r.ok
+        c = np.cos(np.float64(np.float32(1.2)))  # the worst: jvp cos + 0.15 vs vjp cos
+        assert row.forward_error == pytest.approx(0.15 / (c + 0.15), rel=1e-9)
+    # a healthy f that works in float32 is not a forward/reverse failure
+    x = np.linspace(0.1, 1, 6).reshape(2, 3)
+    f32 = lambda p, x: jnp.sum(jnp.tanh(x @ p.astype(jnp.float32)))  # noqa: E731
+    for fw in ("coordinates", "directions"):
+        r = check_grad(f32, np.full((3, 2), 0.1), x, num_checks=None, forward=fw)
+        assert r.ok and r.rows[0].forward_failures == 0
+
+
 # ------------------------------------------------------------------ randomness, jit, vmap
 
 
@@ -224,6 +264,24 @@ def test_dropout_with_a_fixed_key_passes():
     r = check_grad(f, p, X, y, key=k1, num_checks=None, forward="none")
     assert r.ok, r
     assert r.max_relative_error < 1e-7 and r.kinks == 0
+
+
+def test_a_64_bit_random_draw_in_f_is_noted():
+    # In float64 bernoulli draws 64-bit samples: another mask than the float32 call's.
+    def f(p, key=None):
+        return jnp.sum(jnp.where(jax.random.bernoulli(key, 0.5, p.shape), p, 0.0) ** 2)
+
+    def f32(p, key=None):  # drawn in float32: the same mask in both
+        return jnp.sum(jnp.where(jax.random.uniform(key, p.shape, jnp.float32) < 0.5, p, 0) ** 2)
+
+    p, k = jnp.arange(1.0, 7.0), jax.random.PRNGKey(0)
+    r = check_grad(f, p, key=k)
+    assert r.ok and len(r.notes) == 1
+    assert r.notes[0].startswith("f draws random numbers (1 random_bits of 64 bits)")
+    assert "not bit-identical" in str(r)
+    r32 = check_grad(f32, p, key=k)
+    assert r32.ok and r32.notes == () and r32.value == pytest.approx(float(f32(p, key=k)))
+    np.testing.assert_array_equal(numerical_grad(f32, p, key=k), jax.grad(f32)(p, key=k))
 
 
 def test_numerical_grad_under_jit_and_vmap_matches_autodiff():
@@ -284,6 +342,37 @@ def test_gradients_below_the_noise_floor_are_judged_by_absolute_tolerance():
     assert list(bad.row("['w']").status) == ["fail", "good"]  # 1e-6 is far above the floor
 
 
+def test_a_wrong_gradient_cannot_widen_its_own_noise_tolerance():
+    @jax.custom_vjp
+    def sq(x):
+        return x * x
+
+    sq.defvjp(lambda x: (x * x, x), lambda x, ct: (100.0 * 2 * x * ct,))  # 100x too large
+    f = lambda q: jnp.sum(sq(q.astype(jnp.float32))) * 1e-3  # noqa: E731
+    r = check_grad(f, jnp.array([20.0, 30.0]), num_checks=None)
+    row = r.rows[0]
+    # The x-rounding term scales with |numerical| (~0.04), not |analytic| (4 and 6): it
+    # used to give atol [7.75, 17.3] and call the 100x error "noise".
+    assert list(row.status) == ["fail", "fail"] and not r.ok and r.verdict == "wrong"
+    assert np.all(row.atol < 0.3) and np.all(np.abs(row.analytic - row.numerical) > 3.9)
+    # Where x's float32 rounding swallows the whole step the quotient measures nothing
+    # (it is 0): that stays noise, not a failure.
+    blind = check_grad(lambda q: jnp.sum(jnp.sin(q.astype(jnp.float32))), jnp.array([1e3, 2e3]))
+    assert blind.ok and list(blind.rows[0].status) == ["noise", "noise"]
+    np.testing.assert_array_equal(blind.rows[0].numerical, [0.0, 0.0])
+
+
+def test_verdict_says_when_nothing_was_judged_and_bfloat16_has_its_own_eps():
+    r = check_grad(lambda p: 1.0 + 0.5 * jnp.sum(p**2), jnp.array([1e-13, -1e-13]))
+    assert r.ok and r.rows[0].below_noise == 2
+    assert r.verdict == "below noise"  # was "good": nothing was judged
+    assert "below noise" in str(r)
+    p = jnp.linspace(-1, 1, 8)
+    for dt, eps in ((jnp.bfloat16, "7.8e-03"), (jnp.float16, "9.8e-04")):
+        r = check_grad(lambda q, dt=dt: jnp.sum(jnp.sin(q.astype(dt)).astype(jnp.float32)), p)
+        assert len(r.casts) == 1 and f"eps = {eps}" in r.casts[0]
+
+
 def test_a_cast_to_float32_inside_f_is_reported():
     x = np.linspace(0.1, 1, 6).reshape(2, 3)
     f = lambda p, x: jnp.sum(jnp.tanh(x @ p["W"].astype(jnp.float32)))  # noqa: E731
@@ -293,6 +382,29 @@ def test_a_cast_to_float32_inside_f_is_reported():
     assert "eps = 1.2e-07" in r.casts[0]
     assert r.ok  # float32 rounding is not mistaken for a wrong gradient
     assert "note: f casts float64 to float32" in str(r)
+
+
+# ----------------------------------------------------------------------------- empty leaves
+
+
+def test_empty_leaves_are_left_out_of_every_path():
+    f = lambda p: jnp.sum(jnp.sin(p["a"])) + jnp.sum(p["b"] ** 2)  # noqa: E731
+    P = {"a": jnp.zeros((0,)), "b": jnp.array([0.5, 1.5])}
+    g = numerical_grad(f, P)  # used to raise IndexError
+    assert g["a"].shape == (0,) and g["a"].dtype == jnp.float32
+    np.testing.assert_allclose(g["b"], [1.0, 3.0], rtol=1e-6)
+    for kw in (
+        {},
+        {"leafwise": True},  # used to raise KeyError 'vals'
+        {"forward": "coordinates"},
+        {"mode": "directions", "num_directions": 2},  # used to report nan, ok=False
+    ):
+        r = check_grad(f, P, **kw)
+        a, b = r.row("['a']"), r.row("['b']")
+        assert r.ok and a.checked == 0 and a.verdict == "n/a" and b.checked == 2, kw
+        assert b.max_error < 1e-9 and r.max_relative_error == b.max_error
+    only = check_grad(lambda p: jnp.sum(p), jnp.zeros((0,)))
+    assert only.ok and only.rows[0].checked == 0 and only.verdict == "n/a"
 
 
 # ----------------------------------------------------------------------------- regularization

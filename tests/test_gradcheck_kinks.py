@@ -340,3 +340,27 @@ def test_a_kink_outside_the_moved_column_crossed_through_a_dense_use_is_detected
     r = check_grad(f, p, X, c, num_checks=None, forward="none", leafwise=True)
     assert {tuple(int(i) for i in k) for k in r.row("['W']").kinked} == want
     assert r.ok
+
+
+@pytest.mark.parametrize(
+    "op",
+    [jnp.floor, jnp.sign, jnp.round, lambda z: jnp.remainder(z, 0.3), lambda z: z.astype(int)],
+    ids=["floor", "sign", "round", "rem", "astype_int"],
+)
+def test_a_float64_or_int64_decision_on_a_moved_column_is_recorded(op):
+    # floor(x @ W) etc. decide in float64 (int64) on the moved slab: the 8-byte outcomes
+    # fold into one uint32 each (they used to crash: "Cannot broadcast ... (2, 4, 2)").
+    x = jnp.arange(6.0).reshape(2, 3) / 7
+    W = jnp.linspace(-1, 1, 12).reshape(3, 4)
+    f = lambda p, x: jnp.sum(op(x @ p) * (x @ p))  # noqa: E731
+    r = check_grad(f, W, x, num_checks=None)
+    assert r.ok and r.kinks == 0 and r.rows[0].checked == 12
+
+
+def test_a_float64_floor_crossed_on_a_moved_column_is_a_kink():
+    x = jnp.array([[1.0, 0.5], [0.25, 2.0]])
+    W = jnp.array([[1.0 - 0.3 * H, 0.3], [0.0, 0.2]])  # (x @ W)[0, 0] within h below 1
+    f = lambda p, x: jnp.sum(jnp.floor(x @ p) * (x @ p))  # noqa: E731
+    r = check_grad(f, W, x, num_checks=None)
+    assert r.ok and r.rows[0].kinked == [(0, 0), (1, 0)]
+    assert len(r.kink_sites) == 1 and r.kink_sites[0][0].startswith("floor at")

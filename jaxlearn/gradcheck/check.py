@@ -38,6 +38,19 @@ _EPS = {
     32: float(np.finfo(np.float32).eps),
     16: float(np.finfo(np.float16).eps),
 }
+
+
+def _eps_of(lowered: str) -> float:
+    """The machine epsilon of a precision :func:`lowered_precisions` names: a float dtype
+    (``bfloat16`` has 7.8e-3, ``float16`` 9.8e-4) or ``reduce_precision(mantissa=m)``."""
+    if lowered.startswith("reduce_precision(mantissa="):
+        return 2.0 ** -int(lowered[len("reduce_precision(mantissa=") : -1])
+    try:
+        return float(jnp.finfo(lowered).eps)
+    except (TypeError, ValueError):  # pragma: no cover - an unknown name: float32's
+        return _EPS[32]
+
+
 _MODES = ("coordinates", "directions")
 # Runs of the compiled check whose median is reported as timings["run"] (benchmarks raise it).
 _RUN_REPEATS = 1
@@ -193,6 +206,8 @@ def _index_inputs(
             ids = np.arange(sum(m), dtype=np.int32)
             owners = np.repeat(np.asarray(g.members, np.int32), m)
             fin.append((ids, owners, support) if ids.size else None)
+        if all(x is None for x in fin):
+            fin = None
     return jax.device_put(pin), jax.device_put(fin), m_per
 
 
@@ -318,8 +333,11 @@ def _run(
         for k, v in r.items():
             for i, piece in zip(g.members, np.split(v, cuts), strict=True):
                 per_leaf[i][k] = piece
-    for i in range(nl):
-        per_leaf[i].setdefault("crossed", np.zeros((0, n_sites), bool))
+    for i in range(nl):  # a leaf with nothing checked (an empty one): empty results
+        for k, v in (("vals", np.zeros((0, 2))), ("crossed", np.zeros((0, n_sites), bool))):
+            per_leaf[i].setdefault(k, v)
+        for k in ("steps", "x", "analytic"):
+            per_leaf[i].setdefault(k, np.zeros(0))
         if per_leaf[i]["crossed"].shape[-1] != n_sites:  # pragma: no cover
             raise AssertionError("kink fingerprints do not match the planned sites")
     if "forward" in res:
@@ -332,6 +350,8 @@ def _run(
         for k in ("forward", "reverse"):
             for i, piece in zip(order, np.split(res[k], cuts), strict=True):
                 per_leaf[i][k] = piece
+            for i in range(nl):
+                per_leaf[i].setdefault(k, np.zeros(0))
     return {
         "value": res["value"],
         "grad_norm": res["grad_norm"],
@@ -372,15 +392,21 @@ def _judge(
     """Numerical derivatives, relative errors, noise tolerances and outcomes.
 
     The tolerance is the rounding noise of the quotient: ``eps * |f|`` in each value over
-    the step, plus the rounding of the step itself (``eps * |x|``, which matters when ``f``
-    works in a lower precision than the float64 step), times `noise_factor`.
+    the step, plus the rounding of the step itself (``eps * |x|`` times the measured slope
+    ``|numerical|``, which matters when ``f`` works in a lower precision than the float64
+    step), times `noise_factor`.
     """
     vals = np.asarray(vals, np.float64)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         num = (vals[:, 0] - vals[:, 1]) / steps
-        scale = np.maximum(np.abs(analytic), np.abs(num))
+        # The x-rounding term scales with the slope the quotient measures (|numerical|),
+        # not with the analytic value, so a wrong, large gradient cannot widen its own
+        # tolerance; only where x's rounding in f's precision reaches the whole step (the
+        # quotient measures nothing there) is the analytic value the scale.
+        blind = eps * np.abs(x) >= np.abs(steps)
+        slope = np.where(blind, np.maximum(np.abs(analytic), np.abs(num)), np.abs(num))
         atol = (
-            noise_factor * eps * (np.max(np.abs(vals), axis=1) + np.abs(x) * scale) / np.abs(steps)
+            noise_factor * eps * (np.max(np.abs(vals), axis=1) + np.abs(x) * slope) / np.abs(steps)
         )
     err = nm._relative_error_np(analytic, num)
     kink = crossed.any(axis=1) if crossed.size else np.zeros(len(num), bool)
@@ -460,6 +486,30 @@ def _fingerprint(prob: nm.Problem) -> Any:
         return None
 
 
+def _random_note(closed: Any) -> str | None:
+    """A note when ``f`` draws 64-bit random samples in the float64 check (None if not).
+
+    Inside ``enable_x64`` a float64 ``jax.random`` draw (a dropout mask, noise) takes
+    64-bit random bits, so the same key gives another realization than ``f`` called in
+    float32 does. The check holds that realization fixed, which is a valid check of ``f``,
+    but its numbers are not bit-identical to those of the float32 call.
+    """
+    n = sum(
+        1
+        for eqn in all_eqns(closed)
+        if eqn.primitive.name == "random_bits" and eqn.params.get("bit_width") == 64
+    )
+    if not n:
+        return None
+    return (
+        f"f draws random numbers ({n} random_bits of 64 bits): in float64 jax.random draws "
+        "64-bit samples, so with the same key the check sees another realization (dropout "
+        "mask, noise) than f called in float32; it holds that one fixed, which checks the "
+        "gradient all the same, but values and gradients are not bit-identical to the float32 "
+        "call's (draw in float32 inside f, e.g. uniform(key, shape, jnp.float32), to match it)"
+    )
+
+
 def _plans_of(owner: Any) -> OrderedDict | None:
     """The cached plans of the function `owner` (None if it cannot be weakly referenced)."""
     try:
@@ -486,17 +536,19 @@ def _make_plan(
         prob.call, prob.leaves, prob.others, record=kinks
     )
     lowered = lowered_precisions(closed)
-    bits = min([64] + [16 if "16" in d else 32 for d, _ in lowered])
-    eps = _EPS[bits]
+    eps = max([_EPS[64]] + [_eps_of(d) for d, _ in lowered])
     casts = [
         f"f casts float64 to {d} at {w or '?'}: its derivatives carry {d} rounding, so the "
-        f"noise floor uses eps = {_EPS[16 if '16' in d else 32]:.1e}"
+        f"noise floor uses eps = {_eps_of(d):.1e}"
         for d, w in lowered
     ]
     notes: list[str] = []
     sites = kplan.sites
     for o in sorted(set(kplan.opaque)):
         notes.append(f"kinks inside `{o}` are not tracked (opaque primitive)")
+    random = _random_note(closed)
+    if random is not None:
+        notes.append(random)
     if forward != "none":
         reason = _forward_available(prob, closed)
         if reason is not None:
@@ -509,12 +561,14 @@ def _make_plan(
             for i, n in enumerate(sizes)
         ]
     else:
-        coords = [np.arange(num_directions, dtype=np.int32) for _ in sizes]
+        coords = [np.arange(num_directions if n else 0, dtype=np.int32) for n in sizes]
     checked = sum(len(c) for c in coords)
+    # Empty (size-0) leaves are left out of the evaluation: their rows check 0 coordinates.
+    present = [i for i, n in enumerate(sizes) if n]
     if mode == "coordinates" and (nm.leafwise(sizes, checked) if leafwise is None else leafwise):
-        groups = [nm.Group([i], prob.leaves) for i in range(len(sizes))]
+        groups = [nm.Group([i], prob.leaves) for i in present]
     else:
-        groups = [nm.Group(range(len(sizes)), prob.leaves)]
+        groups = [nm.Group(present, prob.leaves)] if present else []
     if batch_size is None:
         per_eval = nm.eval_bytes(prob.call, prob.leaves, prob.others)
         batches = [nm.auto_batch(per_eval, sum(len(coords[i]) for i in g.members)) for g in groups]
@@ -609,6 +663,9 @@ def _check_one(
             rt[t[fixed]] = True
     rows = []
     site_counts: dict[str, int] = {}
+    # The gradient's size over every leaf: the absolute scale of its rounding, for the
+    # forward/reverse comparison of a derivative that cancels to about 0.
+    gscale = float(np.sqrt(np.sum(np.square(np.asarray(res["grad_norm"], np.float64)))))
     for i, (r, c) in enumerate(zip(raw, coords, strict=True)):
         num, err, atol, status = _judge(
             r["vals"],
@@ -632,8 +689,11 @@ def _check_one(
             fwd = np.asarray(r["forward"], np.float64)
             rev = np.asarray(r["reverse"], np.float64)
             ferr = nm._relative_error_np(rev, fwd)
-            ftol = noise_factor * eps * abs(value) / (2 * h)
-            fok = (ferr < threshold) | (np.abs(rev - fwd) <= ftol)
+            # Both modes are exact to rounding (no step, no |f|): their tolerance is the
+            # rounding of the derivatives themselves, in the precision f works in.
+            ftol = noise_factor * eps * (np.maximum(np.abs(rev), np.abs(fwd)) + gscale)
+            with np.errstate(invalid="ignore"):
+                fok = (ferr < threshold) | (np.abs(rev - fwd) <= ftol)
         rows.append(
             LeafCheck(
                 path=prob.paths[i],
@@ -697,11 +757,15 @@ def check_grad(
     and ``x - h`` evaluations decided differently crossed a kink and is reported as such,
     not as a wrong gradient. Gradients below the floating-point noise floor of the
     difference quotient are judged by the absolute tolerance
-    ``noise_factor * eps * (|f| + |x| |g|) / 2h`` (``eps`` of float64, or of the lowest
-    precision ``f`` casts to, which the report notes) and counted as "noise", never as
-    failures. Forward mode (``jax.jvp``) is compared with reverse mode too, which catches
-    ``custom_jvp`` rules that disagree with their transpose; a ``custom_vjp`` has no
-    forward mode, which the report notes.
+    ``noise_factor * eps * (|f| + |x| |n|) / 2h`` (``n`` the numerical derivative, so a
+    wrong analytic value cannot widen it; ``eps`` of float64, or of the lowest precision
+    ``f`` casts to, which the report notes) and counted as "noise", never as failures.
+    Forward mode (``jax.jvp``) is compared with reverse mode too, which catches
+    ``custom_jvp`` rules that disagree with their transpose; both are exact to rounding,
+    so they must agree within the threshold or within
+    ``noise_factor * eps * (max(|fwd|, |rev|) + |grad|)`` (``|grad|`` the norm of the whole
+    gradient), whatever ``h`` and ``|f|``. A ``custom_vjp`` has no forward mode, which the
+    report notes. Empty (size-0) leaves are left out: their rows check 0 coordinates.
 
     A perturbed weight enters ``f`` sparsely: ``x @ (W + h e_ij)`` is evaluated as the
     shared ``x @ W`` plus ``h x[:, i]`` in column ``j`` (exactly ``f(W + h e_ij)`` to
@@ -723,7 +787,13 @@ def check_grad(
       (`seed`); ``None`` checks every coordinate.
     - `h`: the step, > 0.
     - `key`: a PRNG key passed to every evaluation of `f`, the same each time, so dropout
-      cannot masquerade as a wrong gradient.
+      cannot masquerade as a wrong gradient. The check holds one realization of the
+      randomness fixed; since it runs in float64, a float ``jax.random`` draw in `f`
+      (``uniform``, ``bernoulli``, ``normal`` with the default dtype) takes 64-bit samples
+      and gives another realization (mask) than `f` called in float32 with the same key,
+      so ``report.value`` and the gradients are not bit-identical to the float32 call's
+      (the report notes it; draw in float32, e.g. ``uniform(key, shape, jnp.float32)``,
+      to make them match).
     - `threshold`: the relative error below which a coordinate is good (the notes' 1e-7).
     - `batch_size`: coordinates per vmapped chunk (bounds memory); default sized to a
       memory target for the backend.

@@ -297,15 +297,19 @@ def _hash_weights(n: int) -> jax.Array:
 
 
 def _as_uint32(d: jax.Array) -> jax.Array:
+    """``d``'s outcomes as one uint32 per element (of ``d``'s shape): equal outcomes stay
+    equal, different ones almost surely differ (8-byte values fold their two halves)."""
     d = jnp.asarray(d)
     if d.dtype == jnp.bool_:
         return d.astype(jnp.uint32)
     if jnp.issubdtype(d.dtype, jnp.floating):
         d = jnp.where(d == 0, jnp.zeros((), d.dtype), d)  # -0.0 and 0.0 are one outcome
-        bits = {2: jnp.uint16, 4: jnp.uint32, 8: jnp.uint32}[d.dtype.itemsize]
-        return lax.bitcast_convert_type(d, bits).astype(jnp.uint32)
+        if d.dtype.itemsize == 2:
+            return lax.bitcast_convert_type(d, jnp.uint16).astype(jnp.uint32)
     if d.dtype.itemsize == 8:
-        return lax.bitcast_convert_type(d, jnp.uint32)
+        # A bitcast to uint32 adds a trailing axis of the two halves: fold them into one.
+        u = lax.bitcast_convert_type(d, jnp.uint32)
+        return u[..., 0] ^ (u[..., 1] * jnp.uint32(0x9E3779B1))
     if d.dtype.itemsize == 4:
         return lax.bitcast_convert_type(d, jnp.uint32)
     return d.astype(jnp.int32).astype(jnp.uint32)

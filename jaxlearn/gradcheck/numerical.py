@@ -50,41 +50,73 @@ def relative_error(analytic: Any, numerical: Any) -> Any:
     """Relative error ``|a - n| / max(|a|, |n|)`` of two gradients, elementwise.
 
     The notes' measure for comparing an analytic gradient with a numerical one: it is 0
-    where both are exactly 0, and it is scale free (1e-7 means seven digits agree).
+    where both are exactly 0, and it is scale free (1e-7 means seven digits agree). Where
+    ``a - n`` overflows it is computed as ``|a / m - n / m|`` (``m = max(|a|, |n|)``), so
+    opposite signs near the largest float still give 2.
+
+    Concrete 64-bit inputs (NumPy float64 arrays, Python floats, float64 jax arrays) are
+    compared in float64 with NumPy and give a NumPy float64 array, whatever the jax x64
+    setting (outside x64 jax would round them to float32 first, and errors below ``1e-7``
+    would read as 0). Other jax arrays, and traced values under ``jit``/``vmap``, are
+    compared with ``jax.numpy`` in their own dtype.
 
     **Arguments:**
     - `analytic`: an array or pytree of arrays (e.g. ``jax.grad(f)(params)``).
     - `numerical`: an array or pytree of the same structure.
 
     **Returns:** an array (or pytree of arrays) of relative errors in [0, 2] (2 for
-    opposite signs), or ``inf``
-    where either input is not finite.
+    opposite signs), or ``inf`` where either input is not finite.
 
     Example:
-        >>> import jax.numpy as jnp, jaxlearn
+        >>> import numpy as np, jax.numpy as jnp, jaxlearn
         >>> jaxlearn.relative_error(jnp.array([1.0, 0.0, 2.0]), jnp.array([1.5, 0.0, -2.0]))
         Array([0.33333334, 0. , 2. ], dtype=float32)
+        >>> jaxlearn.relative_error(np.array([1.0, 3e307]), np.array([1.0 + 1e-9, -3e307]))
+        array([1.00000008e-09, 2.00000000e+00])
     """
 
     def one(a: Any, n: Any) -> Any:
+        if not (is_tracer(a) or is_tracer(n)) and _wide(a, n):
+            an, nn = np.asarray(a, np.float64), np.asarray(n, np.float64)
+            if an.shape != nn.shape:
+                _shape_error(an.shape, nn.shape)
+            return _relative_error_np(an, nn)
         a, n = jnp.asarray(a), jnp.asarray(n)
         if a.shape != n.shape:
-            raise ValueError(
-                "relative_error: `analytic` and `numerical` must have the same shape, got "
-                f"{a.shape} and {n.shape}."
-            )
+            _shape_error(a.shape, n.shape)
         den = jnp.maximum(jnp.abs(a), jnp.abs(n))
         safe = jnp.where(den > 0, den, 1)
-        err = jnp.where(den > 0, jnp.abs(a - n) / safe, 0)
+        diff = jnp.abs(a - n)
+        scaled = jnp.where(jnp.isfinite(diff), diff / safe, jnp.abs(a / safe - n / safe))
+        err = jnp.where(den > 0, scaled, 0)
         return jnp.where(jnp.isfinite(a) & jnp.isfinite(n), err, jnp.inf)
 
     return jax.tree.map(one, analytic, numerical)
 
 
+def _wide(a: Any, n: Any) -> bool:
+    """Whether concrete ``a`` and ``n`` together are 64-bit numbers (float64 or int64)."""
+    try:
+        dt = np.result_type(*(getattr(x, "dtype", None) or np.asarray(x).dtype for x in (a, n)))
+    except TypeError:  # e.g. bfloat16 with a NumPy type: not a 64-bit pair
+        return False
+    return dt.kind in "fiu" and dt.itemsize == 8
+
+
+def _shape_error(a: tuple, n: tuple) -> None:
+    raise ValueError(
+        f"relative_error: `analytic` and `numerical` must have the same shape, got {a} and {n}."
+    )
+
+
 def _relative_error_np(a: np.ndarray, n: np.ndarray) -> np.ndarray:
-    with np.errstate(invalid="ignore", divide="ignore"):
+    """:func:`relative_error` in NumPy, in the inputs' (float64) precision."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         den = np.maximum(np.abs(a), np.abs(n))
-        err = np.where(den > 0, np.abs(a - n) / np.where(den > 0, den, 1), 0.0)
+        safe = np.where(den > 0, den, 1)
+        diff = np.abs(a - n)
+        scaled = np.where(np.isfinite(diff), diff / safe, np.abs(a / safe - n / safe))
+        err = np.where(den > 0, scaled, 0.0)
     return np.where(np.isfinite(a) & np.isfinite(n), err, np.inf)
 
 
@@ -316,6 +348,8 @@ def auto_batch(per_eval_bytes: int, n: int, evals_per_coordinate: int = 2) -> in
 def chunk(idx: np.ndarray, batch: int) -> np.ndarray:
     """``idx`` padded with its last entry to a multiple of ``batch``, as (chunks, batch)."""
     n = len(idx)
+    if not n:
+        return idx.reshape(0, max(1, batch))
     b = max(1, min(batch, n))
     m = -(-n // b) * b
     padded = np.concatenate([idx, np.full(m - n, idx[-1], idx.dtype)]) if m > n else idx
@@ -385,6 +419,8 @@ def perturbed(
         def at(d: jax.Array):
             new = list(leaves)
             for i, o, size in zip(group.members, group.offsets, group.sizes, strict=True):
+                if not size:  # an empty leaf has no coordinate to move: left as it is
+                    continue
                 local = k - o
                 inside = (local >= 0) & (local < size)
                 new[i] = OneHot(leaves[i], jnp.clip(local, 0, size - 1), jnp.where(inside, d, 0))
@@ -521,10 +557,15 @@ def numerical_grad(
     - `*args`: further arguments of `f` (data, labels); float arrays are cast to float64.
     - `h`: the step, > 0.
     - `key`: a PRNG key passed to every evaluation (the same key each time, so dropout
-      masks stay fixed).
+      masks stay fixed: one realization of the randomness). The evaluations run in
+      float64, where a float ``jax.random`` draw with the default dtype takes 64-bit
+      samples: the mask differs from the one `f` draws in float32 with the same key, so
+      the result is not ``jax.grad(f)(params, key=key)`` of a float32 call (draw in
+      float32 inside `f`, e.g. ``uniform(key, shape, jnp.float32)``, to make them match).
     - `batch_size`: coordinates per vmapped chunk; default sized to a memory target.
 
-    **Returns:** a pytree like `params`, each leaf in its original dtype.
+    **Returns:** a pytree like `params`, each leaf in its original dtype (an empty leaf
+    gets an empty gradient; it is left out of the evaluations).
 
     Example:
         >>> import jax, jax.numpy as jnp, jaxlearn
@@ -548,17 +589,23 @@ def numerical_grad(
         if batch_size is None:
             per_eval = eval_bytes(prob.call, prob.leaves, prob.others)
         sizes = [int(np.prod(jnp.shape(x), dtype=np.int64)) for x in prob.leaves]
+        # Empty (size-0) leaves are left out of the evaluation: their gradient is empty.
+        present = [i for i, n in enumerate(sizes) if n]
         if leafwise(sizes, sum(sizes)):
-            groups = [Group([i], prob.leaves) for i in range(len(sizes))]
+            groups = [Group([i], prob.leaves) for i in present]
         else:
-            groups = [Group(range(len(sizes)), prob.leaves)]
+            groups = [Group(present, prob.leaves)] if present else []
         plans = []
         for g in groups:
             b = batch_size if batch_size is not None else auto_batch(per_eval, g.size)
             plans.append((g, chunk(np.arange(g.size, dtype=np.int32), b)))
 
         def program(leaves: list[Any], others: list[Any], hh: jax.Array) -> list[jax.Array]:
-            out: list[Any] = [None] * len(leaves)
+            # An empty leaf's gradient is empty; every other leaf's is filled in below.
+            out: list[Any] = [
+                None if jnp.size(x) else jnp.zeros(jnp.shape(x), dt)
+                for x, dt in zip(leaves, dtypes, strict=True)
+            ]
             for g, chunks in plans:
                 vals, steps, _, _ = perturbed(
                     evaluate, leaves, others, g, jnp.asarray(chunks), g.size, hh

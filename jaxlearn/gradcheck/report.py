@@ -218,7 +218,14 @@ class GradCheckReport:
 
     @property
     def verdict(self) -> str:
-        """The notes' verdict on :attr:`max_relative_error`."""
+        """The notes' verdict on :attr:`max_relative_error`; when no row judged anything,
+        ``"kinks only"`` (every check crossed a kink), ``"below noise"`` (some gradient sat
+        below the noise floor) or ``"n/a"`` (nothing was checked)."""
+        if not any(r.judged.any() for r in self.rows):
+            checked = sum(r.checked for r in self.rows)
+            if checked and self.kinks == checked:
+                return "kinks only"
+            return "below noise" if any(r.below_noise for r in self.rows) else "n/a"
         return verdict(self.max_relative_error)
 
     def row(self, path: str, part: str | None = None) -> LeafCheck:
