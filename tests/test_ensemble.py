@@ -753,6 +753,29 @@ def test_fit_ensemble_with_a_progress_bar_records_the_same_history(capsys):
     assert shown.history.val_accuracy.shape == (2, 3)
 
 
+def test_without_validation_data_the_bar_shows_the_training_accuracy(capsys, recwarn):
+    x, y = _tiny(n=64)
+    kw = dict(num_members=2, learning_rate=0.1, batch_size=16, num_epochs=2)
+    fit_ensemble(jaxlearn.linear(4, 2), (x, y), None, progress=True, **kw)
+    assert "train_acc=" in capsys.readouterr().err
+    assert not [w for w in recwarn if "empty slice" in str(w.message)]
+
+
+def test_data_as_nested_lists_is_read_as_fit_reads_it():
+    x, y = _tiny(n=64)
+    kw = dict(num_members=2, learning_rate=0.1, batch_size=16, num_epochs=2, progress=False)
+    from_lists = fit_ensemble(
+        jaxlearn.linear(4, 2), (x.tolist(), y.tolist()), (x.tolist(), y.tolist()), **kw
+    )
+    from_arrays = fit_ensemble(jaxlearn.linear(4, 2), (x, y), (x, y), **kw)
+    np.testing.assert_array_equal(from_lists.history.loss, from_arrays.history.loss)
+    model = jaxlearn.linear(4, 2)
+    r = evaluate_ensemble(model, from_lists.params, (x.tolist(), y.tolist()))
+    assert (
+        r.ensemble_accuracy == evaluate_ensemble(model, from_lists.params, (x, y)).ensemble_accuracy
+    )
+
+
 # --------------------------------------------------------------------------- errors
 
 

@@ -657,6 +657,8 @@ def test_optuna_search_resumes_from_its_saved_study(tmp_path):
     assert len(more.optuna.trials) == 12  # the sampler saw the 8 earlier trials
     with pytest.raises(ValueError, match="cannot be resumed"):
         search.optuna_search(objective, space, 12, jax.random.key(1), **kw)
+    with pytest.raises(ValueError, match="cannot be resumed"):  # other fixed settings
+        search.optuna_search(objective, space, 12, jax.random.key(0), settings={"e": 5}, **kw)
 
 
 def test_optuna_ask_tell_drives_batches_of_populations():

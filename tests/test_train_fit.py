@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 
 import jax
@@ -439,6 +440,10 @@ def test_resume_with_a_new_learning_rate_applies_it_with_a_warning(splits, tmp_p
     lr = r.history.learning_rate
     assert np.allclose(lr[: 2 * spe], 0.05) and np.allclose(lr[2 * spe :], 0.01)
     assert float(r.state.hparams["learning_rate"]) == pytest.approx(0.01)
+    meta = r.history.meta
+    assert meta["hparams"]["learning_rate"] == pytest.approx(0.01)
+    assert meta["hparam_changes"][0]["epoch"] == 3
+    assert meta["hparam_changes"][0]["before"]["learning_rate"] == pytest.approx(0.05)
 
 
 def test_resuming_a_stopped_run_keeps_its_stop_and_says_so(splits, tmp_path, mlp_trainer):
@@ -496,6 +501,65 @@ def test_data_errors_name_the_shape_given_and_lists_are_arrays(splits, mlp_train
         progress=False,
     )
     assert r.history.num_epochs == 1
+
+
+def test_skipped_steps_do_not_keep_an_epoch_from_being_the_best(splits):
+    # One training example makes its minibatch's scores infinite: that step is skipped in
+    # every epoch, while the parameters stay clean and the validation accuracy climbs.
+    x, y = np.array(splits.train[0]), splits.train[1]
+    x[0, 0] = 1000.0
+    base = jaxlearn.linear(64, 10)
+
+    def apply(p, xb):
+        return base.apply(p, xb) * jnp.where(jnp.any(xb[:, 0] > 100), jnp.inf, 1.0)
+
+    with pytest.warns(RuntimeWarning, match="such updates are skipped"):
+        r = jaxlearn.fit(
+            (base.init, apply),
+            (x, y),
+            splits.val,
+            learning_rate=0.001,
+            batch_size=100,
+            num_epochs=4,
+            patience=2,
+            on_nonfinite="skip",
+            progress=False,
+        )
+    h = r.history
+    assert (~h.finite).reshape(4, -1).sum(1).tolist() == [1, 0, 1, 1]
+    assert np.all(np.diff(h.val_accuracy) > 0)
+    # Epochs 3 and 4 each skipped a step and each improved: the last one is the best.
+    assert h.meta["best_epoch"] == 4 and h.meta["stop_reason"] == "completed"
+    ev = jaxlearn.trainer((base.init, apply), hparams={"learning_rate": 0.1}).evaluate(
+        r.best_params, tuple(map(jnp.asarray, splits.val))
+    )
+    assert float(ev.accuracy) == pytest.approx(h.meta["best_value"])
+
+
+def test_checkpoint_every_writes_at_every_due_epoch_up_to_the_end(
+    splits, tmp_path, mlp_trainer, monkeypatch
+):
+    fit_module = importlib.import_module("jaxlearn.train.fit")
+    written = []
+    save_many = fit_module.Checkpointer.save_many
+
+    def logged(self, saves, **kw):
+        if "last" in saves:
+            written.append(saves["last"][1]["epoch"])
+        return save_many(self, saves, **kw)
+
+    monkeypatch.setattr(fit_module.Checkpointer, "save_many", logged)
+    jaxlearn.fit(
+        mlp_trainer,
+        splits.train,
+        splits.val,
+        num_epochs=10,
+        progress=False,
+        checkpoint_dir=str(tmp_path),
+        checkpoint_every=2,
+        checkpoint_seconds=None,
+    )
+    assert written == [2, 4, 6, 8, 10]  # epoch 8 was skipped: the last call ended the run
 
 
 def test_checkpoint_every_epoch_writes_every_epoch_before_a_crash(splits, tmp_path, mlp_trainer):

@@ -13,7 +13,7 @@ import numpy as np
 
 from jaxlearn._compat import is_tracer
 from jaxlearn.data import check_dataset
-from jaxlearn.train.fit import cached_trainer, read_key
+from jaxlearn.train.fit import cached_trainer, check_pair, read_key
 
 
 def is_key_array(x: Any) -> bool:
@@ -233,15 +233,6 @@ def to_host(tree: Any) -> Any:
     return jax.tree.unflatten(
         treedef, [np.asarray(x) if isinstance(x, jax.Array) else x for x in leaves]
     )
-
-
-def check_pair(fn: str, name: str, data: Any) -> tuple[Any, Any]:
-    """``data`` as an ``(x, y)`` pair, or a ValueError naming `name`."""
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ValueError(
-            f"{fn}: `{name}` must be a pair (x, y) of arrays, got {type(data).__name__}."
-        )
-    return data[0], data[1]
 
 
 def check_pairs(

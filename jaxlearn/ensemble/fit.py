@@ -873,8 +873,13 @@ def fit_ensemble(
         if bar is not None:
             if k:
                 ep = _unpack(outs[-1][1], k, cfg, len(epoch_fields))[1]
-                va = ep[:, -1, epoch_fields.index("val_accuracy")]
-                bar.set_postfix(val_acc=f"{float(np.nanmean(va)):.3f}", refresh=False)
+                # The members' mean, over those with a finite value (a diverged member's
+                # is NaN); the training accuracy when there is no validation set.
+                name = "val_accuracy" if val is not None else "train_accuracy"
+                acc = ep[:, -1, epoch_fields.index(name)]
+                acc = acc[np.isfinite(acc)]
+                shown = f"{float(acc.mean()):.3f}" if acc.size else "nan"
+                bar.set_postfix({name.replace("uracy", ""): shown}, refresh=False)
             bar.update(k)
         if done >= num_epochs:
             break

@@ -19,7 +19,7 @@ import numpy as np
 from jax import lax
 
 from jaxlearn import population
-from jaxlearn.ensemble._common import apply_of, to_host
+from jaxlearn.ensemble._common import apply_of, check_pair, to_host
 from jaxlearn.losses import hits
 
 __all__ = [
@@ -318,9 +318,7 @@ def evaluate_ensemble(
         ([0.5, 0.5, 0.5], 0.5, [0.5, 0.0, 0.5])
     """
     fn = "evaluate_ensemble"
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ValueError(f"{fn}: `data` must be a pair (x, y), got {type(data).__name__}.")
-    x, y = data
+    x, y = check_pair(fn, "data", data)
     if np.ndim(y) != 1 or np.shape(x)[0] != np.shape(y)[0] or np.shape(y)[0] == 0:
         raise ValueError(
             f"{fn}: `data` must be (x of shape (n, ...), y of shape (n,)) with n >= 1, got "

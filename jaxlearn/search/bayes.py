@@ -115,7 +115,12 @@ def optuna_search(
         opts["metric"],
         opts["mode"],
         space,
-        {"search": "optuna", "key": _key_data(key), "sampler": type(sampler).__name__},
+        {
+            "search": "optuna",
+            "key": _key_data(key),
+            "sampler": type(sampler).__name__,
+            "settings": dict(opts["settings"] or {}),
+        },
     )
     dists = {n: _distribution(optuna, d) for n, d in space.items()}
     for t in sorted(study.trials, key=lambda t: t.number):  # a resumed search

@@ -142,10 +142,10 @@ def evaluated_epoch(
     `train_eval` is evaluated (None: the epoch's running means of the minibatches' loss and
     accuracy, as Keras reports them), the validation pair `val` (None: NaN), the hidden
     activations of `act_x` (None: none), and the best params move to the new params when
-    every step was finite and the `monitor` metric (None: never) improved by more than
-    `min_delta`. `finite_by_loss` judges the steps by their loss alone (when the per-step
-    finite flag is not otherwise needed, it costs nothing); `nonfinite` is passed to
-    :meth:`Trainer.train_epoch`.
+    those are finite and the `monitor` metric (None: never) improved by more than
+    `min_delta` (skipped non-finite steps do not hold an epoch back). `finite_by_loss`
+    judges the steps by their loss alone (when the per-step finite flag is not otherwise
+    needed, it costs nothing); `nonfinite` is passed to :meth:`Trainer.train_epoch`.
     """
     kw = {} if nonfinite is None else {"nonfinite": nonfinite}
     state, m = tr.train_epoch(state, train, shuffle_key, **kw)
@@ -161,7 +161,12 @@ def evaluated_epoch(
         which, metric = monitor.split("_")
         value = getattr(te if which == "train" else ve, metric)
         score = value if MONITORS[monitor] else -value
-        improved = all_finite & jnp.isfinite(score) & (score > best_score + min_delta)
+        # Judged by the parameters the epoch produced, not by its steps: a skipped
+        # non-finite step leaves them clean (on_nonfinite="skip" would otherwise never
+        # keep a best epoch again), while parameters an overflow reached are never kept.
+        improved = (
+            _all_finite(state.params) & jnp.isfinite(score) & (score > best_score + min_delta)
+        )
         best_params = jax.tree.map(
             functools.partial(jnp.where, improved), state.params, best_params
         )
@@ -439,10 +444,12 @@ def lru_get(cache: collections.OrderedDict, limit: int, key: Any, make: Callable
     return value
 
 
-def _check_pair(name: str, data: Any) -> tuple[Any, Any]:
+def check_pair(fn: str, name: str, data: Any) -> tuple[Any, Any]:
+    """``data`` as an ``(x, y)`` pair (nested lists read as arrays), or a ValueError naming
+    `name`; `fit` and the ensembles read their data with it."""
     if not isinstance(data, (tuple, list)) or len(data) != 2:
         raise ValueError(
-            f"fit: `{name}` must be a pair (x, y) of arrays, got {type(data).__name__}."
+            f"{fn}: `{name}` must be a pair (x, y) of arrays, got {type(data).__name__}."
         )
     # Nested lists of numbers are arrays too (NumPy reads them); anything else is checked
     # with the data.
@@ -538,8 +545,9 @@ def fit(
     - `resume`: continue from ``checkpoint_dir/last.npz`` when it exists; the result is
       bit-identical to an uninterrupted run. Hyperparameter values given now that differ
       from the saved run's (a lower learning rate, say) take effect from the resumed epoch,
-      with a warning naming them; a run that had stopped (early stopping, a non-finite
-      loss) stays stopped, with a warning.
+      with a warning naming them (``history.meta["hparams"]`` then holds them, and
+      ``meta["hparam_changes"]`` the epoch and the values before); a run that had stopped
+      (early stopping, a non-finite loss) stays stopped, with a warning.
     - `on_nonfinite`: ``"stop"`` (stop after the epoch where the loss became NaN or
       infinite) or ``"skip"`` (skip those updates and go on). Either way non-finite
       updates are not applied and never reach the best parameters or a checkpoint.
@@ -564,9 +572,9 @@ def fit(
     """
     # ------------------------------------------------------------------ arguments
     fn = "fit"
-    x_tr, y_tr = _check_pair("train", train)
+    x_tr, y_tr = check_pair(fn, "train", train)
     if val is not None:
-        x_va, y_va = _check_pair("val", val)
+        x_va, y_va = check_pair(fn, "val", val)
     for name, v, lo in (
         ("num_epochs", num_epochs, 0),
         ("train_eval_size", train_eval_size, 0),
@@ -778,6 +786,12 @@ def fit(
             act_x = activation_inputs()
             history = ck.history if ck.history is not None else history
             start_epoch = int(meta["epoch"])
+            if changed:
+                # The meta says what is in force now; the values before are kept beside it.
+                history.meta.setdefault("hparam_changes", []).append(
+                    {"epoch": start_epoch + 1, "before": dict(history.meta.get("hparams", {}))}
+                )
+                history.meta["hparams"] = {k: float(v) for k, v in given_hp.items()}
             best_written = True  # the resumed run's best.npz, or none
             if history.meta.get("stop_reason") in _FINAL_STOPS:
                 previous_stop = history.meta["stop_reason"]
@@ -831,11 +845,14 @@ def fit(
             """Whether checkpoints are due once the run reaches epoch `after`."""
             if ckpt is None or after >= num_epochs:
                 return False  # the final checkpoints are written after the loop
+            # Every `checkpoint_every` epochs, as asked (waiting for the previous write if it
+            # is still going), the last call's too: a crash in it loses no more epochs.
+            if checkpoint_every is not None and after - last_saved >= checkpoint_every:
+                return True
             if after + per_call >= num_epochs:
                 return False  # the run ends within a call: the final write comes soon
-            # Every `checkpoint_every` epochs, as asked (waiting for the previous write if it
-            # is still going); by time, only when the writer is free.
-            return (checkpoint_every is not None and after - last_saved >= checkpoint_every) or (
+            # By time, only when the writer is free.
+            return (
                 checkpoint_seconds is not None
                 and time.monotonic() - last_saved_time >= checkpoint_seconds
                 and not ckpt.busy()
