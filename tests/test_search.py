@@ -353,6 +353,18 @@ def test_a_grid_warns_when_its_best_is_its_last_point():
         )
 
 
+def test_a_grid_over_a_continuous_range_is_judged_with_few_points():
+    # 5 grid points of a log range: no chance draws, so the best at the last point is a
+    # border, not the 2/n luck that spares short random searches.
+    with pytest.warns(BorderWarning, match="high edge .* widen the range of lr above 0.1"):
+        grid_search(
+            lambda hp, k: {"acc": jnp.log10(hp["lr"])},
+            {"lr": log_uniform(1e-5, 1e-1)},
+            jax.random.key(0),
+            points=5,
+        )
+
+
 def test_a_choice_with_untried_values_past_the_best_names_them_instead_of_widening():
     from jaxlearn.search import Trial, border_warnings
 

@@ -38,6 +38,7 @@ def border_warnings(
     top: int = 3,
     min_trials: int = 8,
     where: str = "search",
+    grid: bool = False,
 ) -> list[str]:
     """Messages for the hyperparameters whose best trial sits on the edge explored.
 
@@ -50,7 +51,8 @@ def border_warnings(
     message names them instead of asking to widen the range.
     A continuous range explored by fewer than `min_trials` successful trials is not judged
     (with ``n`` trials and no signal at all, the best is an extreme one with chance
-    ``2 / n``); a grid or choice always is.
+    ``2 / n``); a grid or choice always is, and so is every dimension when `grid` says the
+    trials were laid out on a grid (their edges are the grid's, not chance draws).
 
     **Arguments:**
     - `ranked`: trials best first (:meth:`Study.ranked`); failed trials are ignored.
@@ -59,6 +61,7 @@ def border_warnings(
     - `top`: how many of the best trials to count at the edge, for the message.
     - `min_trials`: the fewest successful trials to judge a continuous range.
     - `where`: what ran (``"search"``, ``"stage 1"``), for the message.
+    - `grid`: the trials are the points of a grid search.
 
     **Returns:** a list of messages, empty when every best value lies inside.
 
@@ -86,7 +89,7 @@ def border_warnings(
         lo, hi = float(u.min()), float(u.max())
         if not hi > lo:
             continue
-        discrete = dim.kind in ("choice", "grid")
+        discrete = grid or dim.kind in ("choice", "grid")
         if not discrete and len(vals) < min_trials:
             continue
         band = 0.0 if discrete else edge * (hi - lo)
@@ -128,6 +131,7 @@ def warn_borders(
     *,
     where: str = "search",
     edge: float = 0.1,
+    grid: bool = False,
 ) -> list[str]:
     """:func:`border_warnings`, each message also issued as a :class:`BorderWarning`.
 
@@ -142,7 +146,7 @@ def warn_borders(
         >>> warn_borders(sorted(trials, key=lambda t: -t.value), {"x": uniform(0.0, 1.0)})
         []
     """
-    msgs = border_warnings(ranked, space, where=where, edge=edge)
+    msgs = border_warnings(ranked, space, where=where, edge=edge, grid=grid)
     for m in msgs:
         warnings.warn(m, BorderWarning, stacklevel=3)
     return msgs

@@ -679,7 +679,10 @@ def _open_study(
 
 
 def _finish(study: Study, warn: bool, where: str) -> Study:
-    study.border_warnings = warn_borders(study.ranked(), study.space, where=where) if warn else []
+    grid = study.info.get("search") == "grid"
+    study.border_warnings = (
+        warn_borders(study.ranked(), study.space, where=where, grid=grid) if warn else []
+    )
     study.save()
     return study
 
