@@ -65,7 +65,7 @@ def prepare_data(
         >>> from jaxlearn.demo import prepare_data
         >>> splits, info, mean = prepare_data("digits", seed=0)
         >>> [len(part[1]) for part in splits], info["input_dim"], mean.shape
-        ([1259, 269, 269], 64, (64,))
+        ([1257, 270, 270], 64, (64,))
     """
     key = jax.random.fold_in(jax.random.key(seed), 1)
     if data == "digits":
