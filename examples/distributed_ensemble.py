@@ -8,6 +8,7 @@ and every process gets the whole ensemble's results back.
 One process on one machine (every local device)::
 
     PYTHONPATH=. python examples/distributed_ensemble.py --members 8
+    PYTHONPATH=. python examples/distributed_ensemble.py --quick     # one epoch, a smoke run
 
 Two processes on one CPU machine, two CPU devices each (what the test runs)::
 

@@ -1,6 +1,6 @@
 """Read what `jaxlearn demo` wrote: results.json, report.md and the best checkpoint.
 
-    jaxlearn demo --quick                              # writes ./jaxlearn-demo-<time>/
+    jaxlearn demo --quick                              # writes ./jaxlearn-demo-<date>-<time>/
     python examples/read_report.py                     # reads the newest such folder here
     python examples/read_report.py RUN_DIR             # ... or the one you name
     python examples/read_report.py RUN_DIR --quick     # the numbers only: no model is run
@@ -111,6 +111,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             stated = e["checkpoint"]["test_accuracy"]
             print(f"best.npz reclassifies the test set: accuracy {acc:.4f} (report: {stated:.4f})")
             out["reclassified_test_accuracy"] = acc
+    else:
+        print("no ensemble stage in this run: no checkpoint to reclassify the test set with")
     return out
 
 

@@ -105,7 +105,7 @@ def main(argv: list[str] | None = None) -> float:
     lr, l2 = best.hparams["lr"], best.hparams["l2"]
     print(
         f"\nbest trial: lr = {lr:.3g} (10^{math.log10(lr):.2f}), l2 = {l2:.3g}, "
-        f"val_acc = {best.value:.4f} at epoch {best.best_epoch}; test accuracy {test_acc:.4f}"
+        f"val_acc = {best.value:.4f} at epoch {best.best_epoch + 1}; test accuracy {test_acc:.4f}"
     )
     return test_acc
 

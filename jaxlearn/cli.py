@@ -72,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         metavar="DIR",
         help="output folder (must be new or empty; default: a new "
-        "jaxlearn-demo-<time> folder here)",
+        "jaxlearn-demo-<date>-<time> folder here)",
     )
     demo.add_argument(
         "--quick", action="store_true", help="a smoke run: fewer trials, members and epochs"

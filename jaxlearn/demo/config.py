@@ -42,7 +42,7 @@ class DemoConfig:
 
     - ``data``: ``"digits"`` (scikit-learn's bundled 8x8 digits) or ``"cifar10"``.
     - ``data_dir``: the ``cifar-10-batches-py`` folder (``data="cifar10"`` only).
-    - ``out``: the output folder; None makes a new ``jaxlearn-demo-<time>`` folder in the
+    - ``out``: the output folder; None makes a new ``jaxlearn-demo-<date>-<time>`` folder in the
       working directory. An existing folder must be empty: a run never overwrites another.
     - ``quick``: a smoke run (fewer trials, members and epochs).
     - ``seed``: the seed every random choice of the run derives from.

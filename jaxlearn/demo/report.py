@@ -545,6 +545,17 @@ _SECTIONS: tuple[tuple[str, str, Callable[[R], list[str]]], ...] = (
 )
 
 
+def _has_figures(results: Any) -> bool:
+    """Whether any stage's results name a figure (a partial run may have none)."""
+    if isinstance(results, dict):
+        return any(
+            (k in ("figure", "figures") and bool(v)) or _has_figures(v) for k, v in results.items()
+        )
+    if isinstance(results, list):
+        return any(_has_figures(v) for v in results)
+    return False
+
+
 def render_report(results: Mapping[str, Any]) -> str:
     """The Markdown report of a demo run, from its results (``results.json``) only.
 
@@ -567,12 +578,13 @@ def render_report(results: Mapping[str, Any]) -> str:
     mode = "quick run" if meta.get("quick") else "full run"
     if meta.get("stages", len(_SECTIONS)) < len(_SECTIONS):
         mode += f", stages 1-{meta['stages']} of {len(_SECTIONS)}"
+    figures = ", every figure in `figures/`" if _has_figures(results) else ""
     out = [
         f"# jaxlearn demo: {meta.get('data', '?')}, {mode}, seed {meta.get('seed', '?')}",
         "",
         f"jaxlearn {meta.get('jaxlearn', '?')}, jax {meta.get('jax', '?')} on "
         f"{meta.get('device', '?')}. The craft of the cs231n notes, stage by stage: every "
-        "number below is in `results.json`, every figure in `figures/`.",
+        f"number below is in `results.json`{figures}.",
         "",
     ]
     if results.get("error"):

@@ -211,7 +211,8 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], Any] = pr
     log(f"Done in {total['wall_s']:.1f} s wall ({total['cpu_s']:.1f} s CPU).")
     log(f"Report:     {out / 'report.md'}")
     log(f"Results:    {out / 'results.json'}")
-    log(f"Figures:    {out / 'figures'}")
+    if any((out / "figures").rglob("*.png")):
+        log(f"Figures:    {out / 'figures'}")
     if "ensemble" in results:
         log(f"Checkpoint: {out / results['ensemble']['checkpoint']['path']}")
     return DemoResult(out, loaded, report)

@@ -58,6 +58,16 @@ def compute_dtype(dtype: Any) -> jnp.dtype:
 
     Half-precision parameters (bfloat16, float16) keep their state in float32, as mixed
     precision training expects; float32 and float64 parameters keep their own dtype.
+
+    **Arguments:**
+    - `dtype`: a floating-point parameter dtype.
+
+    **Returns:** a ``jnp.dtype``.
+
+    Example:
+        >>> import jax.numpy as jnp, jaxlearn
+        >>> jaxlearn.compute_dtype(jnp.bfloat16), jaxlearn.compute_dtype(jnp.float32)
+        (dtype('float32'), dtype('float32'))
     """
     dtype = jnp.dtype(dtype)
     if jnp.finfo(dtype).bits < 32:
