@@ -320,6 +320,24 @@ def _shapes(members: Any, shared: tuple) -> tuple[Any, tuple[tuple[Any, str], ..
 _T = TypeVar("_T")
 
 
+def _chunked_map(body: Callable[[Any], Any], members: Any, chunk: int) -> Any:
+    """``lax.map(body, members, batch_size=chunk)`` with every size spelled out: groups of
+    `chunk` members vmapped one after another, then the rest vmapped. (``lax.map``
+    reshapes with -1, which fails on a leaf of size 0.)"""
+    n = jax.tree.leaves(members)[0].shape[0]
+    groups, full = n // chunk, (n // chunk) * chunk
+    parts = []
+    if groups:
+        grouped = jax.tree.map(lambda x: x[:full].reshape(groups, chunk, *x.shape[1:]), members)
+        out = lax.map(jax.vmap(body), grouped)
+        parts.append(jax.tree.map(lambda y: y.reshape(full, *y.shape[2:]), out))
+    if full < n:
+        parts.append(jax.vmap(body)(jax.tree.map(lambda x: x[full:], members)))
+    if len(parts) == 1:
+        return parts[0]
+    return jax.tree.map(lambda a, b: lax.concatenate([a, b], 0), *parts)
+
+
 def weak_getter(obj: _T) -> Callable[[], _T]:
     """``() -> obj``, holding `obj` weakly where it can be: for programs cached under `obj`
     as a weak key, whose values must not keep their key alive. The caller keeps `obj` alive
@@ -416,6 +434,12 @@ class PopulationFn:
             self._programs: dict[tuple, Any] = _PROGRAMS.setdefault(fn, {})
         except TypeError:  # not weak-referable: programs kept by this object only
             self._programs = {}
+        # The programs are shared by every PopulationFn of an equal `fn` (bound methods of
+        # one object, equal dataclasses): a program traces the `fn` of the caller running
+        # it, held weakly here, never the one it was first built for (which may be gone).
+        self._caller: list[Callable[[], Any] | None] = self._programs.setdefault(
+            ("caller",), [None]
+        )
 
     def devices(self) -> tuple[Any, ...]:
         """The devices the population axis is sharded over."""
@@ -477,18 +501,21 @@ class PopulationFn:
         prog = self._programs.get(key)
         if prog is not None:
             return prog
-        # The programs are kept with `fn` (as the value of a weak key): they hold it weakly,
-        # or the key could never go.
-        fn_of, strategy, chunk = weak_getter(self.fn), plan.strategy, plan.chunk_size
+        # The programs are kept with `fn` (as the value of a weak key): they reach it
+        # through the caller's weak getter, or the key could never go.
+        caller, strategy, chunk = self._caller, plan.strategy, plan.chunk_size
         d, per, axis = plan.num_devices, plan.per_device, self.axis_name
 
         def local(members: Any, shared: tuple) -> Any:
-            fn = fn_of()
+            get = caller[0]
+            assert get is not None  # set by __call__ before any program runs
+            fn = get()
             body = lambda m: fn(m, *shared)
             if strategy == "vmap":
                 return jax.vmap(body)(members)
             if strategy == "chunked":
-                return lax.map(body, members, batch_size=chunk)
+                assert chunk is not None  # a chunked plan has its size
+                return _chunked_map(body, members, chunk)
             return lax.map(body, members)
 
         def typed(leaves: list[Any]) -> Any:
@@ -544,6 +571,7 @@ class PopulationFn:
         return jax.tree.unflatten(treedef, leaves), shared
 
     def __call__(self, members: Any, *shared: Any) -> Any:
+        self._caller[0] = weak_getter(self.fn)
         shapes = _shapes(members, shared)
         plan = self._plan(population_size(members, "population_map"), shapes)
         leaves, placed, impls, treedef = self._prepare(members, shared, plan)
@@ -565,7 +593,8 @@ class PopulationFn:
         (where the device reports no memory, the vmapped program as it is). `shapes` (of the
         call's inputs) keys the decision that :meth:`plan` reports."""
         # The prepared leaves follow from the call's input shapes: those key the decision.
-        key = ("fitted", plan.per_device, self.devices(), impls, treedef, shapes)
+        layout = self.keep_padding, self.axis_name  # which program `_program` builds
+        key = ("fitted", plan.per_device, self.devices(), impls, treedef, shapes, layout)
         run = self._programs.get(key)
         if run is None:
             run = self._program(plan, impls, treedef)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import os
 import socket
 import subprocess
@@ -100,6 +102,44 @@ def test_chunked_handles_a_population_that_is_not_a_multiple_of_the_chunk():
     assert run.plan(jnp.arange(7.0)).chunk_size == 3
 
 
+def test_maps_of_equal_functions_share_programs_but_each_runs_its_own_function():
+    @dataclasses.dataclass(frozen=True)
+    class Scale:
+        s: float
+
+        def __call__(self, m, x):
+            return self.s * m * x
+
+    for n in (2, 3):  # a new, equal callable each time; the first one is gone
+        run = population_map(Scale(2.0), strategy="vmap")
+        gc.collect()
+        np.testing.assert_allclose(
+            run(jnp.arange(4.0), jnp.ones(n)), 2.0 * np.arange(4.0)[:, None] * np.ones(n)
+        )
+
+    class Model:
+        def f(self, m, x):
+            return m + x
+
+    o = Model()
+    first = population_map(o.f, strategy="vmap")
+    first(jnp.arange(3.0), jnp.ones(2))
+    second = population_map(o.f, strategy="vmap")  # bound methods compare equal
+    del first
+    gc.collect()
+    assert second(jnp.arange(3.0), jnp.ones(4)).shape == (3, 4)
+
+
+def test_chunked_runs_members_with_a_leaf_of_size_zero():
+    members = {"e": jnp.zeros((8, 0)), "a": jnp.arange(8.0)}
+    for chunk in (3, 4, 8):
+        out = population_map(
+            lambda m: {"e": 2 * m["e"], "a": m["a"] + 1}, strategy="chunked", chunk_size=chunk
+        )(members)
+        assert out["e"].shape == (8, 0)
+        np.testing.assert_array_equal(out["a"], np.arange(8.0) + 1)
+
+
 def test_plan_reports_the_auto_rule_for_this_backend():
     run = population_map(_train)
     plan = run.plan(_members(8))
@@ -179,6 +219,13 @@ _SHARDED = textwrap.dedent(
     state = step(members)
     assert jax.dtypes.issubdtype(state["key"].dtype, jax.dtypes.prng_key)
     assert step.plan(state).padded_size == 8 and step(state)["key"].shape == (8,)
+    # "auto" shares its programs between maps of one function: the padding one keeps must
+    # not reach another's results (auto vmaps on accelerators; forced here).
+    import jaxlearn.population as P
+    P.choose_strategy = lambda per, backend=None, chunk=None: ("vmap", None)
+    g = lambda m: m * 3
+    assert P.population_map(g, keep_padding=True)(jnp.arange(5.0)).shape == (8,)
+    assert P.population_map(g)(jnp.arange(5.0)).shape == (5,)
     print("SHARDED OK")
     """
 )
