@@ -364,3 +364,29 @@ def test_packed_epochs_train_as_the_plain_tree_and_hand_back_the_plain_tree(digi
     assert sorted(mk.update_ratio) == sorted(plain.params)
     np.testing.assert_allclose(mk.update_ratio["W3"], mp.update_ratio["W3"], rtol=1e-4)
     assert k_packed < k_plain  # one update kernel per buffer, not per leaf
+
+
+@pytest.mark.parametrize("rule", ["adam", "momentum"])
+def test_pack_true_packs_bfloat16_params_with_float32_moments(rule):
+    params = {"W": jnp.ones((4, 3), jnp.bfloat16), "b": jnp.zeros(3), "c": jnp.zeros(3)}
+
+    def apply(p, x):
+        return x @ p["W"].astype(jnp.float32) + p["b"] + p["c"]
+
+    x, y = jnp.arange(16.0).reshape(4, 4) / 16, jnp.array([0, 1, 2, 0])
+    hp = {"learning_rate": 0.1, "mu": 0.9} if rule == "momentum" else {"learning_rate": 0.1}
+    out = {}
+    for pack in (False, True):
+        t = jaxlearn.trainer(apply, optimizer=rule, batch_size=2, hparams=hp, pack=pack)
+        state = t.init(jax.random.key(0), params=params)
+        packed, _ = t._packed_state(state)
+        # The epoch runs on packed buffers, as packs() says (it fell back to the tree path).
+        assert isinstance(packed.params, jaxlearn.Packed) is pack is t.packs(state.params)
+        out[pack], _ = t.jit_epoch(state, (x, y), jax.random.key(1))
+    for name in params:
+        assert out[True].params[name].dtype == params[name].dtype
+        np.testing.assert_allclose(
+            np.asarray(out[True].params[name], np.float32),
+            np.asarray(out[False].params[name], np.float32),
+            rtol=1e-2,
+        )

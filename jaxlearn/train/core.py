@@ -670,13 +670,17 @@ class Trainer:
             same_structure = jax.tree.structure(t) == plain  # type: ignore[operator]
             return same_structure and [jnp.shape(v) for v in jax.tree.leaves(t)] == shapes
 
+        # Pack only when that gives the state the rule itself builds on packed parameters;
+        # each params-shaped part of the state takes the dtypes of the rule's own (a
+        # bfloat16 parameter's moments stay float32), in order.
+        expected = jax.eval_shape(self.make_optimizer(state.hparams).init, packed)
+        is_packed = lambda x: isinstance(x, Packed)
+        likes = iter([x for x in jax.tree.leaves(expected, is_leaf=is_packed) if is_packed(x)])
         opt_state = jax.tree.map(
-            lambda t: pack(t, like=packed) if params_like(t) else t,
+            lambda t: pack(t, like=next(likes, packed)) if params_like(t) else t,
             state.opt_state,
             is_leaf=params_like,
         )
-        # Pack only when that gives the state the rule itself builds on packed parameters.
-        expected = jax.eval_shape(self.make_optimizer(state.hparams).init, packed)
 
         def sig(t: Any) -> tuple[Any, list[tuple[Any, Any]]]:
             return jax.tree.structure(t), [
