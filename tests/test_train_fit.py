@@ -205,9 +205,13 @@ def test_a_new_run_never_leaves_an_earlier_runs_best_checkpoint(splits, tmp_path
     kw = dict(num_epochs=2, progress=False, checkpoint_dir=str(tmp_path), batch_size=128)
     first = jaxlearn.fit(model, splits.train, splits.val, learning_rate=0.1, **kw)
     assert jaxlearn.load_checkpoint(tmp_path / "best.npz").metadata["epoch"] in (1, 2)
-    # The next run in the same folder diverges at once: no epoch improves.
+    # The next run in the same folder has a NaN loss from the start (every step skipped,
+    # the validation loss NaN): no epoch improves.
+    broken = (model.init, lambda p, x: model.apply(p, x) * jnp.nan)
     with pytest.warns(RuntimeWarning, match="non-finite"):
-        r = jaxlearn.fit(model, splits.train, splits.val, learning_rate=1e38, key=1, **kw)
+        r = jaxlearn.fit(
+            broken, splits.train, splits.val, learning_rate=0.1, key=1, monitor="val_loss", **kw
+        )
     assert r.history.meta["best_epoch"] is None
     best = jaxlearn.load_checkpoint(tmp_path / "best.npz", like=r.best_params)
     assert best.metadata["epoch"] is None
