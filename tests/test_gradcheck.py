@@ -645,3 +645,30 @@ def test_only_user_defined_custom_rules_make_the_cache_trace_the_gradient():
     assert not _user_rules(jaxpr(lambda x: jnp.sum(jax.nn.relu(x)) + jax.nn.logsumexp(x)))
     assert _user_rules(jaxpr(lambda x: jnp.sum(sin(x))))
     assert _user_rules(jaxpr(jax.jit(lambda x: jnp.sum(sin(x) + jax.nn.relu(x)))))
+
+
+def test_a_check_judged_mostly_by_the_noise_floor_says_how_much_it_lets_through():
+    x = jax.random.normal(jax.random.key(0), (32, 8))
+    y = jnp.arange(32) % 4
+    p = {
+        "W1": 0.5 * jax.random.normal(jax.random.key(1), (8, 16)),
+        "W2": 0.5 * jax.random.normal(jax.random.key(2), (16, 4)),
+    }
+
+    def f(p, x, y):  # computed in float32 whatever the check's precision
+        h = jnp.tanh(x.astype(jnp.float32) @ p["W1"].astype(jnp.float32))
+        s = h @ p["W2"].astype(jnp.float32)
+        return jaxlearn.softmax_cross_entropy(s, y).astype(x.dtype)
+
+    def blur(report):
+        (note,) = [n for n in report.notes if "judged only against the noise floor" in n]
+        return float(note.split("below about ")[1].split("%")[0]) / 100
+
+    tiny = jaxlearn.check_grad(f, p, x, y, h=1e-5)
+    assert tiny.verdict == "below noise" and blur(tiny) > 1.0  # nothing verified at all
+    assert len(tiny.casts) == len(set(tiny.casts))  # one note per cast site
+    wide = jaxlearn.check_grad(f, p, x, y, h=1e-2)
+    assert blur(wide) < 0.05  # a 5% error would show
+    # A plain float64 check is judged by relative error: no such note.
+    g = lambda p, x, y: jaxlearn.softmax_cross_entropy(jnp.tanh(x @ p["W1"]) @ p["W2"], y)
+    assert not [n for n in jaxlearn.check_grad(g, p, x, y).notes if "noise floor" in n]

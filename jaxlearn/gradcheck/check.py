@@ -371,6 +371,7 @@ class _Part:
 
     rows: list[LeafCheck]
     value: float
+    eps: float  # f's lowest precision: the noise floor's
     casts: list[str]
     site_counts: dict[str, int]
     notes: list[str]
@@ -537,11 +538,13 @@ def _make_plan(
     )
     lowered = lowered_precisions(closed)
     eps = max([_EPS[64]] + [_eps_of(d) for d, _ in lowered])
-    casts = [
-        f"f casts float64 to {d} at {w or '?'}: its derivatives carry {d} rounding, so the "
-        f"noise floor uses eps = {_eps_of(d):.1e}"
-        for d, w in lowered
-    ]
+    casts = list(  # one note per cast site, not one per leaf that reaches it
+        dict.fromkeys(
+            f"f casts float64 to {d} at {w or '?'}: its derivatives carry {d} rounding, so "
+            f"the noise floor uses eps = {_eps_of(d):.1e}"
+            for d, w in lowered
+        )
+    )
     notes: list[str] = []
     sites = kplan.sites
     for o in sorted(set(kplan.opaque)):
@@ -717,6 +720,7 @@ def _check_one(
     return _Part(
         rows=rows,
         value=value,
+        eps=eps,
         casts=casts,
         site_counts=site_counts,
         notes=notes,
@@ -879,7 +883,7 @@ def check_grad(
             parts.append(("reg", reg, regularization))
         results = [_check_one(fn, pr, owner, part=name, **opts) for name, pr, owner in parts]
     rows = [r for res in results for r in res.rows]
-    casts = [c for res in results for c in res.casts]
+    casts = list(dict.fromkeys(c for res in results for c in res.casts))
     site_counts: dict[str, int] = {}
     timings = {"trace": 0.0, "compile": 0.0, "run": 0.0, "run_cpu": 0.0}
     notes: list[str] = []
@@ -889,6 +893,27 @@ def check_grad(
         for k, v in res.timings.items():
             timings[k] += v
         notes.extend(n for n in res.notes if n not in notes)
+    checked = sum(r.checked for r in rows)
+    noisy = sum(r.below_noise for r in rows)
+    if checked and 2 * noisy >= checked:
+        # How large a relative error the noise tolerance lets through, on those coordinates.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            blur = np.concatenate(
+                [
+                    (r.atol / np.maximum(np.abs(r.analytic), np.abs(r.numerical)))[
+                        r.status == "noise"
+                    ]
+                    for r in rows
+                ]
+            )
+        eps = max(res.eps for res in results)
+        notes.append(
+            f"{noisy} of {checked} coordinates are judged only against the noise floor of the "
+            f"difference quotient (about eps * |f| / h, eps = {eps:.1e}): a gradient error "
+            f"below about {float(np.median(blur)):.1%} of them (the median) would pass unseen. "
+            f"A larger h (about eps**(1/3) = {eps ** (1 / 3):.0e} times the parameters' scale, "
+            "for a smooth f) or an f that keeps float64 tightens that."
+        )
     if regularization is not None:
         big = []
         for path, d, r in zip(
