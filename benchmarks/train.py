@@ -29,6 +29,9 @@ round-robin so that a busy machine slows them alike. Ratios are against ``scan p
 shared machine it is steadier than wall time, since waiting for a core does not count.
 
 Usage: ``PYTHONPATH=. python benchmarks/train.py [--quick | --gpu] [--epochs 30]``.
+``--decompose`` times ``fit`` with its per-epoch work removed one piece at a time (final
+checkpoints, the training-subset evaluation, activation statistics, update ratios, the
+validation set), each row cumulative, against the same scan.
 ``--gpu`` trains a wider MLP (64-1024-1024-10) on the digits tiled 16 times (22992
 examples) with minibatches of 256.
 """
@@ -175,6 +178,33 @@ def fit_variants(
     }
 
 
+def decompose_variants(
+    model: jaxlearn.Model, train, val, batch: int, epochs: int, folders: list[str]
+) -> dict[str, Callable[[], None]]:
+    """``fit`` with its per-epoch work taken away one piece at a time (``--decompose``):
+    where the time over the bare scan goes."""
+    hp = {"learning_rate": LR, "mu": MU}
+    tr = jaxlearn.trainer(model, optimizer="momentum", batch_size=batch, hparams=hp)
+    bare = jaxlearn.trainer(
+        model, optimizer="momentum", batch_size=batch, hparams=hp, update_ratios=False
+    )
+    folders.append(tempfile.mkdtemp(prefix="jaxlearn-bench-"))
+
+    def run(trainer: jaxlearn.Trainer, val_data, **kw) -> None:
+        r = jaxlearn.fit(trainer, train, val_data, num_epochs=epochs, progress=False, **kw)
+        jax.block_until_ready((r.params, r.best_params))
+
+    quiet = dict(train_eval_size=0, activation_size=0)
+    return {
+        "fit (checkpoints at the end)": functools.partial(run, tr, val, checkpoint_dir=folders[-1]),
+        "- checkpoints": functools.partial(run, tr, val),
+        "- training-subset evaluation": functools.partial(run, tr, val, train_eval_size=0),
+        "- activation statistics": functools.partial(run, tr, val, **quiet),
+        "- update ratios": functools.partial(run, bare, val, **quiet),
+        "- validation set": functools.partial(run, bare, None, **quiet),
+    }
+
+
 def loop_kernels(
     model: jaxlearn.Model, train: tuple[jax.Array, jax.Array], batch: int
 ) -> list[tuple[str, int]]:
@@ -224,6 +254,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--epochs", type=int, default=None)
     ap.add_argument("--batch", type=int, default=None)
     ap.add_argument("--repeats", type=int, default=None)
+    ap.add_argument(
+        "--decompose",
+        action="store_true",
+        help="fit with its per-epoch work removed one piece at a time, against the scan",
+    )
     args = ap.parse_args(argv)
     epochs = args.epochs or (4 if args.quick else 30)
     repeats = args.repeats or (3 if args.quick else 9)
@@ -234,8 +269,9 @@ def main(argv: list[str] | None = None) -> None:
     model = jaxlearn.mlp(64, hidden, 10)
     steps = epochs * (train[0].shape[0] // batch)
     folders: list[str] = []
+    fits = decompose_variants if args.decompose else fit_variants
     variants = {
-        **fit_variants(model, train, val, batch, epochs, folders),
+        **fits(model, train, val, batch, epochs, folders),
         **hand_written(model, train, batch, epochs),
     }
 
@@ -277,6 +313,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     for d in folders:
         shutil.rmtree(d, ignore_errors=True)
+    if args.decompose:
+        return
     print()
     print("Kernels per step (top-level instructions of the optimized HLO's loop body):")
     for name, k in loop_kernels(model, train, batch):
