@@ -416,34 +416,38 @@ def _conjugate_gradient(
 ) -> tuple[jax.Array, jax.Array]:
     """Solve ``A d = g`` by CG from 0, at most ``max_iter`` steps.
 
-    Returns ``(d, valid)``. A search direction ``p`` with ``p A p <= 0`` (or NaN) proves
-    ``A`` is not positive definite: CG stops and ``valid`` is False, as a failed Cholesky
-    factorization is in :func:`newton`, so the damping is raised until ``A = H + lambda I``
-    is positive definite on the Krylov subspace of ``g``. A zero ``g`` gives ``d = 0``,
-    valid.
+    Returns ``(d, valid)``. A search direction ``p`` with ``p A p < 0`` (or NaN), or
+    ``= 0`` on the first step, proves ``A`` is not positive definite: CG stops and
+    ``valid`` is False, as a failed Cholesky factorization is in :func:`newton`, so the
+    damping is raised until ``A = H + lambda I`` is positive definite on the Krylov
+    subspace of ``g``. A ``p A p`` of exactly 0 on a later step (a late direction so small
+    that its curvature underflows, in float32 with a small-scale loss) stops CG with the
+    step so far, valid. A zero ``g`` gives ``d = 0``, valid.
     """
     g_norm = jnp.sqrt(g @ g)
 
     def cond(c):
-        k, _, r, _, rs, stop = c
+        k, _, r, _, rs, stop, _ = c
         return (k < max_iter) & (~stop) & (jnp.sqrt(rs) > tol * g_norm)
 
     def body(c):
-        k, d, r, p, rs, _ = c
+        k, d, r, p, rs, _, _ = c
         ap = matvec(p)
         pap = p @ ap
-        neg = ~(pap > 0)
-        alpha = rs / jnp.where(neg, 1, pap)
-        d = jnp.where(neg, d, d + alpha * p)
+        bad = (pap < 0) | jnp.isnan(pap) | ((pap == 0) & (k == 0))
+        stop = ~(pap > 0)
+        alpha = rs / jnp.where(stop, 1, pap)
+        d = jnp.where(stop, d, d + alpha * p)
         r_new = r - alpha * ap
         rs_new = r_new @ r_new
         p = r_new + (rs_new / jnp.where(rs > 0, rs, 1)) * p
-        return k + 1, d, jnp.where(neg, r, r_new), p, jnp.where(neg, rs, rs_new), neg
+        return k + 1, d, jnp.where(stop, r, r_new), p, jnp.where(stop, rs, rs_new), stop, bad
 
     zero = jnp.zeros_like(g)
-    init = (jnp.zeros([], jnp.int32), zero, g, g, g @ g, jnp.zeros([], bool))
-    _, d, _, _, _, stop = lax.while_loop(cond, body, init)
-    return d, ~stop | (g_norm == 0)
+    no = jnp.zeros([], bool)
+    init = (jnp.zeros([], jnp.int32), zero, g, g, g @ g, no, no)
+    _, d, _, _, _, _, bad = lax.while_loop(cond, body, init)
+    return d, ~bad | (g_norm == 0)
 
 
 def _lanczos(
