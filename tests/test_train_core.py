@@ -390,3 +390,11 @@ def test_pack_true_packs_bfloat16_params_with_float32_moments(rule):
             np.asarray(out[False].params[name], np.float32),
             rtol=1e-2,
         )
+
+
+def test_a_step_whose_scores_are_nan_has_batch_accuracy_zero():
+    # argmax picks the NaN (class 0 here), the label: the step's accuracy must not read 1.
+    tr = jaxlearn.trainer(lambda p, x: (x @ p["W"]) * jnp.nan, hparams={"learning_rate": 0.1})
+    state = tr.init(jax.random.key(0), params={"W": jnp.ones((3, 4))})
+    _, m = tr.train_step(state, (jnp.ones((5, 3)), jnp.zeros(5, jnp.int32)))
+    assert float(m.accuracy) == 0.0 and not bool(m.finite)

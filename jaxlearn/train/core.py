@@ -490,10 +490,11 @@ class Trainer:
         updates, opt_state = opt.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
 
-        # Which examples the scores got right, a 0/1 vector: the argmax shares its pass over
-        # the scores with the loss's max, and the comparison fuses into the step's write of
-        # its records, so the accuracy's mean is taken once after the scan.
-        correct = (jnp.argmax(scores, axis=-1) == y).astype(jnp.float32)
+        # Which examples the scores got right, a 0/1 vector (a row with a NaN or +inf score
+        # is a miss, as in `accuracy`): the argmax shares its pass over the scores with the
+        # loss's max, and the comparison fuses into the step's write of its records, so the
+        # accuracy's mean is taken once after the scan (no kernel more than a bare argmax).
+        correct = hits(scores, y).astype(jnp.float32)
         rec = {"loss": loss, "loss/correct": correct}
         if self.update_ratios:
             # Squared norms only: the ratios' divisions and roots happen after the scan.
