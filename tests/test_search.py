@@ -887,7 +887,8 @@ def test_coarse_to_fine_checks_every_stage_before_running_any():
     for stage, match in (
         (Stage(4, keep=0), r"stages\[1\]\.keep must be an int >= 1 or a fraction in \(0, 1\]"),
         (Stage(4, keep=1.5), r"stages\[1\]\.keep must be"),
-        (Stage(4, margin=-0.1), r"stages\[1\]\.margin must be a number >= 0"),
+        (Stage(4, margin=-0.1), r"stages\[1\]\.margin must be a finite number >= 0"),
+        (Stage(4, margin=float("inf")), r"stages\[1\]\.margin must be a finite number >= 0"),
         (Stage(0), r"stages\[1\]\.num_trials must be an int >= 1"),
     ):
         with pytest.raises(ValueError, match=match):
@@ -919,3 +920,42 @@ def test_a_saved_search_refuses_settings_json_cannot_hold_before_running(tmp_pat
 def test_grid_points_stay_inside_the_range():
     pts = grid_points({"x": uniform(1 / 3, 1.0)}, points=3)
     assert pts[0]["x"] >= 1 / 3 and pts[-1]["x"] == 1.0
+
+
+def test_narrowing_never_leaves_the_range_and_margins_are_finite():
+    from jaxlearn.search import narrow
+
+    d = narrow(int_uniform(1, 5, log=True), [5, 5])
+    assert 1 <= d.low < d.high <= 5  # was [4, 6]: a log10 round trip, then ceil
+    assert narrow(log_uniform(0.3, 10), [0.3, 0.30003]).low >= 0.3
+    assert narrow(log_uniform(1e-8, 3e-5), [3e-5]).high <= 3e-5
+    for margin in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="`margin` must be a finite number >= 0"):
+            narrow(uniform(0.0, 1.0), [0.2, 0.4], margin=margin)
+
+
+def test_traced_values_stay_inside_the_range_after_float32_rounding():
+    got = []
+
+    def objective(hp, key):
+        jax.debug.callback(lambda v: got.extend(np.ravel(v).tolist()), hp["x"])
+        return {"v": hp["x"] * 0.0}
+
+    low, high = 0.19999995, 0.2
+    study = random_search(objective, {"x": uniform(low, high)}, 64, jax.random.key(0), warn=False)
+    assert len(got) == 64 and all(low <= v <= high for v in got)
+    assert all(low <= t.hparams["x"] <= high for t in study.trials)
+    grid_study = grid_search(
+        objective, {"x": log_uniform(1e-6, 1e-1)}, jax.random.key(0), points=3, warn=False
+    )
+    assert all(1e-6 <= t.hparams["x"] <= 1e-1 for t in grid_study.trials)
+
+
+def test_extreme_bounds_are_named_or_drawn_correctly():
+    x = sample({"x": uniform(-1e308, 1e308)}, jax.random.key(0), 8)
+    assert len({p["x"] for p in x}) == 8  # each was 1e308: hi - lo overflowed
+    with pytest.raises(ValueError, match="`high` must be a finite number"):
+        log_uniform(1, 10**400)
+    with pytest.raises(ValueError, match=r"`high` must lie in \[-2\*\*53, 2\*\*53\]"):
+        int_uniform(0, 10**30)
+    assert int_uniform(1, 5, static=None).static is True  # ints are static by default

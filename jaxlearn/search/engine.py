@@ -40,6 +40,7 @@ from jaxlearn.search.space import (
     check_space,
     columns,
     grid_points,
+    traced_column,
 )
 from jaxlearn.search.study import Study, Trial, _check_mode, load_study
 
@@ -418,9 +419,7 @@ def _evaluate(
             groups.setdefault(static, []).append(i)
     else:
         groups[fixed] = list(range(num))
-    traced = {
-        n: np.asarray(cols[n], dtype=np.int32 if space[n].is_int else fdt) for n in traced_names
-    }
+    traced = {n: traced_column(space[n], cols[n], fdt) for n in traced_names}
     devices = opts["devices"]
     options = (opts["strategy"], opts["chunk_size"], None if devices is None else tuple(devices))
     want_params = keep_params or checkpoint_dir is not None

@@ -90,7 +90,11 @@ def _is_number(v: Any) -> bool:
 
 def _check_bounds(fn: str, low: Any, high: Any, *, positive: bool) -> tuple[float, float]:
     for name, v in (("low", low), ("high", high)):
-        if not _is_number(v) or not math.isfinite(float(v)):
+        try:
+            finite = _is_number(v) and math.isfinite(float(v))
+        except OverflowError:  # an int beyond float64
+            finite = False
+        if not finite:
             raise ValueError(f"{fn}: `{name}` must be a finite number, got {v!r}.")
     lo, hi = float(low), float(high)
     if positive and lo <= 0:
@@ -174,16 +178,22 @@ def int_uniform(low: int, high: int, *, log: bool = False, static: bool = True) 
     for name, v in (("low", low), ("high", high)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)):
             raise ValueError(f"int_uniform: `{name}` must be an int, got {v!r}.")
+        if not -(2**53) <= v <= 2**53:
+            raise ValueError(
+                f"int_uniform: `{name}` must lie in [-2**53, 2**53] (drawn through float64, "
+                f"where every such integer is exact), got {v!r}."
+            )
     if not isinstance(log, bool):
         raise ValueError(f"int_uniform: `log` must be True or False, got {log!r}.")
     _check_bounds("int_uniform", low, high, positive=log)
     _check_static("int_uniform", static)
-    if not static and not (-(2**31) <= low and high < 2**31):
+    if static is False and not (-(2**31) <= low and high < 2**31):
         raise ValueError(
             f"int_uniform: a traced (static=False) int is passed as int32; [{low}, {high}] "
             "does not fit. Narrow the range or keep it static."
         )
-    return Dimension("int_uniform", float(low), float(high), (), log, bool(static))
+    static = True if static is None else static  # ints are static by default
+    return Dimension("int_uniform", float(low), float(high), (), log, static)
 
 
 def _candidates(fn: str, values: Any, static: bool | None, log: bool) -> Dimension:
@@ -304,6 +314,23 @@ def _bucket(num: int) -> np.ndarray:
     return np.arange(max(8, 1 << (int(num) - 1).bit_length()), dtype=np.uint32)
 
 
+def traced_column(dim: Dimension, values: Any, dtype: Any) -> np.ndarray:
+    """A dimension's values as the objective receives them traced: int32 for ints, else
+    `dtype`, where a range's values stay inside ``[low, high]`` (a float32 rounding past
+    a bound is moved to the nearest float32 inside it)."""
+    if dim.is_int:
+        return np.asarray(values, np.int32)
+    v = np.asarray(values, dtype)
+    if dim.kind in _RANGES and dim.low is not None and dim.high is not None:
+        lo, hi = np.asarray(dim.low, v.dtype), np.asarray(dim.high, v.dtype)
+        # (Compared as Python floats: NumPy compares a float32 with a Python float in
+        # float32, where the bound equals its own rounding.)
+        lo = np.nextafter(lo, np.inf, dtype=v.dtype) if float(lo) < dim.low else lo
+        hi = np.nextafter(hi, -np.inf, dtype=v.dtype) if float(hi) > dim.high else hi
+        v = np.clip(v, lo, hi)
+    return v
+
+
 def uniforms(bits: np.ndarray) -> np.ndarray:
     """Floats in ``[0, 1)`` from the bits of :func:`bits_table` (53 random bits each)."""
     bits = np.asarray(bits, dtype=np.uint64)
@@ -324,7 +351,8 @@ def _draw(dim: Dimension, u: np.ndarray) -> list[Any]:
     if dim.kind == "log_uniform" or dim.kind == "uniform":
         low, high = _bounds(dim)
         lo, hi = dim.to_scale(low), dim.to_scale(high)
-        return np.clip(dim.from_scale(lo + u * (hi - lo)), low, high).tolist()
+        # lo * (1 - u) + hi * u: no hi - lo, which overflows on a range like +-1e308.
+        return np.clip(dim.from_scale(lo * (1 - u) + hi * u), low, high).tolist()
     if dim.kind == "int_uniform":
         low, high = _bounds(dim)
         ilo, ihi = int(low), int(high)
@@ -497,8 +525,8 @@ def narrow(
     """
     if not values:
         raise ValueError("narrow: `values` is empty; narrowing needs at least one top trial.")
-    if not _is_number(margin) or margin < 0:
-        raise ValueError(f"narrow: `margin` must be a number >= 0, got {margin!r}.")
+    if not _is_number(margin) or not (math.isfinite(margin) and margin >= 0):
+        raise ValueError(f"narrow: `margin` must be a finite number >= 0, got {margin!r}.")
     if not _is_number(min_width) or not 0 < min_width <= 1:
         raise ValueError(f"narrow: `min_width` must be in (0, 1], got {min_width!r}.")
     if dim.kind not in _RANGES:
@@ -519,6 +547,10 @@ def narrow(
     lo = max(lo, float(outer.to_scale(outer.low)))
     hi = min(hi, float(outer.to_scale(outer.high)))
     new_lo, new_hi = float(dim.from_scale(lo)), float(dim.from_scale(hi))
+    # Clamped in value space too: the round trip through log10 moves a bound by an ulp,
+    # which floor/ceil would turn into a whole integer outside the range.
+    new_lo = max(new_lo, float(_bounds(outer)[0]))
+    new_hi = min(new_hi, float(_bounds(outer)[1]))
     if dim.kind == "int_uniform":
         new_lo, new_hi = max(math.floor(new_lo), 1 if dim.log else -(2**31)), math.ceil(new_hi)
         if new_lo >= new_hi:

@@ -31,7 +31,14 @@ from jaxlearn.search.engine import (
     take,
     trial_keys,
 )
-from jaxlearn.search.space import Dimension, _check_key, check_space, narrow, sample
+from jaxlearn.search.space import (
+    Dimension,
+    _check_key,
+    check_space,
+    narrow,
+    sample,
+    traced_column,
+)
 from jaxlearn.search.study import Study, Trial, _check_mode
 from jaxlearn.train.checkpoint import load_checkpoint, save_checkpoint
 
@@ -208,9 +215,11 @@ def coarse_to_fine(
         if (
             isinstance(st.margin, bool)
             or not isinstance(st.margin, (int, float))
-            or (not st.margin >= 0)
+            or not (math.isfinite(st.margin) and st.margin >= 0)
         ):
-            raise ValueError(f"{fn}: stages[{i}].margin must be a number >= 0, got {st.margin!r}.")
+            raise ValueError(
+                f"{fn}: stages[{i}].margin must be a finite number >= 0, got {st.margin!r}."
+            )
         parsed.append(st)
     for name in ("settings",):
         if name in options:
@@ -354,8 +363,7 @@ def successive_halving(
     points = sample(space, k_points, num_trials)
     fdt = default_float()
     hp_all = {
-        n: jnp.asarray([p[n] for p in points], dtype=jnp.int32 if d.is_int else fdt)
-        for n, d in space.items()
+        n: jnp.asarray(traced_column(d, [p[n] for p in points], fdt)) for n, d in space.items()
     }
     keys_all = trial_keys(k_trials, range(num_trials))
     key_rows = np.asarray(jax.random.key_data(keys_all))
@@ -532,4 +540,4 @@ def _py(v: Any, dim: Dimension, fdt: Any) -> Any:
     # rounding); a range value as the objective received it.
     if dim.values:
         return v
-    return int(v) if dim.is_int else float(np.asarray(v, dtype=fdt))
+    return int(v) if dim.is_int else float(traced_column(dim, v, fdt))
