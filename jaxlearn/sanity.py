@@ -438,8 +438,8 @@ def regularization_raises_loss(
         passed, verdict = (
             False,
             f"the loss falls from {_fmt(losses[i])} at reg={r[i]:g} to {_fmt(losses[i + 1])} "
-            f"at reg={r[i + 1]:g}: regularization lowers the loss. Is the penalty added with "
-            "the wrong sign?",
+            f"at reg={r[i + 1]:g} (by {losses[i] - losses[i + 1]:.3g}): regularization lowers "
+            "the loss. Is the penalty added with the wrong sign?",
         )
     elif np.any(slopes < 0):
         i = int(np.argmax(slopes < 0))
@@ -457,8 +457,8 @@ def regularization_raises_loss(
     elif losses[-1] - losses[0] > noise:
         passed, verdict = (
             True,
-            f"the loss rises from {_fmt(losses[0])} to {_fmt(losses[-1])} with the "
-            "regularization strength.",
+            f"the loss rises from {_fmt(losses[0])} to {_fmt(losses[-1])} (by "
+            f"{losses[-1] - losses[0]:.3g}) with the regularization strength.",
         )
     elif np.all(slopes > 0):
         passed, verdict = (

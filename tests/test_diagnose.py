@@ -195,3 +195,22 @@ def test_too_much_regularization_is_not_blamed_on_a_rate_too_low_and_too_high_at
         h = jaxlearn.fit(tr, splits.train, splits.val, num_epochs=3, progress=False).history
     d = jaxlearn.diagnose(h)
     assert not ({"lr_too_low", "update_ratio_high"} <= set(d.kinds)), d.kinds
+
+
+def test_fine_tuning_a_converged_model_is_not_an_explosion():
+    # The loss of a converged model wanders from 0.007 to 0.04: 6x, but no explosion.
+    loss = 0.02 + 0.01 * np.abs(RNG.standard_normal(1000))
+    loss[0], loss[5] = 0.007, 0.04
+    assert "exploding" not in jaxlearn.diagnose(_synthetic(loss)).kinds
+
+
+def test_a_tiny_drop_is_no_high_plateau_and_dead_units_are_no_size_problem():
+    # Too much L2: 2.304 -> 2.27 at chance is not "dropped at once, then plateaued".
+    loss = 2.27 + 0.034 * np.exp(-STEPS / 15) + 0.002 * RNG.standard_normal(1000)
+    d = jaxlearn.diagnose(_synthetic(loss, train_acc=0.10, val_acc=0.10))
+    assert "plateau_high" not in d.kinds
+    # Dead ReLUs explain a poor fit: no "use a bigger model" beside them.
+    acts = {"layer1": {"dead_units": 0.9, "mean": 0.0, "std": 0.0, "zero_fraction": 1.0}}
+    loss = 1.5 + 0.8 * np.exp(-STEPS / 200) + 0.01 * RNG.standard_normal(1000)
+    d = jaxlearn.diagnose(_synthetic(loss, train_acc=0.62, val_acc=0.60, acts=acts))
+    assert "dead_units" in d.kinds and "underfitting" not in d.kinds

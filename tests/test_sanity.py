@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 from pathlib import Path
 
 import jax
@@ -173,6 +174,7 @@ def test_regularization_with_the_wrong_sign_fails(digits, mlp):
     assert check.passed is False
     assert "the loss falls from" in check.verdict and "at reg=0 to" in check.verdict
     assert "wrong sign" in check.verdict
+    assert re.search(r"\(by [0-9.e+-]+\): regularization lowers", check.verdict)  # the fall
     assert check.details["losses"][-1] < check.details["losses"][0]
 
 

@@ -215,7 +215,10 @@ def diagnose(
         # A spike in the first epoch counts unsmoothed: a rate too high can blow the loss up
         # for a step or two and then kill the ReLUs, leaving a flat curve behind.
         first = good[: max(spe or 0, 10)]
-        if l0 > 0 and (sm3[peak] > 3 * l0 or float(first.max()) > 3 * l0):
+        # Three times the start and half a unit of loss above it: a converged model's loss
+        # of 0.007 wandering to 0.04 while fine-tuning is not an explosion.
+        top = max(float(sm3[peak]), float(first.max()))
+        if l0 > 0 and top > 3 * l0 and top > l0 + 0.5:
             rise = int(np.argmax(good > 2 * l0))
             diverged = True
             findings.append(
@@ -267,6 +270,7 @@ def diagnose(
             and early_drop > 0.7 * drop
             and tail > 0.1 * l0
             and abs(q3 - q4) < 0.1 * abs(l0)
+            and rel >= 0.1
             and not learned
         ):
             curve_explains = True
@@ -346,6 +350,7 @@ def diagnose(
                 and not diverged
                 and not curve_explains
                 and not ratios_high
+                and not dead_layers  # dead units explain a poor fit: not a size problem
             ):
                 findings.append(
                     Finding(
