@@ -959,3 +959,9 @@ def test_extreme_bounds_are_named_or_drawn_correctly():
     with pytest.raises(ValueError, match=r"`high` must lie in \[-2\*\*53, 2\*\*53\]"):
         int_uniform(0, 10**30)
     assert int_uniform(1, 5, static=None).static is True  # ints are static by default
+
+
+def test_sample_refuses_point_numbers_past_uint32():
+    with pytest.raises(ValueError, match=r"`start` \+ `num` must be <= 2\*\*32"):
+        sample({"x": uniform(0.0, 1.0)}, jax.random.key(0), 5, start=2**32 - 3)
+    assert len(sample({"x": uniform(0.0, 1.0)}, jax.random.key(0), 3, start=2**32 - 3)) == 3

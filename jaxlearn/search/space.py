@@ -430,6 +430,11 @@ def sample(
         raise ValueError(f"sample: `num` must be an int >= 1, got {num!r}.")
     if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
         raise ValueError(f"sample: `start` must be an int >= 0, got {start!r}.")
+    if int(start) + int(num) > 2**32:
+        raise ValueError(
+            f"sample: points are numbered by uint32, so `start` + `num` must be <= 2**32, got "
+            f"{start} + {num} (beyond it the numbers would wrap and repeat earlier points)."
+        )
     numbers = np.uint32(start) + _bucket(int(num))
     bits = np.asarray(_bits_table(key, numbers, len(space)))  # one call, one transfer
     return points_of(columns(space, bits[:, : int(num)]), int(num))

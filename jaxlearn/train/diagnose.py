@@ -405,8 +405,9 @@ def diagnose(
                 f"Most units of {layer} never activate: dead ReLUs.",
                 f"{100 * dead:.0f}% of the units of {layer} output zero for every "
                 "example checked after the last epoch.",
-                "Lower the learning rate; check the initialization (He init for ReLU) and the "
-                "input normalization.",
+                "Check the initialization (He init for ReLU, biases near 0) and the input "
+                "normalization; if the units died during training (a loss spike), lower the "
+                "learning rate.",
             )
         )
     return Diagnosis(findings, summary)
