@@ -256,6 +256,15 @@ def _fmt(v: float) -> str:
 # --------------------------------------------------------------------------- checks
 
 
+def _halves(loss_fn: Callable[..., Any], params: Any, x: Any, y: Any, obs: float) -> bool:
+    """Whether the loss of the first half of the batch is about half the whole's: a summed
+    loss, not a mean of large per-example losses (too large weights), which stays about
+    the same."""
+    m = int(np.shape(y)[0]) // 2
+    half, _ = jax.jit(loss_fn)(params, jnp.asarray(x)[:m], jnp.asarray(y)[:m], 0.0)
+    return bool(float(half) / obs < 0.75)
+
+
 def initial_loss(
     loss_fn: LossFn,
     params: Any,
@@ -335,7 +344,7 @@ def initial_loss(
             True,
             f"the loss at init is chance for {c} classes (score std {_fmt(score_std)}).",
         )
-    elif n > 1 and abs(ratio - n) <= 0.5 * n:
+    elif n > 1 and abs(ratio - n) <= 0.5 * n and _halves(loss_fn, params, x, y, obs):
         passed, verdict = (
             False,
             f"the loss at init is {_fmt(ratio)} times chance, about the batch size {n}: the "

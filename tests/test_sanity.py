@@ -186,6 +186,17 @@ def test_missing_penalty_fails(digits, mlp):
     assert "at every reg and dL/dreg = 0: the penalty is not added" in check.verdict
 
 
+def test_large_weights_on_a_small_batch_are_not_read_as_a_summed_loss(digits):
+    # Too large weights on 50 examples: 25-75 times chance, near the batch size,
+    # but a mean: half the batch gives about the same loss, a summed one would halve.
+    x, y = digits[0][:50], digits[1][:50]
+    model = jaxlearn.mlp(64, (64,), 10, weight_scale=2.0)
+    params = model.init(jax.random.key(0))
+    check = sanity.initial_loss(sanity.make_loss_fn(model), params, x, y)
+    assert check.passed is False and 25 <= check.details["loss"] / math.log(10) <= 75
+    assert "initial weights are too large" in check.verdict and "summed" not in check.verdict
+
+
 def test_summed_loss_is_named(digits, mlp):
     model, params = mlp
 
