@@ -909,7 +909,7 @@ def check_grad(
             blur = np.concatenate(
                 [
                     (r.atol / np.maximum(np.abs(r.analytic), np.abs(r.numerical)))[
-                        r.status == "noise"
+                        r.status == NOISE
                     ]
                     for r in rows
                 ]

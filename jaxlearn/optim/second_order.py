@@ -401,14 +401,9 @@ def newton(
         step, new_state = _damped_step(
             f, x, g, f0, state, learning_rate, damping, scale, damping_factor, max_tries, candidate
         )
-        return _as_updates(step, unravel, params), new_state
+        return unravel(step), new_state  # in each leaf's dtype (see _prepare)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
-
-
-def _as_updates(step: jax.Array, unravel: Callable, params: Any) -> Any:
-    # unravel (from _prepare) casts each piece back to its leaf's dtype.
-    return unravel(step)
 
 
 def _conjugate_gradient(
@@ -595,6 +590,6 @@ def hessian_free(
         step, new_state = _damped_step(
             f, x, g, f0, state, learning_rate, damping, scale, damping_factor, max_tries, candidate
         )
-        return _as_updates(step, unravel, params), new_state
+        return unravel(step), new_state  # in each leaf's dtype (see _prepare)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
