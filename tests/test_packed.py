@@ -10,6 +10,7 @@ import sys
 import textwrap
 from functools import partial
 from typing import NamedTuple
+from unittest import mock
 
 import jax
 import jax.numpy as jnp
@@ -205,6 +206,30 @@ def test_an_update_of_many_leaves_compiles_to_a_few_kernels():
     packed_kernels = _fusions(step, packed, opt.init(packed), packed)
     assert tree_kernels >= 200  # at least one per leaf
     assert packed_kernels <= 8  # one buffer: the moments, the update, a few scalars
+
+
+def test_equal_layouts_are_one_object_so_jit_compares_them_by_identity():
+    # jit compares every argument's structure with its cache on each call; params and
+    # grads packed by separate calls must not be compared leaf by leaf each step.
+    tree = {f"w{i:03d}": jnp.full((3,), float(i)) for i in range(300)}
+    params = jaxlearn.pack(tree)
+    grads = jaxlearn.pack(jax.tree.map(jnp.sin, tree))
+    assert grads.layout is params.layout
+    other = jaxlearn.pack({**tree, "w000": jnp.zeros((4,))})
+    assert other.layout is not params.layout and other.layout != params.layout
+    compared = []
+    eq = type(params.layout).__eq__
+
+    def counting(self, other):
+        compared.append(self is other)
+        return eq(self, other)
+
+    step = jax.jit(lambda p, g: jax.tree.map(lambda a, b: a - 0.1 * b, p, g))
+    with mock.patch.object(type(params.layout), "__eq__", counting):
+        out = step(params, grads)
+        for _ in range(3):
+            out = step(out, grads)
+    assert not any(c is False for c in compared)
 
 
 def test_pack_like_groups_and_errors():

@@ -1,0 +1,112 @@
+"""Where an ensemble's time goes: fixed cost per call against cost per epoch.
+
+``benchmarks/ensemble.py`` compares whole calls. This script separates the two parts of a
+call's time for ``fit_ensemble`` (vmap, the lean records of ``ensemble.py``) and the
+hand-written ``jit(vmap(scan))``: each is timed at ``--short`` and ``--long`` epochs
+(median of ``--repeats``, after compilation), and the line through the two points gives the
+cost of one epoch (slope) and the fixed cost of a call (intercept). A gap in the slope is
+in the compiled program; a gap in the intercept is on the host.
+
+``--hlo`` also dumps the optimized HLO of both programs (XLA's own dump, to a temporary
+folder) and prints the kernels in the body of each program's innermost training loop (see
+``jaxlearn.train._hlo``), and whether that body holds anything that forces a trip to the
+host each step (``conditional``, host callbacks).
+
+Usage: ``PYTHONPATH=. python benchmarks/ensemble_anatomy.py [--sizes 1,64,512] [--hlo]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import sys
+import tempfile
+import time
+
+if "--hlo" in sys.argv:  # before jax starts its backend
+    _DUMP = tempfile.mkdtemp(prefix="jaxlearn-hlo-")
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + f" --xla_dump_to={_DUMP} --xla_dump_hlo_as_text"
+        + " --xla_dump_hlo_module_re=.*(population|one).*"
+    )
+
+import jax  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import ensemble as E  # noqa: E402
+
+import jaxlearn  # noqa: E402
+from jaxlearn.ensemble import fit_ensemble  # noqa: E402
+from jaxlearn.train._hlo import loop_body_ops  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--sizes", default="1,64,512")
+    p.add_argument("--short", type=int, default=5)
+    p.add_argument("--long", type=int, default=25)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--hlo", action="store_true")
+    args = p.parse_args(argv)
+    x, y = E.digits()
+    model = jaxlearn.mlp(64, (E.HIDDEN,), 10)
+    tr = jaxlearn.trainer(
+        model,
+        optimizer="adam",
+        batch_size=E.BATCH,
+        hparams={"learning_rate": E.LR},
+        update_ratios=False,
+        skip_nonfinite=False,
+    )
+    spe = x.shape[0] // E.BATCH
+    print(
+        f"jax {jax.__version__}, {jax.devices()[0].device_kind}; digits MLP 64-{E.HIDDEN}-10, "
+        f"Adam, batch {E.BATCH}, {spe} steps per epoch; ms, median of {args.repeats}"
+    )
+    print(
+        f"{'N':>4} {'who':>10} {f'{args.short} ep':>9} {f'{args.long} ep':>9} "
+        f"{'per epoch':>10} {'per step':>9} {'fixed':>8}"
+    )
+    anchors = {
+        e: jax.jit(jax.vmap(E.hand_written(model, x, y, e))) for e in (args.short, args.long)
+    }
+    for n in [int(s) for s in args.sizes.split(",")]:
+        keys = jax.random.split(jax.random.key(0), n)
+        cases = {}
+        for e in (args.short, args.long):
+            cases[("hand", e)] = lambda e=e, keys=keys: anchors[e](keys)
+            cases[("jaxlearn", e)] = lambda e=e, n=n: (
+                fit_ensemble(
+                    tr,
+                    (x, y),
+                    num_members=n,
+                    num_epochs=e,
+                    train_eval_size=0,
+                    strategy="vmap",
+                    step_metrics=("loss",),
+                    activation_size=0,
+                ).params
+            )
+        res = E.measure(cases, args.repeats, time.perf_counter)
+        for who in ("hand", "jaxlearn"):
+            a, b = res[(who, args.short)][1], res[(who, args.long)][1]
+            slope = (b - a) / (args.long - args.short)
+            fixed = a - slope * args.short
+            print(
+                f"{n:>4} {who:>10} {a * 1e3:9.2f} {b * 1e3:9.2f} {slope * 1e3:10.3f} "
+                f"{slope / spe * 1e6:7.1f}us {fixed * 1e3:8.2f}",
+                flush=True,
+            )
+    if args.hlo:
+        for path in sorted(glob.glob(os.path.join(_DUMP, "*after_optimizations.txt"))):
+            text = open(path).read()
+            ops = loop_body_ops(text)
+            host = sum(text.count(s) for s in ("conditional(", "host", "send(", "recv("))
+            name = os.path.basename(path)
+            print(f"{name[:70]:70} loop body {sum(ops.values()):3d} {dict(ops)} host-ish {host}")
+
+
+if __name__ == "__main__":
+    main()
