@@ -49,24 +49,34 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--long", type=int, default=25)
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--hlo", action="store_true")
+    p.add_argument(
+        "--packs",
+        default="auto",
+        help="comma-separated Trainer `pack` settings to time (auto, on, off)",
+    )
     args = p.parse_args(argv)
     x, y = E.digits()
     model = jaxlearn.mlp(64, (E.HIDDEN,), 10)
-    tr = jaxlearn.trainer(
-        model,
-        optimizer="adam",
-        batch_size=E.BATCH,
-        hparams={"learning_rate": E.LR},
-        update_ratios=False,
-        skip_nonfinite=False,
-    )
+    packs = {"auto": "auto", "on": True, "off": False}
+    trainers = {
+        f"jl pack={name}": jaxlearn.trainer(
+            model,
+            optimizer="adam",
+            batch_size=E.BATCH,
+            hparams={"learning_rate": E.LR},
+            update_ratios=False,
+            skip_nonfinite=False,
+            pack=packs[name],
+        )
+        for name in args.packs.split(",")
+    }
     spe = x.shape[0] // E.BATCH
     print(
         f"jax {jax.__version__}, {jax.devices()[0].device_kind}; digits MLP 64-{E.HIDDEN}-10, "
         f"Adam, batch {E.BATCH}, {spe} steps per epoch; ms, median of {args.repeats}"
     )
     print(
-        f"{'N':>4} {'who':>10} {f'{args.short} ep':>9} {f'{args.long} ep':>9} "
+        f"{'N':>4} {'who':>14} {f'{args.short} ep':>9} {f'{args.long} ep':>9} "
         f"{'per epoch':>10} {'per step':>9} {'fixed':>8}"
     )
     anchors = {
@@ -77,25 +87,26 @@ def main(argv: list[str] | None = None) -> None:
         cases = {}
         for e in (args.short, args.long):
             cases[("hand", e)] = lambda e=e, keys=keys: anchors[e](keys)
-            cases[("jaxlearn", e)] = lambda e=e, n=n: (
-                fit_ensemble(
-                    tr,
-                    (x, y),
-                    num_members=n,
-                    num_epochs=e,
-                    train_eval_size=0,
-                    strategy="vmap",
-                    step_metrics=("loss",),
-                    activation_size=0,
-                ).params
-            )
+            for who, tr in trainers.items():
+                cases[(who, e)] = lambda e=e, n=n, tr=tr: (
+                    fit_ensemble(
+                        tr,
+                        (x, y),
+                        num_members=n,
+                        num_epochs=e,
+                        train_eval_size=0,
+                        strategy="vmap",
+                        step_metrics=("loss",),
+                        activation_size=0,
+                    ).params
+                )
         res = E.measure(cases, args.repeats, time.perf_counter)
-        for who in ("hand", "jaxlearn"):
+        for who in ("hand", *trainers):
             a, b = res[(who, args.short)][1], res[(who, args.long)][1]
             slope = (b - a) / (args.long - args.short)
             fixed = a - slope * args.short
             print(
-                f"{n:>4} {who:>10} {a * 1e3:9.2f} {b * 1e3:9.2f} {slope * 1e3:10.3f} "
+                f"{n:>4} {who:>14} {a * 1e3:9.2f} {b * 1e3:9.2f} {slope * 1e3:10.3f} "
                 f"{slope / spe * 1e6:7.1f}us {fixed * 1e3:8.2f}",
                 flush=True,
             )

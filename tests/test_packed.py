@@ -293,7 +293,14 @@ def test_should_pack_and_the_threshold_follow_the_cost_model():
     few_large = {"W1": jnp.zeros((1000, 1000)), "W2": jnp.zeros((1000, 1000))}
     assert jaxlearn.should_pack(many_small, platform="cpu")
     assert not jaxlearn.should_pack(few_large, platform="cpu")
-    assert jaxlearn.should_pack(few_large, platform="gpu")  # 1M < the GPU threshold
+    # 1M < the GPU threshold, but two leaves save fewer kernels than packing adds.
+    assert not jaxlearn.should_pack(few_large, platform="gpu")
+    eight_large = jax.eval_shape(lambda: {f"W{i}": jnp.zeros((1000, 1000)) for i in range(8)})
+    assert jaxlearn.should_pack(eight_large, platform="gpu")
+    assert jaxlearn.PACK_MIN_LEAVES == 8
+    seven = {f"b{i}": jnp.zeros(64) for i in range(7)}
+    assert not jaxlearn.should_pack(seven, platform="cpu")
+    assert jaxlearn.should_pack({**seven, "c": jnp.zeros(3)}, platform="cpu")
     # One small leaf per dtype: nothing to share a buffer with.
     assert not jaxlearn.should_pack({"W": few_large["W1"], "b": jnp.zeros(10)}, platform="cpu")
     assert not jaxlearn.should_pack(

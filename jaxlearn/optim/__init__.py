@@ -3,6 +3,7 @@
 from jaxlearn.optim._base import Rule, compute_dtype
 from jaxlearn.optim.averaging import AverageState, averaged_params, param_average
 from jaxlearn.optim.packed import (
+    PACK_MIN_LEAVES,
     PACKING_COST,
     Layout,
     Packed,
@@ -32,6 +33,7 @@ __all__ = [
     "NewtonState",
     "hessian_free",
     "newton",
+    "PACK_MIN_LEAVES",
     "PACKING_COST",
     "Layout",
     "Packed",

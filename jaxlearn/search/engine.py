@@ -446,18 +446,17 @@ def _evaluate(
                     "change shapes or loop lengths static: choice([...], static=True), "
                     f"int_uniform(..., static=True), or pass them in `settings`. ({e})"
                 ) from e
+            # The call runs asynchronously: the host builds what does not wait for it first.
+            hparams, keys = _trial_inputs(batch, cols, space, settings, host, key_rows)
             scalars, histories, params, metric = _split_outputs(out, study.metric, want_params)
             study.metric = metric
             new = _make_trials(
                 batch,
                 numbers,
-                cols,
-                space,
-                settings,
-                host,
+                hparams,
+                keys,
                 scalars,
                 histories,
-                key_rows,
                 metric,
                 study.mode,
                 stage,
@@ -481,36 +480,30 @@ def _evaluate(
     return [results[i] for i in range(num)]
 
 
-def _make_trials(
+def _rows(m: int, cols: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
+    """Columns (name -> one value per row) as `m` per-row dicts."""
+    names = list(cols)
+    if not names:
+        return [{} for _ in range(m)]
+    return [dict(zip(names, values, strict=True)) for values in zip(*cols.values(), strict=True)]
+
+
+def _trial_inputs(
     batch: list[int],
-    numbers: Sequence[int],
     cols: Mapping[str, list[Any]],
     space: Mapping[str, Dimension],
     settings: Mapping[str, Any],
     host: Mapping[str, np.ndarray],
-    scalars: Mapping[str, np.ndarray],
-    histories: Mapping[str, np.ndarray],
     key_rows: np.ndarray,
-    metric: str,
-    mode: str,
-    stage: int,
-    impl: Any,
-) -> list[Trial]:
-    """Trials of one call, converted to Python values in bulk (not per element)."""
+) -> tuple[list[dict[str, Any]], list[list[int]]]:
+    """Each trial's hyperparameters and key data, as Python values: what a call's trials
+    hold besides its results, built while the devices run the call."""
     m = len(batch)
-
-    def rows(cols: Mapping[str, list[Any]]) -> list[dict[str, Any]]:
-        # Column by column into per-trial dicts: the fastest way to build them in Python.
-        out: list[dict[str, Any]] = [{} for _ in range(m)]
-        for name, col in cols.items():
-            for row, v in zip(out, col, strict=True):
-                row[name] = v
-        return out
-
     # Traced range values as the objective received them (rounded to the traced dtype);
     # a choice's candidate itself (the objective received its rounding), so that a study
     # names its candidates exactly (narrowing, Optuna's distributions, resume).
-    hparams = rows(
+    hparams = _rows(
+        m,
         {
             n: (
                 host[n][:m].tolist()
@@ -518,13 +511,31 @@ def _make_trials(
                 else [cols[n][i] for i in batch]
             )
             for n in space
-        }
+        },
     )
     if settings:
         for point in hparams:
             point.update(settings)
-    metrics = rows({k: v[:m].tolist() for k, v in scalars.items()})
-    history = rows({k: v[:m].tolist() for k, v in histories.items()})
+    keys = key_rows[np.asarray(batch)].reshape(m, -1).tolist()
+    return hparams, keys
+
+
+def _make_trials(
+    batch: list[int],
+    numbers: Sequence[int],
+    hparams: list[dict[str, Any]],
+    keys: list[list[int]],
+    scalars: Mapping[str, np.ndarray],
+    histories: Mapping[str, np.ndarray],
+    metric: str,
+    mode: str,
+    stage: int,
+    impl: Any,
+) -> list[Trial]:
+    """Trials of one call, converted to Python values in bulk (not per element)."""
+    m = len(batch)
+    metrics = _rows(m, {k: v[:m].tolist() for k, v in scalars.items()})
+    history = _rows(m, {k: v[:m].tolist() for k, v in histories.items()})
     ok = np.ones(m, dtype=bool)
     for v in scalars.values():
         ok &= np.isfinite(v[:m])
@@ -537,7 +548,6 @@ def _make_trials(
         arg = np.argmax(h, axis=1) if mode == "max" else np.argmin(h, axis=1)
         values = h[np.arange(m), arg].tolist()
         best_epochs = arg.tolist()
-    keys = key_rows[np.asarray(batch)].reshape(m, -1).tolist()
     out = []
     for i, hp, met, hist, good, value, best_epoch, key in zip(
         batch, hparams, metrics, history, ok.tolist(), values, best_epochs, keys, strict=True
