@@ -543,8 +543,9 @@ PACK_MIN_LEAVES = 8
 
 Packing adds kernels of its own to every training step (the views sliced out of the buffer,
 the gradients concatenated into it), whatever the number of leaves, and removes each small
-leaf's own update kernels. With a handful of leaves the two are a wash at best, while 200
-leaves updated 13x faster packed on an H100 (``benchmarks/update_step.py``).
+leaf's own update kernels. Measured on an H100 (``benchmarks/ensemble_anatomy.py``), a
+4-leaf MLP's training step took 40 us packed against 29 us on the tree; 200 leaves updated
+13x faster packed (``benchmarks/update_step.py``).
 """
 
 
