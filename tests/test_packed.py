@@ -4,6 +4,7 @@ fused kernel per buffer instead of one per leaf."""
 from __future__ import annotations
 
 import os
+import pickle
 import re
 import subprocess
 import sys
@@ -230,6 +231,28 @@ def test_equal_layouts_are_one_object_so_jit_compares_them_by_identity():
         for _ in range(3):
             out = step(out, grads)
     assert not any(c is False for c in compared)
+
+
+def test_a_layout_pickled_in_another_process_equals_one_packed_here():
+    # String hashes are salted per process: a layout must not carry its hash across.
+    code = textwrap.dedent(
+        """
+        import pickle, sys
+        import jax.numpy as jnp, jaxlearn
+        tree = {"layer_a": jnp.ones(3), "layer_b": {"W": jnp.zeros((2, 2))}}
+        sys.stdout.buffer.write(pickle.dumps(jaxlearn.pack(tree)))
+        """
+    )
+    env = dict(os.environ, PYTHONHASHSEED="12345", JAX_PLATFORMS="cpu")
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, check=True, env=env
+    ).stdout
+    theirs = pickle.loads(out)
+    tree = {"layer_a": jnp.ones(3), "layer_b": {"W": jnp.zeros((2, 2))}}
+    ours = jaxlearn.pack(tree)
+    assert theirs.layout is ours.layout
+    summed = jax.tree.map(lambda a, b: a + b, theirs, ours)
+    np.testing.assert_array_equal(summed.buffers[0], np.full(7, 2.0) * [1, 1, 1, 0, 0, 0, 0])
 
 
 def test_pack_like_groups_and_errors():

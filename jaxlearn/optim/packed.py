@@ -130,6 +130,11 @@ class Layout:
     def __hash__(self) -> int:
         return self._hash
 
+    def __reduce__(self) -> tuple[Any, tuple]:
+        # Rebuilt through the constructor: the hash of the contents differs from process to
+        # process (string hashing is salted), so a pickled one would compare unequal.
+        return _interned, ((self.treedef, self.leaves, self.dtypes, self.sizes, self.keys),)
+
     @property
     def num_leaves(self) -> int:
         """Leaves in the user's tree."""
@@ -291,12 +296,18 @@ def _layout_for(
         g = index[gkey]
         leaves.append(_Leaf(g, sizes[g], size, shape))
         sizes[g] += size
-    content = (treedef, tuple(leaves), tuple(dtypes), tuple(sizes), tuple(keys))
-    # One object per distinct layout: jit compares the structure of every argument with
-    # its cache on every call, and two equal but distinct layouts of 2000 leaves took
-    # about 0.1 ms to compare (Python equality of the whole map), more than an update step
-    # takes on a GPU. Equal layouts built by separate ``pack`` calls are the same object, so
-    # that comparison stops at ``is``.
+    return _interned((treedef, tuple(leaves), tuple(dtypes), tuple(sizes), tuple(keys)))
+
+
+def _interned(content: tuple) -> Layout:
+    """The one :class:`Layout` with these contents.
+
+    jit compares the structure of every argument with its cache on every call, and two
+    equal but distinct layouts of 2000 leaves took about 0.1 ms to compare (Python equality
+    of the whole map), more than an update step takes on a GPU. Equal layouts built by
+    separate ``pack`` calls (or unpickled) are the same object, so that comparison stops at
+    ``is``.
+    """
     with _INTERN_LOCK:
         layout = _LAYOUTS.get(content)
         if layout is None:
