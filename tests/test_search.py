@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import warnings
 
 import jax
@@ -755,7 +756,7 @@ def test_a_saved_study_with_trials_of_another_search_is_refused(tmp_path):
         path=path,
         warn=False,
     )
-    with pytest.raises(ValueError, match="trial 3 of the saved study .* is not this search's"):
+    with pytest.raises(ValueError, match=r"holds 4 trial\(s\), numbered up to 3, more than"):
         random_search(
             _train_objective,
             SPACE,
@@ -965,3 +966,137 @@ def test_sample_refuses_point_numbers_past_uint32():
     with pytest.raises(ValueError, match=r"`start` \+ `num` must be <= 2\*\*32"):
         sample({"x": uniform(0.0, 1.0)}, jax.random.key(0), 5, start=2**32 - 3)
     assert len(sample({"x": uniform(0.0, 1.0)}, jax.random.key(0), 3, start=2**32 - 3)) == 3
+
+
+def test_stages_keep_their_checkpoints_apart_in_one_folder(tmp_path):
+    # Every stage numbers its trials from 0; a tied (rounded) metric gave the same file.
+    def obj(hp, key):
+        return {"acc": jnp.round(1.0 - (hp["x"] - 0.5) ** 2, 1), "params": {"x": hp["x"]}}
+
+    final = search.coarse_to_fine(
+        obj,
+        {"x": search.uniform(0.0, 1.0)},
+        [search.Stage(4, epochs=1), search.Stage(4, epochs=2)],
+        jax.random.key(0),
+        metric="acc",
+        checkpoint_dir=tmp_path,
+        warn=False,
+    )
+    files = [t.checkpoint for s in final.stages for t in s.trials]
+    assert len(set(files)) == len(files) == 8
+    assert all(os.path.basename(f).startswith("stage2_") for f in files[4:])
+    first = final.stages[0]
+    like = {"x": jnp.zeros((), jnp.float32)}
+    for t in first.trials:
+        got = float(search.load_params(first, t, like=like)["x"])
+        assert got == pytest.approx(t.hparams["x"], rel=1e-6)
+
+
+def test_checkpoints_hold_hyperparameters_json_cannot_as_their_repr(tmp_path):
+    from jaxlearn import load_checkpoint
+
+    def obj(hp, key):
+        w = hp["x"] * jnp.ones(3)
+        return {"loss": jnp.mean(hp["act"](w)), "params": {"w": w}}
+
+    space = {"x": search.uniform(-1.0, 1.0), "act": search.choice([jax.nn.relu, jnp.tanh])}
+    s = search.random_search(
+        obj, space, 4, jax.random.key(0), mode="min", warn=False, checkpoint_dir=tmp_path
+    )
+    assert len(os.listdir(tmp_path)) == 4
+    meta = load_checkpoint(s.best.checkpoint).metadata
+    assert meta["hparams"]["act"] == repr(s.best.hparams["act"])
+    assert meta["hparams"]["x"] == s.best.hparams["x"] and meta["stage"] == 0
+
+
+def test_a_space_json_cannot_hold_is_refused_with_path_before_anything_runs(tmp_path):
+    traced = []
+
+    def obj(hp, key):
+        traced.append(1)
+        return {"loss": hp["x"]}
+
+    space = {"x": search.uniform(0.0, 1.0), "act": search.choice([jax.nn.relu], static=True)}
+    path = tmp_path / "s.json"
+    with pytest.raises(ValueError, match=r"the space's 'act' cannot be"):
+        search.random_search(obj, space, 2, jax.random.key(0), mode="min", path=path)
+    assert not traced and not path.exists()
+
+
+def test_a_string_setting_spelled_inf_resumes(tmp_path):
+    def obj(hp, key):
+        return {"loss": (hp["x"] - 0.5) ** 2}
+
+    kw = dict(mode="min", warn=False, path=tmp_path / "s.json", settings={"norm": "inf"})
+    search.random_search(obj, {"x": search.uniform(0.0, 1.0)}, 4, jax.random.key(0), **kw)
+    assert search.load_study(tmp_path / "s.json").info["settings"] == {"norm": "inf"}
+    again = search.random_search(obj, {"x": search.uniform(0.0, 1.0)}, 4, jax.random.key(0), **kw)
+    assert len(again.trials) == 4
+
+
+def test_static_values_equal_across_types_are_run_as_drawn():
+    def obj(hp, key):
+        return {"loss": hp["x"] + 0.0, "is_bool": float(isinstance(hp["opt"], bool))}
+
+    space = {"x": search.uniform(0.0, 1.0), "opt": search.choice([False, 0, 2], static=True)}
+    s = search.grid_search(
+        obj, space, jax.random.key(0), points=2, metric="loss", mode="min", warn=False
+    )
+    for t in s.trials:
+        assert t.metrics["is_bool"] == float(isinstance(t.hparams["opt"], bool))
+
+    def obj2(hp, key):
+        return {"loss": hp["x"] + 0.0, "is_float": float(isinstance(hp["scale"], float))}
+
+    sp = {"x": search.uniform(0.0, 1.0)}
+    kw = dict(points=2, metric="loss", mode="min", warn=False)
+    search.grid_search(obj2, sp, jax.random.key(0), settings={"scale": 1}, **kw)
+    b = search.grid_search(obj2, sp, jax.random.key(0), settings={"scale": 1.0}, **kw)
+    assert b.trials[0].metrics["is_float"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "option, message",
+    [
+        ({"callback": "print"}, r"`callback` must be a function"),
+        ({"settings": "epochs"}, r"`settings` must be a dict"),
+        ({"warn": "yes"}, r"`warn` must be True or False, got 'yes'"),
+        ({"keep_params": 1}, r"`keep_params` must be True or False"),
+    ],
+)
+def test_bad_options_are_refused_before_the_objective_runs(option, message):
+    traced = []
+
+    def obj(hp, key):
+        traced.append(1)
+        return {"loss": hp["x"]}
+
+    with pytest.raises(ValueError, match=message):
+        search.random_search(
+            obj, {"x": search.uniform(0.0, 1.0)}, 2, jax.random.key(0), mode="min", **option
+        )
+    assert not traced
+
+
+def test_a_nested_output_is_named_as_such():
+    def obj(hp, key):
+        return {"loss": hp["x"], "val": {"acc": hp["x"]}}
+
+    with pytest.raises(ValueError, match=r"output 'val' is a dict; each output must be one"):
+        search.random_search(
+            obj, {"x": search.uniform(0.0, 1.0)}, 2, jax.random.key(0), metric="loss"
+        )
+
+
+def test_resuming_with_fewer_trials_says_so(tmp_path):
+    def obj(hp, key):
+        return {"loss": hp["x"] ** 2}
+
+    kw = dict(mode="min", warn=False, path=tmp_path / "s.json")
+    search.random_search(obj, {"x": search.uniform(0.0, 1.0)}, 8, jax.random.key(0), **kw)
+    with pytest.raises(
+        ValueError,
+        match=r"holds 8 trial\(s\), numbered up to 7, more than "
+        r"this search's 4; resume with at least 8 trials",
+    ):
+        search.random_search(obj, {"x": search.uniform(0.0, 1.0)}, 4, jax.random.key(0), **kw)

@@ -42,7 +42,7 @@ from jaxlearn.search.space import (
     grid_points,
     traced_column,
 )
-from jaxlearn.search.study import Study, Trial, _check_mode, load_study
+from jaxlearn.search.study import Study, Trial, _check_mode, _dim_to_dict, load_study
 
 __all__ = ["random_search", "grid_search", "evaluate_trials", "load_params", "SearchOptions"]
 
@@ -93,6 +93,19 @@ def search_options(
         raise ValueError(f"{fn}: unknown option(s) {unknown}; the options are {allowed}.")
     opts = {**_DEFAULTS, **options}
     _check_mode(fn, opts["mode"])
+    if opts["settings"] is not None and not isinstance(opts["settings"], Mapping):
+        raise ValueError(
+            f"{fn}: `settings` must be a dict of fixed hyperparameters (name -> value), got "
+            f"{type(opts['settings']).__name__}."
+        )
+    if opts["callback"] is not None and not callable(opts["callback"]):
+        raise ValueError(
+            f"{fn}: `callback` must be a function (study, new_trials) or None, got "
+            f"{type(opts['callback']).__name__}."
+        )
+    for name in ("keep_params", "warn"):
+        if not isinstance(opts[name], (bool, np.bool_)):
+            raise ValueError(f"{fn}: `{name}` must be True or False, got {opts[name]!r}.")
     return opts
 
 
@@ -114,6 +127,12 @@ _TRACE_ERRORS: tuple[type[BaseException], ...] = tuple(
 _PROGRAMS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _typed(static: tuple[tuple[str, Any], ...]) -> tuple:
+    """`static` as a dict key that tells values of different types apart: ``False == 0``
+    and ``1 == 1.0`` hash alike, but an objective may treat them differently."""
+    return tuple((n, type(v), v) for n, v in static)
+
+
 def _program(
     objective: Objective,
     static: tuple[tuple[str, Any], ...],
@@ -125,7 +144,7 @@ def _program(
         per = _PROGRAMS.setdefault(objective, {})
     except TypeError:  # not weak-referable
         per = {}
-    runs = per.get((static, order, impl))
+    runs = per.get((_typed(static), order, impl))
     if runs is None:
         fixed = dict(static)
         # Kept under `objective` as a weak key: the program must not hold it strongly.
@@ -138,7 +157,7 @@ def _program(
             hp = {name: (traced[name] if name in traced else fixed[name]) for name in order}
             return objective_of()(hp, jax.random.wrap_key_data(m["key"], impl=impl))
 
-        runs = per[(static, order, impl)] = {"member": member}
+        runs = per[(_typed(static), order, impl)] = {"member": member}
     run = runs.get(options)
     if run is None:
         strategy, chunk_size, devices = options
@@ -178,6 +197,12 @@ def _split_outputs(
     histories: dict[str, np.ndarray] = {}
     params = host.pop("params", None)
     for name, v in host.items():
+        if isinstance(v, Mapping) or isinstance(v, (list, tuple)):
+            raise ValueError(
+                f"search: the objective's output {name!r} is a {type(v).__name__}; each "
+                "output must be one array per trial: a scalar (a metric) or a 1-D array (a "
+                "per-epoch history). Return nested results as separate keys."
+            )
         a = np.asarray(v)
         if a.ndim == 1:
             scalars[name] = a.astype(np.float64)
@@ -267,9 +292,21 @@ def take(tree: Any, idx: Sequence[int] | np.ndarray) -> Any:
     return _take(tree, jnp.asarray(np.asarray(idx, dtype=np.int32)))
 
 
-def _checkpoint_name(number: int, metric: str, value: float) -> str:
+def _checkpoint_name(number: int, metric: str, value: float, stage: int = 0) -> str:
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in metric)
-    return f"trial_{number:04d}_{safe}_{value:.4f}.npz"
+    # Stages (coarse to fine) and rungs number their trials alike: the stage keeps their
+    # files apart in a shared folder.
+    prefix = f"stage{stage}_" if stage else ""
+    return f"{prefix}trial_{number:04d}_{safe}_{value:.4f}.npz"
+
+
+def _metadata_value(v: Any) -> Any:
+    """`v` if JSON can hold it, else its ``repr`` (a static choice of functions, say)."""
+    try:
+        json.dumps(json_safe(v), allow_nan=False)
+        return v
+    except (TypeError, ValueError):
+        return repr(v)
 
 
 def evaluate_trials(
@@ -409,22 +446,23 @@ def _evaluate(
     fdt = jax.dtypes.canonicalize_dtype(np.float64)  # float64 only under enable_x64
     fixed = tuple((n, _hashable(n, v)) for n, v in settings.items())
     num = len(key_rows)
-    groups: dict[tuple, list[int]] = {}
+    # Static values -> the trials that take them (keyed by type too: False is not 0).
+    groups: dict[tuple, tuple[tuple, list[int]]] = {}
     if static_names:
         for i, values in enumerate(zip(*(cols[n] for n in static_names), strict=True)):
             static = (
                 tuple((n, _hashable(n, v)) for n, v in zip(static_names, values, strict=True))
                 + fixed
             )
-            groups.setdefault(static, []).append(i)
+            groups.setdefault(_typed(static), (static, []))[1].append(i)
     else:
-        groups[fixed] = list(range(num))
+        groups[_typed(fixed)] = (fixed, list(range(num)))
     traced = {n: traced_column(space[n], cols[n], fdt) for n in traced_names}
     devices = opts["devices"]
     options = (opts["strategy"], opts["chunk_size"], None if devices is None else tuple(devices))
     want_params = keep_params or checkpoint_dir is not None
     results: dict[int, Trial] = {}
-    for static, idx in groups.items():
+    for static, idx in groups.values():
         run = _program(objective, static, order, impl, options)
         per_call = trials_per_call or len(idx)
         for start in range(0, len(idx), per_call):
@@ -595,13 +633,15 @@ def _make_trials(
 def _save_params(folder: str | os.PathLike, trial: Trial, metric: str, params: Any) -> str:
     from jaxlearn.train.checkpoint import save_checkpoint
 
-    path = os.path.join(os.fspath(folder), _checkpoint_name(trial.number, metric, trial.value))
+    name = _checkpoint_name(trial.number, metric, trial.value, trial.stage)
+    path = os.path.join(os.fspath(folder), name)
     save_checkpoint(
         path,
         params,
         metadata={
             "number": trial.number,
-            "hparams": trial.hparams,
+            "stage": trial.stage,
+            "hparams": {k: _metadata_value(v) for k, v in trial.hparams.items()},
             "metric": metric,
             "value": trial.value,
             "best_epoch": trial.best_epoch,
@@ -667,6 +707,15 @@ def _open_study(
             f"search: with `path`, the study is saved as JSON, and its settings cannot be "
             f"({e}): pass JSON values (numbers, strings, lists, dicts) in `settings`."
         ) from e
+    for name, dim in space.items():
+        try:
+            json.dumps(_dim_to_dict(dim), allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ValueError(
+                f"search: with `path`, the study is saved as JSON, and the space's {name!r} "
+                f"cannot be ({e}): search JSON values (numbers, strings, lists), e.g. a "
+                "choice of names that the objective maps to functions."
+            ) from e
     if os.path.exists(path):
         study = load_study(path)
         theirs = json.loads(json.dumps(json_safe(study.info)))
@@ -742,8 +791,15 @@ def _check_resumed(
     """Refuse a resumed study whose trials are not this search's: trial ``n`` must have
     the hyperparameters ``cols[name][n]`` (`saved` names what to remove)."""
     num = len(next(iter(cols.values()))) if cols else 0
+    beyond = sorted(t.number for t in study.trials if t.number >= num)
+    if beyond:
+        raise ValueError(
+            f"{fn}: the saved study holds {len(study.trials)} trial(s), numbered up to "
+            f"{beyond[-1]}, more than this search's {num}; resume with at least "
+            f"{beyond[-1] + 1} trials, or remove {saved} or choose another `path`."
+        )
     for t in study.trials:
-        if t.number >= num or any(not _close(t.hparams.get(n), cols[n][t.number]) for n in space):
+        if any(not _close(t.hparams.get(n), cols[n][t.number]) for n in space):
             raise ValueError(
                 f"{fn}: trial {t.number} of the saved study ({t.hparams}) is not this "
                 f"search's trial (another key or space?); remove {saved} or choose another "

@@ -460,7 +460,7 @@ def load_study(path: str | os.PathLike) -> Study:
         space,
         trials,
         path,
-        from_json_safe(d.get("info", {}), bare=True),
+        from_json_safe(d.get("info", {})),  # strictly: a setting "inf" stays a string
     )
     study.border_warnings = list(d.get("border_warnings", []))
     return study
