@@ -48,3 +48,36 @@ def positive_int(
             extra = f" or None ({none_means})" if none_means else " or None"
         raise ValueError(f"{fn}: `{name}` must be a positive int{extra}, got {value!r}.")
     return int(value)
+
+
+def real_number(value: Any) -> float | None:
+    """``value`` as a Python float when it is one real number, else None.
+
+    A Python int or float, a NumPy integer or floating scalar, or a concrete 0-d array of
+    such a dtype; never a bool (``True`` is an int in Python, not a number a user means).
+
+    **Arguments:**
+    - `value`: what was passed.
+
+    **Returns:** ``float(value)``, or None when it is not one real number.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxlearn._checks import real_number
+        >>> real_number(np.float32(0.5)), real_number(2), real_number(True), real_number("1")
+        (0.5, 2.0, None, None)
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return None
+    if isinstance(value, (int, float, np.integer, np.floating)):
+        return float(value)
+    shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
+    if shape != () or dtype is None:
+        return None
+    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
+        if str(dtype) != "bfloat16":
+            return None
+    try:
+        return float(value)
+    except Exception:  # a traced value: not concrete
+        return None

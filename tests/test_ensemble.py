@@ -846,3 +846,89 @@ def test_an_ensembles_programs_go_with_its_trainer():
     del tr
     gc.collect()
     assert gone() is None and r.params["W1"].shape == (2, 4, 2)
+
+
+# --------------------------------------------------------------------------- review mends
+
+
+def test_the_rules_own_value_checks_run_for_every_member():
+    x, y = _tiny(96)
+    model = jaxlearn.mlp(4, (8,), 2)
+    kw = dict(batch_size=16, num_epochs=1, learning_rate=0.1, optimizer="momentum")
+    with pytest.raises(ValueError, match=r"fit_ensemble: member 1's hyperparameters .*'mu': 1.5"):
+        ensemble.fit_ensemble(model, (x, y), num_members=2, hparams={"mu": [0.9, 1.5]}, **kw)
+    tr = jaxlearn.trainer(model, optimizer="momentum", hparams={"learning_rate": 0.1})
+    with pytest.raises(ValueError, match=r"init_members: member 1's .*`mu` must be a number"):
+        ensemble.init_members(tr, [0, 1], {"mu": [0.9, 1.5]})
+
+
+def test_snapshots_refuse_a_fixed_optax_transform_that_ignores_the_schedule():
+    import optax
+
+    x, y = _tiny(64)
+    with pytest.raises(ValueError, match=r"a fixed optax transform keeps its own rate"):
+        ensemble.snapshot_ensemble(
+            jaxlearn.linear(4, 2),
+            (x, y),
+            num_cycles=2,
+            epochs_per_cycle=1,
+            optimizer=optax.sgd(0.3),
+            batch_size=16,
+        )
+
+
+def test_averaged_ensembles_name_the_rule_and_ask_for_a_rate():
+    x, y = _tiny(96)
+    model = jaxlearn.mlp(4, (8,), 2)
+    r = ensemble.fit_ensemble(
+        model,
+        (x, y),
+        num_members=2,
+        optimizer="adam",
+        average="ema",
+        average_decay=0.9,
+        batch_size=16,
+        num_epochs=1,
+        learning_rate=0.1,
+    )
+    assert r.history.meta["optimizer"] == "adam"
+    tr = jaxlearn.trainer(model, batch_size=16)  # no learning rate
+    with pytest.raises(ValueError, match=r"must give a 'learning_rate' for the update rule 'sgd'"):
+        ensemble.averaged_trainer(tr, "ema").init(jax.random.key(0), {"average_decay": 0.9})
+
+
+def test_numpy_and_jax_scalars_are_numbers():
+    apply = lambda p, x: x * p["s"]  # noqa: E731
+    params = {"s": jnp.array([1.0, 2.0])}
+    x = jnp.array([[0.0, 1.0]])
+    want = ensemble.predict_proba(apply, params, x, temperature=2.0)
+    for t in (np.float32(2.0), jnp.float32(2.0), np.int64(2)):
+        got = ensemble.predict_proba(apply, params, x, temperature=t)
+        np.testing.assert_allclose(got, want)
+    with pytest.raises(ValueError, match=r"`temperature` must be a finite number > 0"):
+        ensemble.predict_proba(apply, params, x, temperature=True)
+    xs, ys = _tiny(64)
+    r = ensemble.fit_ensemble(
+        jaxlearn.linear(4, 2),
+        (xs, ys),
+        num_members=1,
+        min_delta=np.float32(0.01),
+        memory_fraction=np.float64(0.5),
+        batch_size=16,
+        num_epochs=1,
+        learning_rate=0.1,
+    )
+    assert r.params["W1"].shape == (1, 4, 2)
+
+
+def test_a_diverged_member_makes_predict_say_no_class_and_warn():
+    apply = lambda p, x: x * p["s"]  # noqa: E731
+    params = {"s": jnp.array([1.0, 1.0, jnp.nan])}
+    x, y = jnp.array([[0.0, 1.0], [1.0, 0.0], [0.0, 2.0]]), jnp.array([1, 0, 1])
+    with pytest.warns(RuntimeWarning, match=r"predict: member\(s\) \[2\] give non-finite"):
+        pred = ensemble.predict(apply, params, x)
+    assert pred.tolist() == [-1, -1, -1]
+    report = ensemble.evaluate_ensemble(apply, params, (x, y))
+    assert report.ensemble_accuracy == float(jnp.mean(pred == y)) == 0.0
+    healthy = {"s": params["s"][:2]}
+    assert ensemble.predict(apply, healthy, x).tolist() == [1, 0, 1]

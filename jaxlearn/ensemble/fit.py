@@ -32,6 +32,8 @@ import optax
 from jax import lax
 
 from jaxlearn import population
+from jaxlearn._checks import real_number
+from jaxlearn._compat import is_tracer
 from jaxlearn.ensemble._common import (
     build_trainer,
     check_int,
@@ -152,6 +154,11 @@ def averaged_trainer(tr: Trainer, kind: str = "ema") -> Trainer:
                     f"{sorted({*allowed, 'average_decay'})}."
                 )
         if isinstance(base, str):
+            if "learning_rate" not in hp:
+                raise ValueError(
+                    f"averaged_trainer: `hparams` must give a 'learning_rate' for the update "
+                    f"rule {base!r}, got names {sorted(hp)}."
+                )
             inner = core.OPTIMIZERS[base](**hp)
         elif isinstance(base, optax.GradientTransformation):
             inner = base
@@ -296,7 +303,8 @@ def choose_strategy(
     """
     fn = "choose_strategy"
     n = check_int(fn, "num_members", num_members, 1)
-    if not (isinstance(memory_fraction, (int, float)) and 0 < memory_fraction <= 1):
+    fraction = real_number(memory_fraction)
+    if fraction is None or not 0 < fraction <= 1:
         raise ValueError(f"{fn}: `memory_fraction` must be in (0, 1], got {memory_fraction!r}.")
     for name, v in (("member_bytes", member_bytes), ("memory_bytes", memory_bytes)):
         if v is not None:
@@ -313,6 +321,30 @@ def choose_strategy(
 
 
 # --------------------------------------------------------------------------- programs
+
+
+def check_member_values(fn: str, tr: Trainer, hp: Mapping[str, Any], n: int) -> None:
+    """The update rule's own checks of its values (``mu`` in [0, 1), ...), which ``fit``
+    runs when it builds the optimizer, for every distinct member: the members' optimizers
+    are built inside the compiled program, from traced values no check can see."""
+    if not hp or any(is_tracer(v) for v in hp.values()):
+        return
+    names = sorted(hp)
+    columns = [np.broadcast_to(np.asarray(hp[k]), (n,)).tolist() for k in names]
+    rows: dict[tuple, int] = {}
+    for i, row in enumerate(zip(*columns, strict=True)):
+        rows.setdefault(tuple(row), i)
+    for row, i in rows.items():
+        values = dict(zip(names, row, strict=True))
+        try:
+            _cached(tr, ("values", tuple(values.items())), functools.partial(_build, tr, values))
+        except ValueError as e:
+            raise ValueError(f"{fn}: member {i}'s hyperparameters {values}: {e}") from e
+
+
+def _build(tr: Trainer, values: Mapping[str, Any]) -> bool:
+    tr.make_optimizer(tr.make_hparams(values))
+    return True
 
 
 def _init_program(tr: Trainer, impl: Any) -> Callable[..., TrainState]:
@@ -527,6 +559,7 @@ def init_members(
     ks = member_keys(fn, None, keys)
     hp = stack_hparams(hparams, ks.shape[0], fn)
     tr.make_hparams({k: v[0] for k, v in hp.items()})  # name checks with a clear message
+    check_member_values(fn, tr, hp, ks.shape[0])
     impl = jax.random.key_impl(ks)
     states = population.run_population(
         _init_program(tr, impl), (jax.random.key_data(ks), hp), strategy="vmap", devices=devices
@@ -692,9 +725,7 @@ def fit_ensemble(
     activation_size = check_int(fn, "activation_size", activation_size, 0)
     if epochs_per_call is not None:
         epochs_per_call = check_int(fn, "epochs_per_call", epochs_per_call, 1)
-    if not (
-        isinstance(min_delta, (int, float)) and not isinstance(min_delta, bool) and min_delta >= 0
-    ):
+    if not (real_number(min_delta) is not None and float(min_delta) >= 0):
         raise ValueError(f"{fn}: `min_delta` must be a number >= 0, got {min_delta!r}.")
     if strategy not in _STRATEGIES:
         raise ValueError(f"{fn}: `strategy` must be one of {_STRATEGIES}, got {strategy!r}.")
@@ -702,7 +733,8 @@ def fit_ensemble(
         check_int(fn, "chunk_size", chunk_size, 1)
     if average not in (None, "ema", "polyak"):
         raise ValueError(f"{fn}: `average` must be None, 'ema' or 'polyak', got {average!r}.")
-    if not (isinstance(memory_fraction, (int, float)) and 0 < memory_fraction <= 1):
+    fraction = real_number(memory_fraction)
+    if fraction is None or not 0 < fraction <= 1:
         raise ValueError(f"{fn}: `memory_fraction` must be in (0, 1], got {memory_fraction!r}.")
     if (
         isinstance(step_metrics, str)
@@ -770,6 +802,7 @@ def fit_ensemble(
     )
     member0 = {k: v[0] for k, v in hp.items()}
     _cached(tr, ("hparams", tuple(sorted(hp))), lambda: tr.make_hparams(member0))  # names
+    rule_name = optimizer_name(tr.optimizer)
     if average is not None:
         tr = _cached(tr, ("averaged", average), lambda: averaged_trainer(tr, average))
         if average == "ema":
@@ -777,6 +810,7 @@ def fit_ensemble(
             if not np.all(np.asarray(hp["average_decay"]) < 1):
                 raise ValueError(f"{fn}: `average_decay` must be in [0, 1), got {average_decay!r}.")
         member0 = {k: v[0] for k, v in hp.items()}
+    check_member_values(fn, tr, hp, n_members)
     if tr.batch_size > n_member_train:
         raise ValueError(
             f"{fn}: `batch_size` ({tr.batch_size}) is larger than each member's training set "
@@ -922,7 +956,7 @@ def fit_ensemble(
         "steps_per_epoch": spe,
         "num_train": n_member_train,
         "num_val": int(np.shape(val[0])[0]) if val else 0,
-        "optimizer": optimizer_name(tr.optimizer),
+        "optimizer": rule_name,
         "monitor": monitor,
         "strategy": plan.strategy,
         "chunk_size": plan.chunk_size,

@@ -9,6 +9,7 @@ the accuracy of the first k members for every k (how much each added member buys
 
 from __future__ import annotations
 
+import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
@@ -19,6 +20,7 @@ import numpy as np
 from jax import lax
 
 from jaxlearn import population
+from jaxlearn._checks import real_number
 from jaxlearn.ensemble._common import apply_of, check_pair, to_host
 from jaxlearn.losses import hits
 
@@ -123,13 +125,10 @@ def unstack_members(params: Any) -> list[Any]:
 
 
 def _check_temperature(fn: str, temperature: Any) -> jax.Array:
-    if (
-        isinstance(temperature, bool)
-        or not isinstance(temperature, (int, float))
-        or not (temperature > 0 and np.isfinite(temperature))
-    ):
+    t = real_number(temperature)
+    if t is None or not (t > 0 and np.isfinite(t)):
         raise ValueError(f"{fn}: `temperature` must be a finite number > 0, got {temperature!r}.")
-    return jnp.float32(temperature)
+    return jnp.float32(t)
 
 
 def member_probabilities(
@@ -196,13 +195,31 @@ def predict_proba(
         >>> predict_proba(apply, params, jnp.array([[0.0, 2.0]]))
         Array([[0.5, 0.5]], dtype=float32)
     """
-    return jnp.mean(
-        member_probabilities(model, params, x, temperature=temperature, devices=devices), axis=0
-    )
+    return _mean_probabilities("predict_proba", model, params, x, temperature, devices)
+
+
+def _mean_probabilities(
+    fn: str, model: Any, params: Any, x: Any, temperature: Any, devices: Any
+) -> jax.Array:
+    probs = member_probabilities(model, params, x, temperature=temperature, devices=devices)
+    finite = np.asarray(jnp.all(jnp.isfinite(probs), axis=(1, 2)))
+    if not finite.all():
+        warnings.warn(
+            f"{fn}: member(s) {np.flatnonzero(~finite).tolist()} give non-finite "
+            "probabilities (diverged during training?); the ensemble's probabilities are "
+            "NaN wherever theirs are. Leave those members out of `params`.",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return jnp.mean(probs, axis=0)
 
 
 def predict(model: Any, params: Any, x: Any, *, devices: Sequence[Any] | None = None) -> jax.Array:
     """The ensemble's class for each input: ``argmax_c 1/N sum_i softmax(f_i(x))_c``.
+
+    An input whose averaged probabilities are not finite (a diverged member) gets ``-1``,
+    no class, and a warning names the members: :func:`evaluate_ensemble` counts those
+    inputs as misses too.
 
     **Arguments:**
     - `model`, `params`, `x`, `devices`: as :func:`member_probabilities`.
@@ -217,7 +234,8 @@ def predict(model: Any, params: Any, x: Any, *, devices: Sequence[Any] | None = 
         >>> predict(apply, {"s": jnp.array([10.0, -0.1])}, jnp.array([[0.0, 1.0]])).tolist()
         [1]
     """
-    return jnp.argmax(predict_proba(model, params, x, devices=devices), axis=-1)
+    mean = _mean_probabilities("predict", model, params, x, 1.0, devices)
+    return jnp.where(hits(mean, jnp.argmax(mean, axis=-1)), jnp.argmax(mean, axis=-1), -1)
 
 
 class EnsembleReport(NamedTuple):

@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax import lax
 
 from jaxlearn.ensemble._common import as_key, build_trainer, check_int, check_pairs, device_data
@@ -158,10 +159,21 @@ def snapshot_ensemble(
             f"{fn}: `batch_size` ({base.batch_size}) is larger than the training set ({n_train} "
             f"examples); use a batch size of at most {n_train}."
         )
+    if isinstance(base.optimizer, optax.GradientTransformation):
+        raise ValueError(
+            f"{fn}: a fixed optax transform keeps its own rate and would ignore the cyclic "
+            "schedule; pass a rule name ('sgd', 'adam', ...) with `learning_rate`, or a "
+            "function hparams -> transform that uses hparams['learning_rate']."
+        )
     steps = n_train // base.batch_size
     tr = _snapshot_trainer(base, e * steps, float(min_fraction))
     init_key, shuffle_key, _ = jax.random.split(key, 3)
     state = tr.init(init_key, hp or None)
+    if "learning_rate" not in state.hparams:
+        raise ValueError(
+            f"{fn}: the cyclic schedule scales the hyperparameter 'learning_rate', which the "
+            f"trainer does not have (names {sorted(state.hparams)}); pass `learning_rate`."
+        )
     num_classes = output_size(tr, state.params, train[0])
     train_d = device_data(train, num_classes, "train")
     val_d = None if val is None else device_data(val, num_classes, "val")
