@@ -860,6 +860,14 @@ def test_the_rules_own_value_checks_run_for_every_member():
     tr = jaxlearn.trainer(model, optimizer="momentum", hparams={"learning_rate": 0.1})
     with pytest.raises(ValueError, match=r"init_members: member 1's .*`mu` must be a number"):
         ensemble.init_members(tr, [0, 1], {"mu": [0.9, 1.5]})
+    # Many distinct members (checked by their extremes first): the culprit is still named.
+    mus = [0.05 * i for i in range(12)]
+    mus[7] = 1.25
+    with pytest.raises(ValueError, match=r"init_members: member 7's .*'mu': 1.25"):
+        ensemble.init_members(tr, list(range(12)), {"mu": mus})
+    assert ensemble.init_members(tr, list(range(12)), {"mu": mus[:7] + [0.9] * 5}).step.shape == (
+        12,
+    )
 
 
 def test_snapshots_refuse_a_fixed_optax_transform_that_ignores_the_schedule():
