@@ -378,3 +378,25 @@ def test_an_all_zero_init_is_named_as_such_not_as_a_label_blind_loss(digits):
     assert not check.passed and "barely moved" in check.verdict
     assert "ignores the labels" not in check.verdict
     assert "all-zero or symmetric init" in check.verdict
+
+
+def test_overfit_names_examples_it_cannot_tell_apart_instead_of_blaming_the_loss():
+    # A duplicate input with another label: one example cannot be fit, yet the loss (mean
+    # over 40) is below max_loss and plainly follows the labels.
+    x = np.array(jax.random.normal(jax.random.key(1), (40, 64)))
+    y = np.arange(40) % 10
+    x[1] = x[0]
+    y[1] = (y[0] + 1) % 10
+    model = jaxlearn.linear(64, 10)
+    check = sanity.overfit_small(
+        sanity.make_loss_fn(model), model.init(jax.random.key(0)), x, y, num_examples=40
+    )
+    assert not check.passed
+    assert check.details["missed"] in ([0], [1])
+    assert check.details["loss_with_shifted_labels"] > 100 * check.details["final_loss"]
+    assert re.search(
+        r"^1 of 40 examples are still misclassified though the loss is .* so it follows them\): "
+        r"look for duplicate inputs with different labels or mislabelled examples \(indices "
+        r"[01] of `x`\)",
+        check.verdict,
+    )
