@@ -26,11 +26,13 @@ run() {
   tail -n 25 "$OUT/$name.txt"
 }
 
-run ensemble "${LIMIT_ENSEMBLE:-120}" benchmarks/ensemble.py --gpu --sizes 1,8,64,512 --epochs 10 --repeats 3
-run search "${LIMIT_SEARCH:-110}" benchmarks/search.py --gpu
+run ensemble "${LIMIT_ENSEMBLE:-90}" benchmarks/ensemble.py --gpu --sizes 1,8,64,512 --epochs 10 --repeats 3
+run search "${LIMIT_SEARCH:-80}" benchmarks/search.py --gpu
 # The 2000-leaf tree without optax's tree path (whose compile alone takes about 36 s there):
 # packed against one flat buffer, the GPU goal.
-run update_step_2000 "${LIMIT_UPDATE_2000:-60}" benchmarks/update_step.py --gpu --rules adam,momentum --skip-mlp --cases "2000 leaves" --paths flat,packed
-run update_step "${LIMIT_UPDATE:-120}" benchmarks/update_step.py --gpu --rules adam,momentum --skip-mlp
+run update_step_2000 "${LIMIT_UPDATE_2000:-30}" benchmarks/update_step.py --gpu --rules adam,momentum --skip-mlp --cases "2000 leaves" --paths flat,packed
+run update_step "${LIMIT_UPDATE:-100}" benchmarks/update_step.py --gpu --rules adam,momentum --skip-mlp --cases "one leaf,200 leaves"
 run gradcheck "${LIMIT_GRADCHECK:-80}" benchmarks/gradcheck.py --gpu
 run train "${LIMIT_TRAIN:-60}" benchmarks/train.py --gpu --repeats 3
+# Where an ensemble call's time goes (per epoch against fixed), packed or not.
+run ensemble_anatomy "${LIMIT_ANATOMY:-50}" benchmarks/ensemble_anatomy.py --sizes 1,512 --repeats 3 --packs auto,off
