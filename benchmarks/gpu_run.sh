@@ -31,7 +31,7 @@ run search "${LIMIT_SEARCH:-80}" benchmarks/search.py --gpu
 # The 2000-leaf tree without optax's tree path (whose compile alone takes about 36 s there):
 # packed against one flat buffer, the GPU goal.
 run update_step_2000 "${LIMIT_UPDATE_2000:-30}" benchmarks/update_step.py --gpu --rules adam,momentum --skip-mlp --cases "2000 leaves" --paths flat,packed
-run update_step "${LIMIT_UPDATE:-100}" benchmarks/update_step.py --gpu --rules adam,momentum --skip-mlp --cases "one leaf,200 leaves"
+run update_step "${LIMIT_UPDATE:-100}" benchmarks/update_step.py --gpu --rules adam,momentum --skip-mlp --cases "one leaf,200 leaves,one leaf 100M"
 run gradcheck "${LIMIT_GRADCHECK:-80}" benchmarks/gradcheck.py --gpu
 run train "${LIMIT_TRAIN:-60}" benchmarks/train.py --gpu --repeats 3
 # Where an ensemble call's time goes (per epoch against fixed), packed or not.
