@@ -698,3 +698,95 @@ def test_a_check_judged_mostly_by_the_noise_floor_says_how_much_it_lets_through(
     # A plain float64 check is judged by relative error: no such note.
     g = lambda p, x, y: jaxlearn.softmax_cross_entropy(jnp.tanh(x @ p["W1"]) @ p["W2"], y)
     assert not [n for n in jaxlearn.check_grad(g, p, x, y).notes if "noise floor" in n]
+
+
+# --------------------------------------------------------------------------- review mends
+
+
+def _scaled_layer(scale):
+    @jax.custom_vjp
+    def layer(W, x):
+        return jnp.tanh(x @ W)
+
+    def fwd(W, x):
+        return layer(W, x), (W, x)
+
+    def bwd(res, g):
+        gW, gx = jax.vjp(lambda W, x: jnp.tanh(x @ W), *res)[1](g)
+        return gW * scale, gx
+
+    layer.defvjp(fwd, bwd)
+    return layer
+
+
+def test_a_float32_copy_of_the_data_does_not_hide_a_wrong_gradient():
+    # A cast no parameter reaches must not widen any leaf's noise floor.
+    layer = _scaled_layer(1.02)  # 2% too large
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(5, 4))
+    p = {"W": rng.normal(size=(4, 3)) * 0.5, "V": np.linspace(0.1, 1.0, 30)}
+
+    def f(p, x):
+        model = jnp.sum(layer(p["W"], x) ** 2) + jnp.sum(jnp.sin(p["V"]))
+        return model + jnp.sum(x.astype(jnp.float32) ** 2).astype(jnp.float64)
+
+    report = check_grad(f, p, x, num_checks=None)
+    assert not report.ok
+    assert report.row("['W']").failures == 12 and report.row("['V']").failures == 0
+    # A cast on W's own path still widens W's floor (and the report says so).
+    g = lambda p, x: jnp.sum(jnp.tanh(x @ p["W"].astype(jnp.float32)) ** 2)  # noqa: E731
+    casted = check_grad(g, {"W": p["W"]}, x, num_checks=None)
+    assert casted.ok and any("casts float64 to float32" in n for n in casted.casts)
+
+
+def test_a_loss_that_cancels_to_zero_judges_tiny_gradients_by_its_intermediates():
+    def xent(z, y):
+        return -jnp.take_along_axis(jax.nn.log_softmax(z), y[:, None], axis=1).sum()
+
+    z, y = np.array([[40.0, 0.0, 0.0]]), np.array([0])
+    report = check_grad(xent, z, y, num_checks=None)
+    assert report.ok, report
+    assert report.rows[0].status.tolist() == ["good", "noise", "noise"]
+    assert "times their size (the median) would pass unseen" in str(report)
+
+    # A gradient the quotient could have resolved is still caught there.
+    @jax.custom_vjp
+    def wrong(z):
+        return xent(z, y)
+
+    wrong.defvjp(lambda z: (xent(z, y), z), lambda z, g: (g * jnp.array([[0.0, 1e-3, 0.0]]),))
+    assert not check_grad(wrong, z, num_checks=None).ok
+
+
+def test_relative_error_of_integer_arrays_does_not_wrap():
+    got = relative_error(jnp.array([1], jnp.uint32), jnp.array([2], jnp.uint32))
+    np.testing.assert_allclose(np.asarray(got), [0.5])
+    big = 2**31 - 1
+    got = relative_error(jnp.array([big], jnp.int32), jnp.array([-big], jnp.int32))
+    np.testing.assert_allclose(np.asarray(got), [2.0])
+
+
+def test_directions_on_large_parameters_compare_the_step_actually_taken():
+    rng = np.random.default_rng(0)
+    n = 10000
+    b = rng.normal(size=n)
+    c = 1e5 + rng.normal(size=n)
+    p = c + 1e-3 * rng.normal(size=n)
+
+    def f(p, c, b):
+        return jnp.sum(b * jnp.sin(p - c))
+
+    report = check_grad(f, p, c, b, mode="directions", num_directions=4)
+    assert report.ok and report.max_relative_error < 1e-9, report
+
+
+def test_max_pooling_is_noted_as_an_untracked_kink():
+    from jax import lax
+
+    p = jnp.array([[0.5 + 1e-7, 0.5], [0.1, 0.2]])
+
+    def pool(p):
+        return jnp.sum(lax.reduce_window(p, -jnp.inf, lax.max, (2, 2), (2, 2), "VALID") * 3.0)
+
+    report = check_grad(pool, p, num_checks=None)
+    assert "kinks inside `reduce_window_max` are not tracked (opaque primitive)" in report.notes

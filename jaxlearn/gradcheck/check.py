@@ -20,7 +20,7 @@ import numpy as np
 from jaxlearn._checks import positive_int
 from jaxlearn._compat import enable_x64, is_tracer
 from jaxlearn.gradcheck import numerical as nm
-from jaxlearn.gradcheck.kinks import all_eqns, find_primitives, lowered_precisions
+from jaxlearn.gradcheck.kinks import all_eqns, find_primitives, lowered_precisions_by_input
 from jaxlearn.gradcheck.report import (
     FAIL,
     GOOD,
@@ -138,6 +138,7 @@ class _Plan:
     evaluate: nm.Evaluate
     sites: list[Any]
     eps: float
+    leaf_eps: list[float]  # per leaf: the lowest precision on its paths to the output
     casts: list[str]
     notes: list[str]
     forward: str
@@ -380,6 +381,11 @@ class _Part:
     timings: dict[str, float]
 
 
+def _share(ratio: float) -> str:
+    """A ratio to the gradients: a percentage of them, or a multiple once it passes 10."""
+    return f"{ratio:.1%} of them" if ratio <= 10 else f"{ratio:.1e} times their size"
+
+
 def _judge(
     vals: np.ndarray,
     steps: np.ndarray,
@@ -389,13 +395,18 @@ def _judge(
     threshold: float,
     eps: float,
     noise_factor: float,
+    scale: float = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Numerical derivatives, relative errors, noise tolerances and outcomes.
 
     The tolerance is the rounding noise of the quotient: ``eps * |f|`` in each value over
     the step, plus the rounding of the step itself (``eps * |x|`` times the measured slope
     ``|numerical|``, which matters when ``f`` works in a lower precision than the float64
-    step), times `noise_factor`.
+    step), times `noise_factor`. Where the two values are equal to the last bit (the
+    quotient resolved nothing), ``f``'s rounding is that of its intermediates: ``eps *
+    scale`` with `scale` their largest magnitude (a loss that cancels to exactly 0 still
+    rounds with the 40 in a log-softmax of [40, 0, 0]); a derivative larger than that
+    tolerance would have moved ``f``, so a wrong one is still caught.
     """
     vals = np.asarray(vals, np.float64)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -408,6 +419,10 @@ def _judge(
         slope = np.where(blind, np.maximum(np.abs(analytic), np.abs(num)), np.abs(num))
         atol = (
             noise_factor * eps * (np.max(np.abs(vals), axis=1) + np.abs(x) * slope) / np.abs(steps)
+        )
+        unresolved = vals[:, 0] == vals[:, 1]
+        atol = np.where(
+            unresolved, np.maximum(atol, noise_factor * eps * scale / np.abs(steps)), atol
         )
     err = nm._relative_error_np(analytic, num)
     kink = crossed.any(axis=1) if crossed.size else np.zeros(len(num), bool)
@@ -536,13 +551,21 @@ def _make_plan(
     evaluate, kplan, closed = nm.interpreted_evaluate(
         prob.call, prob.leaves, prob.others, record=kinks
     )
-    lowered = lowered_precisions(closed)
-    eps = max([_EPS[64]] + [_eps_of(d) for d, _ in lowered])
+    # Per leaf, the casts its value passes through: a cast of data no parameter reaches
+    # (a float32 copy of x) must not widen any leaf's tolerance, or it hides wrong ones.
+    lowered = [
+        (d, w, ins) for d, w, ins in lowered_precisions_by_input(closed, len(prob.leaves)) if ins
+    ]
+    leaf_eps = [
+        max([_EPS[64]] + [_eps_of(d) for d, _, ins in lowered if i in ins])
+        for i in range(len(prob.leaves))
+    ]
+    eps = max(leaf_eps, default=_EPS[64])
     casts = list(  # one note per cast site, not one per leaf that reaches it
         dict.fromkeys(
             f"f casts float64 to {d} at {w or '?'}: its derivatives carry {d} rounding, so "
-            f"the noise floor uses eps = {_eps_of(d):.1e}"
-            for d, w in lowered
+            f"the noise floor of the leaves it depends on uses eps = {_eps_of(d):.1e}"
+            for d, w, _ in lowered
         )
     )
     notes: list[str] = []
@@ -583,6 +606,7 @@ def _make_plan(
         evaluate=evaluate,
         sites=sites,
         eps=eps,
+        leaf_eps=leaf_eps,
         casts=casts,
         notes=notes,
         forward=forward,
@@ -669,6 +693,18 @@ def _check_one(
     # The gradient's size over every leaf: the absolute scale of its rounding, for the
     # forward/reverse comparison of a derivative that cancels to about 0.
     gscale = float(np.sqrt(np.sum(np.square(np.asarray(res["grad_norm"], np.float64)))))
+    # The rounding scale of f's intermediates, measured (one more evaluation) only when a
+    # nonzero gradient meets a difference quotient that resolved nothing.
+    scale = 0.0
+    if any(
+        np.any(
+            (np.asarray(r["vals"])[:, 0] == np.asarray(r["vals"])[:, 1])
+            & (np.asarray(r["analytic"]) != 0)
+        )
+        for r in raw
+        if np.size(r["vals"])
+    ):
+        scale = nm.intermediate_scale(prob.call, prob.leaves, prob.others)
     for i, (r, c) in enumerate(zip(raw, coords, strict=True)):
         num, err, atol, status = _judge(
             r["vals"],
@@ -677,8 +713,9 @@ def _check_one(
             r["crossed"],
             np.asarray(r["analytic"], np.float64),
             threshold,
-            eps,
+            plan.leaf_eps[i],
             noise_factor,
+            scale,
         )
         counts: dict[str, int] = {}
         if r["crossed"].size:
@@ -698,7 +735,10 @@ def _check_one(
             # about 0) rounds with the size of its terms, which nothing here measures, so a
             # disagreement fails only where the difference quotient could also resolve it.
             floor = float(np.median(atol[np.isfinite(atol)])) if np.isfinite(atol).any() else 0.0
-            ftol = noise_factor * eps * (np.maximum(np.abs(rev), np.abs(fwd)) + gscale) + floor
+            ftol = (
+                noise_factor * plan.leaf_eps[i] * (np.maximum(np.abs(rev), np.abs(fwd)) + gscale)
+                + floor
+            )
             with np.errstate(invalid="ignore"):
                 fok = (ferr < threshold) | (np.abs(rev - fwd) <= ftol)
         rows.append(
@@ -918,7 +958,7 @@ def check_grad(
         notes.append(
             f"{noisy} of {checked} coordinates are judged only against the noise floor of the "
             f"difference quotient (about eps * |f| / h, eps = {eps:.1e}): a gradient error "
-            f"below about {float(np.median(blur)):.1%} of them (the median) would pass unseen. "
+            f"below about {_share(float(np.median(blur)))} (the median) would pass unseen. "
             f"A larger h (about eps**(1/3) = {eps ** (1 / 3):.0e} times the parameters' scale, "
             "for a smooth f) or an f that keeps float64 tightens that."
         )
