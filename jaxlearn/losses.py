@@ -83,6 +83,15 @@ def check_labels(scores: Any, labels: Any, fn: str) -> None:
             )
 
 
+def _as_labels(labels: Any) -> jax.Array:
+    """Labels as an array of at least 32-bit integers: in uint8, class 256 is 0 (a range
+    check against 256 classes, or a one-hot over 300, would wrap around)."""
+    labels = jnp.asarray(labels)
+    if jnp.dtype(labels.dtype).itemsize < 4:
+        labels = labels.astype(jnp.int32)
+    return labels
+
+
 def _valid(labels: jax.Array, num_classes: int) -> jax.Array:
     # Under jit, out-of-range labels cannot raise; they turn the result into NaN instead of
     # a wrapped-around (negative) or clipped index that would give a plausible number.
@@ -112,7 +121,7 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """
     # Checked before the conversion: int64 labels beyond int32 would wrap around in it.
     check_labels(logits, labels, "softmax_cross_entropy")
-    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+    logits, labels = jnp.asarray(logits), _as_labels(labels)
     logz = jax.nn.logsumexp(logits, axis=-1)
     correct = jnp.take_along_axis(logits, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
     return jnp.mean(_nan_unless(_valid(labels, logits.shape[1]), logz - correct))
@@ -139,7 +148,7 @@ def multiclass_svm(scores: jax.Array, labels: jax.Array, margin: float = 1.0) ->
     """
     # Checked before the conversion: int64 labels beyond int32 would wrap around in it.
     check_labels(scores, labels, "multiclass_svm")
-    scores, labels = jnp.asarray(scores), jnp.asarray(labels)
+    scores, labels = jnp.asarray(scores), _as_labels(labels)
     m = concrete_or_none(margin)
     if m is not None and not (np.all(np.isfinite(m)) and np.all(m > 0)):
         raise ValueError(f"multiclass_svm: `margin` must be a finite number > 0, got {margin!r}.")
@@ -265,6 +274,6 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
     """
     # Checked before the conversion: int64 labels beyond int32 would wrap around in it.
     check_labels(logits, labels, "accuracy")
-    logits, labels = jnp.asarray(logits), jnp.asarray(labels)
+    logits, labels = jnp.asarray(logits), _as_labels(labels)
     hit = hits(logits, labels).astype(jnp.float32)
     return jnp.mean(_nan_unless(_valid(labels, logits.shape[1]), hit))

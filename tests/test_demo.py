@@ -20,7 +20,7 @@ import pytest
 
 import jaxlearn
 from jaxlearn.cli import main
-from jaxlearn.demo import RULES, new_run_dir, prepare_data, render_report
+from jaxlearn.demo import RULES, DemoError, new_run_dir, prepare_data, render_report
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -338,3 +338,12 @@ def test_read_report_example_reads_the_run_and_reclassifies_the_test_set(quick_r
     assert "best.npz reclassifies the test set" in out
     with pytest.raises(SystemExit, match="holds no results.json"):
         example.main([str(run / "figures")])
+
+
+def test_a_training_set_smaller_than_one_minibatch_is_refused_up_front(tmp_path):
+    # 90 training examples pass the floor of 40 but not a minimum of 100 (the run's batch).
+    data_dir = tmp_path / "cifar-10-batches-py"
+    _write_cifar(data_dir)
+    with pytest.raises(DemoError, match=r"sizes \[90, 10, 20\]; it needs at least 100 training"):
+        prepare_data("cifar10", data_dir, seed=0, min_train=100)
+    assert prepare_data("cifar10", data_dir, seed=0, min_train=64).info["sizes"]["train"] == 90

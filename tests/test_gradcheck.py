@@ -790,3 +790,13 @@ def test_max_pooling_is_noted_as_an_untracked_kink():
 
     report = check_grad(pool, p, num_checks=None)
     assert "kinks inside `reduce_window_max` are not tracked (opaque primitive)" in report.notes
+
+
+def test_any_seed_up_to_and_past_32_bits_checks_and_negative_seeds_are_refused():
+    f = lambda p: jnp.sum(jnp.sin(p) ** 2)  # noqa: E731
+    p = np.linspace(0.1, 1.0, 8)
+    for seed in (2**31, 2**32 - 1):
+        assert check_grad(f, p, seed=seed).ok
+        assert check_grad(f, p, seed=seed, mode="directions", num_directions=2).ok
+    with pytest.raises(ValueError, match=r"`seed` must be an int >= 0, got -1"):
+        check_grad(f, p, seed=-1)

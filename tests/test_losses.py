@@ -274,3 +274,16 @@ def test_half_precision_losses_and_penalties_do_not_overflow():
 def test_int64_labels_beyond_int32_are_out_of_range_not_wrapped(fn):
     with pytest.raises(ValueError, match="found label 4294967296"):
         fn(jnp.zeros((2, 3)), np.array([0, 2**32]))
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8, np.int16])
+def test_narrow_integer_labels_do_not_wrap_against_many_classes(dtype):
+    num_classes = 256 if dtype == np.uint8 else 128 if dtype == np.int8 else 300
+    rng = np.random.default_rng(0)
+    logits = jnp.asarray(rng.normal(size=(6, num_classes)), jnp.float32)
+    wide = np.array([0, 1, 5, 44, num_classes // 2, min(num_classes - 1, 127)])
+    narrow = wide.astype(dtype)
+    for fn in (jaxlearn.softmax_cross_entropy, jaxlearn.multiclass_svm, jaxlearn.accuracy):
+        want = float(fn(logits, jnp.asarray(wide, jnp.int32)))
+        assert math.isfinite(want)
+        assert float(fn(logits, narrow)) == pytest.approx(want, rel=1e-6), fn.__name__

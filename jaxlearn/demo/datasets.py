@@ -41,6 +41,7 @@ def prepare_data(
     *,
     seed: int = 0,
     max_train: int | None = None,
+    min_train: int = 40,
 ) -> DemoData:
     """The demo's data: train, validation and test splits, mean image subtracted.
 
@@ -55,6 +56,8 @@ def prepare_data(
     - `data_dir`: the ``cifar-10-batches-py`` folder for CIFAR-10.
     - `seed`: the run's seed.
     - `max_train`: keep at most this many training examples (a random subset).
+    - `min_train`: refuse fewer training examples than this (at least 40): the run draws
+      minibatches of this size.
 
     **Returns:** a :class:`DemoData` ``(splits, info, mean_image)``.
 
@@ -104,11 +107,12 @@ def prepare_data(
     else:
         raise DemoError(f"--data must be 'digits' or 'cifar10', got {data!r}.")
     n_val = len(splits.val[1])
-    if len(splits.train[1]) < 40 or n_val < 1 or len(splits.test[1]) < 1:
+    if len(splits.train[1]) < max(40, min_train) or n_val < 1 or len(splits.test[1]) < 1:
         sizes = [len(part[1]) for part in splits]
         raise DemoError(
             f"the data set is too small for the demo: train/val/test sizes {sizes}; it needs "
-            "at least 40 training examples and one validation and one test example."
+            f"at least {max(40, min_train)} training examples and one validation and one "
+            "test example."
         )
     splits, mean = subtract_mean(splits)
     splits = Splits(*[(np.asarray(xp, np.float32), np.asarray(yp, np.int32)) for xp, yp in splits])

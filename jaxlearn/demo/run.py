@@ -132,7 +132,11 @@ def run_demo(config: DemoConfig | None = None, *, log: Callable[[str], Any] = pr
     settings = settings_for(config.quick)
     wall0, cpu0 = time.perf_counter(), time.process_time()
     splits, info, mean_image = prepare_data(
-        config.data, config.data_dir, seed=config.seed, max_train=config.max_train
+        config.data,
+        config.data_dir,
+        seed=config.seed,
+        max_train=config.max_train,
+        min_train=settings.batch_size,  # the stages draw whole minibatches
     )
     timings = {
         "1. data": {"wall_s": time.perf_counter() - wall0, "cpu_s": time.process_time() - cpu0}

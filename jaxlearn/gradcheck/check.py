@@ -223,7 +223,8 @@ def _compile(
     """One compiled program: f, its gradient, every perturbed evaluation, forward mode."""
     call, evaluate, groups = plan.call, plan.evaluate, plan.groups
     everything = plan.everything
-    key, fkey = 2 * seed, 2 * seed + 1  # direction seeds: the check's, forward mode's
+    # Direction seeds (the check's, forward mode's) for the 32-bit hash: any seed >= 0.
+    key, fkey = (2 * seed) % 2**32, (2 * seed + 1) % 2**32
 
     def program(leaves: list[Any], others: list[Any], pin: list[Any], fin: Any, hh: jax.Array):
         value, grads = jax.value_and_grad(lambda ls: call(ls, others))(list(leaves))
@@ -898,6 +899,8 @@ def check_grad(
         or (retry_kinks < 0)
     ):
         raise ValueError(f"{fn}: `retry_kinks` must be an int >= 0, got {retry_kinks!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ValueError(f"{fn}: `seed` must be an int >= 0, got {seed!r}.")
     if mode not in _MODES:
         raise ValueError(f"{fn}: `mode` must be one of {_MODES}, got {mode!r}.")
     if forward not in _FORWARD:
