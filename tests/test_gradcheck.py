@@ -800,3 +800,23 @@ def test_any_seed_up_to_and_past_32_bits_checks_and_negative_seeds_are_refused()
         assert check_grad(f, p, seed=seed, mode="directions", num_directions=2).ok
     with pytest.raises(ValueError, match=r"`seed` must be an int >= 0, got -1"):
         check_grad(f, p, seed=-1)
+
+
+def test_truncation_error_is_told_from_a_wrong_gradient_by_a_smaller_step():
+    p = np.linspace(0.1, 0.8, 8)
+    f = lambda p: jnp.sum(jnp.sin(300.0 * p))  # noqa: E731
+    report = check_grad(f, p, num_checks=None)
+    assert report.ok, report
+    assert any(
+        "8 coordinate(s) failed at h = 1e-05 from the difference quotient's truncation" in n
+        for n in report.notes
+    )
+
+    @jax.custom_vjp
+    def wrong(p):
+        return f(p)
+
+    wrong.defvjp(lambda p: (f(p), p), lambda p, g: (g * 300.0 * jnp.cos(300.0 * p) * 1.001,))
+    bad = check_grad(wrong, p, num_checks=None)
+    assert not bad.ok and bad.failures == 8
+    assert not any("truncation" in n for n in bad.notes)
