@@ -16,6 +16,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from jaxlearn._checks import positive_int
 from jaxlearn._compat import default_float
 from jaxlearn.optim._base import check_hyper
 
@@ -65,8 +66,7 @@ def step_decay(init_value: Any, step_size: int, factor: Any = 0.5) -> Schedule:
         [0.1, 0.1, 0.05, 0.025]
     """
     check_hyper("step_decay", "init_value", init_value, "nonnegative")
-    if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size <= 0:
-        raise ValueError(f"step_decay: `step_size` must be a positive int, got {step_size!r}.")
+    step_size = positive_int("step_decay", "step_size", step_size)
     check_hyper("step_decay", "factor", factor, "closed_unit")
 
     def schedule(step: Any) -> jax.Array:
@@ -150,10 +150,7 @@ def cyclic_cosine(init_value: Any, cycle_length: int, min_value: Any = 0.0) -> S
     """
     check_hyper("cyclic_cosine", "init_value", init_value, "nonnegative")
     check_hyper("cyclic_cosine", "min_value", min_value, "nonnegative")
-    if isinstance(cycle_length, bool) or not isinstance(cycle_length, int) or cycle_length <= 0:
-        raise ValueError(
-            f"cyclic_cosine: `cycle_length` must be a positive int, got {cycle_length!r}."
-        )
+    cycle_length = positive_int("cyclic_cosine", "cycle_length", cycle_length)
 
     def schedule(step: Any) -> jax.Array:
         phase = _divmod(step, cycle_length)[1] / cycle_length
@@ -182,14 +179,7 @@ def per_epoch(schedule: Schedule, steps_per_epoch: int) -> Schedule:
     """
     if not callable(schedule):
         raise ValueError(f"per_epoch: `schedule` must be callable, got {schedule!r}.")
-    if (
-        isinstance(steps_per_epoch, bool)
-        or not isinstance(steps_per_epoch, int)
-        or steps_per_epoch <= 0
-    ):
-        raise ValueError(
-            f"per_epoch: `steps_per_epoch` must be a positive int, got {steps_per_epoch!r}."
-        )
+    steps_per_epoch = positive_int("per_epoch", "steps_per_epoch", steps_per_epoch)
 
     def wrapped(step: Any) -> jax.Array:
         return schedule(jnp.floor_divide(jnp.asarray(step), steps_per_epoch))

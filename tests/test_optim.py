@@ -440,3 +440,15 @@ def test_a_step_count_set_by_hand_may_be_a_python_int():
     assert new.t.dtype == jnp.int32 and int(new.t) == 6
     np.testing.assert_array_equal(u, u_ref)
     np.testing.assert_array_equal(new.m, new_ref.m)
+
+
+def test_bfloat16_hyperparameters_are_numbers_and_scalar_leaves_can_be_packed():
+    lr = jnp.asarray(0.1, jnp.bfloat16)
+    jaxlearn.sgd(lr)
+    jaxlearn.adam(lr, beta1=jnp.asarray(0.9, jnp.bfloat16))
+    jaxlearn.step_decay(lr, step_size=10)
+    jaxlearn.param_average(jaxlearn.sgd(0.1), jnp.asarray(0.5, jnp.bfloat16))
+    with pytest.raises(ValueError, match=r"`learning_rate` must be a number"):
+        jaxlearn.sgd("0.1")
+    scalars = {f"s{i}": float(i) for i in range(10)}
+    assert jaxlearn.should_pack(scalars, platform="cpu")

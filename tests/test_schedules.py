@@ -136,3 +136,14 @@ def test_step_decay_factor_must_lie_in_0_1():
     with pytest.raises(ValueError, match=r"`factor` must be a number in \[0, 1\], got 2.0"):
         jaxlearn.step_decay(0.1, 10, factor=2.0)
     assert float(jaxlearn.step_decay(0.1, 10, factor=1.0)(100)) == pytest.approx(0.1)
+
+
+def test_numpy_integers_are_step_counts():
+    a = jaxlearn.step_decay(0.1, step_size=np.int64(100), factor=0.5)
+    b = jaxlearn.cyclic_cosine(1.0, cycle_length=np.int32(10))
+    c = jaxlearn.per_epoch(jaxlearn.exponential_decay(0.1, 0.5), steps_per_epoch=np.int64(50))
+    assert float(a(250)) == pytest.approx(0.025)
+    assert float(b(10)) == pytest.approx(1.0)
+    assert float(c(100)) == pytest.approx(0.1 * math.exp(-0.5 * 2))
+    with pytest.raises(ValueError, match=r"`step_size` must be a positive int, got True"):
+        jaxlearn.step_decay(0.1, step_size=True)

@@ -424,3 +424,29 @@ def test_hessian_free_on_a_small_scale_float32_loss_keeps_converging():
         u, s = step(jax.grad(loss)(w), s, w)
         w = optax.apply_updates(w, u)
     assert float(loss(w)) / 1e-4 < 1e-6  # stalled near 1.5e-4 when 0 read as negative
+
+
+def test_inject_hyperparams_and_numpy_options_work():
+    x = jnp.array([1.0, -2.0])
+    loss = lambda x: jnp.sum((x - 3.0) ** 2)  # noqa: E731
+    for factory in (jaxlearn.newton, jaxlearn.hessian_free):
+        opt = optax.inject_hyperparams(factory)(learning_rate=0.5)
+        state = opt.init(x)
+        step = jax.jit(lambda g, s, x, opt=opt: opt.update(g, s, x, value_fn=loss))
+        if factory is jaxlearn.hessian_free:
+            # The Krylov basis's size must stay static under jit.
+            with pytest.raises(ValueError, match=r"static_args=\('max_iter',\)"):
+                step(jax.grad(loss)(x), state, x)
+            opt = optax.inject_hyperparams(factory, static_args=("max_iter",))(learning_rate=0.5)
+            state = opt.init(x)
+            step = jax.jit(lambda g, s, x, opt=opt: opt.update(g, s, x, value_fn=loss))
+        u, _ = step(jax.grad(loss)(x), state, x)
+        np.testing.assert_allclose(x + u, [2.0, 0.5], rtol=1e-6)
+    jaxlearn.newton(max_tries=np.int64(5), damping_factor=np.float32(10.0))
+    jaxlearn.hessian_free(max_iter=np.int64(20), tol=np.float32(1e-6))
+    with pytest.raises(ValueError, match=r"`damping_factor` must be a number > 1, got 1.0"):
+        jaxlearn.newton(damping_factor=1.0)
+    with pytest.raises(ValueError, match=r"`max_tries` must be a positive int, got 2.5"):
+        jaxlearn.newton(max_tries=2.5)
+    with pytest.raises(ValueError, match=r"`max_iter` must be a positive int, got True"):
+        jaxlearn.hessian_free(max_iter=True)

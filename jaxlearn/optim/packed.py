@@ -587,7 +587,7 @@ def should_pack(params: Any, *, platform: str | None = None) -> bool:
     platform = _platform("should_pack", platform)
     small: dict[np.dtype, int] = {}
     for leaf in jax.tree.leaves(params):
-        dtype = np.dtype(leaf.dtype)
+        dtype = np.dtype(jnp.result_type(leaf))  # a Python scalar leaf has no .dtype
         if math.prod(jnp.shape(leaf)) <= packing_threshold(platform, dtype):
             small[dtype] = small.get(dtype, 0) + 1
     return any(n >= PACK_MIN_LEAVES for n in small.values())

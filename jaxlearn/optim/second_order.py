@@ -44,6 +44,7 @@ as if the bad one had not happened.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -53,6 +54,8 @@ import optax
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
+from jaxlearn._checks import real_number
+from jaxlearn._compat import is_tracer
 from jaxlearn.optim._base import Hyper, check_hyper, resolve
 
 __all__ = ["NewtonState", "newton", "hessian_free"]
@@ -79,18 +82,24 @@ class NewtonState(NamedTuple):
     accepted: jax.Array
 
 
+def _check_option(
+    fn: str, name: str, value: Any, ok: Callable[[float], bool], expected: str
+) -> None:
+    """A numeric option: Python and NumPy numbers and concrete 0-d arrays are checked, a
+    traced value (``optax.inject_hyperparams`` under ``jit``) is taken as it is."""
+    if is_tracer(value):
+        return
+    v = real_number(value)
+    if v is None or not math.isfinite(v) or not ok(v):
+        raise ValueError(f"{fn}: `{name}` must be {expected}, got {value!r}.")
+
+
 def _check_options(
     fn: str, damping: Any, damping_factor: Any, max_tries: Any, saddle_free: Any
 ) -> None:
     check_hyper(fn, "damping", damping, "nonnegative")
-    if (
-        isinstance(damping_factor, bool)
-        or not isinstance(damping_factor, (int, float))
-        or not (damping_factor > 1)
-    ):
-        raise ValueError(f"{fn}: `damping_factor` must be a number > 1, got {damping_factor!r}.")
-    if isinstance(max_tries, bool) or not isinstance(max_tries, int) or max_tries < 1:
-        raise ValueError(f"{fn}: `max_tries` must be a positive int, got {max_tries!r}.")
+    _check_option(fn, "damping_factor", damping_factor, lambda v: v > 1, "a number > 1")
+    _check_option(fn, "max_tries", max_tries, lambda v: v >= 1 and v == int(v), "a positive int")
     if not isinstance(saddle_free, bool):
         raise ValueError(f"{fn}: `saddle_free` must be True or False, got {saddle_free!r}.")
 
@@ -548,10 +557,17 @@ def hessian_free(
     """
     check_hyper("hessian_free", "learning_rate", learning_rate, "nonnegative")
     _check_options("hessian_free", damping, damping_factor, max_tries, saddle_free)
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-        raise ValueError(f"hessian_free: `max_iter` must be a positive int, got {max_iter!r}.")
-    if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not tol >= 0:
-        raise ValueError(f"hessian_free: `tol` must be a number >= 0, got {tol!r}.")
+    if is_tracer(max_iter):
+        raise ValueError(
+            "hessian_free: `max_iter` sets the size of the Krylov basis and must be a Python "
+            "int, not a traced value; with optax.inject_hyperparams pass "
+            "static_args=('max_iter',)."
+        )
+    _check_option(
+        "hessian_free", "max_iter", max_iter, lambda v: v >= 1 and v == int(v), "a positive int"
+    )
+    max_iter = int(max_iter)
+    _check_option("hessian_free", "tol", tol, lambda v: v >= 0, "a number >= 0")
 
     def init_fn(params: Any) -> NewtonState:
         return _init(params, damping)
