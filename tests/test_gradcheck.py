@@ -820,3 +820,64 @@ def test_truncation_error_is_told_from_a_wrong_gradient_by_a_smaller_step():
     bad = check_grad(wrong, p, num_checks=None)
     assert not bad.ok and bad.failures == 8
     assert not any("truncation" in n for n in bad.notes)
+
+
+def test_a_float_to_complex_cast_is_not_a_kink():
+    @jax.custom_jvp
+    def power(v):  # sum |FFT(v)|^2 = n * sum v^2 (Parseval)
+        return jnp.sum(jnp.abs(jnp.fft.fft(v.astype(jnp.complex128))) ** 2)
+
+    @power.defjvp
+    def power_jvp(primals, tangents):
+        (v,), (t,) = primals, tangents
+        return power(v), 3.0 * v.shape[0] * jnp.sum(v * t)  # wrong: 2 n sum(v t)
+
+    p = np.random.default_rng(1).normal(size=16) + 3.0
+    report = check_grad(power, p)
+    assert not report.ok and report.kinks == 0
+
+
+def test_a_flat_coordinate_beside_a_huge_masked_value_still_fails_a_wrong_gradient():
+    # f(x + h) == f(x - h) for an even f at w = 0, while -1e9 fills a masked softmax: the
+    # large intermediate must not widen w's tolerance.
+    @jax.custom_jvp
+    def mycos(v):
+        return jnp.cos(v)
+
+    @mycos.defjvp
+    def mycos_jvp(primals, tangents):
+        (v,), (t,) = primals, tangents
+        return jnp.cos(v), 0.1 * jnp.cos(v) * t  # wrong: -sin(v) t
+
+    logits = jnp.array([2.0, 1.0, 0.5, -1.0])
+    mask = jnp.array([True, True, True, False])
+
+    def loss(p):
+        z = jnp.where(mask, logits * p["s"], -1e9)
+        return -jax.nn.log_softmax(z)[0] + jnp.sum(mycos(p["w"]))
+
+    report = check_grad(loss, {"s": jnp.array(1.0), "w": jnp.zeros(3)})
+    assert not report.ok and report.row("['w']").failures == 3
+
+
+def test_a_data_cast_inside_a_scan_does_not_widen_the_parameters_floor():
+    from jax import lax
+
+    @jax.custom_jvp
+    def off5(v):  # identity with a derivative 5% wrong
+        return v
+
+    off5.defjvp(lambda pr, tg: (pr[0], 1.05 * tg[0]))
+    rng = np.random.default_rng(0)
+    xs = rng.normal(size=(6, 3))
+
+    def rnn(p, xs):
+        def step(h, x_t):
+            return jnp.tanh(p["W"] @ h + p["U"] @ x_t.astype(jnp.float32)), None
+
+        h, _ = lax.scan(step, jnp.zeros(4), xs)
+        return off5(jnp.sum(h**2))
+
+    p = {"W": rng.normal(size=(4, 4)) * 0.4, "U": rng.normal(size=(4, 3)) * 0.4}
+    report = check_grad(rnn, p, xs)
+    assert not report.ok and report.failures == 20 and not report.casts

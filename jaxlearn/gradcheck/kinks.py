@@ -21,7 +21,7 @@ one flipped decision always changes it, several collide with probability about `
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -148,8 +148,11 @@ def _is_decision(eqn: Any) -> bool:
     if name not in _DECISIONS:
         return False
     if name == "convert_element_type":
-        # Only float -> int/bool truncation is a step; float -> float is smooth.
-        return _is_float(eqn.invars[0].aval) and not _is_float(eqn.outvars[0].aval)
+        # Only float -> int/bool truncation is a step; float -> float (or complex) is smooth.
+        dst = eqn.outvars[0].aval
+        return _is_float(eqn.invars[0].aval) and (
+            jnp.issubdtype(dst.dtype, jnp.integer) or jnp.issubdtype(dst.dtype, jnp.bool_)
+        )
     if name == "abs":
         return _is_float(eqn.invars[0].aval)
     return True
@@ -880,6 +883,42 @@ def lowered_precisions(jaxpr: Any, dtype: Any = jnp.float64) -> list[tuple[str, 
     return found
 
 
+def _loop_taints(
+    eqn: Any,
+    ins: list[frozenset[int]],
+    walk: Callable[[Any, list[frozenset[int]]], list[frozenset[int]]],
+) -> list[frozenset[int]] | None:
+    """The outputs' dependencies of a ``scan``, ``while`` or ``cond``, walking their bodies
+    (a loop's carries to a fixed point: what a carry depends on grows with the trips), or
+    None for other primitives."""
+    name, params = eqn.primitive.name, eqn.params
+    if name == "scan":
+        body, nc, ncarry = params["jaxpr"], params["num_consts"], params["num_carry"]
+        consts, carry, xs = ins[:nc], list(ins[nc : nc + ncarry]), ins[nc + ncarry :]
+        while True:
+            outs = walk(body, [*consts, *carry, *xs])
+            grown = [a | b for a, b in zip(carry, outs[:ncarry], strict=True)]
+            if grown == carry:
+                return outs
+            carry = grown
+    if name == "while":
+        cn, bn = params["cond_nconsts"], params["body_nconsts"]
+        cconsts, bconsts, carry = ins[:cn], ins[cn : cn + bn], list(ins[cn + bn :])
+        while True:
+            # The trip count depends on what the condition reads: every carry may too.
+            trips = frozenset().union(*walk(params["cond_jaxpr"], [*cconsts, *carry]))
+            outs = walk(params["body_jaxpr"], [*bconsts, *carry])
+            grown = [a | b | trips for a, b in zip(carry, outs, strict=True)]
+            if grown == carry:
+                return carry
+            carry = grown
+    if name == "cond":
+        index, operands = ins[0], ins[1:]
+        branches = [walk(b, list(operands)) for b in params["branches"]]
+        return [frozenset(index).union(*outs) for outs in zip(*branches, strict=True)]
+    return None
+
+
 def lowered_precisions_by_input(
     jaxpr: Any, num_tracked: int, dtype: Any = jnp.float64
 ) -> list[tuple[str, str, frozenset[int]]]:
@@ -921,12 +960,15 @@ def lowered_precisions_by_input(
             if subs:
                 # A call's inner jaxpr takes the equation's inputs in order: followed in
                 # exactly; a loop's or a branch's casts depend on all it takes.
+                looped = _loop_taints(eqn, ins, walk)
                 if (
                     call is not None
                     and len(_open(call).invars) == len(ins)
                     and len(_open(call).outvars) == len(eqn.outvars)
                 ):
                     outs = walk(call, ins)
+                elif looped is not None:
+                    outs = looped
                 else:
                     for sub in subs:
                         for name, where in lowered_precisions(sub, dtype):
