@@ -369,6 +369,15 @@ def _as_leaf(x: Any) -> Any:
     return np.asarray(x)
 
 
+def _shared_leaf(x: Any) -> Any:
+    # Shared arguments keep their types: a Python scalar stays weakly typed (jit traces it
+    # as such, as a loop over members would), and a jax array keeps its weak type, so
+    # `member * 0.1` stays float16 for float16 members.
+    if isinstance(x, (jax.Array, bool, int, float, complex)):
+        return x
+    return np.asarray(x)
+
+
 def _pad_leaf(x: Any, padded: int) -> Any:
     n = x.shape[0]
     if n == padded:
@@ -547,7 +556,7 @@ class PopulationFn:
         leaves, treedef = jax.tree.flatten(members)
         leaves, impls = _raw_keys([_as_leaf(x) for x in leaves])
         leaves = [_pad_leaf(x, plan.padded_size) for x in leaves]
-        shared = jax.tree.map(_as_leaf, shared)
+        shared = jax.tree.map(_shared_leaf, shared)
         if plan.num_devices == 1:
             if self._devices is not None:
                 leaves, shared = jax.device_put((leaves, shared), self._devices[0])
@@ -666,6 +675,10 @@ def population_map(
         devices = tuple(devices)
         if not devices:
             raise ValueError("population_map: `devices` is empty; pass None for all devices.")
+        if len(set(devices)) != len(devices):
+            raise ValueError(
+                f"population_map: `devices` names a device more than once: {list(devices)}."
+            )
     if not isinstance(axis_name, str) or not axis_name:
         raise ValueError(f"population_map: `axis_name` must be a non-empty str, got {axis_name!r}.")
     if not isinstance(keep_padding, bool):

@@ -393,6 +393,13 @@ def test_leaves_on_different_shardings_go_to_different_buffers():
         u, _ = jax.jit(opt.update)(packed, opt.init(packed))
         out = optax.apply_updates(packed, u).unpack()
         np.testing.assert_allclose(out["a"], np.arange(1.0, 9.0) - 0.1, rtol=1e-6)
+        # Leaves on two different single devices: one buffer each, never mixed.
+        d0, d1 = jax.devices()
+        two = {"x": jax.device_put(jnp.ones(3), d0), "y": jax.device_put(jnp.ones(2), d1)}
+        both = jaxlearn.pack(two)
+        assert [b.devices() for b in both.buffers] == [{d0}, {d1}], both
+        back = both.unpack()
+        assert back["y"].devices() == {d1} and float(back["y"].sum()) == 2.0
         print("ok", len(jax.devices()))
         """
     )

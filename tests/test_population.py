@@ -361,3 +361,25 @@ def test_memory_needed_reads_the_compiled_programs_analysis():
     temp, out = pop._memory_needed(compiled)
     assert out == 2 * 1000 * 4 and temp >= 0
     assert pop._free_memory(jax.devices("cpu")[0]) is None  # the CPU does not report it
+
+
+@pytest.mark.parametrize("strategy", ["vmap", "sequential", "chunked"])
+def test_shared_python_scalars_keep_the_members_dtype(strategy):
+    def fn(m, s):
+        return m * s
+
+    for members, s in (
+        (jnp.array([1.5, 2.5, 3.5], jnp.float16), 0.1),
+        (jnp.array([100, 120, 127], jnp.int8), 3),
+        (jnp.array([1.5, 2.5, 3.5], jnp.bfloat16), jnp.asarray(0.1)),
+    ):
+        loop = jnp.stack([fn(members[i], s) for i in range(3)])
+        out = population_map(fn, strategy=strategy, chunk_size=2)(members, s)
+        assert out.dtype == loop.dtype
+        np.testing.assert_array_equal(np.asarray(out), np.asarray(loop))
+
+
+def test_a_device_named_twice_is_refused():
+    d = jax.devices()[0]
+    with pytest.raises(ValueError, match=r"`devices` names a device more than once"):
+        population_map(lambda m: m, devices=[d, d])

@@ -227,12 +227,16 @@ _OWN = "own buffer"
 
 
 def _sharding_key(leaf: Any) -> Hashable:
-    """A leaf's sharding when it spreads over several devices, else None."""
+    """A leaf's sharding when it spreads over several devices, its device when that is not
+    the default one, else None (a buffer never mixes placements)."""
     if is_tracer(leaf) or not isinstance(leaf, jax.Array):
         return None
     sharding = getattr(leaf, "sharding", None)
-    if sharding is None or len(sharding.device_set) <= 1:
+    if sharding is None:
         return None
+    if len(sharding.device_set) <= 1:
+        (device,) = sharding.device_set or (None,)
+        return None if device is None or device == jax.devices()[0] else ("device", device)
     return sharding
 
 
