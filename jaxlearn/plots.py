@@ -122,6 +122,11 @@ def plot_loss(
             label=f"smoothed (EMA {smooth:g})",
         )
     bad = ~np.isfinite(loss)
+    finite = np.asarray(getattr(h, "finite", np.zeros(0)))
+    if finite.shape == loss.shape:
+        # The step's finite flag, as diagnose reads it: an update can overflow while the
+        # loss it came from was finite.
+        bad = bad | ~finite.astype(bool)
     if bad.any():
         ax.axvline(
             int(np.argmax(bad)),

@@ -214,3 +214,23 @@ def test_a_tiny_drop_is_no_high_plateau_and_dead_units_are_no_size_problem():
     loss = 1.5 + 0.8 * np.exp(-STEPS / 200) + 0.01 * RNG.standard_normal(1000)
     d = jaxlearn.diagnose(_synthetic(loss, train_acc=0.62, val_acc=0.60, acts=acts))
     assert "dead_units" in d.kinds and "underfitting" not in d.kinds
+
+
+def test_underfitting_is_named_without_validation_data():
+    loss = 1.5 + 0.8 * np.exp(-STEPS / 200) + 0.01 * RNG.standard_normal(1000)
+    d = jaxlearn.diagnose(_synthetic(loss, train_acc=0.62, val_acc=np.nan))
+    assert d.kinds == ["underfitting"]
+    assert d[0].message == "Training accuracy is low: the model underfits."
+    assert "train 0.620 (no validation data)" in d[0].evidence
+
+
+def test_a_flat_high_loss_with_healthy_updates_is_underfitting_not_a_low_rate():
+    # Strong regularization holds the loss flat; the updates are in the healthy band.
+    loss = 2.13 + 0.05 * np.exp(-STEPS / 30) + 0.003 * RNG.standard_normal(1000)
+    ratios = {"W1": np.full(1000, 5e-3)}
+    d = jaxlearn.diagnose(_synthetic(loss, train_acc=0.62, val_acc=0.61, ratios=ratios))
+    assert d.kinds == ["underfitting"] and "less regularization" in d[0].advice
+    # With tiny updates the same curve is a rate too low.
+    slow = {"W1": np.full(1000, 1e-6)}
+    d = jaxlearn.diagnose(_synthetic(loss, train_acc=0.62, val_acc=0.61, ratios=slow))
+    assert "lr_too_low" in d.kinds

@@ -97,3 +97,16 @@ def test_bad_input_is_a_clear_error():
         plots.plot_loss([1.0, 2.0])
     with pytest.raises(ValueError, match=r"the history has no update ratios"):
         plots.plot_update_ratios(jaxlearn.History.from_arrays({"loss": [1.0]}))
+
+
+def test_the_loss_plot_marks_the_first_step_flagged_non_finite():
+    h = jaxlearn.History({"steps_per_epoch": 5})
+    loss = np.linspace(2.0, 1.0, 10)  # finite throughout...
+    finite = np.ones(10, bool)
+    finite[6:] = False  # ...while the updates from step 6 overflowed
+    h.append_steps(
+        loss=loss, batch_accuracy=np.zeros(10), learning_rate=np.full(10, 1e4), finite=finite
+    )
+    fig = plots.plot_loss(h)
+    labels = [line.get_label() for line in fig.axes[0].get_lines()]
+    assert "non-finite from step 6" in labels

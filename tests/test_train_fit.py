@@ -586,3 +586,44 @@ def test_checkpoint_every_epoch_writes_every_epoch_before_a_crash(splits, tmp_pa
             callback=crash_at_4,
         )
     assert jaxlearn.load_checkpoint(tmp_path / "last.npz").metadata["epoch"] == 3
+
+
+@pytest.fixture(scope="module")
+def tiny_data():
+    x = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    return x, (x[:, 0] - x[:, 1] > 0).astype(np.int32)
+
+
+def test_a_numpy_batch_size_keeps_an_epoch_schedule_per_epoch(tiny_data):
+    x, y = tiny_data
+    kw = dict(
+        learning_rate=0.1,
+        schedule=jaxlearn.step_decay(1.0, 2, 0.5),
+        schedule_unit="epoch",
+        num_epochs=4,
+        progress=False,
+    )
+    a = jaxlearn.fit(jaxlearn.linear(x.shape[1], 2), (x, y), batch_size=16, **kw).history
+    b = jaxlearn.fit(jaxlearn.linear(x.shape[1], 2), (x, y), batch_size=np.int64(16), **kw).history
+    np.testing.assert_array_equal(a.learning_rate, b.learning_rate)
+    spe = a.meta["steps_per_epoch"]
+    assert a.learning_rate[0] == a.learning_rate[2 * spe - 1] == pytest.approx(0.1)
+    assert a.learning_rate[2 * spe] == pytest.approx(0.05)
+
+
+def test_the_callback_sees_the_epoch_a_stop_fires_on(tiny_data):
+    x, y = tiny_data
+    seen = []
+    r = jaxlearn.fit(
+        jaxlearn.linear(x.shape[1], 2),
+        (x, y),
+        (x, y),
+        learning_rate=1e38,
+        batch_size=16,
+        num_epochs=5,
+        on_nonfinite="stop",
+        progress=False,
+        callback=lambda epoch, history, state: seen.append(epoch),
+    )
+    assert r.history.meta["stop_reason"] == "nonfinite"
+    assert seen == list(range(1, r.history.num_epochs + 1)) and seen

@@ -18,6 +18,7 @@ with the evidence (numbers from the run) and the notes' advice:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -253,7 +254,21 @@ def diagnose(
         early_drop = l0 - early
         final_acc = history.train_accuracy[-1] if history.num_epochs else np.nan
         learned = final_acc >= low_accuracy
-        if rel < 0.1 and not learned and not ratios_high and not dead_layers:
+        # "Too low" only while the loss still falls (or the updates are tiny): a loss that
+        # went flat at a high value with healthy updates is held there by something else
+        # (strong regularization, a small model): underfitting, below.
+        still_falling = d_last > 0 and d_last >= 0.5 * max(d_first, 0.0)
+        ratios_low = (
+            bool(ratio_medians)
+            and float(np.median([v for v, _ in ratio_medians.values()])) < lo_band
+        )
+        if (
+            rel < 0.1
+            and not learned
+            and not ratios_high
+            and not dead_layers
+            and (still_falling or ratios_low or not ratio_medians)
+        ):
             curve_explains = True
             findings.append(
                 Finding(
@@ -326,12 +341,15 @@ def diagnose(
     # ------------------------------------------------------------------ accuracies
     if history.num_epochs:
         tr_acc, va_acc = history.train_accuracy, history.val_accuracy
-        ok = np.isfinite(tr_acc) & np.isfinite(va_acc)
+        ok = np.isfinite(tr_acc)
         if ok.any():
+            # The last epoch with a training accuracy; its validation accuracy may be
+            # missing (a run without validation data can still underfit).
             i = int(np.flatnonzero(ok)[-1])
             t, v = float(tr_acc[i]), float(va_acc[i])
-            best = int(np.nanargmax(va_acc))
-            if t - v > gap:
+            has_val = math.isfinite(v)
+            best = int(np.nanargmax(va_acc)) if np.isfinite(va_acc).any() else i
+            if has_val and t - v > gap:
                 findings.append(
                     Finding(
                         "overfitting",
@@ -346,7 +364,7 @@ def diagnose(
                 )
             elif (
                 t < low_accuracy
-                and abs(t - v) <= gap / 2
+                and (not has_val or abs(t - v) <= gap / 2)
                 and not diverged
                 and not curve_explains
                 and not ratios_high
@@ -357,9 +375,12 @@ def diagnose(
                         "underfitting",
                         "warning",
                         "Training and validation accuracy are both low with no gap: the model "
-                        "underfits.",
-                        f"after epoch {i + 1}: train {t:.3f}, validation {v:.3f} "
-                        f"(< {low_accuracy}).",
+                        "underfits."
+                        if has_val
+                        else "Training accuracy is low: the model underfits.",
+                        f"after epoch {i + 1}: train {t:.3f}"
+                        + (f", validation {v:.3f}" if has_val else " (no validation data)")
+                        + f" (< {low_accuracy}).",
                         "Use a bigger model (more or wider layers), less regularization, or train "
                         "longer with a well-tuned learning rate.",
                     )

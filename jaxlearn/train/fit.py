@@ -400,8 +400,10 @@ def cached_trainer(
         raise ValueError(f"{fn}: `schedule_unit` must be 'step' or 'epoch', got {schedule_unit!r}.")
     if schedule is not None and not callable(schedule):
         raise ValueError(f"{fn}: `schedule` must be a function, got {schedule!r}.")
-    bs = 100 if batch_size is None else batch_size
-    spe = num_train // bs if isinstance(bs, int) and 0 < bs <= num_train else None
+    # A NumPy integer is a batch size too (it failed the int test, and an epoch schedule
+    # then ran per step).
+    bs = 100 if batch_size is None else positive_int(fn, "batch_size", batch_size)
+    spe = num_train // bs if bs <= num_train else None
     key: Any = (
         model,
         loss,
@@ -936,12 +938,9 @@ def fit(
             stop_reason = {_EARLY_STOP: "early_stopping", _NONFINITE_STOP: "nonfinite"}.get(
                 int(stop)
             )
-            if (
-                callback is not None
-                and stop_reason is None
-                and callback(epoch, history, _copy_state(carry.state))
-            ):
-                stop_reason = "callback"
+            # The callback sees every epoch, the one a stop fires on too.
+            if callback is not None and callback(epoch, history, _copy_state(carry.state)):
+                stop_reason = stop_reason or "callback"
             if progress and k:
                 bar.set_postfix(
                     loss=f"{float(np.mean(sm.loss[k - 1])):.4f}",
