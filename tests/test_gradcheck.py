@@ -881,3 +881,30 @@ def test_a_data_cast_inside_a_scan_does_not_widen_the_parameters_floor():
     p = {"W": rng.normal(size=(4, 4)) * 0.4, "U": rng.normal(size=(4, 3)) * 0.4}
     report = check_grad(rnn, p, xs)
     assert not report.ok and report.failures == 20 and not report.casts
+
+
+@pytest.mark.parametrize("route", ["chain", "reduce_precision"])
+def test_a_cast_down_from_float32_sets_the_floor_too(route):
+    x = jnp.linspace(-1.0, 1.0, 8)
+
+    def f(p, x):
+        w32 = p["w"].astype(jnp.float32)
+        if route == "chain":
+            w = w32.astype(jnp.bfloat16).astype(jnp.float32)
+        else:
+            w = jax.lax.reduce_precision(w32, exponent_bits=8, mantissa_bits=7)
+        return jnp.sum((w * x.astype(jnp.float32)) ** 2)
+
+    report = check_grad(f, {"w": jnp.linspace(0.3, 1.7, 8)}, x, h=1e-3)
+    assert report.ok, report
+    assert any("bfloat16" in c or "mantissa=7" in c for c in report.casts)
+
+
+def test_the_step_size_sweep_skips_empty_leaves():
+    def f(p, x):
+        return jnp.sum(jnp.sin(p["a"] * x)) + jnp.sum(p["b"])
+
+    sweep = step_size_sweep(
+        f, {"a": jnp.linspace(0.1, 1.0, 5), "b": jnp.zeros((0,))}, jnp.arange(5.0), hs=[1e-2, 1e-4]
+    )
+    assert "1e-04" in str(sweep)

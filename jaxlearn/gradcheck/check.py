@@ -1206,8 +1206,10 @@ def _sweep_numerical(
 
     def program(leaves: list[Any], others: list[Any], hh: jax.Array) -> jax.Array:
         evaluate = nm.plain_evaluate(call)
-        cols = []
+        cols = [jnp.zeros((hh.shape[0], 0), dtype)]
         for i, c in enumerate(coords):
+            if not len(c):
+                continue  # an empty leaf: no coordinate to perturb
             chunks = jnp.asarray(c)[None, :]
             g = nm.Group([i], leaves)
 

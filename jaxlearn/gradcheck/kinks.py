@@ -849,15 +849,28 @@ def all_eqns(jaxpr: Any) -> Iterator[Any]:
 
 
 def _lowered_by(eqn: Any, bits: int) -> str | None:
-    """The lower precision this one equation rounds a ``bits``-bit float to, or None."""
+    """The lower precision this one equation rounds to, below a ``bits``-bit float, or None.
+
+    Any cast that drops mantissa bits from its own input counts (float32 -> bfloat16 after
+    a float64 -> float32 cast rounds to bfloat16), complex dtypes by their parts'
+    precision (complex64 rounds as float32).
+    """
     name = eqn.primitive.name
+    working = jnp.finfo(jnp.dtype(f"float{bits}")).nmant
     if name in ("convert_element_type", "reduce_precision"):
         src, dst = eqn.invars[0].aval, eqn.outvars[0].aval
-        if _is_float(src) and _is_float(dst) and jnp.finfo(src.dtype).bits >= bits:
-            if name == "reduce_precision":
-                return f"reduce_precision(mantissa={eqn.params['mantissa_bits']})"
-            if jnp.finfo(dst.dtype).bits < bits:
-                return str(dst.dtype)
+        inexact = [hasattr(a, "dtype") and jnp.issubdtype(a.dtype, jnp.inexact) for a in (src, dst)]
+        if not all(inexact):
+            return None
+        src_mant = jnp.finfo(src.dtype).nmant
+        if name == "reduce_precision":
+            kept = int(eqn.params["mantissa_bits"])
+            if kept < src_mant and kept < working:
+                return f"reduce_precision(mantissa={kept})"
+            return None
+        part = jnp.finfo(dst.dtype)  # a complex dtype's finfo is its parts'
+        if part.nmant < src_mant and part.nmant < working:
+            return str(part.dtype)
     elif name == "dot_general" and eqn.params.get("preferred_element_type") is not None:
         pet = eqn.params["preferred_element_type"]
         if jnp.issubdtype(pet, jnp.floating) and jnp.finfo(pet).bits < bits:
