@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxlearn
@@ -869,6 +870,21 @@ def test_the_rules_own_value_checks_run_for_every_member():
         12,
     )
 
+    # A user's optimizer function may check values together: every member is built.
+    def opt(hp):
+        concrete = not any(isinstance(v, jax.core.Tracer) for v in hp.values())
+        if concrete and not hp["warmup_lr"] <= hp["learning_rate"]:
+            raise ValueError("warmup_lr > learning_rate")
+        return optax.sgd(hp["learning_rate"])
+
+    tr2 = jaxlearn.trainer(
+        jaxlearn.linear(4, 2), optimizer=opt, hparams={"learning_rate": 0.1, "warmup_lr": 0.01}
+    )
+    lrs, wus = [0.1 * (i + 1) for i in range(9)], [0.01] * 9
+    wus[1] = 0.5
+    with pytest.raises(ValueError, match=r"member 1's hyperparameters .*warmup_lr > learning"):
+        ensemble.init_members(tr2, list(range(9)), {"learning_rate": lrs, "warmup_lr": wus})
+
 
 def test_snapshots_refuse_a_fixed_optax_transform_that_ignores_the_schedule():
     import optax
@@ -940,3 +956,7 @@ def test_a_diverged_member_makes_predict_say_no_class_and_warn():
     assert report.ensemble_accuracy == float(jnp.mean(pred == y)) == 0.0
     healthy = {"s": params["s"][:2]}
     assert ensemble.predict(apply, healthy, x).tolist() == [1, 0, 1]
+    # Under jit (no warning there), the same rows.
+    jitted = jax.jit(lambda p, x: ensemble.predict(apply, p, x))
+    assert jitted(params, x).tolist() == [-1, -1, -1]
+    assert jitted(healthy, x).tolist() == [1, 0, 1]

@@ -400,6 +400,8 @@ def test_leaves_on_different_shardings_go_to_different_buffers():
         assert [b.devices() for b in both.buffers] == [{d0}, {d1}], both
         back = both.unpack()
         assert back["y"].devices() == {d1} and float(back["y"].sum()) == 2.0
+        import pickle
+        assert pickle.loads(pickle.dumps(both)).layout is both.layout
         print("ok", len(jax.devices()))
         """
     )

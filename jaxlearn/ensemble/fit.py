@@ -173,6 +173,7 @@ def averaged_trainer(tr: Trainer, kind: str = "ema") -> Trainer:
             return param_average(inner, decay, kind="ema")
         return param_average(inner, kind="polyak")
 
+    make._jaxlearn_base = base  # type: ignore[attr-defined]  # what it wraps
     return dataclasses.replace(tr, optimizer=make)
 
 
@@ -339,7 +340,7 @@ def check_member_values(fn: str, tr: Trainer, hp: Mapping[str, Any], n: int) -> 
         values = dict(zip(names, row, strict=True))
         _cached(tr, ("values", tuple(values.items())), functools.partial(_build, tr, values))
 
-    if len(rows) > 8:
+    if len(rows) > 8 and _checks_by_range(tr):
         # The rules check ranges, value by value: the columns' least and greatest values
         # pass only if every member's do (a NaN fails both), so two builds answer for a
         # population of distinct members, and only a failure looks for the member.
@@ -356,6 +357,15 @@ def check_member_values(fn: str, tr: Trainer, hp: Mapping[str, Any], n: int) -> 
         except ValueError as e:
             values = dict(zip(names, row, strict=True))
             raise ValueError(f"{fn}: member {i}'s hyperparameters {values}: {e}") from e
+
+
+def _checks_by_range(tr: Trainer) -> bool:
+    """Whether the trainer's optimizer checks each value on its own range (jaxlearn's named
+    rules, averaged or not), so the columns' extremes answer for every member."""
+    opt = tr.optimizer
+    base = getattr(opt, "_jaxlearn_base", opt)
+    # A fixed optax transform ignores the values: only the Trainer's own range checks run.
+    return isinstance(base, (str, optax.GradientTransformation))
 
 
 def _build(tr: Trainer, values: Mapping[str, Any]) -> bool:

@@ -21,6 +21,7 @@ from jax import lax
 
 from jaxlearn import population
 from jaxlearn._checks import real_number
+from jaxlearn._compat import is_tracer
 from jaxlearn.ensemble._common import apply_of, check_pair, to_host
 from jaxlearn.losses import hits
 
@@ -202,6 +203,8 @@ def _mean_probabilities(
     fn: str, model: Any, params: Any, x: Any, temperature: Any, devices: Any
 ) -> jax.Array:
     probs = member_probabilities(model, params, x, temperature=temperature, devices=devices)
+    if is_tracer(probs):  # under jit: no warning (the -1 rows of predict still tell)
+        return jnp.mean(probs, axis=0)
     finite = np.asarray(jnp.all(jnp.isfinite(probs), axis=(1, 2)))
     if not finite.all():
         warnings.warn(

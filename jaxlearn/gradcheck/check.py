@@ -223,8 +223,9 @@ def _compile(
     """One compiled program: f, its gradient, every perturbed evaluation, forward mode."""
     call, evaluate, groups = plan.call, plan.evaluate, plan.groups
     everything = plan.everything
-    # Direction seeds (the check's, forward mode's) for the 32-bit hash: any seed >= 0.
-    key, fkey = (2 * seed) % 2**32, (2 * seed + 1) % 2**32
+    # Direction seeds (the check's, forward mode's) for the 32-bit hash, mixed from the
+    # whole seed (any int >= 0; seeds 2**31 apart must not share directions).
+    key, fkey = (int(w) for w in np.random.SeedSequence(seed).generate_state(2))
 
     def program(leaves: list[Any], others: list[Any], pin: list[Any], fin: Any, hh: jax.Array):
         value, grads = jax.value_and_grad(lambda ls: call(ls, others))(list(leaves))
@@ -396,15 +397,13 @@ def _judge(
     threshold: float,
     eps: float,
     noise_factor: float,
-    floor: Any = 0.0,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Numerical derivatives, relative errors, noise tolerances and outcomes.
 
     The tolerance is the rounding noise of the quotient: ``eps * |f|`` in each value over
     the step, plus the rounding of the step itself (``eps * |x|`` times the measured slope
     ``|numerical|``, which matters when ``f`` works in a lower precision than the float64
-    step), times `noise_factor`, and at least `floor` (per coordinate: see
-    :func:`_unresolved_floors`).
+    step), times `noise_factor`.
     """
     vals = np.asarray(vals, np.float64)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
@@ -418,7 +417,6 @@ def _judge(
         atol = (
             noise_factor * eps * (np.max(np.abs(vals), axis=1) + np.abs(x) * slope) / np.abs(steps)
         )
-        atol = np.maximum(atol, floor)
     err = nm._relative_error_np(analytic, num)
     kink = crossed.any(axis=1) if crossed.size else np.zeros(len(num), bool)
     with np.errstate(invalid="ignore"):
@@ -613,60 +611,6 @@ def _make_plan(
     )
 
 
-_WIDE = 1000.0  # the step, in units of h, that measures an unresolved coordinate again
-
-
-def _unresolved_floors(
-    plan: _Plan,
-    prob: nm.Problem,
-    raw: list[dict[str, Any]],
-    coords: list[np.ndarray],
-    timings: dict[str, float],
-    seed: int,
-    h: float,
-    value: float,
-    noise_factor: float,
-) -> list[Any]:
-    """Per leaf and coordinate, the least tolerance of a quotient that resolved nothing.
-
-    Where ``f(x + h) == f(x - h) == f(x)`` to the last bit while the gradient is nonzero,
-    the perturbation was lost in ``f``'s rounding: a loss that cancels to 0 (a log-softmax
-    of [40, 0, 0]) rounds with its intermediates (the 40), not with its value. Such a
-    coordinate is measured again at ``1000 h``; if ``f`` still does not move, its true
-    derivative is below ``eps * scale / 2000 h`` (``scale`` the largest intermediate of
-    ``f``; a larger one would have moved it), which becomes its tolerance. A wrong gradient
-    larger than that still fails, and an even ``f`` (``f(x + h) == f(x - h) != f(x)``)
-    is judged as usual.
-    """
-    floors: list[Any] = [0.0] * len(raw)
-    todo = []
-    for r in raw:
-        vals = np.asarray(r["vals"], np.float64)
-        if not vals.size:
-            todo.append(np.zeros(0, np.int64))
-            continue
-        flat = (vals[:, 0] == value) & (vals[:, 1] == value)
-        todo.append(np.flatnonzero(flat & (np.asarray(r["analytic"]) != 0)))
-    if not any(t.size for t in todo):
-        return floors
-    sub = [c[t] for c, t in zip(coords, todo, strict=True)]
-    wide = _run(plan, prob.leaves, prob.others, sub, "coordinates", "none", seed, _WIDE * h)
-    for k, v in wide["timings"].items():
-        timings[k] += v
-    scale = nm.intermediate_scale(prob.call, prob.leaves, prob.others)
-    for i, (t, a) in enumerate(zip(todo, wide["leaves"], strict=True)):
-        if not t.size:
-            continue
-        vals = np.asarray(a["vals"], np.float64)
-        still = (vals[:, 0] == value) & (vals[:, 1] == value)
-        floor = np.zeros(len(coords[i]))
-        floor[t[still]] = (
-            noise_factor * plan.leaf_eps[i] * scale / np.abs(np.asarray(a["steps"])[still])
-        )
-        floors[i] = floor
-    return floors
-
-
 def _retry_truncation(
     plan: _Plan,
     prob: nm.Problem,
@@ -678,7 +622,6 @@ def _retry_truncation(
     step: float,
     threshold: float,
     noise_factor: float,
-    floors: list[Any],
 ) -> int:
     """Failed coordinates measured again at ``step / 10``; those that pass there with an
     error more than ten times smaller (a truncation error shrinks as h**2, a wrong gradient's
@@ -697,7 +640,6 @@ def _retry_truncation(
             threshold,
             plan.leaf_eps[i],
             noise_factor,
-            floors[i],
         )
         todo.append(np.flatnonzero(status == FAIL))
     if not any(t.size for t in todo):
@@ -725,7 +667,6 @@ def _retry_truncation(
             threshold,
             plan.leaf_eps[i],
             noise_factor,
-            np.asarray(floors[i])[t] if np.ndim(floors[i]) else floors[i],
         )
         with np.errstate(invalid="ignore"):
             fixed = (status == GOOD) & (err * 10 < before)
@@ -812,17 +753,12 @@ def _check_one(
     # The gradient's size over every leaf: the absolute scale of its rounding, for the
     # forward/reverse comparison of a derivative that cancels to about 0.
     gscale = float(np.sqrt(np.sum(np.square(np.asarray(res["grad_norm"], np.float64)))))
-    floors = (
-        _unresolved_floors(plan, prob, raw, coords, timings, seed, h, value, noise_factor)
-        if mode == "coordinates"
-        else [0.0] * len(raw)
-    )
     truncated = 0
     # Only with kink detection on: without it a kink crossed at h and not at h / 10 would
     # pass as "truncation".
     if mode == "coordinates" and kinks:
         truncated = _retry_truncation(
-            plan, prob, raw, coords, retried, timings, seed, h, threshold, noise_factor, floors
+            plan, prob, raw, coords, retried, timings, seed, h, threshold, noise_factor
         )
     if truncated:
         notes.append(
@@ -831,6 +767,7 @@ def _check_one(
             f"h = {h / 10:g}, where their error fell more than tenfold; they are judged "
             "there. A smaller h suits this f."
         )
+    unmoved = 0  # failures where f did not move at all
     for i, (r, c) in enumerate(zip(raw, coords, strict=True)):
         num, err, atol, status = _judge(
             r["vals"],
@@ -841,7 +778,6 @@ def _check_one(
             threshold,
             plan.leaf_eps[i],
             noise_factor,
-            floors[i],
         )
         counts: dict[str, int] = {}
         if r["crossed"].size:
@@ -867,6 +803,9 @@ def _check_one(
             )
             with np.errstate(invalid="ignore"):
                 fok = (ferr < threshold) | (np.abs(rev - fwd) <= ftol)
+        vals = np.asarray(r["vals"], np.float64)
+        if vals.size:
+            unmoved += int(np.sum((status == FAIL) & (vals[:, 0] == value) & (vals[:, 1] == value)))
         rows.append(
             LeafCheck(
                 path=prob.paths[i],
@@ -886,6 +825,15 @@ def _check_one(
                 retried=int(retried[i].sum()),
                 kink_sites=tuple(sorted(counts.items(), key=lambda kv: -kv[1])),
             )
+        )
+    if unmoved:
+        notes.append(
+            f"{unmoved} failing coordinate(s) did not move f at all (f(x + h) == f(x - h) == "
+            "f(x) to the last bit), so the quotient measured exactly 0 there. A wrong "
+            "gradient where f does not depend on the parameter fails this way; so does a "
+            "correct but tiny one where f's value cancels (a loss of exactly 0, such as a "
+            "log-softmax of one very confident example): check those at a point where f "
+            "is not 0."
         )
     return _Part(
         rows=rows,

@@ -29,14 +29,7 @@ import numpy as np
 from jax import lax
 
 from jaxlearn._compat import enable_x64, is_tracer, path_str
-from jaxlearn.gradcheck.kinks import (
-    _CALLS,
-    KinkPlan,
-    OneHot,
-    _open,
-    evaluate_with_decisions,
-    plan_kinks,
-)
+from jaxlearn.gradcheck.kinks import KinkPlan, OneHot, evaluate_with_decisions, plan_kinks
 
 __all__ = ["relative_error", "numerical_grad"]
 
@@ -91,9 +84,12 @@ def relative_error(analytic: Any, numerical: Any) -> Any:
         a, n = jnp.asarray(a), jnp.asarray(n)
         if a.shape != n.shape:
             _shape_error(a.shape, n.shape)
-        # Integers (and bools) in a float: their difference would wrap around.
-        dt = jnp.promote_types(jnp.result_type(a, n), jnp.float32)
-        a, n = a.astype(dt), n.astype(dt)
+        # Integers (and bools) in a float: their difference would wrap around. Floats keep
+        # their own dtype.
+        dt = jnp.result_type(a, n)
+        if not jnp.issubdtype(dt, jnp.inexact):
+            dt = jnp.promote_types(dt, jnp.float32)
+            a, n = a.astype(dt), n.astype(dt)
         den = jnp.maximum(jnp.abs(a), jnp.abs(n))
         safe = jnp.where(den > 0, den, 1)
         diff = jnp.abs(a - n)
@@ -330,46 +326,6 @@ def interpreted_evaluate(
         return outs[0], decisions
 
     return evaluate, plan, closed
-
-
-def intermediate_scale(call: Callable, leaves: Sequence[Any], others: Sequence[Any]) -> float:
-    """The largest finite magnitude among the float values ``call`` computes on the way.
-
-    The rounding scale of ``f`` at a point: a loss that cancels to 0 (a log-softmax of
-    logits [40, 0, 0]) rounds with its intermediates (40), not with its value. Every
-    equation is evaluated once, calls inlined, loops and branches as one step.
-    """
-    closed = jax.make_jaxpr(call)(list(leaves), list(others))
-
-    def run(jaxpr: Any, consts: Sequence[Any], args: Sequence[Any]) -> tuple[list, jax.Array]:
-        env: dict[Any, Any] = dict(zip(jaxpr.constvars, consts, strict=True))
-        env.update(zip(jaxpr.invars, args, strict=True))
-        top = jnp.zeros((), jnp.float64)
-
-        def read(v: Any) -> Any:
-            return v.val if isinstance(v, jax.extend.core.Literal) else env[v]
-
-        for eqn in jaxpr.eqns:
-            ins = [read(v) for v in eqn.invars]
-            body = eqn.params.get(_CALLS.get(eqn.primitive.name, ""))
-            if body is not None and len(_open(body).invars) == len(ins):
-                outs, inner = run(_open(body), getattr(body, "consts", ()), ins)
-                top = jnp.maximum(top, inner)
-            else:
-                outs = eqn.primitive.bind(*ins, **eqn.primitive.get_bind_params(eqn.params))
-                if not eqn.primitive.multiple_results:
-                    outs = [outs]
-            for v, o in zip(eqn.outvars, outs, strict=True):
-                env[v] = o
-                if jnp.issubdtype(jnp.result_type(o), jnp.floating) and jnp.size(o):
-                    a = jnp.abs(o).astype(jnp.float64)
-                    top = jnp.maximum(top, jnp.max(jnp.where(jnp.isfinite(a), a, 0)))
-        return [read(v) for v in jaxpr.outvars], top
-
-    def scale(ls: Sequence[Any], os: Sequence[Any]) -> jax.Array:
-        return run(closed.jaxpr, closed.consts, [*ls, *jax.tree.leaves(list(os))])[1]
-
-    return float(jax.jit(scale)(list(leaves), list(others)))
 
 
 def eval_bytes(call: Callable, leaves: Sequence[Any], others: Sequence[Any]) -> int:

@@ -236,7 +236,9 @@ def _sharding_key(leaf: Any) -> Hashable:
         return None
     if len(sharding.device_set) <= 1:
         (device,) = sharding.device_set or (None,)
-        return None if device is None or device == jax.devices()[0] else ("device", device)
+        if device is None or device == jax.devices()[0]:
+            return None
+        return ("device", device.platform, device.id)  # picklable, unlike the Device
     return sharding
 
 
