@@ -12,7 +12,8 @@ folder) and prints the kernels in the body of each program's innermost training 
 ``jaxlearn.train._hlo``), and whether that body holds anything that forces a trip to the
 host each step (``conditional``, host callbacks).
 
-Usage: ``PYTHONPATH=. python benchmarks/ensemble_anatomy.py [--sizes 1,64,512] [--hlo]``
+Usage: ``PYTHONPATH=. python benchmarks/ensemble_anatomy.py [--quick | --gpu] [--sizes 1,64,512]
+[--packs auto,on,off] [--hlo]``
 """
 
 from __future__ import annotations
@@ -44,10 +45,12 @@ from jaxlearn.train._hlo import loop_body_ops  # noqa: E402
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--sizes", default="1,64,512")
-    p.add_argument("--short", type=int, default=5)
-    p.add_argument("--long", type=int, default=25)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--quick", action="store_true", help="N = 1, 8; 1 and 3 epochs (a smoke run)")
+    p.add_argument("--gpu", action="store_true", help="the defaults, named as the others name them")
+    p.add_argument("--sizes", default=None, help="comma-separated N (default 1,64,512)")
+    p.add_argument("--short", type=int, default=None, help="epochs of the short run (5)")
+    p.add_argument("--long", type=int, default=None, help="epochs of the long run (25)")
+    p.add_argument("--repeats", type=int, default=None, help="runs per median (5)")
     p.add_argument("--hlo", action="store_true")
     p.add_argument(
         "--packs",
@@ -55,6 +58,11 @@ def main(argv: list[str] | None = None) -> None:
         help="comma-separated Trainer `pack` settings to time (auto, on, off)",
     )
     args = p.parse_args(argv)
+    quick = {"sizes": "1,8", "short": 1, "long": 3, "repeats": 2}
+    full = {"sizes": "1,64,512", "short": 5, "long": 25, "repeats": 5}
+    for name, value in (quick if args.quick else full).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     x, y = E.digits()
     model = jaxlearn.mlp(64, (E.HIDDEN,), 10)
     packs = {"auto": "auto", "on": True, "off": False}
