@@ -234,3 +234,12 @@ def test_a_flat_high_loss_with_healthy_updates_is_underfitting_not_a_low_rate():
     slow = {"W1": np.full(1000, 1e-6)}
     d = jaxlearn.diagnose(_synthetic(loss, train_acc=0.62, val_acc=0.61, ratios=slow))
     assert "lr_too_low" in d.kinds
+
+
+def test_one_rate_is_not_called_too_low_and_too_high_at_once():
+    # A short run: the loss has barely moved, and one weight's updates are already large.
+    loss = 2.3 - 0.0001 * STEPS + 0.005 * RNG.standard_normal(1000)
+    ratios = {"W1": np.full(1000, 1e-3), "W2": np.full(1000, 1e-3), "W3": np.full(1000, 5e-2)}
+    d = jaxlearn.diagnose(_synthetic(loss, train_acc=0.3, val_acc=0.3, ratios=ratios))
+    assert not ({"lr_too_low", "update_ratio_high"} <= set(d.kinds)), d.kinds
+    assert "update_ratio_high" in d.kinds

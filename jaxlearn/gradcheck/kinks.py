@@ -896,6 +896,18 @@ def lowered_precisions(jaxpr: Any, dtype: Any = jnp.float64) -> list[tuple[str, 
     return found
 
 
+def _scan_counts(params: Any) -> tuple[int, int] | None:
+    """A scan's numbers of constants and carries (their parameters differ by jax version),
+    or None when neither form is there."""
+    if "num_consts" in params and "num_carry" in params:
+        return int(params["num_consts"]), int(params["num_carry"])
+    try:  # newer jax: the input structure (consts, carry, xs)
+        consts, carry, _ = params["ft_in"].unpack()
+        return len(list(consts.vals)), len(list(carry.vals))
+    except Exception:  # noqa: BLE001 - an unknown layout: the caller stays conservative
+        return None
+
+
 def _loop_taints(
     eqn: Any,
     ins: list[frozenset[int]],
@@ -906,7 +918,10 @@ def _loop_taints(
     None for other primitives."""
     name, params = eqn.primitive.name, eqn.params
     if name == "scan":
-        body, nc, ncarry = params["jaxpr"], params["num_consts"], params["num_carry"]
+        counts = _scan_counts(params)
+        if counts is None:
+            return None
+        body, (nc, ncarry) = params["jaxpr"], counts
         consts, carry, xs = ins[:nc], list(ins[nc : nc + ncarry]), ins[nc + ncarry :]
         while True:
             outs = walk(body, [*consts, *carry, *xs])

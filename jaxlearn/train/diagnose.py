@@ -262,10 +262,13 @@ def diagnose(
             bool(ratio_medians)
             and float(np.median([v for v, _ in ratio_medians.values()])) < lo_band
         )
+        # Not "too low" when any weight's updates are already large next to it (that leaf
+        # is then reported as too high, and both cannot be said of one rate).
+        any_high = any(v > hi_band for v, _ in ratio_medians.values())
         if (
             rel < 0.1
             and not learned
-            and not ratios_high
+            and not any_high
             and not dead_layers
             and (still_falling or ratios_low or not ratio_medians)
         ):
@@ -307,7 +310,7 @@ def diagnose(
             and d_last > 0.5 * d_first
             and rel < 0.9
             and early_drop < 0.5 * drop
-            and not ratios_high
+            and not any_high
             and not dead_layers
         ):
             curve_explains = True
