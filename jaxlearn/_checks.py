@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal, overload
 
+import jax.numpy as jnp
 import numpy as np
 
 
@@ -74,9 +75,9 @@ def real_number(value: Any) -> float | None:
     shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
     if shape != () or dtype is None:
         return None
-    if not (np.issubdtype(dtype, np.integer) or np.issubdtype(dtype, np.floating)):
-        if str(dtype) != "bfloat16":
-            return None
+    # jnp's dtype tests (NumPy's do not count bfloat16 as floating).
+    if not (jnp.issubdtype(dtype, jnp.integer) or jnp.issubdtype(dtype, jnp.floating)):
+        return None
     try:
         return float(value)
     except Exception:  # a traced value: not concrete

@@ -198,15 +198,16 @@ def test_missing_regularization_term_is_caught():
     assert all(r.row(n).ok for n in ("['b1']", "['W2']", "['b2']"))
 
 
-def test_forward_mode_catches_a_custom_jvp_rule_its_transpose_hides():
-    @jax.custom_jvp
-    def s(x):
-        return jnp.sin(x)
+def _with_jvp(primal, tangent):
+    """`primal` as a ``custom_jvp`` whose rule is ``tangent(x, t)`` (right or not)."""
+    f = jax.custom_jvp(primal)
+    f.defjvp(lambda xs, ts: (primal(xs[0]), tangent(xs[0], ts[0])))
+    return f
 
-    @s.defjvp
-    def s_jvp(primals, tangents):
-        (x,), (t,) = primals, tangents
-        return jnp.sin(x), jnp.cos(x) * t + 0.01  # not linear in t: transposition drops 0.01
+
+def test_forward_mode_catches_a_custom_jvp_rule_its_transpose_hides():
+    # Not linear in t: transposition drops the 0.01.
+    s = _with_jvp(jnp.sin, lambda x, t: jnp.cos(x) * t + 0.01)
 
     p = {"w": jnp.linspace(0.1, 1.0, 5)}
     f = lambda p: jnp.sum(s(p["w"]))  # noqa: E731
@@ -224,14 +225,7 @@ def test_forward_mode_catches_a_custom_jvp_rule_its_transpose_hides():
 def test_a_forward_rule_that_disagrees_with_reverse_mode_fails_at_any_h():
     # jvp and vjp are both exact: their tolerance is the rounding of the derivatives plus
     # the leaf's noise floor (which a smaller h raises, but far below 0.05 here).
-    @jax.custom_jvp
-    def g(x):
-        return jnp.sin(x)
-
-    @g.defjvp
-    def g_jvp(primals, tangents):
-        (x,), (t,) = primals, tangents
-        return jnp.sin(x), jnp.cos(x) * t + 0.05  # not linear in t
+    g = _with_jvp(jnp.sin, lambda x, t: jnp.cos(x) * t + 0.05)  # not linear in t
 
     p = jnp.array([0.3, -0.7, 1.2])
     for h in (1e-5, 1e-7):
@@ -848,14 +842,11 @@ def test_truncation_error_is_told_from_a_wrong_gradient_by_a_smaller_step():
 
 
 def test_a_float_to_complex_cast_is_not_a_kink():
-    @jax.custom_jvp
-    def power(v):  # sum |FFT(v)|^2 = n * sum v^2 (Parseval)
-        return jnp.sum(jnp.abs(jnp.fft.fft(v.astype(jnp.complex128))) ** 2)
-
-    @power.defjvp
-    def power_jvp(primals, tangents):
-        (v,), (t,) = primals, tangents
-        return power(v), 3.0 * v.shape[0] * jnp.sum(v * t)  # wrong: 2 n sum(v t)
+    # sum |FFT(v)|^2 = n * sum v^2 (Parseval), with a wrong rule: 3 n sum(v t), not 2 n.
+    power = _with_jvp(
+        lambda v: jnp.sum(jnp.abs(jnp.fft.fft(v.astype(jnp.complex128))) ** 2),
+        lambda v, t: 3.0 * v.shape[0] * jnp.sum(v * t),
+    )
 
     p = np.random.default_rng(1).normal(size=16) + 3.0
     report = check_grad(power, p)
@@ -865,14 +856,7 @@ def test_a_float_to_complex_cast_is_not_a_kink():
 def test_a_flat_coordinate_beside_a_huge_masked_value_still_fails_a_wrong_gradient():
     # f(x + h) == f(x - h) for an even f at w = 0, while -1e9 fills a masked softmax: the
     # large intermediate must not widen w's tolerance.
-    @jax.custom_jvp
-    def mycos(v):
-        return jnp.cos(v)
-
-    @mycos.defjvp
-    def mycos_jvp(primals, tangents):
-        (v,), (t,) = primals, tangents
-        return jnp.cos(v), 0.1 * jnp.cos(v) * t  # wrong: -sin(v) t
+    mycos = _with_jvp(jnp.cos, lambda v, t: 0.1 * jnp.cos(v) * t)  # wrong: -sin(v) t
 
     logits = jnp.array([2.0, 1.0, 0.5, -1.0])
     mask = jnp.array([True, True, True, False])
@@ -888,11 +872,7 @@ def test_a_flat_coordinate_beside_a_huge_masked_value_still_fails_a_wrong_gradie
 def test_a_data_cast_inside_a_scan_does_not_widen_the_parameters_floor():
     from jax import lax
 
-    @jax.custom_jvp
-    def off5(v):  # identity with a derivative 5% wrong
-        return v
-
-    off5.defjvp(lambda pr, tg: (pr[0], 1.05 * tg[0]))
+    off5 = _with_jvp(lambda v: v, lambda v, t: 1.05 * t)  # identity, derivative 5% wrong
     rng = np.random.default_rng(0)
     xs = rng.normal(size=(6, 3))
 

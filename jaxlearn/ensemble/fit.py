@@ -751,7 +751,8 @@ def fit_ensemble(
     activation_size = check_int(fn, "activation_size", activation_size, 0)
     if epochs_per_call is not None:
         epochs_per_call = check_int(fn, "epochs_per_call", epochs_per_call, 1)
-    if not (real_number(min_delta) is not None and float(min_delta) >= 0):
+    delta = real_number(min_delta)
+    if delta is None or not delta >= 0:
         raise ValueError(f"{fn}: `min_delta` must be a number >= 0, got {min_delta!r}.")
     if strategy not in _STRATEGIES:
         raise ValueError(f"{fn}: `strategy` must be one of {_STRATEGIES}, got {strategy!r}.")
@@ -864,7 +865,7 @@ def fit_ensemble(
     spe = n_member_train // tr.batch_size
     cfg = _Config(
         monitor,
-        float(min_delta),
+        delta,
         min(train_eval_size, n_member_train),
         act_size,
         val_d is not None,

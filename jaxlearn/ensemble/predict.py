@@ -238,7 +238,8 @@ def predict(model: Any, params: Any, x: Any, *, devices: Sequence[Any] | None = 
         [1]
     """
     mean = _mean_probabilities("predict", model, params, x, 1.0, devices)
-    return jnp.where(hits(mean, jnp.argmax(mean, axis=-1)), jnp.argmax(mean, axis=-1), -1)
+    best = jnp.argmax(mean, axis=-1)
+    return jnp.where(hits(mean, best), best, -1)  # a row hits its own argmax unless non-finite
 
 
 class EnsembleReport(NamedTuple):

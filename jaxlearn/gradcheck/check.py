@@ -9,7 +9,7 @@ import types
 import warnings
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,7 +137,6 @@ class _Plan:
     call: Callable[[Sequence[Any], Sequence[Any]], jax.Array]
     evaluate: nm.Evaluate
     sites: list[Any]
-    eps: float
     leaf_eps: list[float]  # per leaf: the lowest precision on its paths to the output
     casts: list[str]
     notes: list[str]
@@ -389,23 +388,23 @@ def _share(ratio: float) -> str:
 
 
 def _judge(
-    vals: np.ndarray,
-    steps: np.ndarray,
-    x: np.ndarray,
-    crossed: np.ndarray,
+    measured: Mapping[str, Any],
     analytic: np.ndarray,
     threshold: float,
     eps: float,
     noise_factor: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Numerical derivatives, relative errors, noise tolerances and outcomes.
+    """Numerical derivatives, relative errors, noise tolerances and outcomes of one leaf's
+    `measured` coordinates (its ``vals``, ``steps``, ``x`` and ``crossed``, as ``_run``
+    gives them).
 
     The tolerance is the rounding noise of the quotient: ``eps * |f|`` in each value over
     the step, plus the rounding of the step itself (``eps * |x|`` times the measured slope
     ``|numerical|``, which matters when ``f`` works in a lower precision than the float64
     step), times `noise_factor`.
     """
-    vals = np.asarray(vals, np.float64)
+    vals = np.asarray(measured["vals"], np.float64)
+    steps, x, crossed = measured["steps"], measured["x"], measured["crossed"]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         num = (vals[:, 0] - vals[:, 1]) / steps
         # The x-rounding term scales with the slope the quotient measures (|numerical|),
@@ -553,7 +552,6 @@ def _make_plan(
         max([_EPS[64]] + [_eps_of(d) for d, _, ins in lowered if i in ins])
         for i in range(len(prob.leaves))
     ]
-    eps = max(leaf_eps, default=_EPS[64])
     casts = list(  # one note per cast site, not one per leaf that reaches it
         dict.fromkeys(
             f"f casts float64 to {d} at {w or '?'}: its derivatives carry {d} rounding, so "
@@ -598,7 +596,6 @@ def _make_plan(
         call=prob.call,
         evaluate=evaluate,
         sites=sites,
-        eps=eps,
         leaf_eps=leaf_eps,
         casts=casts,
         notes=notes,
@@ -626,22 +623,17 @@ def _retry_truncation(
     """Failed coordinates measured again at ``step / 10``; those that pass there with an
     error more than ten times smaller (a truncation error shrinks as h**2, a wrong gradient's
     does not shrink) take the new values. Returns how many did."""
-    todo = []
+    todo, before = [], []
     for i, r in enumerate(raw):
         if not np.size(r["vals"]):
             todo.append(np.zeros(0, np.int64))
+            before.append(np.zeros(0))
             continue
         _, err, _, status = _judge(
-            r["vals"],
-            r["steps"],
-            r["x"],
-            r["crossed"],
-            np.asarray(r["analytic"], np.float64),
-            threshold,
-            plan.leaf_eps[i],
-            noise_factor,
+            r, np.asarray(r["analytic"], np.float64), threshold, plan.leaf_eps[i], noise_factor
         )
         todo.append(np.flatnonzero(status == FAIL))
+        before.append(err[todo[-1]])
     if not any(t.size for t in todo):
         return 0
     sub = [c[t] for c, t in zip(coords, todo, strict=True)]
@@ -649,27 +641,13 @@ def _retry_truncation(
     for k, v in again["timings"].items():
         timings[k] += v
     count = 0
-    for i, (r, t, a) in enumerate(zip(raw, todo, again["leaves"], strict=True)):
+    for i, (r, t, a, was) in enumerate(zip(raw, todo, again["leaves"], before, strict=True)):
         if not t.size:
             continue
         analytic = np.asarray(r["analytic"], np.float64)[t]
-        before = nm._relative_error_np(
-            analytic,
-            (np.asarray(r["vals"], np.float64)[t, 0] - np.asarray(r["vals"], np.float64)[t, 1])
-            / np.asarray(r["steps"], np.float64)[t],
-        )
-        _, err, _, status = _judge(
-            a["vals"],
-            a["steps"],
-            a["x"],
-            a["crossed"],
-            analytic,
-            threshold,
-            plan.leaf_eps[i],
-            noise_factor,
-        )
+        _, err, _, status = _judge(a, analytic, threshold, plan.leaf_eps[i], noise_factor)
         with np.errstate(invalid="ignore"):
-            fixed = (status == GOOD) & (err * 10 < before)
+            fixed = (status == GOOD) & (err * 10 < was)
         for k in ("vals", "steps", "crossed", "x"):
             r[k] = np.array(r[k])
             r[k][t[fixed]] = a[k][fixed]
@@ -718,7 +696,7 @@ def _check_one(
     else:
         assert plans is not None  # a cached plan came from plans
         plans.move_to_end(key)
-    sites, eps, casts, notes = plan.sites, plan.eps, plan.casts, list(plan.notes)
+    sites, casts, notes = plan.sites, plan.casts, list(plan.notes)
     forward, coords = plan.forward, plan.coords
     res = _run(plan, prob.leaves, prob.others, coords, mode, forward, seed, h)
     timings = dict(res["timings"])
@@ -770,14 +748,7 @@ def _check_one(
     unmoved = 0  # failures where f did not move at all
     for i, (r, c) in enumerate(zip(raw, coords, strict=True)):
         num, err, atol, status = _judge(
-            r["vals"],
-            r["steps"],
-            r["x"],
-            r["crossed"],
-            np.asarray(r["analytic"], np.float64),
-            threshold,
-            plan.leaf_eps[i],
-            noise_factor,
+            r, np.asarray(r["analytic"], np.float64), threshold, plan.leaf_eps[i], noise_factor
         )
         counts: dict[str, int] = {}
         if r["crossed"].size:
@@ -838,7 +809,7 @@ def _check_one(
     return _Part(
         rows=rows,
         value=value,
-        eps=eps,
+        eps=max(plan.leaf_eps, default=_EPS[64]),
         casts=casts,
         site_counts=site_counts,
         notes=notes,

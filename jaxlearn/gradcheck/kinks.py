@@ -952,10 +952,11 @@ def lowered_precisions_by_input(
 ) -> list[tuple[str, str, frozenset[int]]]:
     """:func:`lowered_precisions` with, per cast, the inputs its value depends on.
 
-    Dependencies follow the data through every equation, into calls exactly and into
-    loops and branches conservatively (a cast inside depends on everything the loop or
-    branch takes), so a cast of data that no tracked input reaches (a float32 copy of the
-    inputs ``x``) is attributed to none.
+    Dependencies follow the data through every equation: into calls, ``scan`` and
+    ``while`` bodies (their carries to a fixed point) and ``cond`` branches exactly, into
+    any other body conservatively (a cast inside depends on everything the equation
+    takes). So a cast of data that no tracked input reaches (a float32 copy of the inputs
+    ``x``, in a loop or not) is attributed to none.
 
     **Arguments:**
     - `jaxpr`: a ``Jaxpr`` or ``ClosedJaxpr``.
@@ -986,16 +987,16 @@ def lowered_precisions_by_input(
             outs = [union] * len(eqn.outvars)
             call = eqn.params.get(_CALLS.get(eqn.primitive.name, ""))
             if subs:
-                # A call's inner jaxpr takes the equation's inputs in order: followed in
-                # exactly; a loop's or a branch's casts depend on all it takes.
-                looped = _loop_taints(eqn, ins, walk)
+                # A call's inner jaxpr takes the equation's inputs in order, a loop's or a
+                # branch's bodies are walked by _loop_taints: both followed in exactly; any
+                # other body's casts depend on all the equation takes.
                 if (
                     call is not None
                     and len(_open(call).invars) == len(ins)
                     and len(_open(call).outvars) == len(eqn.outvars)
                 ):
                     outs = walk(call, ins)
-                elif looped is not None:
+                elif (looped := _loop_taints(eqn, ins, walk)) is not None:
                     outs = looped
                 else:
                     for sub in subs:

@@ -144,7 +144,8 @@ def _program(
         per = _PROGRAMS.setdefault(objective, {})
     except TypeError:  # not weak-referable
         per = {}
-    runs = per.get((_typed(static), order, impl))
+    typed = (_typed(static), order, impl)
+    runs = per.get(typed)
     if runs is None:
         fixed = dict(static)
         # Kept under `objective` as a weak key: the program must not hold it strongly.
@@ -157,7 +158,7 @@ def _program(
             hp = {name: (traced[name] if name in traced else fixed[name]) for name in order}
             return objective_of()(hp, jax.random.wrap_key_data(m["key"], impl=impl))
 
-        runs = per[(_typed(static), order, impl)] = {"member": member}
+        runs = per[typed] = {"member": member}
     run = runs.get(options)
     if run is None:
         strategy, chunk_size, devices = options
@@ -197,7 +198,7 @@ def _split_outputs(
     histories: dict[str, np.ndarray] = {}
     params = host.pop("params", None)
     for name, v in host.items():
-        if isinstance(v, Mapping) or isinstance(v, (list, tuple)):
+        if isinstance(v, (Mapping, list, tuple)):
             raise ValueError(
                 f"search: the objective's output {name!r} is a {type(v).__name__}; each "
                 "output must be one array per trial: a scalar (a metric) or a 1-D array (a "

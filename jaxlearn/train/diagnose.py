@@ -169,9 +169,14 @@ def diagnose(
         vals = vals[np.isfinite(vals)]
         if vals.size:
             ratio_medians[leaf] = (float(np.median(vals)), int(vals.size))
-    ratios_high = (
-        bool(ratio_medians) and float(np.median([v for v, _ in ratio_medians.values()])) > hi_band
+    # The leaves' median ratio judges the rate as a whole; any one leaf too high rules out
+    # a rate too low (that leaf is reported as too high, and both cannot be said of one
+    # rate).
+    median_ratio = (
+        float(np.median([v for v, _ in ratio_medians.values()])) if ratio_medians else math.nan
     )
+    ratios_high, ratios_low = median_ratio > hi_band, median_ratio < lo_band
+    any_high = any(v > hi_band for v, _ in ratio_medians.values())
     # Dead ReLUs pass no gradient: the loss stalls and the ratios read tiny (or 0) because the
     # rate was too high, not too low. Their finding explains both.
     dead_layers = {
@@ -258,13 +263,6 @@ def diagnose(
         # went flat at a high value with healthy updates is held there by something else
         # (strong regularization, a small model): underfitting, below.
         still_falling = d_last > 0 and d_last >= 0.5 * max(d_first, 0.0)
-        ratios_low = (
-            bool(ratio_medians)
-            and float(np.median([v for v, _ in ratio_medians.values()])) < lo_band
-        )
-        # Not "too low" when any weight's updates are already large next to it (that leaf
-        # is then reported as too high, and both cannot be said of one rate).
-        any_high = any(v > hi_band for v, _ in ratio_medians.values())
         if (
             rel < 0.1
             and not learned
