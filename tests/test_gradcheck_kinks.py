@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 
 import jax
@@ -364,3 +365,52 @@ def test_a_float64_floor_crossed_on_a_moved_column_is_a_kink():
     r = check_grad(f, W, x, num_checks=None)
     assert r.ok and r.rows[0].kinked == [(0, 0), (1, 0)]
     assert len(r.kink_sites) == 1 and r.kink_sites[0][0].startswith("floor at")
+
+
+_SECOND_LAYERS = {  # the moved column of relu(X @ W), then a second product of each kind
+    "slab contracted, lhs": lambda w, X, M: jnp.maximum(X @ w, 0.0) @ M["V"],
+    "slab contracted, rhs": lambda w, X, M: jnp.einsum("kj,ij->ki", M["B"], jnp.maximum(X @ w, 0)),
+    "slab free, rhs": lambda w, X, M: M["A"] @ jnp.maximum(X @ w, 0.0),
+    "slab free, lhs": lambda w, X, M: jnp.maximum(w.T @ X.T, 0.0) @ M["C"],
+}
+
+
+@pytest.mark.parametrize("name", list(_SECOND_LAYERS))
+def test_a_moved_column_reaches_the_next_product_as_a_rank_one_update(name):
+    fn = _SECOND_LAYERS[name]
+    rng = np.random.default_rng(7)
+    with enable_x64():
+        X, W = jnp.asarray(rng.normal(size=(16, 6))), jnp.asarray(rng.normal(size=(6, 7)))
+        M = {
+            k: jnp.asarray(rng.normal(size=s))
+            for k, s in (("V", (7, 3)), ("B", (3, 7)), ("A", (5, 16)), ("C", (16, 3)))
+        }
+        closed = jax.make_jaxpr(fn)(W, X, M)
+        plan = plan_kinks(closed, [True] + [False] * (len(closed.jaxpr.invars) - 1))
+        rest = [X, *jax.tree.leaves(M)]
+
+        def sparse(k, d):
+            return evaluate_with_decisions(plan, closed.consts, [OneHot(W, k, d), *rest])[0][0]
+
+        def sparse_and_dense(k, d):
+            return sparse(k, d), fn(OneHot(W, k, d).dense(), X, M)
+
+        ks = jnp.arange(W.size, dtype=jnp.int32)
+        ds = jnp.array([1e-5, -1e-5, 3.0])
+        run = jax.vmap(jax.vmap(sparse_and_dense, (None, 0)), (0, None))
+        got, want = (np.asarray(a) for a in jax.jit(run)(ks, ds))
+        # f(x +- h e_k) to rounding (the dense product rounds its own way) ...
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-13 * np.abs(want).max())
+        # ... and no evaluation computes a whole second product: every product that
+        # depends on the moved coordinate contracts one entry (an outer product) or
+        # multiplies one moved slice.
+        batched = jax.make_jaxpr(jax.vmap(lambda k: sparse(k, 1e-5)))(ks)
+        dots = [e for e in batched.jaxpr.eqns if e.primitive.name == "dot_general"]
+        moved = [e for e in dots if any(v.aval.shape[:1] == (W.size,) for v in e.invars)]
+        assert moved
+        for e in moved:
+            (lc, rc), _ = e.params["dimension_numbers"]
+            if math.prod(e.invars[0].aval.shape[a] for a in lc) == 1:
+                continue  # an outer product
+            (slices,) = [v for v in e.invars if v.aval.shape[:1] == (W.size,)]
+            assert math.prod(slices.aval.shape) == W.size * 16, e  # 16 entries of one column

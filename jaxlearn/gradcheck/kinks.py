@@ -627,6 +627,49 @@ def _dot_one_hot(eqn: Any, lhs: Any, rhs: Any) -> Any:
     return upd if inside is None else jnp.where(inside, upd, base_out)
 
 
+def _dot_slab(eqn: Any, lhs: Any, rhs: Any) -> Any | None:
+    """``dot_general`` with one operand a :class:`Slab`, the other dense (None otherwise).
+
+    - The slab's axis is a free axis of its operand: one slice of the product moves, a
+      Slab whose slice is the product of the moved slice (the same sums as that slice of
+      the dense product).
+    - The slab's axis is contracted: every entry of the product moves, by the product of
+      the slice's change with the matching slice of the other operand, a rank-one update
+      ``base_out + (values - base[index]) (x) other[index]``. That is ``f(x +- h e_k)``
+      in real arithmetic; it rounds differently from the dense product (by about the
+      product's own rounding), and the base product's rounding, shared by the two
+      evaluations of a coordinate, cancels in their difference.
+
+    A slab on a batch axis falls back to the dense product.
+    """
+    if isinstance(lhs, Slab) == isinstance(rhs, Slab):
+        return None
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    slab_is_lhs = isinstance(lhs, Slab)
+    s, other = (lhs, rhs) if slab_is_lhs else (rhs, lhs)
+    sc, sb = (lc, lb) if slab_is_lhs else (rc, rb)
+    oc, ob = (rc, rb) if slab_is_lhs else (lc, lb)
+    if s.axis in sb:
+        return None
+    base_out = _bind(eqn, [s.base, other] if slab_is_lhs else [other, s.base])[0]
+    if s.axis in sc:
+        k = list(sc).index(s.axis)
+        other_cut = _slice_at(other, oc[k], s.index)
+        change = (s.values - _slice_at(s.base, s.axis, s.index)).astype(s.values.dtype)
+        ops = [change, other_cut] if slab_is_lhs else [other_cut, change]
+        return base_out + _bind(eqn, ops)[0].astype(base_out.dtype)
+    # A free axis: its place in the output (batch dims, lhs free dims, rhs free dims).
+    nd_l = len(s.shape) if slab_is_lhs else jnp.ndim(other)
+    lfree = [a for a in range(nd_l) if a not in lc and a not in lb]
+    if slab_is_lhs:
+        axis = len(lb) + lfree.index(s.axis)
+    else:
+        rfree = [a for a in range(len(s.shape)) if a not in rc and a not in rb]
+        axis = len(lb) + len(lfree) + rfree.index(s.axis)
+    ops = [s.values, other] if slab_is_lhs else [other, s.values]
+    return Slab(base_out, axis, s.index, _bind(eqn, ops)[0])
+
+
 def _same_or_wider(src: Any, dst: Any) -> bool:
     return jnp.issubdtype(dst, jnp.floating) and jnp.finfo(dst).bits >= jnp.finfo(src).bits
 
@@ -637,6 +680,8 @@ def _linear_rule(eqn: Any, invals: list[Any]) -> Any | None:
     name = eqn.primitive.name
     moved = [isinstance(x, OneHot) for x in invals]
     if not any(moved):
+        if name == "dot_general":
+            return _dot_slab(eqn, *invals)
         return _elementwise_slab(eqn, invals)
     invals = [x if isinstance(x, OneHot) else _plain(x) for x in invals]
     if name == "dot_general" and sum(moved) == 1:
