@@ -650,6 +650,46 @@ def test_a_cached_check_never_judges_a_changed_function_by_its_old_program():
     assert again.ok and again.value != first.value
 
 
+def test_a_repeated_check_uses_the_program_it_dispatched_while_tracing_f_again(monkeypatch):
+    from jaxlearn.gradcheck import check as C
+
+    pending, used = [], []
+    speculate, run = C._speculate, C._run
+    monkeypatch.setattr(C, "_speculate", lambda *a: pending.append(speculate(*a)) or pending[-1])
+    monkeypatch.setattr(C, "_run", lambda *a: used.append(a[8:]) or run(*a))
+    params = {"W": jax.random.normal(jax.random.key(0), (4, 3)), "b": jnp.ones(3)}
+    x = jax.random.normal(jax.random.key(1), (8, 4))
+    scale = {"s": jnp.asarray(1.0)}
+
+    def loss(p, x):
+        return scale["s"] * jnp.mean(jnp.tanh(x @ p["W"] + p["b"]) ** 2)
+
+    def numbers(r):
+        return [np.concatenate([row.numerical, row.analytic]) for row in r.rows]
+
+    first = check_grad(loss, params, x)
+    assert pending == [] and used == [(None,)]  # nothing to run ahead on a first call
+    second = check_grad(loss, params, x)
+    assert pending[-1] is not None and used[-1] == (pending[-1],)
+    for a, b in zip(numbers(first), numbers(second), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Another h (an input of the program): run ahead with it, and used.
+    other = check_grad(loss, params, x, h=1e-4)
+    assert used[-1] == (pending[-1],)
+    assert not np.array_equal(numbers(other)[0], numbers(first)[0])
+    fresh = check_grad(lambda p, x: loss(p, x), params, x, h=1e-4)  # a new function
+    for a, b in zip(numbers(other), numbers(fresh), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # f changed: the old program ran ahead, and its result is dropped.
+    scale["s"] = jnp.asarray(3.0)
+    changed = check_grad(loss, params, x, h=1e-4)
+    assert used[-1] == (pending[-1],) and pending[-1].plan is not None
+    fresh = check_grad(lambda p, x: loss(p, x), params, x, h=1e-4)
+    assert changed.value == fresh.value != other.value
+    for a, b in zip(numbers(changed), numbers(fresh), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_only_user_defined_custom_rules_make_the_cache_trace_the_gradient():
     from jaxlearn.gradcheck.check import _user_rules
 

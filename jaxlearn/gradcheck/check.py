@@ -116,9 +116,13 @@ class _Program:
     compile: float
 
     def __call__(self, *inputs: Any) -> Any:
+        return self.collect(self.compiled(*inputs))
+
+    def collect(self, raw: Any) -> Any:
+        """The outputs of a dispatched call (``self.compiled(*inputs)``, still running)."""
         # One transfer for everything: the pieces are cut from one vector on the host
         # (float64 holds every float and bool output exactly).
-        flat = np.asarray(self.compiled(*inputs))
+        flat = np.asarray(raw)
         out, at = [], 0
         for shape, dtype in self.pieces:
             n = math.prod(shape)
@@ -148,6 +152,37 @@ class _Plan:
     # (checked counts per leaf, forward) -> compiled program; the main check's index inputs.
     programs: dict[tuple, _Program]
     inputs: Any = None
+
+
+@dataclass
+class _Pending:
+    """A plan's main check dispatched before its fingerprint was confirmed."""
+
+    plan: _Plan
+    raw: Any  # the compiled call's output, possibly still being computed
+    wall: float  # perf_counter and process_time at dispatch
+    cpu: float
+
+
+def _speculate(plans: OrderedDict, head: tuple, prob: nm.Problem, h: float) -> _Pending | None:
+    """Dispatch the main check of the plan last used with this signature and options.
+
+    Runs while :func:`_fingerprint` traces ``f`` again (the call is asynchronous): when
+    the fingerprint matches, its result is the check's, and the trace cost nothing
+    more; when ``f`` changed, it is dropped unread. The compiled program calls no Python,
+    so running a stale one has no effect beyond its time. None when no such plan has
+    run its main check yet.
+    """
+    plan = next((p for k, p in reversed(plans.items()) if k[:2] == head), None)
+    if plan is None or plan.inputs is None or plan.inputs[0] != plan.forward:
+        return None
+    prog = plan.programs.get((tuple(len(c) for c in plan.coords), plan.forward))
+    if prog is None:
+        return None
+    pin, fin, _ = plan.inputs[1]
+    wall, cpu = time.perf_counter(), time.process_time()
+    raw = prog.compiled(prob.leaves, prob.others, pin, fin, np.float64(h))
+    return _Pending(plan, raw, wall, cpu)
 
 
 def _index_inputs(
@@ -298,8 +333,12 @@ def _run(
     forward: str,
     seed: int,
     h: float,
+    pending: _Pending | None = None,
 ) -> dict[str, Any]:
     """Run the check of ``coords`` (compiled once per plan, counts and forward mode).
+
+    ``pending``: a main check dispatched with these inputs (see
+    :func:`_speculate`); if it is this plan's, its result is used for the first run.
 
     ``coords[i]`` lists the checked coordinates of leaf ``i`` (in directions mode, the
     direction numbers). Returns per leaf ``vals (n, 2)``, ``steps``, ``crossed``, ``x``,
@@ -322,8 +361,11 @@ def _run(
     prog = plan.programs[pkey]
     runs, cpu = [], []
     for _ in range(max(1, _RUN_REPEATS)):
-        t, c = time.perf_counter(), time.process_time()
-        res = prog(*inputs)
+        if pending is not None and main and pending.plan is plan:
+            t, c, raw, pending = pending.wall, pending.cpu, pending.raw, None
+        else:
+            t, c, raw = time.perf_counter(), time.process_time(), prog.compiled(*inputs)
+        res = prog.collect(raw)
         runs.append(time.perf_counter() - t)
         cpu.append(time.process_time() - c)
     # Split the per-group (and forward) results back into per-leaf pieces.
@@ -684,6 +726,7 @@ def _check_one(
             )
     options = (num_checks, batch_size, seed, kinks, forward, mode, num_directions, leafwise)
     plans = _plans_of(owner) if prob.signature is not None else None
+    pending = _speculate(plans, (prob.signature, options), prob, h) if plans else None
     fp = _fingerprint(prob) if plans is not None else None
     key = (prob.signature, options, fp)
     plan = None if plans is None or fp is None else plans.get(key)
@@ -698,7 +741,7 @@ def _check_one(
         plans.move_to_end(key)
     sites, casts, notes = plan.sites, plan.casts, list(plan.notes)
     forward, coords = plan.forward, plan.coords
-    res = _run(plan, prob.leaves, prob.others, coords, mode, forward, seed, h)
+    res = _run(plan, prob.leaves, prob.others, coords, mode, forward, seed, h, pending)
     timings = dict(res["timings"])
     value = float(res["value"])
     if not math.isfinite(value):
