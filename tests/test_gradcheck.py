@@ -520,7 +520,7 @@ def test_report_prints_a_table():
     assert any(line.startswith("['W1']  3/30") for line in lines)
     assert lines[-1].startswith("OK: max relative error")
     r.assert_ok()
-    assert set(r.timings) == {"trace", "compile", "run", "run_cpu"}
+    assert set(r.timings) == {"trace", "compile", "run", "run_cpu", "fingerprint"}
     with pytest.raises(KeyError, match="no row for leaf"):
         r.row("['W9']")
 
@@ -542,6 +542,7 @@ def test_a_second_check_of_the_same_function_and_shapes_compiles_nothing():
     assert len(traces) == n + 1
     n = len(traces)
     assert second.timings["trace"] == 0.0 and second.timings["compile"] == 0.0
+    assert second.timings["fingerprint"] > 0  # that trace, timed apart
     again = check_grad(f, _params(), X, y, num_checks=3)
     for a, b in zip(first.rows, again.rows, strict=True):
         np.testing.assert_array_equal(a.numerical, b.numerical)

@@ -727,7 +727,9 @@ def _check_one(
     options = (num_checks, batch_size, seed, kinks, forward, mode, num_directions, leafwise)
     plans = _plans_of(owner) if prob.signature is not None else None
     pending = _speculate(plans, (prob.signature, options), prob, h) if plans else None
+    t_fp = time.perf_counter()
     fp = _fingerprint(prob) if plans is not None else None
+    t_fp = time.perf_counter() - t_fp
     key = (prob.signature, options, fp)
     plan = None if plans is None or fp is None else plans.get(key)
     if plan is None:
@@ -742,7 +744,7 @@ def _check_one(
     sites, casts, notes = plan.sites, plan.casts, list(plan.notes)
     forward, coords = plan.forward, plan.coords
     res = _run(plan, prob.leaves, prob.others, coords, mode, forward, seed, h, pending)
-    timings = dict(res["timings"])
+    timings = dict(res["timings"], fingerprint=t_fp)
     value = float(res["value"])
     if not math.isfinite(value):
         raise ValueError(
@@ -1026,7 +1028,7 @@ def check_grad(
     rows = [r for res in results for r in res.rows]
     casts = list(dict.fromkeys(c for res in results for c in res.casts))
     site_counts: dict[str, int] = {}
-    timings = {"trace": 0.0, "compile": 0.0, "run": 0.0, "run_cpu": 0.0}
+    timings = {"trace": 0.0, "compile": 0.0, "run": 0.0, "run_cpu": 0.0, "fingerprint": 0.0}
     notes: list[str] = []
     for res in results:
         for s, c in res.site_counts.items():

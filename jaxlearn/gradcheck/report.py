@@ -180,7 +180,9 @@ class GradCheckReport:
     tolerance) and forward mode agrees with reverse mode. ``str(report)`` is a table;
     ``assert_ok()`` raises an ``AssertionError`` carrying it. ``timings`` holds the seconds
     spent tracing, compiling and running the check's compiled program (``run_cpu``: the
-    process CPU seconds of the run).
+    process CPU seconds of the run) and tracing ``f`` again to confirm that a cached
+    program still computes ``f`` (``fingerprint``). A repeated check starts its cached
+    program before that trace, so its ``run`` spans the ``fingerprint`` time too.
     """
 
     rows: tuple[LeafCheck, ...]
