@@ -309,11 +309,13 @@ def population_size(members: Any, fn: str = "population_size") -> int:
     return n
 
 
-def _shapes(members: Any, shared: tuple) -> tuple[Any, tuple[tuple[Any, str], ...]]:
+def _shapes(members: Any, shared: tuple) -> tuple[Any, tuple[tuple[Any, Any], ...]]:
     """The structure, shapes and dtypes of a call's inputs: what a memory decision is for."""
     leaves, treedef = jax.tree.flatten((members, shared))
+    # The dtype objects themselves (hashable, equal where their names are): naming each one
+    # cost more than the rest of a call's bookkeeping.
     return treedef, tuple(
-        (tuple(np.shape(x)), str(getattr(x, "dtype", type(x).__name__))) for x in leaves
+        (tuple(np.shape(x)), x.dtype if hasattr(x, "dtype") else type(x).__name__) for x in leaves
     )
 
 
@@ -580,13 +582,21 @@ class PopulationFn:
         return jax.tree.unflatten(treedef, leaves), shared
 
     def __call__(self, members: Any, *shared: Any) -> Any:
+        return self.call_with_plan(members, *shared)[0]
+
+    def call_with_plan(self, members: Any, *shared: Any) -> tuple[Any, Plan]:
+        """``(run(members, *shared), plan)``: the results and the :class:`Plan` they ran
+        with, the one ``run.plan(members, *shared)`` reports after the call (with ``"auto"``
+        it may have chunked the members to fit memory), without reading the inputs again."""
         self._caller[0] = weak_getter(self.fn)
         shapes = _shapes(members, shared)
-        plan = self._plan(population_size(members, "population_map"), shapes)
+        n = population_size(members, "population_map")
+        plan = self._plan(n, shapes)
         leaves, placed, impls, treedef = self._prepare(members, shared, plan)
         if self.strategy == "auto" and plan.strategy == "vmap":
-            return self._fitted(plan, impls, treedef, leaves, placed, shapes)
-        return self._program(plan, impls, treedef)(leaves, placed)
+            out = self._fitted(plan, impls, treedef, leaves, placed, shapes)
+            return out, self._plan(n, shapes)  # the memory decision, if the call made one
+        return self._program(plan, impls, treedef)(leaves, placed), plan
 
     def _fitted(
         self,

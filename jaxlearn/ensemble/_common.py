@@ -217,15 +217,12 @@ def to_host(tree: Any) -> Any:
     One array is read directly; several are copied asynchronously first (overlapping the
     copies), except on CPU, where reading each costs less than starting a copy.
     """
-
-    def get(x: Any) -> Any:
+    leaves, treedef = jax.tree.flatten(tree)
+    for i, x in enumerate(leaves):
         if isinstance(x, jax.Array) and not x.is_fully_addressable:
             from jax.experimental import multihost_utils
 
-            return np.asarray(multihost_utils.process_allgather(x, tiled=True))
-        return x
-
-    leaves, treedef = jax.tree.flatten(jax.tree.map(get, tree))
+            leaves[i] = np.asarray(multihost_utils.process_allgather(x, tiled=True))
     arrays = [x for x in leaves if isinstance(x, jax.Array)]
     if len(arrays) > 1 and any(d.platform != "cpu" for x in arrays for d in x.devices()):
         for x in arrays:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import itertools
 import warnings
 import weakref
 from collections.abc import Callable, Mapping, Sequence
@@ -525,7 +526,7 @@ class _ModelInfo(NamedTuple):
 
 
 def _model_info(
-    tr: Trainer, feature: tuple[tuple[int, ...], str], member0: Mapping[str, Any]
+    tr: Trainer, feature: tuple[tuple[int, ...], Any], member0: Mapping[str, Any]
 ) -> _ModelInfo:
     # Shapes only: one member's hyperparameter values stand for every member's.
     def make() -> _ModelInfo:
@@ -634,6 +635,22 @@ def _resolve(
     # it also checks the compiled program against the device's free memory (XLA's memory
     # analysis, not an estimate) and chunks when it does not fit.
     return ("auto", None) if strat == "vmap" else (strat, chunk)
+
+
+def _member_hparams(names: list[str], values: list[Any], n: int) -> list[dict[str, float]]:
+    """Each member's hyperparameters as a dict name -> Python float, from each name's values
+    (a scalar shared by every member or N values)."""
+    if not names:
+        return [{} for _ in range(n)]
+    columns = [np.broadcast_to(np.asarray(v, np.float64), (n,)) for v in values]
+    bits = [c.view(np.int64) for c in columns]
+    if all((b == b[0]).all() for b in bits):
+        # Every member has the same values (to the bit): copies of one dict, the common
+        # case, ten times faster than a dict per row for a large population.
+        first = {k: c[0].item() for k, c in zip(names, columns, strict=True)}
+        return [first.copy() for _ in range(n)]
+    rows = zip(*(c.tolist() for c in columns), strict=True)
+    return list(map(dict, map(zip, itertools.repeat(names, n), rows)))
 
 
 # --------------------------------------------------------------------------- fit_ensemble
@@ -849,7 +866,7 @@ def fit_ensemble(
         if hasattr(x_tr, "dtype")
         else jnp.result_type(x_tr)
     )
-    info = _model_info(tr, (tuple(np.shape(x_tr)[1:]), str(x_dtype)), member0)
+    info = _model_info(tr, (tuple(np.shape(x_tr)[1:]), x_dtype), member0)
     train_d = device_data((x_tr, y_tr), info.num_classes, "train")
     val_d = device_data(val, info.num_classes, "val") if val is not None else None
     # The finite flag decides each step when the Trainer skips non-finite ones: kept then.
@@ -917,12 +934,12 @@ def fit_ensemble(
     while True:
         k = min(per_call, num_epochs - done)
         program = _epochs_program(tr, cfg, k, done == 0)
-        members = (carry, const)
-        carry, out = population.run_population(program, members, train_d, val_d, **run_options)
+        run = population.population_map(program, **run_options)
+        (carry, out), ran = run.call_with_plan((carry, const), train_d, val_d)
         if plan is None:
             # What the first call ran (with "auto" it may have chunked the members to fit
             # memory) is what every later call runs: one decision for the whole run.
-            plan = population.population_map(program, **run_options).plan(members, train_d, val_d)
+            plan = ran
             run_options = {
                 "strategy": plan.strategy,
                 "chunk_size": plan.chunk_size,
@@ -968,15 +985,14 @@ def fit_ensemble(
     states = states._replace(key=run_keys)
 
     # Non-finite steps: by the finite flag where recorded, else by the loss.
-    ok = np.asarray(history.finite if history.finite.shape[1] else np.isfinite(history.loss))
-    first = np.argmin(ok, axis=1) if ok.shape[1] else np.zeros(n_members, np.int64)
-    all_ok: list[bool] = np.all(ok, axis=1).tolist()
-    first_bad = [None if fine else int(f) for f, fine in zip(first.tolist(), all_ok, strict=True)]
+    ok = history.finite if history.finite.shape[1] else np.isfinite(history.loss)
+    all_ok = ok.all(axis=1)
+    first_bad: list[int | None] = [None] * n_members
+    if not all_ok.all():
+        for i in np.flatnonzero(~all_ok).tolist():
+            first_bad[i] = int(np.argmin(ok[i]))
     names = [*tr.hparams, *(k for k in hp if k not in tr.hparams)]
-    columns = [
-        np.broadcast_to(np.asarray(hp.get(k, tr.hparams.get(k)), np.float64), (n_members,)).tolist()
-        for k in names
-    ]
+    values = [hp.get(k, tr.hparams.get(k)) for k in names]
     meta = {
         "num_members": n_members,
         "batch_size": tr.batch_size,
@@ -989,9 +1005,7 @@ def fit_ensemble(
         "chunk_size": plan.chunk_size,
         "num_devices": plan.num_devices,
         "average": average,
-        "hparams": [dict(zip(names, row, strict=True)) for row in zip(*columns, strict=True)]
-        if names
-        else [{} for _ in range(n_members)],
+        "hparams": _member_hparams(names, values, n_members),
         "first_nonfinite_step": first_bad,
         "stop_reason": "completed",
         "leaf_shapes": info.leaf_shapes,

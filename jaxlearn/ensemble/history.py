@@ -126,12 +126,14 @@ def assemble(
     """
     n, e = epochs.shape[:2]
     flat = steps.reshape(n, -1, len(step_fields))
+    at = {f: i for i, f in enumerate(step_fields)}
     # Views into the two arrays (no copies): a metric is a column of its block.
 
     def step(name: str) -> np.ndarray:
-        if name not in step_fields:
+        i = at.get(name)
+        if i is None:
             return np.zeros((n, 0), bool if name == "finite" else flat.dtype)
-        col = flat[..., step_fields.index(name)]
+        col = flat[..., i]
         return col > 0 if name == "finite" else col
 
     def epoch(name: str) -> np.ndarray:
@@ -147,8 +149,12 @@ def assemble(
             activations.setdefault(layer, {})[stat] = epoch(f)
     improved = epoch("improved") > 0
     # The last improvement is the best epoch (1-based; 0 when none).
-    last = e - np.argmax(improved[:, ::-1], axis=1) if e else np.zeros(n, np.int64)
-    best = np.where(improved.any(axis=1), last, 0).astype(np.int64)
+    best = np.zeros(n, np.int64)
+    if e:
+        ever = improved.any(axis=1)
+        if ever.any():
+            last = e - np.argmax(improved[:, ::-1], axis=1)
+            best = np.where(ever, last, 0).astype(np.int64)
     return EnsembleHistory(
         step("loss"),
         step("batch_accuracy"),
