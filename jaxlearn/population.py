@@ -284,6 +284,10 @@ def population_size(members: Any, fn: str = "population_size") -> int:
         >>> population_size({"lr": jnp.ones(5), "key": jax.random.split(jax.random.key(0), 5)})
         5
     """
+    size = _leading_size(jax.tree.leaves(members))
+    if size is not None:
+        return size
+    # Something is wrong: find it, with the leaf's path.
     leaves = jax.tree_util.tree_flatten_with_path(members)[0]
     if not leaves:
         raise ValueError(f"{fn}: `members` has no array leaves; expected a pytree of arrays.")
@@ -309,12 +313,29 @@ def population_size(members: Any, fn: str = "population_size") -> int:
     return n
 
 
-def _shapes(members: Any, shared: tuple) -> tuple[Any, tuple[tuple[Any, Any], ...]]:
+def _leading_size(leaves: list[Any]) -> int | None:
+    """N when every leaf has a leading axis of one size N >= 1, else None (then
+    :func:`population_size` says what is wrong)."""
+    n: int | None = None
+    for leaf in leaves:
+        shape = np.shape(leaf) if hasattr(leaf, "shape") else ()
+        if not shape or (n is not None and shape[0] != n):
+            return None
+        n = shape[0]
+    return int(n) if n else None
+
+
+def _shapes(members: Any, shared: tuple) -> Any:
     """The structure, shapes and dtypes of a call's inputs: what a memory decision is for."""
-    leaves, treedef = jax.tree.flatten((members, shared))
+    leaves, treedef = jax.tree.flatten(members)
+    shared_leaves, shared_def = jax.tree.flatten(shared)
+    return _shape_key(treedef, shared_def, leaves + shared_leaves)
+
+
+def _shape_key(treedef: Any, shared_def: Any, leaves: list[Any]) -> Any:
     # The dtype objects themselves (hashable, equal where their names are): naming each one
     # cost more than the rest of a call's bookkeeping.
-    return treedef, tuple(
+    return (treedef, shared_def), tuple(
         (tuple(np.shape(x)), x.dtype if hasattr(x, "dtype") else type(x).__name__) for x in leaves
     )
 
@@ -553,33 +574,36 @@ class PopulationFn:
         self._programs[key] = program
         return program
 
-    def _prepare(self, members: Any, shared: tuple, plan: Plan) -> tuple[list, tuple, tuple, Any]:
-        """Members as padded leaves (keys as raw data) and shared, on the devices."""
-        leaves, treedef = jax.tree.flatten(members)
+    def _prepare(
+        self, leaves: list[Any], shared_leaves: list[Any], shared_def: Any, plan: Plan
+    ) -> tuple[list, tuple, tuple]:
+        """The members' leaves padded (keys as raw data), their key implementations, and
+        shared (unflattened), on the devices."""
         leaves, impls = _raw_keys([_as_leaf(x) for x in leaves])
         leaves = [_pad_leaf(x, plan.padded_size) for x in leaves]
-        shared = jax.tree.map(_shared_leaf, shared)
+        shared = jax.tree.unflatten(shared_def, [_shared_leaf(x) for x in shared_leaves])
         if plan.num_devices == 1:
             if self._devices is not None:
                 leaves, shared = jax.device_put((leaves, shared), self._devices[0])
             # Else the jitted call itself transfers the host leaves to the default device,
             # all in one go (cheaper than a separate jax.device_put of the tree).
-            return leaves, shared, impls, treedef
+            return leaves, shared, impls
         split, replicated = self._shardings(self.devices())
         leaves, shared = jax.tree.map(_to_host_for_processes, (leaves, shared))
         leaves, shared = jax.device_put(
             (leaves, shared),
             ([split] * len(leaves), jax.tree.map(lambda _: replicated, shared)),
         )
-        return leaves, shared, impls, treedef
+        return leaves, shared, impls
 
     def place(self, members: Any, shared: tuple, plan: Plan) -> tuple[Any, tuple]:
         """Pad ``members`` to the plan's size and put them and ``shared`` on the devices.
 
         Typed keys are placed as their raw key data (see the module docstring).
         """
-        leaves, shared, _, treedef = self._prepare(members, shared, plan)
-        return jax.tree.unflatten(treedef, leaves), shared
+        leaves, treedef = jax.tree.flatten(members)
+        leaves, placed, _ = self._prepare(leaves, *jax.tree.flatten(shared), plan)
+        return jax.tree.unflatten(treedef, leaves), placed
 
     def __call__(self, members: Any, *shared: Any) -> Any:
         return self.call_with_plan(members, *shared)[0]
@@ -589,10 +613,13 @@ class PopulationFn:
         with, the one ``run.plan(members, *shared)`` reports after the call (with ``"auto"``
         it may have chunked the members to fit memory), without reading the inputs again."""
         self._caller[0] = weak_getter(self.fn)
-        shapes = _shapes(members, shared)
-        n = population_size(members, "population_map")
+        # Each input tree is flattened once: the shapes, the size and the placement read it.
+        leaves, treedef = jax.tree.flatten(members)
+        shared_leaves, shared_def = jax.tree.flatten(shared)
+        shapes = _shape_key(treedef, shared_def, leaves + shared_leaves)
+        n = _leading_size(leaves) or population_size(members, "population_map")
         plan = self._plan(n, shapes)
-        leaves, placed, impls, treedef = self._prepare(members, shared, plan)
+        leaves, placed, impls = self._prepare(leaves, shared_leaves, shared_def, plan)
         if self.strategy == "auto" and plan.strategy == "vmap":
             out = self._fitted(plan, impls, treedef, leaves, placed, shapes)
             return out, self._plan(n, shapes)  # the memory decision, if the call made one

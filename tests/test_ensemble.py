@@ -455,6 +455,26 @@ def test_calls_again_with_a_model_reuse_its_program_and_check_jax_data_once(monk
     assert len(traces) == n_traces
 
 
+def test_meta_reports_each_members_own_hparams_and_seeds():
+    x, y = _tiny()
+    tr = jaxlearn.trainer(jaxlearn.linear(4, 2), batch_size=8, hparams={"learning_rate": 0.1})
+    kw = dict(num_epochs=1, train_eval_size=0, hparams={"l2": [0.0, -0.0, 0.25], "l1": 0.5})
+    r = fit_ensemble(tr, (x, y), num_members=3, **kw)
+    hp = r.history.meta["hparams"]
+    assert [sorted(h) for h in hp] == [["l1", "l2", "learning_rate"]] * 3
+    assert [h["learning_rate"] for h in hp] == [0.1] * 3  # the Trainer's own value
+    assert [h["l2"] for h in hp] == [0.0, 0.0, 0.25]
+    assert [np.copysign(1.0, h["l2"]) for h in hp] == [1.0, -1.0, 1.0]  # bit for bit
+    assert [h["l1"] for h in hp] == [0.5, 0.5, 0.5]
+    hp[0]["l1"] = 9.0  # one dict per member, not one shared
+    assert [h["l1"] for h in hp] == [9.0, 0.5, 0.5]
+    # The default seeds are the members' keys, and give what the same seeds given do.
+    assert r.keys.dtype == np.int64 and r.keys.tolist() == [0, 1, 2]
+    same = fit_ensemble(tr, (x, y), keys=[0, 1, 2], **kw)
+    np.testing.assert_array_equal(r.params["W1"], same.params["W1"])
+    np.testing.assert_array_equal(r.history.loss, same.history.loss)
+
+
 def test_epoch_schedules_count_each_members_own_epochs():
     x, y = _tiny(n=64)
     idx = np.stack([np.arange(0, 32), np.arange(32, 64)])  # 4 steps per member epoch

@@ -354,6 +354,29 @@ def test_auto_runs_chunks_when_the_vmapped_program_does_not_fit(monkeypatch):
     assert run.plan({"w": jnp.arange(4.0)}).strategy == "vmap"
 
 
+def test_call_with_plan_reports_the_plan_the_call_ran(monkeypatch):
+    import jaxlearn.population as pop
+
+    # As on an accelerator whose device holds 2 of the 8 members (see the test above).
+    monkeypatch.setattr(pop, "choose_strategy", lambda per, backend, chunk: ("vmap", None))
+    monkeypatch.setattr(pop, "_free_memory", lambda device: 1000)
+    monkeypatch.setattr(pop, "_memory_needed", lambda compiled: (3200, 0))
+    run = pop.population_map(lambda m, x: m["w"] * x)
+    members = {"w": jnp.arange(8.0)}
+    out, plan = run.call_with_plan(members, 2.0)  # the call that decides to chunk
+    np.testing.assert_allclose(out, 2.0 * np.arange(8.0))
+    assert plan[:2] == ("chunked", 2) and plan == run.plan(members, 2.0)
+    out, plan = pop.population_map(lambda m: m * 2, strategy="sequential").call_with_plan(
+        jnp.arange(3.0)
+    )
+    np.testing.assert_allclose(out, [0.0, 2.0, 4.0])
+    assert (plan.strategy, plan.population_size, plan.chunk_size) == ("sequential", 3, None)
+    with pytest.raises(ValueError, match=r"leaf \['b'\] has 2 members but \['w'\] has 3"):
+        run.call_with_plan({"w": jnp.ones(3), "b": jnp.ones(2)}, 1.0)
+    with pytest.raises(ValueError, match="the population is empty"):
+        run.call_with_plan({"w": jnp.ones(0)}, 1.0)
+
+
 def test_memory_needed_reads_the_compiled_programs_analysis():
     import jaxlearn.population as pop
 

@@ -607,6 +607,25 @@ def _measure(
     return strategy, int(chunk) if chunk else None
 
 
+_SEEDS: dict[int, jax.Array] = {}
+
+
+def _default_seeds(n: int) -> Any:
+    """The seeds 0..N-1 of ``num_members=N``, placed once on the default device: a call
+    with them moves nothing to the device before its program runs (the values of the host
+    seeds, which the result's ``keys`` still reports)."""
+    out = _SEEDS.get(n)
+    if out is None:
+        seeds = np.arange(n, dtype=np.uint32)
+        out = jnp.asarray(seeds)
+        if is_tracer(out):  # called inside a transformation: nothing to keep
+            return seeds
+        if len(_SEEDS) >= 8:
+            _SEEDS.clear()
+        _SEEDS[n] = out
+    return out
+
+
 def _resolve(
     strategy: str,
     chunk_size: int | None,
@@ -642,15 +661,17 @@ def _member_hparams(names: list[str], values: list[Any], n: int) -> list[dict[st
     (a scalar shared by every member or N values)."""
     if not names:
         return [{} for _ in range(n)]
-    columns = [np.broadcast_to(np.asarray(v, np.float64), (n,)) for v in values]
-    bits = [c.view(np.int64) for c in columns]
-    if all((b == b[0]).all() for b in bits):
-        # Every member has the same values (to the bit): copies of one dict, the common
-        # case, ten times faster than a dict per row for a large population.
-        first = {k: c[0].item() for k, c in zip(names, columns, strict=True)}
+    arrays = [np.asarray(v) for v in values]
+    if all(a.ndim == 0 or (a.shape == (n,) and a.strides == (0,)) for a in arrays):
+        # One value per name (a scalar, or one broadcast to every member): copies of one
+        # dict, ten times faster than a dict per row for a large population.
+        first = {
+            k: np.asarray(a if a.ndim == 0 else a[0], np.float64).item()
+            for k, a in zip(names, arrays, strict=True)
+        }
         return [first.copy() for _ in range(n)]
-    rows = zip(*(c.tolist() for c in columns), strict=True)
-    return list(map(dict, map(zip, itertools.repeat(names, n), rows)))
+    columns = [np.broadcast_to(np.asarray(a, np.float64), (n,)).tolist() for a in arrays]
+    return list(map(dict, map(zip, itertools.repeat(names, n), zip(*columns, strict=True))))
 
 
 # --------------------------------------------------------------------------- fit_ensemble
@@ -894,6 +915,8 @@ def fit_ensemble(
 
     carry: Any = hp
     const: dict[str, Any] = {"seed": seeds} if seeds is not None else {"key": key_data}
+    if keys is None and devices is None and jax.device_count() == 1:
+        const["seed"] = _default_seeds(n_members)  # 0..N-1, already on the device
     if m_idx is not None:
         const["indices"] = m_idx
     per_call = num_epochs if epochs_per_call is None else min(epochs_per_call, num_epochs)
