@@ -669,7 +669,7 @@ def test_a_repeated_check_uses_the_program_it_dispatched_while_tracing_f_again(m
         return [np.concatenate([row.numerical, row.analytic]) for row in r.rows]
 
     first = check_grad(loss, params, x)
-    assert pending == [] and used == [(None,)]  # nothing to run ahead on a first call
+    assert pending == [None] and used == [(None,)]  # nothing to run ahead on a first call
     second = check_grad(loss, params, x)
     assert pending[-1] is not None and used[-1] == (pending[-1],)
     for a, b in zip(numbers(first), numbers(second), strict=True):
@@ -689,6 +689,57 @@ def test_a_repeated_check_uses_the_program_it_dispatched_while_tracing_f_again(m
     assert changed.value == fresh.value != other.value
     for a, b in zip(numbers(changed), numbers(fresh), strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_program_that_calls_back_into_python_is_never_run_ahead_for_a_changed_f():
+    seen = []
+
+    def guard(s):
+        seen.append(float(s[0]))
+        if float(s[0]) > 2:
+            raise ValueError("scale too large")
+
+    scale = {"s": jnp.full(3, 5.0)}
+
+    def f(p, x):
+        jax.debug.callback(guard, scale["s"])
+        return jnp.sum(jnp.sin(x @ p["W"]) * scale["s"])
+
+    p = {"W": jax.random.normal(jax.random.key(0), (4, 3))}
+    x = jax.random.normal(jax.random.key(1), (8, 4))
+    with pytest.raises(Exception, match="scale too large"):
+        check_grad(f, p, x, num_checks=2, forward="none")
+        jax.effects_barrier()
+    scale["s"] = jnp.ones(3)  # fixed: the old program (and its callback) must not run
+    seen.clear()
+    assert check_grad(f, p, x, num_checks=2, forward="none").ok
+    jax.effects_barrier()
+    assert seen and set(seen) == {1.0}
+
+
+class _ByIdentity:
+    """A static argument hashed by identity whose == is elementwise (as a torch tensor's)."""
+
+    def __init__(self, w):
+        self.w = np.asarray(w)
+
+    def __hash__(self):
+        return id(self)
+
+    def __eq__(self, other):
+        return self.w == getattr(other, "w", other)
+
+
+def test_a_static_argument_with_an_elementwise_eq_is_looked_up_by_hash():
+    p = {"W": jax.random.normal(jax.random.key(0), (4, 3))}
+    x = jax.random.normal(jax.random.key(1), (8, 4))
+
+    def f(p, x, t):
+        return jnp.sum(jnp.sin(x @ p["W"]) * t.w)
+
+    one = check_grad(f, p, x, _ByIdentity([1.0, 1.0, 1.0]), num_checks=2)
+    two = check_grad(f, p, x, _ByIdentity([2.0, 2.0, 2.0]), num_checks=2)
+    assert one.ok and two.ok and two.value == pytest.approx(2 * one.value, rel=1e-12)
 
 
 def test_only_user_defined_custom_rules_make_the_cache_trace_the_gradient():

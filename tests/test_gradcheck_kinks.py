@@ -414,3 +414,16 @@ def test_a_moved_column_reaches_the_next_product_as_a_rank_one_update(name):
                 continue  # an outer product
             (slices,) = [v for v in e.invars if v.aval.shape[:1] == (W.size,)]
             assert math.prod(slices.aval.shape) == W.size * 16, e  # 16 entries of one column
+
+
+def test_a_moved_comparison_reaching_a_boolean_product_takes_the_dense_product():
+    rng = np.random.default_rng(0)
+    X, W, B = rng.normal(size=(8, 5)), rng.normal(size=(5, 6)), rng.normal(size=(6, 3)) > 0
+
+    def f(p, X, B):
+        z = X @ p["W"]
+        active = (z > 0) @ B  # a dot_general of booleans, fed by the moved column
+        return jnp.sum(jnp.sin(z)) + jnp.sum(active.astype(z.dtype))
+
+    r = check_grad(f, {"W": W}, X, B, num_checks=None, forward="none")
+    assert r.ok and r.max_relative_error < 1e-7

@@ -10,7 +10,7 @@ import warnings
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import jax
@@ -57,9 +57,9 @@ _RUN_REPEATS = 1
 _FORWARD = ("directions", "coordinates", "none")
 # Random directions per leaf for the forward-vs-reverse comparison.
 _forward_directions = 1
-# f -> {(signature, options): _Plan}: a second check of the same function at the same
-# shapes, dtypes, static args and options compiles nothing. Keyed weakly on f; a plan holds
-# f only weakly and no user array, so neither outlives the caller's references.
+# f -> its _Cache: a second check of the same function at the same shapes, dtypes, static
+# args and options compiles nothing. Keyed weakly on f; a plan holds f only weakly and no
+# user array, so neither outlives the caller's references.
 _PLANS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 _PLANS_PER_FUNCTION = 8
 
@@ -151,7 +151,29 @@ class _Plan:
     batches: list[int]
     # (checked counts per leaf, forward) -> compiled program; the main check's index inputs.
     programs: dict[tuple, _Program]
+    effects: bool  # f has side effects (callbacks): its program is never run ahead
     inputs: Any = None
+
+
+@dataclass
+class _Cache:
+    """The plans of one function."""
+
+    # (signature, options, fingerprint) -> plan, the least recently used first
+    plans: OrderedDict = field(default_factory=OrderedDict)
+    # (signature, options) -> the plan last used with them, whatever f's fingerprint
+    last: dict = field(default_factory=dict)
+
+    def use(self, head: tuple, fp: Any, plan: _Plan) -> None:
+        """Record ``plan`` as the last used for ``head`` (and keep at most
+        ``_PLANS_PER_FUNCTION`` plans)."""
+        key = (*head, fp)
+        self.plans[key] = plan
+        self.plans.move_to_end(key)
+        self.last[head] = plan
+        while len(self.plans) > _PLANS_PER_FUNCTION:
+            old = self.plans.pop(next(iter(self.plans)))
+            self.last = {k: p for k, p in self.last.items() if p is not old}
 
 
 @dataclass
@@ -164,24 +186,27 @@ class _Pending:
     cpu: float
 
 
-def _speculate(plans: OrderedDict, head: tuple, prob: nm.Problem, h: float) -> _Pending | None:
-    """Dispatch the main check of the plan last used with this signature and options.
+def _speculate(plan: _Plan | None, prob: nm.Problem, h: float) -> _Pending | None:
+    """Dispatch the main check of ``plan``, the last used with this signature and options.
 
     Runs while :func:`_fingerprint` traces ``f`` again (the call is asynchronous): when
     the fingerprint matches, its result is the check's, and the trace cost nothing
-    more; when ``f`` changed, it is dropped unread. The compiled program calls no Python,
-    so running a stale one has no effect beyond its time. None when no such plan has
-    run its main check yet.
+    more; when ``f`` changed, it is dropped unread. A program that calls back into
+    Python (``jax.debug.callback``, ``io_callback``, ``jax.debug.print``) is never run
+    ahead: the old ``f``'s callbacks would run (and could raise) in the check of the new
+    one. None when nothing is run ahead.
     """
-    plan = next((p for k, p in reversed(plans.items()) if k[:2] == head), None)
-    if plan is None or plan.inputs is None or plan.inputs[0] != plan.forward:
+    if plan is None or plan.effects or plan.inputs is None or plan.inputs[0] != plan.forward:
         return None
     prog = plan.programs.get((tuple(len(c) for c in plan.coords), plan.forward))
     if prog is None:
         return None
     pin, fin, _ = plan.inputs[1]
     wall, cpu = time.perf_counter(), time.process_time()
-    raw = prog.compiled(prob.leaves, prob.others, pin, fin, np.float64(h))
+    try:
+        raw = prog.compiled(prob.leaves, prob.others, pin, fin, np.float64(h))
+    except Exception:  # noqa: BLE001 - the check runs it again, and reports what it raises
+        return None
     return _Pending(plan, raw, wall, cpu)
 
 
@@ -560,10 +585,10 @@ def _random_note(closed: Any) -> str | None:
     )
 
 
-def _plans_of(owner: Any) -> OrderedDict | None:
+def _cache_of(owner: Any) -> _Cache | None:
     """The cached plans of the function `owner` (None if it cannot be weakly referenced)."""
     try:
-        return _PLANS.setdefault(owner, OrderedDict())
+        return _PLANS.setdefault(owner, _Cache())
     except TypeError:
         return None
 
@@ -647,6 +672,7 @@ def _make_plan(
         everything=everything,
         batches=batches,
         programs={},
+        effects=bool(closed.effects),
     )
 
 
@@ -725,22 +751,17 @@ def _check_one(
                 "transformations."
             )
     options = (num_checks, batch_size, seed, kinks, forward, mode, num_directions, leafwise)
-    plans = _plans_of(owner) if prob.signature is not None else None
-    pending = _speculate(plans, (prob.signature, options), prob, h) if plans else None
+    cache = _cache_of(owner) if prob.signature is not None else None
+    head = (prob.signature, options)
+    pending = _speculate(cache.last.get(head), prob, h) if cache is not None else None
     t_fp = time.perf_counter()
-    fp = _fingerprint(prob) if plans is not None else None
+    fp = _fingerprint(prob) if cache is not None else None
     t_fp = time.perf_counter() - t_fp
-    key = (prob.signature, options, fp)
-    plan = None if plans is None or fp is None else plans.get(key)
+    plan = None if cache is None or fp is None else cache.plans.get((*head, fp))
     if plan is None:
         plan = _make_plan(fn, prob, *options)
-        if plans is not None and fp is not None:
-            plans[key] = plan
-            while len(plans) > _PLANS_PER_FUNCTION:
-                plans.pop(next(iter(plans)))
-    else:
-        assert plans is not None  # a cached plan came from plans
-        plans.move_to_end(key)
+    if cache is not None and fp is not None:
+        cache.use(head, fp, plan)
     sites, casts, notes = plan.sites, plan.casts, list(plan.notes)
     forward, coords = plan.forward, plan.coords
     res = _run(plan, prob.leaves, prob.others, coords, mode, forward, seed, h, pending)

@@ -640,7 +640,8 @@ def _dot_slab(eqn: Any, lhs: Any, rhs: Any) -> Any | None:
       product's own rounding), and the base product's rounding, shared by the two
       evaluations of a coordinate, cancels in their difference.
 
-    A slab on a batch axis falls back to the dense product.
+    A slab on a batch axis, or a contracted slab of integers or booleans, falls back to
+    the dense product.
     """
     if isinstance(lhs, Slab) == isinstance(rhs, Slab):
         return None
@@ -653,6 +654,8 @@ def _dot_slab(eqn: Any, lhs: Any, rhs: Any) -> Any | None:
         return None
     base_out = _bind(eqn, [s.base, other] if slab_is_lhs else [other, s.base])[0]
     if s.axis in sc:
+        if not jnp.issubdtype(jnp.result_type(s.values), jnp.inexact):
+            return None  # booleans have no change to multiply: the dense product
         k = list(sc).index(s.axis)
         other_cut = _slice_at(other, oc[k], s.index)
         change = (s.values - _slice_at(s.base, s.axis, s.index)).astype(s.values.dtype)
