@@ -887,16 +887,17 @@ def test_directions_on_large_parameters_compare_the_step_actually_taken():
     assert report.ok and report.max_relative_error < 1e-9, report
 
 
-def test_max_pooling_is_noted_as_an_untracked_kink():
+def test_a_pooling_window_too_wide_to_fingerprint_is_noted_as_an_untracked_kink():
     from jax import lax
 
     p = jnp.array([[0.5 + 1e-7, 0.5], [0.1, 0.2]])
 
-    def pool(p):
-        return jnp.sum(lax.reduce_window(p, -jnp.inf, lax.max, (2, 2), (2, 2), "VALID") * 3.0)
+    def pool(p, window):
+        return jnp.sum(lax.reduce_window(p, -jnp.inf, lax.max, window, (1, 1), "SAME") * 3.0)
 
-    report = check_grad(pool, p, num_checks=None)
-    assert "kinks inside `reduce_window_max` are not tracked (opaque primitive)" in report.notes
+    note = "kinks inside `reduce_window_max` are not tracked (opaque primitive)"
+    assert note not in check_grad(pool, p, (2, 2), num_checks=None).notes
+    assert note in check_grad(pool, p, (9, 9), num_checks=None).notes  # 81 > 64 elements
 
 
 def test_any_seed_up_to_and_past_32_bits_checks_and_negative_seeds_are_refused():

@@ -427,3 +427,83 @@ def test_a_moved_comparison_reaching_a_boolean_product_takes_the_dense_product()
 
     r = check_grad(f, {"W": W}, X, B, num_checks=None, forward="none")
     assert r.ok and r.max_relative_error < 1e-7
+
+
+def _window_entry(o, k, strides, dilation, pads):
+    """Index of element ``k`` of pooling window ``o`` in the unpadded input."""
+    return tuple(
+        oo * s + kk * d - lo
+        for oo, kk, s, d, (lo, _) in zip(o, k, strides, dilation, pads, strict=True)
+    )
+
+
+def _inside(at, shape):
+    return all(0 <= a < n for a, n in zip(at, shape, strict=True))
+
+
+def _pool_winners(x, window, strides, pads, dilation, largest):
+    """The winner (first best, row-major window order) of every pooling window, by loops."""
+    out = [
+        (n + lo + hi - ((w - 1) * d + 1)) // s + 1
+        for n, w, s, (lo, hi), d in zip(x.shape, window, strides, pads, dilation, strict=True)
+    ]
+    winners = {}
+    for o in np.ndindex(*out):
+        best, arg = None, None
+        for k in np.ndindex(*window):
+            at = _window_entry(o, k, strides, dilation, pads)
+            if not _inside(at, x.shape):
+                continue
+            if best is None or (x[at] > best if largest else x[at] < best):
+                best, arg = x[at], k
+        winners[o] = arg
+    return winners
+
+
+@pytest.mark.parametrize(
+    "window, strides, pads, dilation, largest",
+    [
+        ((2, 2), (2, 2), ((0, 0), (0, 0)), (1, 1), True),  # max pooling
+        ((3, 3), (2, 2), ((1, 1), (1, 1)), (1, 1), True),  # overlapping, padded ("SAME")
+        ((2, 3), (1, 2), ((0, 1), (1, 0)), (1, 1), False),  # min, uneven padding
+    ],
+)
+def test_a_pooling_window_whose_winner_changes_is_a_kink(window, strides, pads, dilation, largest):
+    rng = np.random.default_rng(8)
+    p = {"x": rng.normal(size=(7, 8))}
+    # Every fourth window's best two entries within 0.3 h of each other: a tie crossed.
+    base = _pool_winners(p["x"], window, strides, pads, dilation, largest)
+    for n, (o, k) in enumerate(sorted(base.items())):
+        others = [
+            at
+            for j in np.ndindex(*window)
+            if j != k
+            for at in [_window_entry(o, j, strides, dilation, pads)]
+            if _inside(at, p["x"].shape)
+        ]
+        if n % 4 == 0 and others:
+            step = 0.3 * H if largest else -0.3 * H
+            p["x"][others[0]] = p["x"][_window_entry(o, k, strides, dilation, pads)] - step
+    c = rng.normal(size=len(base))
+    reduce = lax.max if largest else lax.min
+    init = -np.inf if largest else np.inf
+
+    def f(p):
+        pooled = lax.reduce_window(p["x"], init, reduce, window, strides, pads, None, dilation)
+        return jnp.sum(pooled.reshape(-1) * c) + 0.1 * jnp.sum(p["x"] ** 2)
+
+    want = set()
+    for k in range(p["x"].size):
+        moved = []
+        for step in (H, -H):
+            q = p["x"].copy()
+            q.reshape(-1)[k] += step
+            moved.append(_pool_winners(q, window, strides, pads, dilation, largest))
+        if moved[0] != moved[1]:
+            want.add(tuple(int(i) for i in np.unravel_index(k, p["x"].shape)))
+    assert len(want) >= 4
+    r = check_grad(f, p, num_checks=None, forward="none")
+    assert {tuple(int(i) for i in k) for k in r.row("['x']").kinked} == want
+    assert r.ok and not any("not tracked" in n for n in r.notes)
+    blind = check_grad(f, p, num_checks=None, forward="none", kinks=False)
+    assert not blind.ok

@@ -5,8 +5,9 @@ two sides of a kink (a ReLU at 0, the hinge of an SVM, the winner of a max). To 
 ``f`` is traced to its jaxpr once and evaluated by a small interpreter that also computes,
 for every *decision* (the winner of ``max``/``min``, comparisons and ``select_n``
 predicates, ``abs``/``sign``, ``argmax``, ``sort`` order, ``floor``/``round``,
-``clamp``, float-to-int casts, ``cond`` branch indices, ``while`` trip counts), its
-outcome. Two evaluations crossed a kink exactly when an outcome differs, which the checker
+``clamp``, float-to-int casts, the winner of each max- or min-pooling window
+(``reduce_window_max``/``_min`` of up to 64 elements a window), ``cond`` branch indices,
+``while`` trip counts), its outcome. Two evaluations crossed a kink exactly when an outcome differs, which the checker
 tests inside the same vmapped pass that computes ``f(x +- h)``.
 
 Only decisions that matter are recorded: their inputs must depend on the parameters and
@@ -20,6 +21,7 @@ one flipped decision always changes it, several collide with probability about `
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -65,12 +67,16 @@ _DECISIONS = _COMPARISONS | {
     "top_k",
     "rem",
     "convert_element_type",
+    "reduce_window_max",
+    "reduce_window_min",
 }
-# Non-smooth primitives whose winners are not fingerprinted (max pooling's windows): the
-# report notes them, so a failure near a tie there is not read as a sure bug.
-_UNTRACKED = frozenset(
-    {"reduce_window_max", "reduce_window_min", "select_and_scatter_add", "select_and_gather_add"}
-)
+# Non-smooth primitives whose winners are not fingerprinted (the selections inside max
+# pooling's derivatives): the report notes them, so a failure near a tie there is not read
+# as a sure bug.
+_UNTRACKED = frozenset({"select_and_scatter_add", "select_and_gather_add"})
+# Pooling windows of more elements than this are not fingerprinted (one strided slice of
+# the input per window element): the report notes them as untracked.
+_MAX_WINDOW = 64
 # Call-like primitives whose body is evaluated inline (parameter holding the body).
 _CALLS = {
     "jit": "jaxpr",
@@ -280,8 +286,14 @@ def plan_kinks(
             continue
         if not record:
             continue
-        if name in _UNTRACKED or any(
-            isinstance(p, (_CORE.Jaxpr, _CORE.ClosedJaxpr)) for p in eqn.params.values()
+        too_wide = (
+            name in ("reduce_window_max", "reduce_window_min")
+            and math.prod(eqn.params["window_dimensions"]) > _MAX_WINDOW
+        )
+        if (
+            too_wide
+            or name in _UNTRACKED
+            or any(isinstance(p, (_CORE.Jaxpr, _CORE.ClosedJaxpr)) for p in eqn.params.values())
         ):
             plan.opaque.append(name)
             continue
@@ -344,6 +356,36 @@ def _winner(x: jax.Array, axes: tuple[int, ...], largest: bool) -> jax.Array:
     return jnp.argmax(xt, axis=-1) if largest else jnp.argmin(xt, axis=-1)
 
 
+def _window_winner(x: jax.Array, params: dict[str, Any], largest: bool) -> jax.Array:
+    """Which element of each pooling window won (``reduce_window_max``/``_min``).
+
+    The input padded (and base-dilated) with the identity of the reduction, as the
+    primitive pads it, then one strided slice per window element: the winner is the
+    argmax (argmin) over those slices, an int per output entry.
+    """
+    dims, strides = params["window_dimensions"], params["window_strides"]
+    dil = params["window_dilation"]
+    dtype = jnp.result_type(x)
+    if jnp.issubdtype(dtype, jnp.inexact):
+        fill = -jnp.inf if largest else jnp.inf
+    else:
+        fill = jnp.iinfo(dtype).min if largest else jnp.iinfo(dtype).max
+    pads, base = params["padding"], params["base_dilation"]
+    config = [(lo, hi, b - 1) for (lo, hi), b in zip(pads, base, strict=True)]
+    padded = lax.pad(x, jnp.asarray(fill, dtype), config)
+    out = [
+        (n - ((w - 1) * d + 1)) // s + 1
+        for n, w, d, s in zip(padded.shape, dims, dil, strides, strict=True)
+    ]
+    slices = []
+    for k in np.ndindex(*dims):
+        start = [kk * d for kk, d in zip(k, dil, strict=True)]
+        limit = [a + (o - 1) * s + 1 for a, o, s in zip(start, out, strides, strict=True)]
+        slices.append(lax.slice(padded, start, limit, strides))
+    stacked = jnp.stack(slices)
+    return jnp.argmax(stacked, axis=0) if largest else jnp.argmin(stacked, axis=0)
+
+
 def _bind(eqn: Any, invals: list[Any]) -> list[Any]:
     bound = eqn.primitive.get_bind_params(eqn.params)
     # jax >= 0.10 returns the params; older jax returned (subfuns, params).
@@ -373,6 +415,8 @@ def _decision(eqn: Any, invals: list[Any], outs: list[Any]) -> Any:
         return jnp.less(x, lo).astype(jnp.int32) + 2 * jnp.greater(x, hi).astype(jnp.int32)
     if name in ("cummax", "cummin"):
         return jnp.equal(outs[0], invals[0])
+    if name in ("reduce_window_max", "reduce_window_min"):
+        return _window_winner(invals[0], eqn.params, name == "reduce_window_max")
     if name == "top_k":
         return outs[1]
     if name == "rem":
