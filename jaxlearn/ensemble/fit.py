@@ -988,16 +988,8 @@ def fit_ensemble(
         bar.close()
 
     assert plan is not None  # the loop runs at least once
-    host = to_host([out for _, out in outs])  # one copy of every record (none when copied)
-    parts = [_unpack(r, k, cfg, len(epoch_fields)) for (k, _), r in zip(outs, host, strict=True)]
-    if parts:
-        steps = np.concatenate([p[0] for p in parts], axis=1)
-        epochs = np.concatenate([p[1] for p in parts], axis=1)
-    else:
-        steps = np.zeros((n_members, 0, spe, len(step_fields)), np.float32)
-        epochs = np.zeros((n_members, 0, len(epoch_fields)), np.float32)
-    history = assemble(steps, epochs, step_fields, epoch_fields, spe)
-
+    # What does not read the records is done first, while the program may still run (the
+    # copy of the records waits for it).
     states, best_params, _ = carry
     if seeds is not None:
         member_keys_out: Any = seeds.astype(np.int64)
@@ -1006,16 +998,12 @@ def fit_ensemble(
         member_keys_out = jax.random.wrap_key_data(key_data, impl=impl)
         run_keys = jax.random.wrap_key_data(states.key, impl=impl)
     states = states._replace(key=run_keys)
-
-    # Non-finite steps: by the finite flag where recorded, else by the loss.
-    ok = history.finite if history.finite.shape[1] else np.isfinite(history.loss)
-    all_ok = ok.all(axis=1)
-    first_bad: list[int | None] = [None] * n_members
-    if not all_ok.all():
-        for i in np.flatnonzero(~all_ok).tolist():
-            first_bad[i] = int(np.argmin(ok[i]))
+    if monitor is None:
+        best_params = states.params
+    avg = averaged_params(states.opt_state, like=states.params) if average is not None else None
     names = [*tr.hparams, *(k for k in hp if k not in tr.hparams)]
     values = [hp.get(k, tr.hparams.get(k)) for k in names]
+    first_bad: list[int | None] = [None] * n_members
     meta = {
         "num_members": n_members,
         "batch_size": tr.batch_size,
@@ -1029,10 +1017,27 @@ def fit_ensemble(
         "num_devices": plan.num_devices,
         "average": average,
         "hparams": _member_hparams(names, values, n_members),
-        "first_nonfinite_step": first_bad,
+        "first_nonfinite_step": first_bad,  # filled in from the records below
         "stop_reason": "completed",
         "leaf_shapes": info.leaf_shapes,
     }
+
+    host = to_host([out for _, out in outs])  # one copy of every record (none when copied)
+    parts = [_unpack(r, k, cfg, len(epoch_fields)) for (k, _), r in zip(outs, host, strict=True)]
+    if parts:
+        steps = np.concatenate([p[0] for p in parts], axis=1)
+        epochs = np.concatenate([p[1] for p in parts], axis=1)
+    else:
+        steps = np.zeros((n_members, 0, spe, len(step_fields)), np.float32)
+        epochs = np.zeros((n_members, 0, len(epoch_fields)), np.float32)
+    history = assemble(steps, epochs, step_fields, epoch_fields, spe)
+
+    # Non-finite steps: by the finite flag where recorded, else by the loss.
+    ok = history.finite if history.finite.shape[1] else np.isfinite(history.loss)
+    all_ok = ok.all(axis=1)
+    if not all_ok.all():
+        for i in np.flatnonzero(~all_ok).tolist():
+            first_bad[i] = int(np.argmin(ok[i]))
     history = history._replace(meta=meta)
     diverged = [i for i, b in enumerate(first_bad) if b is not None]
     if diverged:
@@ -1049,7 +1054,4 @@ def fit_ensemble(
             RuntimeWarning,
             stacklevel=2,
         )
-    if monitor is None:
-        best_params = states.params
-    avg = averaged_params(states.opt_state, like=states.params) if average is not None else None
     return EnsembleResult(states.params, best_params, history, states, member_keys_out, plan, avg)
