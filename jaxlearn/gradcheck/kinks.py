@@ -7,8 +7,9 @@ for every *decision* (the winner of ``max``/``min``, comparisons and ``select_n`
 predicates, ``abs``/``sign``, ``argmax``, ``sort`` order, ``floor``/``round``,
 ``clamp``, float-to-int casts, the winner of each max- or min-pooling window
 (``reduce_window_max``/``_min`` of up to 64 elements a window), ``cond`` branch indices,
-``while`` trip counts), its outcome. Two evaluations crossed a kink exactly when an outcome differs, which the checker
-tests inside the same vmapped pass that computes ``f(x +- h)``.
+``while`` trip counts), its outcome. Two evaluations crossed a kink exactly when an
+outcome differs, which the checker tests inside the same vmapped pass that computes
+``f(x +- h)``.
 
 Only decisions that matter are recorded: their inputs must depend on the parameters and
 their result must reach the output through a path not cut by ``stop_gradient`` (so the
