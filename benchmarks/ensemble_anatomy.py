@@ -7,19 +7,27 @@ hand-written ``jit(vmap(scan))``: each is timed at ``--short`` and ``--long`` ep
 cost of one epoch (slope) and the fixed cost of a call (intercept). A gap in the slope is
 in the compiled program; a gap in the intercept is on the host.
 
+``--profile`` also records a ``jax.profiler`` trace of three calls of each (the last size,
+the short run) and prints, per contender, the time per call of the events that differ most
+between them (host Python, dispatch, transfers, device kernels): where the fixed cost
+lives when the intercepts differ.
+
 ``--hlo`` also dumps the optimized HLO of both programs (XLA's own dump, to a temporary
 folder) and prints the kernels in the body of each program's innermost training loop (see
 ``jaxlearn.train._hlo``), and whether that body holds anything that forces a trip to the
 host each step (``conditional``, host callbacks).
 
 Usage: ``PYTHONPATH=. python benchmarks/ensemble_anatomy.py [--quick | --gpu] [--sizes 1,64,512]
-[--packs auto,on,off] [--hlo]``
+[--packs auto,on,off] [--hlo] [--profile]``
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import glob
+import gzip
+import json
 import os
 import sys
 import tempfile
@@ -52,6 +60,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--long", type=int, default=None, help="epochs of the long run (25)")
     p.add_argument("--repeats", type=int, default=None, help="runs per median (5)")
     p.add_argument("--hlo", action="store_true")
+    p.add_argument("--profile", action="store_true", help="trace three calls of each and compare")
     p.add_argument(
         "--packs",
         default="auto",
@@ -118,6 +127,8 @@ def main(argv: list[str] | None = None) -> None:
                 f"{slope / spe * 1e6:7.1f}us {fixed * 1e3:8.2f}",
                 flush=True,
             )
+    if args.profile:
+        profile({who: cases[(who, args.short)] for who in ("hand", *trainers)})
     if args.hlo:
         for path in sorted(glob.glob(os.path.join(_DUMP, "*after_optimizations.txt"))):
             text = open(path).read()
@@ -125,6 +136,40 @@ def main(argv: list[str] | None = None) -> None:
             host = sum(text.count(s) for s in ("conditional(", "host", "send(", "recv("))
             name = os.path.basename(path)
             print(f"{name[:70]:70} loop body {sum(ops.values()):3d} {dict(ops)} host-ish {host}")
+
+
+# The profiler's own frames and this script's: not part of either call.
+_OWN_FRAMES = ("$profiler.py", "$contextlib.py", "$ensemble_anatomy.py", "$api.py")
+
+
+def _events(fn, calls: int = 3) -> dict[str, float]:
+    """Microseconds per call of each complete trace event of ``calls`` calls of ``fn``."""
+    fn()  # compiled and warm before the trace
+    folder = tempfile.mkdtemp(prefix="jaxlearn-trace-")
+    with jax.profiler.trace(folder):
+        for _ in range(calls):
+            jax.block_until_ready(fn())
+    (path,) = glob.glob(os.path.join(folder, "**", "*.trace.json.gz"), recursive=True)
+    total: collections.Counter = collections.Counter()
+    with gzip.open(path) as f:
+        for e in json.load(f)["traceEvents"]:
+            name = str(e.get("name"))
+            if e.get("ph") == "X" and "dur" in e and not name.startswith(_OWN_FRAMES):
+                total[name[:60]] += float(e["dur"]) / calls
+    return dict(total)
+
+
+def profile(cases: dict) -> None:
+    """Per contender, the trace events whose time per call differs most from the anchor's."""
+    times = {who: _events(fn) for who, fn in cases.items()}
+    hand = times.pop("hand")
+    for who, t in times.items():
+        names = set(t) | set(hand)
+        diff = sorted(names, key=lambda n: -abs(t.get(n, 0.0) - hand.get(n, 0.0)))[:25]
+        print(f"\nprofile, us per call: {who} against hand (largest differences first)")
+        for n in diff:
+            a, b = t.get(n, 0.0), hand.get(n, 0.0)
+            print(f"  {a:10.1f} {b:10.1f} {a - b:+10.1f}  {n}")
 
 
 if __name__ == "__main__":
