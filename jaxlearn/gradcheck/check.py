@@ -717,7 +717,7 @@ def _retry_truncation(
     if not plan.opaque and any(
         t.size and e > _EPS[64] for t, e in zip(todo, plan.leaf_eps, strict=True)
     ):
-        _probe_noise(plan, prob, raw, todo, sub, timings, seed, step, value)
+        _probe_noise(plan, prob, raw, todo, sub, again["leaves"], timings, seed, step, value)
     count = 0
     for i, (r, t, a, was) in enumerate(zip(raw, todo, again["leaves"], before, strict=True)):
         if not t.size:
@@ -776,53 +776,53 @@ def _probe_noise(
     raw: list[dict[str, Any]],
     todo: list[np.ndarray],
     sub: list[np.ndarray],
+    small: list[dict[str, Any]],
     timings: dict[str, float],
     seed: int,
     step: float,
     value: float,
 ) -> None:
     """Measure the rounding noise of ``f`` around each failed coordinate (``value``:
-    ``f`` at the point).
+    ``f`` at the point; ``small``: the truncation retry's values at ``step / 10``).
 
     The floor of :func:`_judge` predicts ``f``'s rounding from ``|f|``; a function whose
     intermediates are much larger than its value (large targets in float32, terms that
     cancel) rounds more than that, and its correct gradient would fail. ``f`` is evaluated
-    at ``x + j * step * e_k`` for ``j = -4..4`` (the program of the truncation retry, run at
-    three more steps) and the noise measured from those nine values (:func:`_noise_of`);
-    the median over the leaf's coordinates where it looked like noise is stored as
-    ``raw[i]["sigma"]``. A coordinate whose nine points crossed a kink gets
-    none (a jump is not noise), and so does every leaf whose paths to the output stay in
-    float64 (``plan.leaf_eps``): there the predicted floor holds, and a function that
-    varies at the step's scale could pass for noise.
+    at ``x + j * s * e_k`` for ``j = -4..4`` at two spacings, ``s = step`` and
+    ``s = step / 10`` (the program of the truncation retry, run at six more steps), and
+    the noise is measured from each nine values (:func:`_noise_of`). Rounding noise does
+    not depend on the spacing; a function that changes at the step's scale does, by
+    orders of magnitude. So a coordinate gets a level (``raw[i]["sigma"]``, the smaller
+    of the two) only where both look like noise and agree within a factor of 4, and none
+    where its points crossed a kink, or on a leaf whose paths stay in float64
+    (``plan.leaf_eps``), where the predicted floor holds.
     """
-    runs = []
-    for j in (2, 3, 4):
-        out = _run(plan, prob.leaves, prob.others, sub, "coordinates", "none", seed, j * step)
-        for k, v in out["timings"].items():
-            timings[k] += v
-        runs.append(out["leaves"])
+    runs: dict[float, list[Any]] = {}
+    for s in (step, step / 10):
+        for j in (2, 3, 4):
+            out = _run(plan, prob.leaves, prob.others, sub, "coordinates", "none", seed, j * s)
+            for k, v in out["timings"].items():
+                timings[k] += v
+            runs.setdefault(s, []).append(out["leaves"])
     for i, (r, t) in enumerate(zip(raw, todo, strict=True)):
         if not t.size or plan.leaf_eps[i] <= _EPS[64]:
             continue
-        near = np.asarray(r["vals"], np.float64)[t]
-        wide = [np.asarray(run[i]["vals"], np.float64) for run in runs]
-        left = [w[:, 1] for w in wide[::-1]] + [near[:, 1]]  # f(x - 4h) .. f(x - h)
-        right = [near[:, 0]] + [w[:, 0] for w in wide]  # f(x + h) .. f(x + 4h)
-        table = np.stack([*left, np.full(len(t), value), *right], axis=1)
         jumps = np.zeros(len(t), bool)
-        if np.size(r["crossed"]):
-            jumps |= np.asarray(r["crossed"])[t].any(axis=1)
-        for run in runs:
-            c = np.asarray(run[i]["crossed"])
-            if c.size:
-                jumps = jumps | c.any(axis=1)
-        sigma = _noise_of(table)
-        # One level for the leaf: the median of the coordinates whose values looked like
-        # noise (rounding is a property of f near the point; nine values are few).
-        seen = sigma[np.isfinite(sigma) & (sigma > 0) & ~jumps]
+        levels = []
+        for s, near in ((step, np.asarray(r["vals"])[t]), (step / 10, small[i]["vals"])):
+            near = np.asarray(near, np.float64)
+            wide = [np.asarray(run[i]["vals"], np.float64) for run in runs[s]]
+            left = [w[:, 1] for w in wide[::-1]] + [near[:, 1]]  # f(x - 4s) .. f(x - s)
+            right = [near[:, 0]] + [w[:, 0] for w in wide]  # f(x + s) .. f(x + 4s)
+            levels.append(_noise_of(np.stack([*left, np.full(len(t), value), *right], axis=1)))
+            for c in [run[i]["crossed"] for run in runs[s]] + [r["crossed"][t]]:
+                if np.size(c):
+                    jumps |= np.asarray(c).any(axis=1)
+        a, b = levels
+        with np.errstate(invalid="ignore", divide="ignore"):
+            agree = (a > 0) & (b > 0) & (np.maximum(a, b) <= 4 * np.minimum(a, b))
         r["sigma"] = np.zeros(len(r["vals"]))
-        if seen.size:
-            r["sigma"][t] = np.where(jumps, 0.0, float(np.median(seen)))
+        r["sigma"][t] = np.where(agree & ~jumps, np.minimum(a, b), 0.0)
 
 
 def _check_one(
@@ -914,13 +914,17 @@ def _check_one(
         )
     unmoved = 0  # failures where f did not move at all
     probed = 0  # coordinates judged by f's measured noise, above the predicted floor
+    blur: list[float] = []  # their tolerances relative to their gradients
     for i, (r, c) in enumerate(zip(raw, coords, strict=True)):
         num, err, atol, status = _judge(
             r, np.asarray(r["analytic"], np.float64), threshold, plan.leaf_eps[i], noise_factor
         )
         if "sigma" in r:
             predicted = plan.leaf_eps[i] * np.max(np.abs(np.asarray(r["vals"])), axis=1)
-            probed += int(np.sum((status == NOISE) & (r["sigma"] > predicted)))
+            by_noise = (status == NOISE) & (r["sigma"] > predicted)
+            probed += int(by_noise.sum())
+            with np.errstate(invalid="ignore", divide="ignore"):
+                blur.extend((atol / np.abs(r["analytic"]))[by_noise].tolist())
         counts: dict[str, int] = {}
         if r["crossed"].size:
             kinked = r["crossed"][status == KINK]
@@ -971,10 +975,11 @@ def _check_one(
     if probed:
         notes.append(
             f"{probed} coordinate(s) failed against the rounding predicted from |f| and are "
-            "judged against the rounding noise of f measured around them (f at x + j h, "
-            "j = -4..4): f's intermediates round more than its value shows (large values "
-            "in a lower precision, or terms that cancel), so its quotient cannot resolve "
-            "those gradients more finely."
+            "judged against the noise of f measured around them (f at x + j s, j = -4..4, "
+            "at s = h and h / 10, the same at both): f rounds more than its value shows "
+            "(large intermediates in a lower precision, or terms that cancel). A gradient "
+            f"error below about {100 * float(np.nanmedian(blur)):.3g}% of those gradients "
+            f"(the median; up to {100 * float(np.nanmax(blur)):.3g}%) passes unseen there."
         )
     if unmoved:
         notes.append(
