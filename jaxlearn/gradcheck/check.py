@@ -152,7 +152,6 @@ class _Plan:
     # (checked counts per leaf, forward) -> compiled program; the main check's index inputs.
     programs: dict[tuple, _Program]
     effects: bool  # f has side effects (callbacks): its program is never run ahead
-    opaque: bool  # some non-smooth primitive of f is not tracked (see kinks.py)
     inputs: Any = None
 
 
@@ -469,9 +468,7 @@ def _judge(
     The tolerance is the rounding noise of the quotient: ``eps * |f|`` in each value over
     the step, plus the rounding of the step itself (``eps * |x|`` times the measured slope
     ``|numerical|``, which matters when ``f`` works in a lower precision than the float64
-    step), times `noise_factor`. Where the rounding noise of ``f`` itself was measured
-    around a coordinate (``measured["sigma"]``, see :func:`_probe_noise`), it replaces
-    ``eps * |f|`` when larger.
+    step), times `noise_factor`.
     """
     vals = np.asarray(measured["vals"], np.float64)
     steps, x, crossed = measured["steps"], measured["x"], measured["crossed"]
@@ -483,10 +480,9 @@ def _judge(
         # quotient measures nothing there) is the analytic value the scale.
         blind = eps * np.abs(x) >= np.abs(steps)
         slope = np.where(blind, np.maximum(np.abs(analytic), np.abs(num)), np.abs(num))
-        floor = eps * np.max(np.abs(vals), axis=1)
-        if "sigma" in measured:
-            floor = np.maximum(floor, measured["sigma"])
-        atol = noise_factor * (floor + eps * np.abs(x) * slope) / np.abs(steps)
+        atol = (
+            noise_factor * eps * (np.max(np.abs(vals), axis=1) + np.abs(x) * slope) / np.abs(steps)
+        )
     err = nm._relative_error_np(analytic, num)
     kink = crossed.any(axis=1) if crossed.size else np.zeros(len(num), bool)
     with np.errstate(invalid="ignore"):
@@ -677,7 +673,6 @@ def _make_plan(
         batches=batches,
         programs={},
         effects=bool(closed.effects),
-        opaque=bool(kplan.opaque),
     )
 
 
@@ -692,7 +687,6 @@ def _retry_truncation(
     step: float,
     threshold: float,
     noise_factor: float,
-    value: float,
 ) -> int:
     """Failed coordinates measured again at ``step / 10``; those that pass there with an
     error more than ten times smaller (a truncation error shrinks as h**2, a wrong gradient's
@@ -714,10 +708,6 @@ def _retry_truncation(
     again = _run(plan, prob.leaves, prob.others, sub, "coordinates", "none", seed, step / 10)
     for k, v in again["timings"].items():
         timings[k] += v
-    if not plan.opaque and any(
-        t.size and e > _EPS[64] for t, e in zip(todo, plan.leaf_eps, strict=True)
-    ):
-        _probe_noise(plan, prob, raw, todo, sub, again["leaves"], timings, seed, step, value)
     count = 0
     for i, (r, t, a, was) in enumerate(zip(raw, todo, again["leaves"], before, strict=True)):
         if not t.size:
@@ -729,100 +719,9 @@ def _retry_truncation(
         for k in ("vals", "steps", "crossed", "x"):
             r[k] = np.array(r[k])
             r[k][t[fixed]] = a[k][fixed]
-        if "sigma" in r:
-            # Judged at step / 10 now (fixed), or an error that fell tenfold with the step:
-            # that is truncation (f curving at the step's scale), which the nine values
-            # would take for noise. (Noise grows as the step shrinks.)
-            with np.errstate(invalid="ignore"):
-                r["sigma"][t[fixed | (err * 10 < was)]] = 0.0
         retried[i][t[fixed]] = True
         count += int(fixed.sum())
     return count
-
-
-# gamma_k = (k!)**2 / (2k)!: the k-th difference of independent noise of deviation s has
-# mean square s**2 / gamma_k.
-_GAMMA = {k: math.factorial(k) ** 2 / math.factorial(2 * k) for k in range(1, 7)}
-
-
-def _noise_of(table: np.ndarray) -> np.ndarray:
-    """The rounding noise of ``f`` from its values at equally spaced points (rows); 0 where
-    the values do not look like noise.
-
-    Moré and Wild's ECnoise: the k-th differences of a smooth function at a small spacing
-    vanish with k, those of noise of deviation ``s`` keep a mean square of
-    ``s**2 / gamma_k``. An order k (3 or 4) is accepted when its differences change sign
-    and the estimates of orders k, k + 1, k + 2 agree within a factor of 4; a table that
-    is still smooth at that scale (f curving at the step's scale) gets 0, so curvature is
-    never taken for noise.
-    """
-    est, signs = {}, {}
-    for k in range(3, 7):
-        d = np.diff(table, n=k, axis=1)
-        est[k] = np.sqrt(_GAMMA[k] * np.mean(d * d, axis=1))
-        signs[k] = (d.max(axis=1) > 0) & (d.min(axis=1) < 0)
-    out = np.zeros(len(table))
-    for k in (4, 3):  # the lower order wins where both are accepted
-        trio = np.stack([est[k], est[k + 1], est[k + 2]])
-        with np.errstate(invalid="ignore"):
-            ok = signs[k] & (trio.max(axis=0) <= 4 * trio.min(axis=0)) & (trio.min(axis=0) > 0)
-        out = np.where(ok, est[k], out)
-    return out
-
-
-def _probe_noise(
-    plan: _Plan,
-    prob: nm.Problem,
-    raw: list[dict[str, Any]],
-    todo: list[np.ndarray],
-    sub: list[np.ndarray],
-    small: list[dict[str, Any]],
-    timings: dict[str, float],
-    seed: int,
-    step: float,
-    value: float,
-) -> None:
-    """Measure the rounding noise of ``f`` around each failed coordinate (``value``:
-    ``f`` at the point; ``small``: the truncation retry's values at ``step / 10``).
-
-    The floor of :func:`_judge` predicts ``f``'s rounding from ``|f|``; a function whose
-    intermediates are much larger than its value (large targets in float32, terms that
-    cancel) rounds more than that, and its correct gradient would fail. ``f`` is evaluated
-    at ``x + j * s * e_k`` for ``j = -4..4`` at two spacings, ``s = step`` and
-    ``s = step / 10`` (the program of the truncation retry, run at six more steps), and
-    the noise is measured from each nine values (:func:`_noise_of`). Rounding noise does
-    not depend on the spacing; a function that changes at the step's scale does, by
-    orders of magnitude. So a coordinate gets a level (``raw[i]["sigma"]``, the smaller
-    of the two) only where both look like noise and agree within a factor of 4, and none
-    where its points crossed a kink, or on a leaf whose paths stay in float64
-    (``plan.leaf_eps``), where the predicted floor holds.
-    """
-    runs: dict[float, list[Any]] = {}
-    for s in (step, step / 10):
-        for j in (2, 3, 4):
-            out = _run(plan, prob.leaves, prob.others, sub, "coordinates", "none", seed, j * s)
-            for k, v in out["timings"].items():
-                timings[k] += v
-            runs.setdefault(s, []).append(out["leaves"])
-    for i, (r, t) in enumerate(zip(raw, todo, strict=True)):
-        if not t.size or plan.leaf_eps[i] <= _EPS[64]:
-            continue
-        jumps = np.zeros(len(t), bool)
-        levels = []
-        for s, near in ((step, np.asarray(r["vals"])[t]), (step / 10, small[i]["vals"])):
-            near = np.asarray(near, np.float64)
-            wide = [np.asarray(run[i]["vals"], np.float64) for run in runs[s]]
-            left = [w[:, 1] for w in wide[::-1]] + [near[:, 1]]  # f(x - 4s) .. f(x - s)
-            right = [near[:, 0]] + [w[:, 0] for w in wide]  # f(x + s) .. f(x + 4s)
-            levels.append(_noise_of(np.stack([*left, np.full(len(t), value), *right], axis=1)))
-            for c in [run[i]["crossed"] for run in runs[s]] + [r["crossed"][t]]:
-                if np.size(c):
-                    jumps |= np.asarray(c).any(axis=1)
-        a, b = levels
-        with np.errstate(invalid="ignore", divide="ignore"):
-            agree = (a > 0) & (b > 0) & (np.maximum(a, b) <= 4 * np.minimum(a, b))
-        r["sigma"] = np.zeros(len(r["vals"]))
-        r["sigma"][t] = np.where(agree & ~jumps, np.minimum(a, b), 0.0)
 
 
 def _check_one(
@@ -903,7 +802,7 @@ def _check_one(
     # pass as "truncation".
     if mode == "coordinates" and kinks:
         truncated = _retry_truncation(
-            plan, prob, raw, coords, retried, timings, seed, h, threshold, noise_factor, value
+            plan, prob, raw, coords, retried, timings, seed, h, threshold, noise_factor
         )
     if truncated:
         notes.append(
@@ -913,18 +812,10 @@ def _check_one(
             "there. A smaller h suits this f."
         )
     unmoved = 0  # failures where f did not move at all
-    probed = 0  # coordinates judged by f's measured noise, above the predicted floor
-    blur: list[float] = []  # their tolerances relative to their gradients
     for i, (r, c) in enumerate(zip(raw, coords, strict=True)):
         num, err, atol, status = _judge(
             r, np.asarray(r["analytic"], np.float64), threshold, plan.leaf_eps[i], noise_factor
         )
-        if "sigma" in r:
-            predicted = plan.leaf_eps[i] * np.max(np.abs(np.asarray(r["vals"])), axis=1)
-            by_noise = (status == NOISE) & (r["sigma"] > predicted)
-            probed += int(by_noise.sum())
-            with np.errstate(invalid="ignore", divide="ignore"):
-                blur.extend((atol / np.abs(r["analytic"]))[by_noise].tolist())
         counts: dict[str, int] = {}
         if r["crossed"].size:
             kinked = r["crossed"][status == KINK]
@@ -971,15 +862,6 @@ def _check_one(
                 retried=int(retried[i].sum()),
                 kink_sites=tuple(sorted(counts.items(), key=lambda kv: -kv[1])),
             )
-        )
-    if probed:
-        notes.append(
-            f"{probed} coordinate(s) failed against the rounding predicted from |f| and are "
-            "judged against the noise of f measured around them (f at x + j s, j = -4..4, "
-            "at s = h and h / 10, the same at both): f rounds more than its value shows "
-            "(large intermediates in a lower precision, or terms that cancel). A gradient "
-            f"error below about {100 * float(np.nanmedian(blur)):.3g}% of those gradients "
-            f"(the median; up to {100 * float(np.nanmax(blur)):.3g}%) passes unseen there."
         )
     if unmoved:
         notes.append(
