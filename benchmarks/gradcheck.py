@@ -429,9 +429,7 @@ def run(rows: int, hidden: int, repeats: int, with_torch: bool, with_loop: bool)
 
 def _program_alone(f: Callable, p: Any, X: Any, y: Any) -> Callable[[], float]:
     """Seconds of one run of the compiled sampled check alone (dispatch to host copy)."""
-    plan = next(reversed(gc_check._PLANS[f].plans.values()))
-    prog = plan.programs[(tuple(len(c) for c in plan.coords), plan.forward)]
-    pin, fin, _ = plan.inputs[1]
+    prog, pin, fin = next(reversed(gc_check._PLANS[f].plans.values())).main()
 
     def once() -> float:
         with enable_x64():

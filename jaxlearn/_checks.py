@@ -82,3 +82,10 @@ def real_number(value: Any) -> float | None:
         return float(value)
     except Exception:  # a traced value: not concrete
         return None
+
+
+def check_int(fn: str, name: str, v: Any, lo: int) -> int:
+    """``v`` as an int >= lo, or a ValueError naming `name`."""
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+        raise ValueError(f"{fn}: `{name}` must be an int >= {lo}, got {v!r}.")
+    return int(v)

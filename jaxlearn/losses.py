@@ -83,13 +83,16 @@ def check_labels(scores: Any, labels: Any, fn: str) -> None:
             )
 
 
-def _as_labels(labels: Any) -> jax.Array:
-    """Labels as an array of at least 32-bit integers: in uint8, class 256 is 0 (a range
-    check against 256 classes, or a one-hot over 300, would wrap around)."""
+def _as_labels(scores: Any, labels: Any, fn: str) -> tuple[jax.Array, jax.Array]:
+    """``scores`` as an array and ``labels`` as at least 32-bit integers, after
+    :func:`check_labels` (checked before the conversion: int64 labels beyond int32 would
+    wrap around in it). In uint8, class 256 is 0: a range check against 256 classes, or a
+    one-hot over 300, would wrap around, hence the widening."""
+    check_labels(scores, labels, fn)
     labels = jnp.asarray(labels)
     if jnp.dtype(labels.dtype).itemsize < 4:
         labels = labels.astype(jnp.int32)
-    return labels
+    return jnp.asarray(scores), labels
 
 
 def _valid(labels: jax.Array, num_classes: int) -> jax.Array:
@@ -119,9 +122,7 @@ def softmax_cross_entropy(logits: jax.Array, labels: jax.Array) -> jax.Array:
         >>> float(jaxlearn.softmax_cross_entropy(jnp.zeros((4, 10)), jnp.arange(4)))
         2.302585...
     """
-    # Checked before the conversion: int64 labels beyond int32 would wrap around in it.
-    check_labels(logits, labels, "softmax_cross_entropy")
-    logits, labels = jnp.asarray(logits), _as_labels(labels)
+    logits, labels = _as_labels(logits, labels, "softmax_cross_entropy")
     logz = jax.nn.logsumexp(logits, axis=-1)
     correct = jnp.take_along_axis(logits, labels[:, None].astype(jnp.int32), axis=-1)[:, 0]
     return jnp.mean(_nan_unless(_valid(labels, logits.shape[1]), logz - correct))
@@ -146,9 +147,7 @@ def multiclass_svm(scores: jax.Array, labels: jax.Array, margin: float = 1.0) ->
         >>> round(float(jaxlearn.multiclass_svm(s, jnp.array([0]))), 4)
         2.9
     """
-    # Checked before the conversion: int64 labels beyond int32 would wrap around in it.
-    check_labels(scores, labels, "multiclass_svm")
-    scores, labels = jnp.asarray(scores), _as_labels(labels)
+    scores, labels = _as_labels(scores, labels, "multiclass_svm")
     m = concrete_or_none(margin)
     if m is not None and not (np.all(np.isfinite(m)) and np.all(m > 0)):
         raise ValueError(f"multiclass_svm: `margin` must be a finite number > 0, got {margin!r}.")
@@ -272,8 +271,6 @@ def accuracy(logits: jax.Array, labels: jax.Array) -> jax.Array:
         >>> float(jaxlearn.accuracy(jnp.array([[0.1, 0.9], [0.8, 0.2]]), jnp.array([1, 1])))
         0.5
     """
-    # Checked before the conversion: int64 labels beyond int32 would wrap around in it.
-    check_labels(logits, labels, "accuracy")
-    logits, labels = jnp.asarray(logits), _as_labels(labels)
+    logits, labels = _as_labels(logits, labels, "accuracy")
     hit = hits(logits, labels).astype(jnp.float32)
     return jnp.mean(_nan_unless(_valid(labels, logits.shape[1]), hit))

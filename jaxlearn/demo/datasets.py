@@ -106,12 +106,12 @@ def prepare_data(
         splits = Splits(s.train, s.val, (x_te, c.y_test))
     else:
         raise DemoError(f"--data must be 'digits' or 'cifar10', got {data!r}.")
-    n_val = len(splits.val[1])
-    if len(splits.train[1]) < max(40, min_train) or n_val < 1 or len(splits.test[1]) < 1:
+    n_val, need = len(splits.val[1]), max(40, min_train)
+    if len(splits.train[1]) < need or n_val < 1 or len(splits.test[1]) < 1:
         sizes = [len(part[1]) for part in splits]
         raise DemoError(
             f"the data set is too small for the demo: train/val/test sizes {sizes}; it needs "
-            f"at least {max(40, min_train)} training examples and one validation and one "
+            f"at least {need} training examples and one validation and one "
             "test example."
         )
     splits, mean = subtract_mean(splits)

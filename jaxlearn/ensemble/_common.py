@@ -11,6 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn._checks import check_int
 from jaxlearn._compat import is_tracer
 from jaxlearn.data import check_dataset
 from jaxlearn.train.fit import cached_trainer, check_pair, read_key
@@ -276,10 +277,3 @@ def device_data(data: tuple[Any, Any], num_classes: int, name: str) -> tuple[jax
         return x, y
     check_dataset(x, y, num_classes, name=name)
     return jnp.asarray(x), jnp.asarray(y)
-
-
-def check_int(fn: str, name: str, v: Any, lo: int) -> int:
-    """``v`` as an int >= lo, or a ValueError naming `name`."""
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-        raise ValueError(f"{fn}: `{name}` must be an int >= {lo}, got {v!r}.")
-    return int(v)

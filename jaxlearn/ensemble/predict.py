@@ -205,7 +205,7 @@ def _mean_probabilities(
     probs = member_probabilities(model, params, x, temperature=temperature, devices=devices)
     if is_tracer(probs):  # under jit: no warning (the -1 rows of predict still tell)
         return jnp.mean(probs, axis=0)
-    finite = np.asarray(jnp.all(jnp.isfinite(probs), axis=(1, 2)))
+    finite = to_host(jnp.all(jnp.isfinite(probs), axis=(1, 2)))  # any process's members
     if not finite.all():
         warnings.warn(
             f"{fn}: member(s) {np.flatnonzero(~finite).tolist()} give non-finite "

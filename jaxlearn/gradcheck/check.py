@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlearn._checks import positive_int
+from jaxlearn._checks import check_int, positive_int
 from jaxlearn._compat import enable_x64, is_tracer
 from jaxlearn.gradcheck import numerical as nm
 from jaxlearn.gradcheck.kinks import all_eqns, find_primitives, lowered_precisions_by_input
@@ -154,6 +154,17 @@ class _Plan:
     effects: bool  # f has side effects (callbacks): its program is never run ahead
     inputs: Any = None
 
+    def main(self) -> tuple[_Program, Any, Any] | None:
+        """The compiled main check and its index inputs ``(program, pin, fin)``, once it
+        has run (None before)."""
+        if self.inputs is None or self.inputs[0] != self.forward:
+            return None
+        prog = self.programs.get((tuple(len(c) for c in self.coords), self.forward))
+        if prog is None:
+            return None
+        pin, fin, _ = self.inputs[1]
+        return prog, pin, fin
+
 
 @dataclass
 class _Cache:
@@ -196,12 +207,9 @@ def _speculate(plan: _Plan | None, prob: nm.Problem, h: float) -> _Pending | Non
     ahead: the old ``f``'s callbacks would run (and could raise) in the check of the new
     one. None when nothing is run ahead.
     """
-    if plan is None or plan.effects or plan.inputs is None or plan.inputs[0] != plan.forward:
+    if plan is None or plan.effects or (main := plan.main()) is None:
         return None
-    prog = plan.programs.get((tuple(len(c) for c in plan.coords), plan.forward))
-    if prog is None:
-        return None
-    pin, fin, _ = plan.inputs[1]
+    prog, pin, fin = main
     wall, cpu = time.perf_counter(), time.process_time()
     try:
         raw = prog.compiled(prob.leaves, prob.others, pin, fin, np.float64(h))
@@ -1006,14 +1014,8 @@ def check_grad(
     _check_positive(fn, "noise_factor", noise_factor)
     _check_positive(fn, "dominance", dominance)
     positive_int(fn, "num_directions", num_directions)
-    if (
-        isinstance(retry_kinks, bool)
-        or not isinstance(retry_kinks, (int, np.integer))
-        or (retry_kinks < 0)
-    ):
-        raise ValueError(f"{fn}: `retry_kinks` must be an int >= 0, got {retry_kinks!r}.")
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"{fn}: `seed` must be an int >= 0, got {seed!r}.")
+    check_int(fn, "retry_kinks", retry_kinks, 0)
+    check_int(fn, "seed", seed, 0)
     if mode not in _MODES:
         raise ValueError(f"{fn}: `mode` must be one of {_MODES}, got {mode!r}.")
     if forward not in _FORWARD:

@@ -48,6 +48,11 @@ __all__ = [
 
 _CORE = jax.extend.core
 _COMPARISONS = {"gt", "lt", "ge", "le", "eq", "ne"}
+# Pooling: the winner of each window is a decision. Windows of more elements than
+# _MAX_WINDOW are not fingerprinted (one strided slice of the input per window element):
+# the report notes them as untracked.
+_POOLS = ("reduce_window_max", "reduce_window_min")
+_MAX_WINDOW = 64
 _DECISIONS = _COMPARISONS | {
     "max",
     "min",
@@ -68,16 +73,12 @@ _DECISIONS = _COMPARISONS | {
     "top_k",
     "rem",
     "convert_element_type",
-    "reduce_window_max",
-    "reduce_window_min",
+    *_POOLS,
 }
 # Non-smooth primitives whose winners are not fingerprinted (the selections inside max
 # pooling's derivatives): the report notes them, so a failure near a tie there is not read
 # as a sure bug.
 _UNTRACKED = frozenset({"select_and_scatter_add", "select_and_gather_add"})
-# Pooling windows of more elements than this are not fingerprinted (one strided slice of
-# the input per window element): the report notes them as untracked.
-_MAX_WINDOW = 64
 # Call-like primitives whose body is evaluated inline (parameter holding the body).
 _CALLS = {
     "jit": "jaxpr",
@@ -287,10 +288,7 @@ def plan_kinks(
             continue
         if not record:
             continue
-        too_wide = (
-            name in ("reduce_window_max", "reduce_window_min")
-            and math.prod(eqn.params["window_dimensions"]) > _MAX_WINDOW
-        )
+        too_wide = name in _POOLS and math.prod(eqn.params["window_dimensions"]) > _MAX_WINDOW
         if (
             too_wide
             or name in _UNTRACKED
@@ -416,7 +414,7 @@ def _decision(eqn: Any, invals: list[Any], outs: list[Any]) -> Any:
         return jnp.less(x, lo).astype(jnp.int32) + 2 * jnp.greater(x, hi).astype(jnp.int32)
     if name in ("cummax", "cummin"):
         return jnp.equal(outs[0], invals[0])
-    if name in ("reduce_window_max", "reduce_window_min"):
+    if name in _POOLS:
         return _window_winner(invals[0], eqn.params, name == "reduce_window_max")
     if name == "top_k":
         return outs[1]
@@ -703,9 +701,9 @@ def _dot_slab(eqn: Any, lhs: Any, rhs: Any) -> Any | None:
             return None  # booleans have no change to multiply: the dense product
         k = list(sc).index(s.axis)
         other_cut = _slice_at(other, oc[k], s.index)
-        change = (s.values - _slice_at(s.base, s.axis, s.index)).astype(s.values.dtype)
+        change = s.values - _slice_at(s.base, s.axis, s.index)
         ops = [change, other_cut] if slab_is_lhs else [other_cut, change]
-        return base_out + _bind(eqn, ops)[0].astype(base_out.dtype)
+        return base_out + _bind(eqn, ops)[0]
     # A free axis: its place in the output (batch dims, lhs free dims, rhs free dims).
     nd_l = len(s.shape) if slab_is_lhs else jnp.ndim(other)
     lfree = [a for a in range(nd_l) if a not in lc and a not in lb]
@@ -989,18 +987,6 @@ def lowered_precisions(jaxpr: Any, dtype: Any = jnp.float64) -> list[tuple[str, 
     return found
 
 
-def _scan_counts(params: Any) -> tuple[int, int] | None:
-    """A scan's numbers of constants and carries (their parameters differ by jax version),
-    or None when neither form is there."""
-    if "num_consts" in params and "num_carry" in params:
-        return int(params["num_consts"]), int(params["num_carry"])
-    try:  # newer jax: the input structure (consts, carry, xs)
-        consts, carry, _ = params["ft_in"].unpack()
-        return len(list(consts.vals)), len(list(carry.vals))
-    except Exception:  # noqa: BLE001 - an unknown layout: the caller stays conservative
-        return None
-
-
 def _loop_taints(
     eqn: Any,
     ins: list[frozenset[int]],
@@ -1011,10 +997,11 @@ def _loop_taints(
     None for other primitives."""
     name, params = eqn.primitive.name, eqn.params
     if name == "scan":
-        counts = _scan_counts(params)
-        if counts is None:
+        try:
+            nc, ncarry = scan_counts(eqn)
+        except (KeyError, NotImplementedError):  # an unknown layout: stay conservative
             return None
-        body, (nc, ncarry) = params["jaxpr"], counts
+        body = params["jaxpr"]
         consts, carry, xs = ins[:nc], list(ins[nc : nc + ncarry]), ins[nc + ncarry :]
         while True:
             outs = walk(body, [*consts, *carry, *xs])

@@ -136,15 +136,18 @@ def _typed(static: tuple[tuple[str, Any], ...]) -> tuple:
 def _program(
     objective: Objective,
     static: tuple[tuple[str, Any], ...],
+    key: tuple,
     order: tuple[str, ...],
     impl: Any,
     options: tuple,
 ) -> Any:
+    """The population program of the trials that take the static values `static` (`key`:
+    their :func:`_typed` form, the group's key)."""
     try:
         per = _PROGRAMS.setdefault(objective, {})
     except TypeError:  # not weak-referable
         per = {}
-    typed = (_typed(static), order, impl)
+    typed = (key, order, impl)
     runs = per.get(typed)
     if runs is None:
         fixed = dict(static)
@@ -463,8 +466,8 @@ def _evaluate(
     options = (opts["strategy"], opts["chunk_size"], None if devices is None else tuple(devices))
     want_params = keep_params or checkpoint_dir is not None
     results: dict[int, Trial] = {}
-    for static, idx in groups.values():
-        run = _program(objective, static, order, impl, options)
+    for key, (static, idx) in groups.items():
+        run = _program(objective, static, key, order, impl, options)
         per_call = trials_per_call or len(idx)
         for start in range(0, len(idx), per_call):
             batch = idx[start : start + per_call]
