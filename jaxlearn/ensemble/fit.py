@@ -44,6 +44,7 @@ from jaxlearn.ensemble._common import (
     member_ids,
     member_keys,
     stack_hparams,
+    start_host_copy,
     to_host,
 )
 from jaxlearn.ensemble.history import EPOCH_FIELDS, STEP_METRICS, EnsembleHistory, assemble
@@ -969,6 +970,8 @@ def fit_ensemble(
                 "devices": devices,
             }
         if k:
+            if bar is None:
+                start_host_copy(out)  # queued behind the program: read at the end
             outs.append((k, out if bar is None else to_host(out)))
         done += k
         if bar is not None:
