@@ -7,6 +7,11 @@ hand-written ``jit(vmap(scan))``: each is timed at ``--short`` and ``--long`` ep
 cost of one epoch (slope) and the fixed cost of a call (intercept). A gap in the slope is
 in the compiled program; a gap in the intercept is on the host.
 
+``--program`` also times, for each trainer, its compiled program alone (the one a
+``fit_ensemble`` call runs, called directly with the inputs that call prepared): the gap
+between it and the hand-written program is on the device, the gap between it and the whole
+call is host work and transfers.
+
 ``--profile`` also records a ``jax.profiler`` trace of three calls of each (the last size,
 the short run) and prints, per contender, the time per call of the events that differ most
 between them (host Python, dispatch, transfers, device kernels): where the fixed cost
@@ -18,7 +23,7 @@ folder) and prints the kernels in the body of each program's innermost training 
 host each step (``conditional``, host callbacks).
 
 Usage: ``PYTHONPATH=. python benchmarks/ensemble_anatomy.py [--quick | --gpu] [--sizes 1,64,512]
-[--packs auto,on,off] [--hlo] [--profile]``
+[--packs auto,on,off] [--hlo] [--profile] [--program]``
 """
 
 from __future__ import annotations
@@ -32,6 +37,8 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from typing import Any
 
 if "--hlo" in sys.argv:  # before jax starts its backend
     _DUMP = tempfile.mkdtemp(prefix="jaxlearn-hlo-")
@@ -47,6 +54,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import ensemble as E  # noqa: E402
 
 import jaxlearn  # noqa: E402
+from jaxlearn import population  # noqa: E402
 from jaxlearn.ensemble import fit_ensemble  # noqa: E402
 from jaxlearn.train._hlo import loop_body_ops  # noqa: E402
 
@@ -61,6 +69,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=None, help="runs per median (5)")
     p.add_argument("--hlo", action="store_true")
     p.add_argument("--profile", action="store_true", help="trace three calls of each and compare")
+    p.add_argument(
+        "--program", action="store_true", help="also time each trainer's compiled program alone"
+    )
     p.add_argument(
         "--packs",
         default="auto",
@@ -93,7 +104,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Adam, batch {E.BATCH}, {spe} steps per epoch; ms, median of {args.repeats}"
     )
     print(
-        f"{'N':>4} {'who':>14} {f'{args.short} ep':>9} {f'{args.long} ep':>9} "
+        f"{'N':>4} {'who':>22} {f'{args.short} ep':>9} {f'{args.long} ep':>9} "
         f"{'per epoch':>10} {'per step':>9} {'fixed':>8}"
     )
     anchors = {
@@ -117,13 +128,16 @@ def main(argv: list[str] | None = None) -> None:
                         activation_size=0,
                     ).params
                 )
+                if args.program:
+                    cases[(f"{who} program", e)] = program_alone(cases[(who, e)])
         res = E.measure(cases, args.repeats, time.perf_counter)
-        for who in ("hand", *trainers):
+        programs = [f"{who} program" for who in trainers] if args.program else []
+        for who in ("hand", *trainers, *programs):
             a, b = res[(who, args.short)][1], res[(who, args.long)][1]
             slope = (b - a) / (args.long - args.short)
             fixed = a - slope * args.short
             print(
-                f"{n:>4} {who:>14} {a * 1e3:9.2f} {b * 1e3:9.2f} {slope * 1e3:10.3f} "
+                f"{n:>4} {who:>22} {a * 1e3:9.2f} {b * 1e3:9.2f} {slope * 1e3:10.3f} "
                 f"{slope / spe * 1e6:7.1f}us {fixed * 1e3:8.2f}",
                 flush=True,
             )
@@ -136,6 +150,30 @@ def main(argv: list[str] | None = None) -> None:
             host = sum(text.count(s) for s in ("conditional(", "host", "send(", "recv("))
             name = os.path.basename(path)
             print(f"{name[:70]:70} loop body {sum(ops.values()):3d} {dict(ops)} host-ish {host}")
+
+
+def program_alone(call: Callable[[], Any]) -> Callable[[], Any]:
+    """A function running only the compiled program of ``call()`` (a ``fit_ensemble``
+    call), on the inputs that call prepared: no checks, no records copied to the host."""
+    seen: dict[str, Any] = {}
+    original = population.PopulationFn.call_with_plan
+
+    def spy(self: Any, members: Any, *shared: Any) -> Any:
+        out = original(self, members, *shared)
+        leaves, treedef = jax.tree.flatten(members)
+        shared_leaves, shared_def = jax.tree.flatten(shared)
+        plan = out[1]
+        prepared, placed, impls = self._prepare(leaves, shared_leaves, shared_def, plan)
+        seen["run"] = (self._program(plan, impls, treedef), prepared, placed)
+        return out
+
+    population.PopulationFn.call_with_plan = spy  # type: ignore[method-assign]
+    try:
+        jax.block_until_ready(call())
+    finally:
+        population.PopulationFn.call_with_plan = original  # type: ignore[method-assign]
+    program, leaves, placed = seen["run"]
+    return lambda: program(leaves, placed)
 
 
 # The profiler's own frames and this script's: not part of either call.
