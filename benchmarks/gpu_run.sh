@@ -35,6 +35,6 @@ run update_step "${LIMIT_UPDATE:-100}" benchmarks/update_step.py --gpu --rules a
 run gradcheck "${LIMIT_GRADCHECK:-80}" benchmarks/gradcheck.py --gpu
 run train "${LIMIT_TRAIN:-60}" benchmarks/train.py --gpu --repeats 3
 # Where an ensemble call's time goes (per epoch against fixed), packed or not.
-run ensemble_anatomy "${LIMIT_ANATOMY:-50}" benchmarks/ensemble_anatomy.py --sizes 1,512 --repeats 3 --packs auto,off --program
+run ensemble_anatomy "${LIMIT_ANATOMY:-70}" benchmarks/ensemble_anatomy.py --sizes 1,512 --repeats 3 --packs auto,off --program
 # A profiler trace of both contenders at N = 1: which events make fit_ensemble's fixed cost.
 run ensemble_profile "${LIMIT_PROFILE:-40}" benchmarks/ensemble_anatomy.py --sizes 1 --short 5 --long 6 --repeats 3 --packs auto --profile
