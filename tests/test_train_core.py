@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 from pathlib import Path
 
@@ -217,6 +218,39 @@ def test_missing_or_out_of_range_hyperparameters_are_clear_errors():
     )
     with pytest.raises(ValueError, match=r"momentum: `mu` must be a number in \[0, 1\), got"):
         mom.init(jax.random.key(0), {"mu": 1.5})
+
+
+@pytest.mark.parametrize(
+    "optimizer", [optax.sgd(0.1), jaxlearn.adam(0.1)], ids=["optax.sgd", "jaxlearn.adam"]
+)
+def test_a_fixed_transform_refuses_a_schedule_it_would_ignore(optimizer):
+    # The transform keeps its own rate: the schedule multiplied a rate it never read, and the
+    # run trained at the constant rate with NaN as every step's rate.
+    match = r"^Trainer: a fixed optax transform keeps its own rate and would ignore the `sched"
+    halve = jaxlearn.step_decay(1.0, 10, 0.5)
+    with pytest.raises(ValueError, match=match):
+        jaxlearn.trainer(jaxlearn.linear(4, 2), optimizer=optimizer, schedule=halve)
+    fixed = jaxlearn.trainer(jaxlearn.linear(4, 2), optimizer=optimizer)  # no schedule: fine
+    with pytest.raises(ValueError, match=match):  # however the Trainer is built
+        dataclasses.replace(fixed, schedule=halve)
+
+
+def test_named_rules_and_functions_take_the_schedule():
+    # The combinations that apply the schedule still construct: the rate at step 10 is
+    # 0.1 * 0.5, and the update rule is built with it.
+    halve = jaxlearn.step_decay(1.0, 10, 0.5)
+    named = jaxlearn.trainer(jaxlearn.linear(4, 2), schedule=halve)
+    function = jaxlearn.trainer(
+        jaxlearn.linear(4, 2), optimizer=lambda hp: optax.sgd(hp["learning_rate"]), schedule=halve
+    )
+    fixed = jaxlearn.trainer(jaxlearn.linear(4, 2), optimizer=optax.sgd(0.3))
+    for tr, rate, step in [(named, 0.05, -0.05), (function, 0.05, -0.05), (fixed, None, -0.3)]:
+        hp = tr.make_hparams({"learning_rate": 0.1} if rate else None)
+        lr = tr.learning_rate(hp, 10)
+        opt = tr.make_optimizer(hp, lr)
+        update = opt.update(jnp.ones(2), opt.init(jnp.zeros(2)))[0]
+        assert np.isnan(float(lr)) if rate is None else float(lr) == pytest.approx(rate)
+        np.testing.assert_allclose(update, [step, step], rtol=1e-6)
 
 
 @pytest.mark.parametrize(

@@ -16,7 +16,6 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from jax import lax
 
 from jaxlearn.ensemble._common import as_key, build_trainer, check_int, check_pairs, device_data
@@ -117,7 +116,8 @@ def snapshot_ensemble(
     - `train`, `val`: ``(x, y)`` pairs; `val` may be None.
     - `num_cycles`: M, the number of snapshots (>= 1).
     - `epochs_per_cycle`: epochs per cosine cycle (>= 1).
-    - `loss`, `optimizer`, `hparams`, `learning_rate`, `batch_size`: as :func:`jaxlearn.fit`.
+    - `loss`, `optimizer`, `hparams`, `learning_rate`, `batch_size`: as :func:`jaxlearn.fit`;
+      not a fixed optax transform, which keeps its own rate and would ignore the schedule.
     - `min_fraction`: the rate at the end of each cycle, as a fraction of ``lr`` (>= 0).
     - `key`: an int seed or a ``jax.random`` key.
 
@@ -159,13 +159,8 @@ def snapshot_ensemble(
             f"{fn}: `batch_size` ({base.batch_size}) is larger than the training set ({n_train} "
             f"examples); use a batch size of at most {n_train}."
         )
-    if isinstance(base.optimizer, optax.GradientTransformation):
-        raise ValueError(
-            f"{fn}: a fixed optax transform keeps its own rate and would ignore the cyclic "
-            "schedule; pass a rule name ('sgd', 'adam', ...) with `learning_rate`, or a "
-            "function hparams -> transform that uses hparams['learning_rate']."
-        )
     steps = n_train // base.batch_size
+    # A fixed optax transform would ignore the cyclic schedule: the Trainer refuses it here.
     tr = _snapshot_trainer(base, e * steps, float(min_fraction))
     init_key, shuffle_key, _ = jax.random.split(key, 3)
     state = tr.init(init_key, hp or None)

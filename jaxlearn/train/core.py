@@ -69,7 +69,8 @@ built with ``init_value=1.0`` is a multiplier; without one the rate is constant)
 optimizer is named (``"sgd"``, ``"momentum"``, ``"nesterov"``, ``"adagrad"``, ``"rmsprop"``,
 ``"adam"``: jaxlearn's update rules, their hyperparameters taken from ``hparams``), or a
 function ``hparams -> optax transform`` receiving the scheduled ``learning_rate``, or a fixed
-optax transform (whose own hyperparameters then cannot vary per member).
+optax transform (whose own hyperparameters then cannot vary per member, and which takes no
+``schedule``: it keeps its own rate, so a schedule goes into the transform itself).
 """
 
 from __future__ import annotations
@@ -276,6 +277,20 @@ class Trainer:
     eval_batch_size: int | None
     apply_takes_key: bool
     pack: bool | str = "auto"
+
+    def __post_init__(self) -> None:
+        # The schedule multiplies hparams["learning_rate"], which a fixed transform neither
+        # takes nor reads: it would train at its own rate and report NaN as the step's rate.
+        if self.schedule is not None and isinstance(self.optimizer, optax.GradientTransformation):
+            raise ValueError(
+                "Trainer: a fixed optax transform keeps its own rate and would ignore the "
+                "`schedule` (a multiplier of hparams['learning_rate'], which a fixed transform "
+                "does not take). Name the rule ('sgd', 'adam', ...) or pass a function "
+                "hparams -> transform that uses hparams['learning_rate'], with a "
+                "'learning_rate' in `hparams`; or build the schedule into the transform "
+                "(e.g. optax.adam(optax.cosine_decay_schedule(1e-3, 1000))) and leave "
+                "`schedule` out."
+            )
 
     # ------------------------------------------------------------------ hyperparameters
 
@@ -831,7 +846,8 @@ def trainer(
     - `hparams`: default hyperparameters (``learning_rate`` is required for a named rule;
       ``l2``, ``l1`` switch the penalties on).
     - `schedule`: ``step -> multiplier`` of the learning rate (e.g.
-      ``jaxlearn.step_decay(1.0, 1000, 0.5)``), or None for a constant rate.
+      ``jaxlearn.step_decay(1.0, 1000, 0.5)``), or None for a constant rate. Not with a
+      fixed optax transform, which keeps its own rate (build the schedule into it).
     - `exclude_biases`: leave leaves with fewer than 2 dimensions out of the penalties.
     - `skip_nonfinite`: skip (do not apply) updates whose loss or update is not finite.
     - `update_ratios`: record ``||update|| / ||param||`` per leaf at every step.
