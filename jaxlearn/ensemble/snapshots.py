@@ -163,12 +163,7 @@ def snapshot_ensemble(
     # A fixed optax transform would ignore the cyclic schedule: the Trainer refuses it here.
     tr = _snapshot_trainer(base, e * steps, float(min_fraction))
     init_key, shuffle_key, _ = jax.random.split(key, 3)
-    state = tr.init(init_key, hp or None)
-    if "learning_rate" not in state.hparams:
-        raise ValueError(
-            f"{fn}: the cyclic schedule scales the hyperparameter 'learning_rate', which the "
-            f"trainer does not have (names {sorted(state.hparams)}); pass `learning_rate`."
-        )
+    state = tr.init(init_key, hp or None)  # refuses hparams without a 'learning_rate'
     num_classes = output_size(tr, state.params, train[0])
     train_d = device_data(train, num_classes, "train")
     val_d = None if val is None else device_data(val, num_classes, "val")

@@ -353,6 +353,14 @@ class Trainer:
                 f"Trainer: `hparams` must give a 'learning_rate' for the update rule "
                 f"{self.optimizer!r}, got names {sorted(merged)}."
             )
+        if require_learning_rate and self.schedule is not None and "learning_rate" not in merged:
+            # A function hparams -> transform is handed the scheduled rate only under that name.
+            raise ValueError(
+                "Trainer: the `schedule` multiplies hparams['learning_rate'], which is not "
+                f"given (got names {sorted(merged)}), so the optimizer function would never "
+                "see it. Give a 'learning_rate' (the function receives it scheduled), or "
+                "leave `schedule` out."
+            )
         out = {}
         for name, value in merged.items():
             if isinstance(value, bool) or callable(value):
@@ -847,7 +855,9 @@ def trainer(
       ``l2``, ``l1`` switch the penalties on).
     - `schedule`: ``step -> multiplier`` of the learning rate (e.g.
       ``jaxlearn.step_decay(1.0, 1000, 0.5)``), or None for a constant rate. Not with a
-      fixed optax transform, which keeps its own rate (build the schedule into it).
+      fixed optax transform, which keeps its own rate (build the schedule into it); a
+      function hparams -> transform receives it in ``hparams["learning_rate"]``, which
+      ``hparams`` must then give.
     - `exclude_biases`: leave leaves with fewer than 2 dimensions out of the penalties.
     - `skip_nonfinite`: skip (do not apply) updates whose loss or update is not finite.
     - `update_ratios`: record ``||update|| / ||param||`` per leaf at every step.
