@@ -417,6 +417,70 @@ def test_leaves_on_different_shardings_go_to_different_buffers():
     assert out.stdout.strip() == "ok 2"
 
 
+def test_leaves_on_the_default_device_pack_as_traced_leaves_do():
+    # Leaves on the default device take no device key, whether the default is JAX's own or
+    # set by jax.default_device (a device or a platform name): the concrete tree, the tree
+    # under that context and the traced tree share one layout, two buffers (bfloat16 and
+    # float32).
+    tree = {f"w{i}": jnp.full((3,), i, jnp.float32) for i in range(20)}
+    tree["h"] = jnp.ones(2, jnp.bfloat16)
+    plain = jaxlearn.pack(tree)
+    traced = []
+    jax.jit(lambda t: traced.append(jaxlearn.pack(t).layout))(tree)
+    assert traced[0] is plain.layout and plain.layout.keys == (None, None)
+    for default in (jax.devices("cpu")[0], "cpu"):
+        with jax.default_device(default):
+            packed = jaxlearn.pack(jax.tree.map(jnp.array, tree))
+        assert packed.layout is plain.layout, default
+        assert [b.shape for b in packed.buffers] == [(2,), (60,)]
+        _assert_same_tree(packed.unpack(), tree)
+
+
+def test_pack_looks_up_the_default_device_once_per_call():
+    # It asked JAX for the device list once per leaf (20 times here).
+    tree = {f"w{i}": jnp.zeros(3) for i in range(20)}
+    with (
+        mock.patch.object(jax, "devices", wraps=jax.devices) as devices,
+        mock.patch.object(jax, "local_devices", wraps=jax.local_devices) as local_devices,
+    ):
+        jaxlearn.pack(tree)
+    assert devices.call_count + local_devices.call_count == 1
+
+
+def test_leaves_on_the_device_set_by_default_device_pack_as_on_device_0():
+    # Two host devices need a fresh process. Under jax.default_device(device 1) a tree made
+    # there packed under a device key of its own, in a layout unlike the tree's on device 0
+    # (and unlike the traced tree's), so the same model's packed state depended on where the
+    # default device pointed.
+    code = textwrap.dedent(
+        """
+        import jax, jax.numpy as jnp, jaxlearn
+        d0, d1 = jax.devices()
+        make = lambda: {"W": jnp.ones((2, 3)), "b": jnp.zeros(3)}
+        on_0 = jaxlearn.pack(make())
+        with jax.default_device(d1):
+            tree = make()
+            assert tree["W"].devices() == {d1}
+            on_1 = jaxlearn.pack(tree)
+            mixed = jaxlearn.pack({"x": jax.device_put(jnp.ones(3), d0), "y": jnp.ones(2)})
+        assert on_1.layout is on_0.layout and on_1.layout.keys == (None,), on_1.layout.keys
+        assert on_1.buffers[0].devices() == {d1}
+        assert mixed.layout.keys == (("device", "cpu", 0), None), mixed.layout.keys
+        print("ok")
+        """
+    )
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "ok"
+
+
 def test_pack_like_a_state_keeps_the_states_dtypes():
     # bfloat16 parameters keep float32 moments; packing a hand-set velocity like the state's
     # must keep them float32 (it cast them to bfloat16: 0.001 became 0.000999451), so the

@@ -226,9 +226,24 @@ class Packed:
 _OWN = "own buffer"
 
 
-def _sharding_key(leaf: Any) -> Hashable:
+def _default_device() -> Any:
+    """The device new arrays land on: the one ``jax.default_device`` sets (a context or the
+    ``jax_default_device`` option, a device or a platform name), else the default backend's
+    first local device."""
+    # (Read as an attribute, which follows the context; the Config type does not declare it.)
+    device = jax.config.jax_default_device  # type: ignore[attr-defined]
+    if isinstance(device, str):
+        return jax.local_devices(backend=device)[0]
+    return device if device is not None else jax.local_devices()[0]
+
+
+def _sharding_key(leaf: Any, default_device: Any) -> Hashable:
     """A leaf's sharding when it spreads over several devices, its device when that is not
-    the default one, else None (a buffer never mixes placements)."""
+    `default_device`, else None (a buffer never mixes placements).
+
+    Leaves on the default device get None, as traced leaves and NumPy arrays do, so a tree
+    packs to the same layout whether it is concrete or traced under ``jit``.
+    """
     if is_tracer(leaf) or not isinstance(leaf, jax.Array):
         return None
     sharding = getattr(leaf, "sharding", None)
@@ -236,7 +251,7 @@ def _sharding_key(leaf: Any) -> Hashable:
         return None
     if len(sharding.device_set) <= 1:
         (device,) = sharding.device_set or (None,)
-        if device is None or device == jax.devices()[0]:
+        if device is None or device == default_device:
             return None
         return ("device", device.platform, device.id)  # picklable, unlike the Device
     return sharding
@@ -285,11 +300,12 @@ def _layout_for(
     sizes: list[int] = []
     index: dict[tuple, int] = {}
     leaves: list[_Leaf] = []
+    default_device = _default_device() if group is None and flat else None
     for _, leaf in flat:
         dtype = np.dtype(leaf.dtype)
         shape = tuple(int(d) for d in jnp.shape(leaf)[batch_ndim:])
         size = math.prod(shape)
-        key = group(leaf) if group is not None else _sharding_key(leaf)
+        key = group(leaf) if group is not None else _sharding_key(leaf, default_device)
         limit = max_leaf_size(dtype) if callable(max_leaf_size) else max_leaf_size
         if limit is not None and size > limit:
             key = (_OWN, len(leaves), key)  # a buffer of its own: a view with no copy
@@ -349,7 +365,8 @@ def pack(
       Under ``jax.vmap`` leave it at 0.
     - `group`: optional ``leaf -> hashable``; leaves of one dtype with different keys go
       to different buffers. By default the key is the leaf's sharding when it spans more
-      than one device (so a buffer never mixes placements), else None.
+      than one device, its device when that is not the default one (``jax.default_device``),
+      else None (so a buffer never mixes placements).
     - `max_leaf_size`: leaves with more elements than this get a buffer of their own,
       whole, so their view and their gradient cost no copy; ``"auto"`` takes
       :func:`packing_threshold` for the default backend and each leaf's dtype (what a
