@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Literal, overload
 
 import jax.numpy as jnp
 import numpy as np
+
+from jaxlearn._compat import is_tracer
 
 
 @overload
@@ -82,6 +85,146 @@ def real_number(value: Any) -> float | None:
         return float(value)
     except Exception:  # a traced value: not concrete
         return None
+
+
+@dataclasses.dataclass(frozen=True)
+class Interval:
+    """The finite real numbers between two bounds, each closed or open, or absent.
+
+    **Arguments:**
+    - `lo`, `hi`: the bounds, or None (no bound on that side).
+    - `lo_open`, `hi_open`: whether the bound itself is left out.
+    """
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+
+    def contains(self, x: Any) -> bool:
+        """Whether every element of ``x`` (a float or a NumPy array) lies in the interval;
+        NaN and infinities never do."""
+        x = np.asarray(x)
+        ok = np.isfinite(x)
+        if self.lo is not None:
+            ok &= (x > self.lo) if self.lo_open else (x >= self.lo)
+        if self.hi is not None:
+            ok &= (x < self.hi) if self.hi_open else (x <= self.hi)
+        return bool(np.all(ok))
+
+    def describe(self, what: str | None = None) -> str:
+        """What a message says is expected: ``"a finite number > 0"``, ``"a number in [0, 1)"``
+        (bounded on both sides, so finite), with `what` in place of the words before the
+        bounds when given."""
+        lo, hi = self.lo, self.hi
+        if lo is not None and hi is not None:
+            left, right = "(" if self.lo_open else "[", ")" if self.hi_open else "]"
+            return f"{what or 'a number'} in {left}{lo:g}, {hi:g}{right}"
+        bound = ""
+        if lo is not None:
+            bound = f" {'>' if self.lo_open else '>='} {lo:g}"
+        elif hi is not None:
+            bound = f" {'<' if self.hi_open else '<='} {hi:g}"
+        return f"{what or 'a finite number'}{bound}"
+
+
+def range_error(
+    fn: str,
+    name: str,
+    value: Any,
+    interval: Interval,
+    what: str | None = None,
+    or_none: bool = False,
+) -> ValueError:
+    """The error for a `value` of `name` outside `interval` (or not a number at all)."""
+    expected = interval.describe(what) + (" or None" if or_none else "")
+    return ValueError(f"{fn}: `{name}` must be {expected}, got {value!r}.")
+
+
+@overload
+def number(
+    fn: str,
+    name: str,
+    value: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    allow_none: Literal[False] = False,
+    allow_traced: Literal[False] = False,
+    what: str | None = None,
+) -> float: ...
+
+
+@overload
+def number(
+    fn: str,
+    name: str,
+    value: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    allow_none: bool = False,
+    allow_traced: bool = False,
+    what: str | None = None,
+) -> float | None: ...
+
+
+def number(
+    fn: str,
+    name: str,
+    value: Any,
+    *,
+    lo: float | None = None,
+    hi: float | None = None,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    allow_none: bool = False,
+    allow_traced: bool = False,
+    what: str | None = None,
+) -> float | None:
+    """``value`` as a finite float between the bounds (or None when allowed), else a
+    ValueError naming it.
+
+    A number is what :func:`real_number` accepts (never a bool or a string); NaN and
+    infinities are refused whatever the bounds.
+
+    **Arguments:**
+    - `fn`, `name`: the function and the argument, for the message.
+    - `value`: what was passed.
+    - `lo`, `hi`: the bounds, or None (no bound on that side).
+    - `lo_open`, `hi_open`: whether the bound itself is refused (``> lo`` rather than ``>= lo``).
+    - `allow_none`: whether None is accepted (and returned).
+    - `allow_traced`: whether a value traced by ``jit`` or ``vmap`` is accepted unchecked
+      (and None returned): an option an ``optax.inject_hyperparams`` state may hold.
+    - `what`: the words before the bounds in the message, when not ``"a finite number"``
+      (one bound) or ``"a number"`` (two).
+
+    **Returns:** ``float(value)``, or None.
+
+    Example:
+        >>> from jaxlearn._checks import number
+        >>> number("f", "t", 2, lo=0, lo_open=True)
+        2.0
+        >>> number("f", "t", float("inf"), lo=0, lo_open=True)
+        Traceback (most recent call last):
+        ValueError: f: `t` must be a finite number > 0, got inf.
+        >>> number("f", "p", 1.0, lo=0, hi=1, hi_open=True, allow_none=True)
+        Traceback (most recent call last):
+        ValueError: f: `p` must be a number in [0, 1) or None, got 1.0.
+    """
+    if value is None and allow_none:
+        return None
+    if allow_traced and is_tracer(value):
+        return None
+    interval = Interval(lo, hi, lo_open, hi_open)
+    v = real_number(value)
+    if v is None or not interval.contains(v):
+        raise range_error(fn, name, value, interval, what, allow_none)
+    return v
 
 
 def check_int(fn: str, name: str, v: Any, lo: int) -> int:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxlearn._compat import concrete_or_none
+from jaxlearn._checks import number
 from jaxlearn.ensemble._common import apply_of, as_key, check_int, check_pairs, device_data
 from jaxlearn.ensemble.predict import evaluate_ensemble, predict_proba
 from jaxlearn.losses import accuracy, softmax_cross_entropy
@@ -28,19 +28,6 @@ from jaxlearn.train.core import Trainer, TrainState, trainer
 from jaxlearn.train.fit import lru_get, output_size
 
 __all__ = ["DistillResult", "distill", "distillation_loss", "soft_targets"]
-
-
-def _check_scalar(fn: str, name: str, v: Any, positive: bool) -> None:
-    if isinstance(v, bool):
-        raise ValueError(f"{fn}: `{name}` must be a number, got {v!r}.")
-    c = concrete_or_none(v)
-    if c is None:
-        return
-    ok = np.all(np.isfinite(c)) and (np.all(c > 0) if positive else np.all(c >= 0))
-    if c.ndim != 0 or not ok:
-        raise ValueError(
-            f"{fn}: `{name}` must be a finite number {'> 0' if positive else '>= 0'}, got {v!r}."
-        )
 
 
 def distillation_loss(
@@ -86,8 +73,9 @@ def distillation_loss(
             f"{fn}: `student_logits` and `teacher_probs` must both have shape (n, C), got "
             f"{z.shape} and {p.shape}."
         )
-    _check_scalar(fn, "temperature", temperature, positive=True)
-    _check_scalar(fn, "hard_weight", hard_weight, positive=False)
+    # A traced value (the loss under jit or grad) cannot be judged before it runs.
+    number(fn, "temperature", temperature, lo=0, lo_open=True, allow_traced=True)
+    number(fn, "hard_weight", hard_weight, lo=0, allow_traced=True)
     t = jnp.asarray(temperature, jnp.promote_types(z.dtype, jnp.float32))
     log_q = jax.nn.log_softmax(z.astype(t.dtype) / t, axis=-1)
     p = p.astype(t.dtype)
@@ -264,15 +252,15 @@ def distill(
             f"{fn}: `student` must be a Model or an (init, apply) pair; distill builds the "
             "student's Trainer itself (its loss is the distillation loss)."
         )
-    _check_scalar(fn, "temperature", temperature, positive=True)
-    _check_scalar(fn, "hard_weight", hard_weight, positive=False)
+    temperature = number(fn, "temperature", temperature, lo=0, lo_open=True)
+    hard_weight = number(fn, "hard_weight", hard_weight, lo=0)
     num_epochs = check_int(fn, "num_epochs", num_epochs, 0)
     key = as_key(fn, key)
     apply_of(fn, teacher)
     hp = dict(hparams or {})
     if learning_rate is not None:
         hp["learning_rate"] = learning_rate
-    soft = soft_targets(teacher, teacher_params, x_tr, temperature=float(temperature))
+    soft = soft_targets(teacher, teacher_params, x_tr, temperature=temperature)
     num_classes = int(soft.shape[-1])
     x_d, y_d = device_data((x_tr, y_tr), num_classes, "train")
     if soft.shape[0] != n:
@@ -297,7 +285,7 @@ def distill(
         teacher_acc = evaluate_ensemble(teacher, teacher_params, val_d).ensemble_accuracy
 
     data = (x_d, jnp.arange(n, dtype=jnp.int32))
-    t, hw = jnp.asarray(float(temperature)), jnp.asarray(float(hard_weight))
+    t, hw = jnp.asarray(temperature), jnp.asarray(hard_weight)
     state, (losses, accs) = _run(tr, num_epochs, state, data, soft, y_d, t, hw, val_d, shuffle_key)
     return DistillResult(
         state.params, state, np.asarray(losses).reshape(-1), np.asarray(accs), teacher_acc

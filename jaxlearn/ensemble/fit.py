@@ -33,7 +33,7 @@ import optax
 from jax import lax
 
 from jaxlearn import population
-from jaxlearn._checks import real_number
+from jaxlearn._checks import number, real_number
 from jaxlearn._compat import is_tracer
 from jaxlearn.ensemble._common import (
     build_trainer,
@@ -306,16 +306,14 @@ def choose_strategy(
     """
     fn = "choose_strategy"
     n = check_int(fn, "num_members", num_members, 1)
-    fraction = real_number(memory_fraction)
-    if fraction is None or not 0 < fraction <= 1:
-        raise ValueError(f"{fn}: `memory_fraction` must be in (0, 1], got {memory_fraction!r}.")
+    fraction = number(fn, "memory_fraction", memory_fraction, lo=0, hi=1, lo_open=True)
     for name, v in (("member_bytes", member_bytes), ("memory_bytes", memory_bytes)):
         if v is not None:
             check_int(fn, name, v, 1)
     strategy, chunk = population.choose_strategy(n, backend, chunk_size)
     if strategy != "vmap" or member_bytes is None or memory_bytes is None:
         return strategy, chunk
-    fit = int(memory_fraction * memory_bytes // member_bytes)
+    fit = int(fraction * memory_bytes // member_bytes)
     if fit >= n:
         return "vmap", None
     if fit < 1:
@@ -799,9 +797,7 @@ def fit_ensemble(
         check_int(fn, "chunk_size", chunk_size, 1)
     if average not in (None, "ema", "polyak"):
         raise ValueError(f"{fn}: `average` must be None, 'ema' or 'polyak', got {average!r}.")
-    fraction = real_number(memory_fraction)
-    if fraction is None or not 0 < fraction <= 1:
-        raise ValueError(f"{fn}: `memory_fraction` must be in (0, 1], got {memory_fraction!r}.")
+    fraction = number(fn, "memory_fraction", memory_fraction, lo=0, hi=1, lo_open=True)
     if (
         isinstance(step_metrics, str)
         or not isinstance(step_metrics, Sequence)
@@ -940,9 +936,7 @@ def fit_ensemble(
             ),
         )
     else:
-        strat, chunk = _resolve(
-            strategy, chunk_size, n_members, devices, member_bytes, memory_fraction
-        )
+        strat, chunk = _resolve(strategy, chunk_size, n_members, devices, member_bytes, fraction)
     run_options = {"strategy": strat, "chunk_size": chunk, "devices": devices}
     plan: population.Plan | None = None
 

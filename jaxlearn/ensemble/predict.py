@@ -20,7 +20,7 @@ import numpy as np
 from jax import lax
 
 from jaxlearn import population
-from jaxlearn._checks import real_number
+from jaxlearn._checks import number
 from jaxlearn._compat import is_tracer
 from jaxlearn.ensemble._common import apply_of, check_pair, to_host
 from jaxlearn.losses import hits
@@ -126,10 +126,7 @@ def unstack_members(params: Any) -> list[Any]:
 
 
 def _check_temperature(fn: str, temperature: Any) -> jax.Array:
-    t = real_number(temperature)
-    if t is None or not (t > 0 and np.isfinite(t)):
-        raise ValueError(f"{fn}: `temperature` must be a finite number > 0, got {temperature!r}.")
-    return jnp.float32(t)
+    return jnp.float32(number(fn, "temperature", temperature, lo=0, lo_open=True))
 
 
 def member_probabilities(

@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlearn._checks import check_int, positive_int
+from jaxlearn._checks import check_int, number, positive_int
 from jaxlearn._compat import enable_x64, is_tracer
 from jaxlearn.gradcheck import numerical as nm
 from jaxlearn.gradcheck.kinks import all_eqns, find_primitives, lowered_precisions_by_input
@@ -66,15 +66,6 @@ _PLANS_PER_FUNCTION = 8
 
 class RegularizationWarning(UserWarning):
     """The regularization gradient dwarfs the data gradient on some parameter leaf."""
-
-
-def _check_positive(fn: str, name: str, v: Any) -> None:
-    try:
-        ok = math.isfinite(float(v)) and float(v) > 0
-    except (TypeError, ValueError):
-        ok = False
-    if not ok:
-        raise ValueError(f"{fn}: `{name}` must be a finite number > 0, got {v!r}.")
 
 
 def spread_indices(n: int, k: int | None, rng: np.random.Generator) -> np.ndarray:
@@ -1010,9 +1001,9 @@ def check_grad(
     positive_int(fn, "num_checks", num_checks, allow_none=True, none_means="every coordinate")
     if batch_size is not None:
         nm.check_batch_size(fn, batch_size)
-    _check_positive(fn, "threshold", threshold)
-    _check_positive(fn, "noise_factor", noise_factor)
-    _check_positive(fn, "dominance", dominance)
+    number(fn, "threshold", threshold, lo=0, lo_open=True)
+    number(fn, "noise_factor", noise_factor, lo=0, lo_open=True)
+    number(fn, "dominance", dominance, lo=0, lo_open=True)
     positive_int(fn, "num_directions", num_directions)
     check_int(fn, "retry_kinks", retry_kinks, 0)
     check_int(fn, "seed", seed, 0)

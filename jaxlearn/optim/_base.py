@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxlearn._checks import Interval, range_error
 from jaxlearn._compat import concrete_or_none, path_str
 
 Scalar = float | int | jax.Array | np.ndarray
@@ -83,11 +84,11 @@ def _dtype(x: Any) -> jnp.dtype:
 
 # --------------------------------------------------------------------------- checks
 
-_CHECKS: dict[str, tuple[Callable[[np.ndarray], bool], str]] = {
-    "nonnegative": (lambda v: bool(np.all(v >= 0)), "a finite number >= 0"),
-    "positive": (lambda v: bool(np.all(v > 0)), "a finite number > 0"),
-    "unit": (lambda v: bool(np.all((v >= 0) & (v < 1))), "a number in [0, 1)"),
-    "closed_unit": (lambda v: bool(np.all((v >= 0) & (v <= 1))), "a number in [0, 1]"),
+_RANGES: dict[str, Interval] = {
+    "nonnegative": Interval(lo=0),
+    "positive": Interval(lo=0, lo_open=True),
+    "unit": Interval(lo=0, hi=1, hi_open=True),
+    "closed_unit": Interval(lo=0, hi=1),
 }
 
 
@@ -109,9 +110,10 @@ def check_hyper(rule: str, name: str, value: Any, kind: str) -> None:
         raise ValueError(f"{rule}: `{name}` must be a number, got {value!r}.")
     if jnp.issubdtype(v.dtype, jnp.complexfloating):
         raise ValueError(f"{rule}: `{name}` must be a real number, got {value!r}.")
-    ok, expected = _CHECKS[kind]
-    if not np.all(np.isfinite(v)) or not ok(v):
-        raise ValueError(f"{rule}: `{name}` must be {expected}, got {value!r}.")
+    # Every element of an array of values (one per parameter, say) is judged.
+    interval = _RANGES[kind]
+    if not interval.contains(v):
+        raise range_error(rule, name, value, interval)
 
 
 def _first_difference(expected: Any, got: Any) -> str:

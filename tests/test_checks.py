@@ -1,0 +1,71 @@
+"""The shared argument checks: one wording for a number out of its range, whichever public
+function receives it, and one meaning of "a positive int"."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxlearn
+from jaxlearn import ensemble
+from jaxlearn._checks import number
+
+
+@pytest.mark.parametrize(
+    "kwargs, value, match",
+    [
+        ({"lo": 0, "lo_open": True}, 0, r"f: `x` must be a finite number > 0, got 0\."),
+        ({"lo": 0}, float("inf"), r"`x` must be a finite number >= 0, got inf\."),
+        ({"lo": 0}, float("nan"), r"`x` must be a finite number >= 0, got nan\."),
+        ({"lo": 0}, True, r"`x` must be a finite number >= 0, got True\."),
+        ({"lo": 0}, "1", r"`x` must be a finite number >= 0, got '1'\."),
+        ({"lo": 0}, np.ones(2), r"`x` must be a finite number >= 0, got array"),
+        ({"lo": 0, "hi": 1, "lo_open": True}, 0.0, r"`x` must be a number in \(0, 1\], got 0\.0"),
+        ({"hi": 1, "hi_open": True, "allow_none": True}, 1, r"a finite number < 1 or None, got 1"),
+        ({"lo": 1, "lo_open": True, "what": "a number"}, 1.0, r"`x` must be a number > 1, got"),
+    ],
+)
+def test_number_refuses_with_one_wording(kwargs, value, match):
+    with pytest.raises(ValueError, match=match):
+        number("f", "x", value, **kwargs)
+
+
+def test_number_returns_a_float_and_passes_none_or_traced_values_only_when_asked():
+    assert number("f", "x", np.float32(0.5), lo=0, hi=1) == 0.5
+    assert number("f", "x", jnp.int32(2), lo=0) == 2.0
+    assert number("f", "x", None, lo=0, allow_none=True) is None
+    seen = []
+    jax.jit(lambda t: seen.append(number("f", "x", t, lo=0, allow_traced=True)) or t)(1.0)
+    assert seen == [None]
+    with pytest.raises(ValueError, match=r"`x` must be a finite number >= 0, got \w*Tracer"):
+        jax.jit(lambda t: number("f", "x", t, lo=0))(1.0)
+
+
+def test_memory_fraction_is_checked_by_the_shared_wording():
+    with pytest.raises(ValueError, match=r"choose_strategy: `memory_fraction` must be a number in"):
+        ensemble.choose_strategy(4, "gpu", memory_fraction=0)
+    x, y = jnp.zeros((8, 4)), jnp.zeros(8, jnp.int32)
+    with pytest.raises(ValueError, match=r"`memory_fraction` must be a number in \(0, 1\], got 2"):
+        ensemble.fit_ensemble(jaxlearn.linear(4, 2), (x, y), num_members=2, memory_fraction=2)
+
+
+def test_gradient_check_tolerances_are_numbers_not_bools_or_strings():
+    f, p = (lambda p: jnp.sum(p["w"] ** 2)), {"w": jnp.ones(2)}
+    with pytest.raises(ValueError, match=r"check_grad: `threshold` must be a finite number > 0"):
+        jaxlearn.check_grad(f, p, threshold=True)  # once taken as 1.0
+    with pytest.raises(ValueError, match=r"`noise_factor` must be a finite number > 0, got '2'"):
+        jaxlearn.check_grad(f, p, noise_factor="2")  # once taken as 2.0
+    with pytest.raises(ValueError, match=r"`dominance` must be a finite number > 0, got inf"):
+        jaxlearn.check_grad(f, p, dominance=float("inf"))
+
+
+def test_distillation_temperature_is_a_number_and_may_be_traced():
+    z, p = jnp.array([[2.0, 0.0]]), jnp.array([[0.5, 0.5]])
+    with pytest.raises(ValueError, match=r"`temperature` must be a finite number > 0, got '4'"):
+        ensemble.distillation_loss(z, p, temperature="4")  # once a TypeError from NumPy
+    with pytest.raises(ValueError, match=r"`hard_weight` must be a finite number >= 0, got -1"):
+        ensemble.distillation_loss(z, p, hard_weight=-1)
+    traced = jax.jit(lambda t: ensemble.distillation_loss(z, p, temperature=t))(2.0)
+    assert float(traced) == pytest.approx(float(ensemble.distillation_loss(z, p, temperature=2.0)))
