@@ -6,6 +6,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 import jaxlearn
@@ -69,3 +70,20 @@ def test_distillation_temperature_is_a_number_and_may_be_traced():
         ensemble.distillation_loss(z, p, hard_weight=-1)
     traced = jax.jit(lambda t: ensemble.distillation_loss(z, p, temperature=t))(2.0)
     assert float(traced) == pytest.approx(float(ensemble.distillation_loss(z, p, temperature=2.0)))
+
+
+def test_second_order_counts_are_positive_ints_as_everywhere_else():
+    with pytest.raises(ValueError, match=r"newton: `max_tries` must be a positive int, got 3\.0"):
+        jaxlearn.newton(max_tries=3.0)
+    with pytest.raises(ValueError, match=r"hessian_free: `max_iter` must be a positive int, got 2"):
+        jaxlearn.hessian_free(max_iter=2.0)
+    with pytest.raises(ValueError, match=r"hessian_free: `max_tries` must be a positive int"):
+        jaxlearn.hessian_free(max_tries=np.float32(4))
+    jaxlearn.newton(max_tries=3)
+    jaxlearn.hessian_free(max_iter=np.int32(2), max_tries=np.int64(3))
+    # inject_hyperparams holds the ints as 0-d int arrays, passed to the rule by init.
+    x = jnp.zeros(2)
+    opt = optax.inject_hyperparams(jaxlearn.newton)(learning_rate=1.0, max_tries=3)
+    assert opt.init(x).hyperparams["max_tries"].dtype == jnp.int32
+    with pytest.raises(ValueError, match=r"`max_tries` must be a positive int, got Array\(3\."):
+        optax.inject_hyperparams(jaxlearn.newton)(learning_rate=1.0, max_tries=3.0).init(x)

@@ -44,17 +44,17 @@ as if the bad one had not happened.
 from __future__ import annotations
 
 import inspect
-import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 from jax import lax
 from jax.flatten_util import ravel_pytree
 
-from jaxlearn._checks import real_number
+from jaxlearn._checks import number, positive_int
 from jaxlearn._compat import is_tracer
 from jaxlearn.optim._base import Hyper, check_hyper, resolve
 
@@ -82,24 +82,29 @@ class NewtonState(NamedTuple):
     accepted: jax.Array
 
 
-def _check_option(
-    fn: str, name: str, value: Any, ok: Callable[[float], bool], expected: str
-) -> None:
-    """A numeric option: Python and NumPy numbers and concrete 0-d arrays are checked, a
-    traced value (``optax.inject_hyperparams`` under ``jit``) is taken as it is."""
+def _check_count(fn: str, name: str, value: Any) -> None:
+    """An int option >= 1, as :func:`~jaxlearn._checks.positive_int` takes it. A traced
+    value (``optax.inject_hyperparams`` under ``jit``) is taken as it is, and the 0-d int
+    array such a state holds outside ``jit`` counts as its int."""
     if is_tracer(value):
         return
-    v = real_number(value)
-    if v is None or not math.isfinite(v) or not ok(v):
-        raise ValueError(f"{fn}: `{name}` must be {expected}, got {value!r}.")
+    if (
+        isinstance(value, (jax.Array, np.ndarray))
+        and value.shape == ()
+        and jnp.issubdtype(value.dtype, jnp.integer)
+    ):
+        value = int(value)
+    positive_int(fn, name, value)
 
 
 def _check_options(
     fn: str, damping: Any, damping_factor: Any, max_tries: Any, saddle_free: Any
 ) -> None:
     check_hyper(fn, "damping", damping, "nonnegative")
-    _check_option(fn, "damping_factor", damping_factor, lambda v: v > 1, "a number > 1")
-    _check_option(fn, "max_tries", max_tries, lambda v: v >= 1 and v == int(v), "a positive int")
+    number(
+        fn, "damping_factor", damping_factor, lo=1, lo_open=True, allow_traced=True, what="a number"
+    )
+    _check_count(fn, "max_tries", max_tries)
     if not isinstance(saddle_free, bool):
         raise ValueError(f"{fn}: `saddle_free` must be True or False, got {saddle_free!r}.")
 
@@ -563,11 +568,9 @@ def hessian_free(
             "int, not a traced value; with optax.inject_hyperparams pass "
             "static_args=('max_iter',)."
         )
-    _check_option(
-        "hessian_free", "max_iter", max_iter, lambda v: v >= 1 and v == int(v), "a positive int"
-    )
+    _check_count("hessian_free", "max_iter", max_iter)
     max_iter = int(max_iter)
-    _check_option("hessian_free", "tol", tol, lambda v: v >= 0, "a number >= 0")
+    number("hessian_free", "tol", tol, lo=0, allow_traced=True, what="a number")
 
     def init_fn(params: Any) -> NewtonState:
         return _init(params, damping)
