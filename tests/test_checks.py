@@ -12,6 +12,7 @@ import pytest
 import jaxlearn
 from jaxlearn import ensemble
 from jaxlearn._checks import number
+from jaxlearn.ensemble import fit as ensemble_fit
 
 
 @pytest.mark.parametrize(
@@ -87,3 +88,29 @@ def test_second_order_counts_are_positive_ints_as_everywhere_else():
     assert opt.init(x).hyperparams["max_tries"].dtype == jnp.int32
     with pytest.raises(ValueError, match=r"`max_tries` must be a positive int, got Array\(3\."):
         optax.inject_hyperparams(jaxlearn.newton)(learning_rate=1.0, max_tries=3.0).init(x)
+
+
+def test_member_value_checks_remember_a_bounded_number_of_rows():
+    built = []
+
+    def rule(hp):
+        built.append(float(hp["learning_rate"]))
+        return optax.sgd(hp["learning_rate"])
+
+    tr = jaxlearn.trainer(jaxlearn.linear(2, 2), optimizer=rule, hparams={"learning_rate": 0.1})
+    bound = ensemble_fit._CHECKED_ROWS
+    assert bound == 4096
+
+    def check(rates):
+        hp = ensemble.stack_hparams({"learning_rate": rates})
+        ensemble_fit.check_member_values("f", tr, hp, len(rates))
+
+    rates = (np.arange(bound + 16, dtype=np.float32) + 1) / 2**13
+    check(rates[: bound + 8])  # one call keeps its own rows, beyond the bound
+    assert len(built) == bound + 8 and len(ensemble_fit._CHECKED[tr]) == bound + 8
+    check(rates[bound + 8 :])  # 8 new rows: the 16 least recently used go
+    assert len(ensemble_fit._CHECKED[tr]) == bound
+    check(rates[-8:])  # remembered: not built again
+    assert len(built) == bound + 16
+    check(rates[:1])  # forgotten: built again
+    assert built[-1] == rates[0] and len(built) == bound + 17

@@ -18,6 +18,7 @@ to the host once at the end.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import itertools
@@ -324,39 +325,54 @@ def choose_strategy(
 # --------------------------------------------------------------------------- programs
 
 
+# The rows of hyperparameter values each Trainer's rule has been built with (so whose checks
+# passed), most recently used last. A long search brings new values on every call: beyond
+# the rows of the call at hand, at most _CHECKED_ROWS are kept.
+_CHECKED_ROWS = 4096
+_CHECKED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
 def check_member_values(fn: str, tr: Trainer, hp: Mapping[str, Any], n: int) -> None:
     """The update rule's own checks of its values (``mu`` in [0, 1), ...), which ``fit``
     runs when it builds the optimizer, for every distinct member: the members' optimizers
     are built inside the compiled program, from traced values no check can see."""
     if not hp or any(is_tracer(v) for v in hp.values()):
         return
-    names = sorted(hp)
-    columns = [np.broadcast_to(np.asarray(hp[k]), (n,)).tolist() for k in names]
-    rows: dict[tuple, int] = {}
-    for i, row in enumerate(zip(*columns, strict=True)):
-        rows.setdefault(tuple(row), i)
+    names = tuple(sorted(hp))
+    arrays = [np.broadcast_to(np.asarray(hp[k]), (n,)) for k in names]
+    seen: collections.OrderedDict[tuple, None] = _CHECKED.setdefault(tr, collections.OrderedDict())
 
     def check(row: tuple) -> None:
-        values = dict(zip(names, row, strict=True))
-        _cached(tr, ("values", tuple(values.items())), functools.partial(_build, tr, values))
-
-    if len(rows) > 8 and _checks_by_range(tr):
-        # The rules check ranges, value by value: the columns' least and greatest values
-        # pass only if every member's do (a NaN fails both), so two builds answer for a
-        # population of distinct members, and only a failure looks for the member.
-        arrays = [np.asarray(c) for c in columns]
-        try:
-            check(tuple(a.min().item() for a in arrays))
-            check(tuple(a.max().item() for a in arrays))
+        key = (names, row)
+        if key in seen:
+            seen.move_to_end(key)
             return
-        except ValueError:
-            pass
-    for row, i in rows.items():
-        try:
-            check(row)
-        except ValueError as e:
-            values = dict(zip(names, row, strict=True))
-            raise ValueError(f"{fn}: member {i}'s hyperparameters {values}: {e}") from e
+        tr.make_optimizer(tr.make_hparams(dict(zip(names, row, strict=True))))
+        seen[key] = None
+
+    try:
+        if n > 8 and _checks_by_range(tr):
+            # The rules check ranges, value by value: the columns' least and greatest values
+            # pass only if every member's do (a NaN fails both), so two builds answer for a
+            # population, without a row per member, and only a failure looks for the member.
+            try:
+                check(tuple(a.min().item() for a in arrays))
+                check(tuple(a.max().item() for a in arrays))
+                return
+            except ValueError:
+                pass
+        rows: dict[tuple, int] = {}
+        for i, row in enumerate(zip(*(a.tolist() for a in arrays), strict=True)):
+            rows.setdefault(row, i)
+        for row, i in rows.items():
+            try:
+                check(row)
+            except ValueError as e:
+                values = dict(zip(names, row, strict=True))
+                raise ValueError(f"{fn}: member {i}'s hyperparameters {values}: {e}") from e
+    finally:
+        while len(seen) > max(_CHECKED_ROWS, n):
+            seen.popitem(last=False)
 
 
 def _checks_by_range(tr: Trainer) -> bool:
@@ -366,11 +382,6 @@ def _checks_by_range(tr: Trainer) -> bool:
     base = getattr(opt, "_jaxlearn_base", opt)
     # A fixed optax transform ignores the values: only the Trainer's own range checks run.
     return isinstance(base, (str, optax.GradientTransformation))
-
-
-def _build(tr: Trainer, values: Mapping[str, Any]) -> bool:
-    tr.make_optimizer(tr.make_hparams(values))
-    return True
 
 
 def _init_program(tr: Trainer, impl: Any) -> Callable[..., TrainState]:
