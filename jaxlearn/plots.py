@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxlearn.train.diagnose import bad_steps
 from jaxlearn.train.history import History
 
 __all__ = ["plot_loss", "plot_accuracy", "plot_update_ratios", "plot_history", "smooth_ema"]
@@ -121,12 +122,7 @@ def plot_loss(
             linewidth=2,
             label=f"smoothed (EMA {smooth:g})",
         )
-    bad = ~np.isfinite(loss)
-    finite = np.asarray(getattr(h, "finite", np.zeros(0)))
-    if finite.shape == loss.shape:
-        # The step's finite flag, as diagnose reads it: an update can overflow while the
-        # loss it came from was finite.
-        bad = bad | ~finite.astype(bool)
+    bad = bad_steps(h)  # as diagnose dates its ``nonfinite`` finding
     if bad.any():
         ax.axvline(
             int(np.argmax(bad)),

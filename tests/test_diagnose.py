@@ -243,3 +243,15 @@ def test_one_rate_is_not_called_too_low_and_too_high_at_once():
     d = jaxlearn.diagnose(_synthetic(loss, train_acc=0.3, val_acc=0.3, ratios=ratios))
     assert not ({"lr_too_low", "update_ratio_high"} <= set(d.kinds)), d.kinds
     assert "update_ratio_high" in d.kinds
+
+
+def test_bad_steps_are_a_nonfinite_loss_or_a_step_flagged_non_finite():
+    from jaxlearn.train.diagnose import bad_steps
+
+    h = jaxlearn.History.from_arrays(
+        {"loss": [2.3, np.inf, 2.1, 2.0], "finite": [True, True, True, False]}
+    )
+    assert bad_steps(h).tolist() == [False, True, False, True]
+    # A finite record of another length (none kept) is not read.
+    h = jaxlearn.History.from_arrays({"loss": [2.3, np.nan], "finite": [True]})
+    assert bad_steps(h).tolist() == [False, True]

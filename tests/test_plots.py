@@ -110,3 +110,15 @@ def test_the_loss_plot_marks_the_first_step_flagged_non_finite():
     fig = plots.plot_loss(h)
     labels = [line.get_label() for line in fig.axes[0].get_lines()]
     assert "non-finite from step 6" in labels
+
+
+def test_the_loss_plot_marks_the_step_diagnose_names():
+    # One test of a bad step for both: here the flag goes off at 4, the loss at 7.
+    from jaxlearn.train.diagnose import bad_steps
+
+    loss = np.r_[np.linspace(2.0, 1.0, 7), np.nan, np.nan, np.nan]
+    finite = np.arange(10) < 4
+    h = jaxlearn.History.from_arrays({"loss": loss, "finite": finite}, {"steps_per_epoch": 5})
+    assert int(np.argmax(bad_steps(h))) == 4 == jaxlearn.diagnose(h)[0].step
+    labels = [line.get_label() for line in plots.plot_loss(h).axes[0].get_lines()]
+    assert "non-finite from step 4" in labels

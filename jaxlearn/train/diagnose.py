@@ -26,7 +26,7 @@ import numpy as np
 
 from jaxlearn.train.history import History
 
-__all__ = ["Finding", "Diagnosis", "diagnose"]
+__all__ = ["Finding", "Diagnosis", "diagnose", "bad_steps"]
 
 _SEVERITY = {"error": 0, "warning": 1, "info": 2}
 
@@ -94,6 +94,35 @@ def _smooth(x: np.ndarray, window: int) -> np.ndarray:
 
 def _fmt(v: float) -> str:
     return f"{v:.4g}"
+
+
+def bad_steps(history: History) -> np.ndarray:
+    """Which steps went bad: a NaN or infinite loss, or the step's ``finite`` flag off.
+
+    The flag counts too because an update can overflow while the loss it came from was
+    finite (:func:`~jaxlearn.fit` skips or stops at such updates). :func:`diagnose` dates
+    its ``nonfinite`` finding by this mask and :func:`jaxlearn.plots.plot_loss` marks it.
+
+    **Arguments:**
+    - `history`: a :class:`~jaxlearn.History`; a ``finite`` record of another length than
+      ``loss`` (none recorded) is ignored.
+
+    **Returns:** a boolean array, one value per step of ``history.loss``.
+
+    Example:
+        >>> import numpy as np, jaxlearn
+        >>> from jaxlearn.train.diagnose import bad_steps
+        >>> h = jaxlearn.History.from_arrays({"loss": [2.3, 2.2, 2.1, np.nan],
+        ...                                   "finite": [True, True, False, False]})
+        >>> bad_steps(h).tolist()
+        [False, False, True, True]
+    """
+    loss = np.asarray(history.loss, dtype=float)
+    bad = ~np.isfinite(loss)
+    finite = np.asarray(history.finite, dtype=bool)
+    if finite.shape == loss.shape:
+        bad |= ~finite
+    return bad
 
 
 def diagnose(
@@ -188,10 +217,7 @@ def diagnose(
     }
 
     # ------------------------------------------------------------------ divergence
-    finite = np.asarray(history.finite, dtype=bool) if history.finite.size == n else None
-    bad = ~np.isfinite(loss)
-    if finite is not None:
-        bad |= ~finite
+    bad = bad_steps(history)
     diverged = False
     good = loss
     if bad.any():
