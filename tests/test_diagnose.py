@@ -245,6 +245,47 @@ def test_one_rate_is_not_called_too_low_and_too_high_at_once():
     assert "update_ratio_high" in d.kinds
 
 
+def test_a_short_run_at_a_good_rate_is_too_short_to_judge_its_update_ratios(splits, sgd_trainer):
+    # One epoch, 57 steps at 0.1 (a rate that reaches 0.97 in 8 epochs): the last layer's
+    # updates read about 1.8e-2 there, as at the start of every run, and fall below 1e-2 by
+    # about step 150 as the weights grow.
+    h = _run(sgd_trainer, splits.train, splits.val, 0.1, 1)
+    d = jaxlearn.diagnose(h)
+    assert h.num_steps == 57 and "update_ratio_high" not in d.kinds, d.kinds
+    assert "too short to judge the update ratios above 0.01: W2 1." in d.summary
+    assert "they are judged from 200 steps" in str(d)
+
+
+def _fast(n):
+    return 2.3 * np.exp(-np.arange(n) / 15) + 0.05 + 0.01 * RNG.standard_normal(n)
+
+
+def test_high_update_ratios_are_judged_from_200_steps_on_unless_far_out():
+    def kinds(n, w2, **kw):
+        ratios = {"W1": np.full(n, 1e-3), "W2": np.full(n, w2)}
+        d = jaxlearn.diagnose(_synthetic(_fast(n), ratios=ratios), **kw)
+        return [(f.kind, f.severity) for f in d]
+
+    assert kinds(199, 2e-2) == []
+    assert kinds(200, 2e-2) == [("update_ratio_high", "info")]
+    assert kinds(199, 2e-2, ratio_min_steps=100) == [("update_ratio_high", "info")]
+    # Ten times the band is too large at any time; a low ratio only gets lower.
+    assert kinds(60, 0.2) == [("update_ratio_high", "warning")]
+    assert kinds(60, 1e-6) == [("update_ratio_low", "info")]
+    with pytest.raises(ValueError, match=r"`ratio_min_steps` must be an int >= 0, got -1"):
+        jaxlearn.diagnose(jaxlearn.History(), ratio_min_steps=-1)
+
+
+def test_the_ratios_of_a_one_epoch_run_are_read_from_its_second_half():
+    # The first half's large ratios (weights still small) do not count.
+    ratios = {"W1": np.r_[np.full(200, 3e-2), np.full(200, 5e-3)]}
+    d = jaxlearn.diagnose(_synthetic(_fast(400), ratios=ratios, spe=400))
+    assert d == []
+    ratios = {"W1": np.r_[np.full(200, 5e-3), np.full(200, 3e-2)]}
+    d = jaxlearn.diagnose(_synthetic(_fast(400), ratios=ratios, spe=400))
+    assert d.kinds == ["update_ratio_high"] and "over the last 200 steps 3.00e-02" in d[0].evidence
+
+
 def test_bad_steps_are_a_nonfinite_loss_or_a_step_flagged_non_finite():
     from jaxlearn.train.diagnose import bad_steps
 
