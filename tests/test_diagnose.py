@@ -286,6 +286,34 @@ def test_the_ratios_of_a_one_epoch_run_are_read_from_its_second_half():
     assert d.kinds == ["update_ratio_high"] and "over the last 200 steps 3.00e-02" in d[0].evidence
 
 
+def test_a_flat_slightly_noisy_plateau_is_not_called_noisy():
+    # A quick drop, then 5000 steps at 0.5 with a wiggle of 6% of it: the moving average
+    # hides the drop, the trend's span is ~0.1, and the wiggle read as 30% of it.
+    rng = np.random.default_rng(3)
+    t = np.arange(5000)
+    loss = 0.5 + 1.8 * np.exp(-t / 5) + 0.03 * rng.standard_normal(5000)
+    assert jaxlearn.diagnose(_synthetic(loss)) == []
+    # A slow drift from 0.32 to 0.27 with a wiggle of 4% of the loss.
+    loss = 0.27 + 0.05 * np.exp(-STEPS / 100) + 0.01 * rng.standard_normal(1000)
+    loss[0] = 0.32
+    assert jaxlearn.diagnose(_synthetic(loss)) == []
+
+
+def test_a_wiggle_large_next_to_the_loss_level_is_noisy():
+    rng = np.random.default_rng(4)
+    loss = 0.27 + 0.05 * np.exp(-STEPS / 100) + 0.1 * rng.standard_normal(1000)
+    loss[0] = 0.32
+    d = jaxlearn.diagnose(_synthetic(loss))
+    assert d.kinds == ["noisy_loss"]
+    assert "% of the loss's level 0.2" in d[0].evidence
+    # On a curve that fell far, the wiggle is judged against the whole decrease.
+    t = np.arange(5000)
+    loss = 1.0 + 2.0 * np.exp(-t / 5) + 0.4 * rng.standard_normal(5000)
+    loss[0] = 3.0
+    d = jaxlearn.diagnose(_synthetic(loss))
+    assert d.kinds == ["noisy_loss"] and "% of the loss's decrease " in d[0].evidence
+
+
 def test_bad_steps_are_a_nonfinite_loss_or_a_step_flagged_non_finite():
     from jaxlearn.train.diagnose import bad_steps
 

@@ -8,7 +8,8 @@ with the evidence (numbers from the run) and the notes' advice:
 - ``lr_too_low``: the loss decays linearly or barely (learning rate too low);
 - ``plateau_high``: the loss dropped at once and then plateaued at a high value
   (learning rate too high);
-- ``noisy_loss``: the step-to-step wiggle is large next to the trend (batch too small);
+- ``noisy_loss``: the step-to-step wiggle is large next to the curve's scale (batch too
+  small);
 - ``overfitting``: a large train/validation accuracy gap (more regularization or data);
 - ``underfitting``: no gap but low accuracy (model too small, or too much regularization);
 - ``update_ratio_low`` / ``update_ratio_high``: a leaf's ``||update|| / ||param||`` far
@@ -140,7 +141,7 @@ def diagnose(
 
     Loss curves (per step): NaN or exploding -> rate too high (with the step); a linear or
     barely decaying loss -> rate too low; a quick drop then a high plateau -> rate too high;
-    a wiggle large next to the trend -> batch too small. Accuracies (per epoch):
+    a wiggle large next to the curve's scale -> batch too small. Accuracies (per epoch):
     ``train - val > gap`` -> overfitting; ``train - val`` small and ``train < low_accuracy``
     -> underfitting. Update ratios (per weight leaf, median over the last epoch but never the
     run's first half; leaves with fewer than 2 dimensions are skipped when
@@ -159,8 +160,10 @@ def diagnose(
     - `gap`: the train/validation accuracy gap that counts as overfitting.
     - `low_accuracy`: training accuracy below which a run with no gap is underfitting.
     - `ratio_band`: update-to-weight ratios outside ``[low, high]`` are reported.
-    - `noise`: the std of the loss around its trend, over the trend's span, that counts as
-      noisy.
+    - `noise`: the std of the loss around its trend over the second half, as a share of the
+      curve's scale (the largest of the smoothed trend's span, the loss's decrease and its
+      level over the second half), that counts as noisy. A plateau's wiggle of a few
+      percent of the loss is not noise, however flat the trend.
     - `dead_fraction`: share of never-active hidden units that is reported.
     - `ratio_min_steps`: runs of fewer steps are too short to judge a ratio above the band.
 
@@ -371,17 +374,26 @@ def diagnose(
                     "Raise the learning rate (by 3-10x), or train longer if that is the plan.",
                 )
             )
-        span = float(sm.max() - sm.min())
         resid = good[m // 2 :] - sm[m // 2 :]
         wiggle = float(np.std(resid))
-        if rel >= 0.1 and span > 0 and wiggle / span > noise:
+        # The wiggle is judged against the curve's own scale: the smoothed trend's span, the
+        # whole decrease, or the loss's level over the second half, whichever is largest.
+        # The span alone shrinks to ~0 on a long plateau (the moving average hides a quick
+        # first drop), where a wiggle of a few percent of the loss would read as "noisy".
+        scales = {
+            "the trend's span": float(sm.max() - sm.min()),
+            "the loss's decrease": drop,
+            "the loss's level": abs(float(np.median(good[m // 2 :]))),
+        }
+        what, scale = max(scales.items(), key=lambda kv: kv[1])
+        if rel >= 0.1 and scale > 0 and wiggle / scale > noise:
             findings.append(
                 Finding(
                     "noisy_loss",
                     "warning",
                     "The loss is very noisy from step to step: the batch size is likely too small.",
                     f"std of the loss around its trend {_fmt(wiggle)} over the second half, "
-                    f"{100 * wiggle / span:.0f}% of the trend's span {_fmt(span)}.",
+                    f"{100 * wiggle / scale:.0f}% of {what} {_fmt(scale)}.",
                     "Use larger minibatches (or a lower learning rate).",
                 )
             )
