@@ -3,6 +3,9 @@ function receives it, and one meaning of "a positive int"."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -114,3 +117,24 @@ def test_member_value_checks_remember_a_bounded_number_of_rows():
     assert len(built) == bound + 16
     check(rates[:1])  # forgotten: built again
     assert built[-1] == rates[0] and len(built) == bound + 17
+
+
+def test_an_averaged_trainer_is_named_by_its_rule_and_freed_with_its_base():
+    x = jax.random.normal(jax.random.key(0), (32, 4))
+    y = (x[:, 0] > 0).astype(jnp.int32)
+    tr = jaxlearn.trainer(
+        jaxlearn.linear(4, 2), optimizer="adam", hparams={"learning_rate": 0.1}, batch_size=16
+    )
+    avg = ensemble.averaged_trainer(tr, "polyak")
+    assert ensemble_fit.base_optimizer(avg.optimizer) == "adam"
+    assert ensemble_fit.base_optimizer("sgd") == "sgd"
+    # An averaged Trainer passed in is reported by its rule's name (once "make").
+    r = ensemble.fit_ensemble(avg, (x, y), num_members=2, num_epochs=0)
+    assert r.history.meta["optimizer"] == "adam"
+    # The Trainer averaged inside fit_ensemble (and cached under it) is freed with it.
+    r = ensemble.fit_ensemble(tr, (x, y), num_members=2, num_epochs=0, average="polyak")
+    assert r.history.meta["optimizer"] == "adam"
+    alive = weakref.ref(tr)
+    del tr, avg, r
+    gc.collect()
+    assert alive() is None

@@ -143,12 +143,23 @@ def averaged_trainer(tr: Trainer, kind: str = "ema") -> Trainer:
         raise ValueError(f"averaged_trainer: `tr` must be a jaxlearn Trainer, got {tr!r}.")
     if kind not in ("ema", "polyak"):
         raise ValueError(f"averaged_trainer: `kind` must be 'ema' or 'polyak', got {kind!r}.")
-    base = tr.optimizer
-    allowed = tr.allowed_hparams()
+    # A copy of `tr` builds the rule: `tr` itself keys the cache that keeps this Trainer.
+    return dataclasses.replace(tr, optimizer=_AveragedRule(dataclasses.replace(tr), kind))
 
-    def make(hp: Mapping[str, jax.Array]) -> optax.GradientTransformation:
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class _AveragedRule:
+    """The update rule of :func:`averaged_trainer`: the rule of ``base`` (a Trainer), built
+    and checked by ``base`` from the hyperparameters, wrapped in
+    :func:`jaxlearn.param_average`."""
+
+    base: Trainer
+    kind: str
+
+    def __call__(self, hp: Mapping[str, jax.Array]) -> optax.GradientTransformation:
         hp = dict(hp)
         decay = hp.pop("average_decay", None)
+        allowed = self.base.allowed_hparams()
         if allowed is not None:
             unknown = sorted(set(hp) - set(allowed))
             if unknown:
@@ -156,18 +167,8 @@ def averaged_trainer(tr: Trainer, kind: str = "ema") -> Trainer:
                     f"averaged_trainer: unknown hyperparameter(s) {unknown}; expected names among "
                     f"{sorted({*allowed, 'average_decay'})}."
                 )
-        if isinstance(base, str):
-            if "learning_rate" not in hp:
-                raise ValueError(
-                    f"averaged_trainer: `hparams` must give a 'learning_rate' for the update "
-                    f"rule {base!r}, got names {sorted(hp)}."
-                )
-            inner = core.OPTIMIZERS[base](**hp)
-        elif isinstance(base, optax.GradientTransformation):
-            inner = base
-        else:
-            inner = base(hp)
-        if kind == "ema":
+        inner = self.base.make_optimizer(self.base.make_hparams(hp))
+        if self.kind == "ema":
             if decay is None:
                 raise ValueError(
                     "averaged_trainer: kind='ema' needs the hyperparameter 'average_decay' "
@@ -176,8 +177,11 @@ def averaged_trainer(tr: Trainer, kind: str = "ema") -> Trainer:
             return param_average(inner, decay, kind="ema")
         return param_average(inner, kind="polyak")
 
-    make._jaxlearn_base = base  # type: ignore[attr-defined]  # what it wraps
-    return dataclasses.replace(tr, optimizer=make)
+
+def base_optimizer(opt: Any) -> Any:
+    """The update rule a Trainer's ``optimizer`` stands for: the rule an
+    :func:`averaged_trainer` wraps, or ``opt`` itself."""
+    return opt.base.optimizer if isinstance(opt, _AveragedRule) else opt
 
 
 # --------------------------------------------------------------------------- strategy
@@ -378,8 +382,7 @@ def check_member_values(fn: str, tr: Trainer, hp: Mapping[str, Any], n: int) -> 
 def _checks_by_range(tr: Trainer) -> bool:
     """Whether the trainer's optimizer checks each value on its own range (jaxlearn's named
     rules, averaged or not), so the columns' extremes answer for every member."""
-    opt = tr.optimizer
-    base = getattr(opt, "_jaxlearn_base", opt)
+    base = base_optimizer(tr.optimizer)
     # A fixed optax transform ignores the values: only the Trainer's own range checks run.
     return isinstance(base, (str, optax.GradientTransformation))
 
@@ -875,7 +878,6 @@ def fit_ensemble(
     )
     member0 = {k: v[0] for k, v in hp.items()}
     _cached(tr, ("hparams", tuple(sorted(hp))), lambda: tr.make_hparams(member0))  # names
-    rule_name = optimizer_name(tr.optimizer)
     if average is not None:
         tr = _cached(tr, ("averaged", average), lambda: averaged_trainer(tr, average))
         if average == "ema":
@@ -1018,7 +1020,7 @@ def fit_ensemble(
         "steps_per_epoch": spe,
         "num_train": n_member_train,
         "num_val": int(np.shape(val[0])[0]) if val else 0,
-        "optimizer": rule_name,
+        "optimizer": optimizer_name(base_optimizer(tr.optimizer)),
         "monitor": monitor,
         "strategy": plan.strategy,
         "chunk_size": plan.chunk_size,
