@@ -314,6 +314,57 @@ def test_a_wiggle_large_next_to_the_loss_level_is_noisy():
     assert d.kinds == ["noisy_loss"] and "% of the loss's decrease " in d[0].evidence
 
 
+def _blobs(rng, centers, n):
+    y = rng.integers(0, 10, n).astype(np.int32)
+    x = np.clip(centers[y] + 0.3 * rng.standard_normal((n, 64)), 0, 1).astype(np.float32)
+    return x, y
+
+
+def test_a_too_large_initialization_is_read_from_the_first_loss(splits, sgd_trainer):
+    # Ten classes of blobs shaped as digits (the trainer's program is reused), an MLP whose
+    # weights start 10x the He init's: the first loss is ~46x log(10) where the He init's
+    # is ~1.1x.
+    rng = np.random.default_rng(1)
+    centers = rng.uniform(size=(10, 64)).astype(np.float32)
+    train = _blobs(rng, centers, len(splits.train[1]))
+    val = _blobs(rng, centers, len(splits.val[1]))
+    he = jaxlearn.mlp(64, (100,), 10).init(jax.random.key(0))
+    big = {k: 10 * v if k.startswith("W") else v for k, v in he.items()}
+
+    def first_loss_and_diagnosis(params):
+        h = jaxlearn.fit(sgd_trainer, train, val, params=params, num_epochs=1, progress=False)
+        h = h.history
+        return float(h.loss[0]), jaxlearn.diagnose(h, num_classes=10)
+
+    l0, d = first_loss_and_diagnosis(big)
+    assert l0 > 10 * np.log(10)
+    assert d.kinds == ["init_loss_high"] and d[0].severity == "warning" and d[0].step == 0
+    assert f"is {l0 / np.log(10):.1f}x the loss at chance" in d[0].message
+    assert "initial weights are likely too large" in d[0].message
+    assert "against 2.303 = log(10)" in d[0].evidence and "He init" in d[0].advice
+    l0, d = first_loss_and_diagnosis(he)
+    assert l0 < 1.5 * np.log(10) and "init_loss_high" not in d.kinds
+
+
+def test_the_first_loss_is_judged_against_the_given_chance():
+    loss = np.r_[8.0, _fast(299)]  # 3.5x log(10)
+    h = _synthetic(loss)
+    assert jaxlearn.diagnose(h) == []  # no chance value: not judged
+    assert jaxlearn.diagnose(h, num_classes=10).kinds == ["init_loss_high"]
+    assert jaxlearn.diagnose(h, num_classes=10, init_factor=4) == []
+    # An SVM over 10 classes starts near (C - 1) * margin = 9.
+    assert jaxlearn.diagnose(h, num_classes=10, chance_loss=9.0) == []
+    h.meta["hparams"] = {"learning_rate": 0.1, "l2": 0.5}
+    d = jaxlearn.diagnose(h, num_classes=10)
+    assert "includes the L2 penalty (l2 = 0.5)" in d[0].evidence
+    with pytest.raises(ValueError, match=r"`num_classes` must be an int >= 2 .*, got 1"):
+        jaxlearn.diagnose(h, num_classes=1)
+    with pytest.raises(ValueError, match=r"`chance_loss` must be a number > 0, got nan"):
+        jaxlearn.diagnose(h, chance_loss=float("nan"))
+    with pytest.raises(ValueError, match=r"`init_factor` must be a number > 1, got 0.5"):
+        jaxlearn.diagnose(h, num_classes=10, init_factor=0.5)
+
+
 def test_bad_steps_are_a_nonfinite_loss_or_a_step_flagged_non_finite():
     from jaxlearn.train.diagnose import bad_steps
 

@@ -4,6 +4,9 @@
 with the evidence (numbers from the run) and the notes' advice:
 
 - ``nonfinite``: the loss became NaN or infinite (learning rate too high), with the step;
+- ``init_loss_high``: the first loss is far above the loss at chance, ``log(C)`` for a
+  softmax over C classes (initial weights too large, or too much regularization); only
+  when the chance value is given (``num_classes`` or ``chance_loss``);
 - ``exploding``: the loss grew far above its starting value (learning rate too high);
 - ``lr_too_low``: the loss decays linearly or barely (learning rate too low);
 - ``plateau_high``: the loss dropped at once and then plateaued at a high value
@@ -98,6 +101,32 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
+def _chance(
+    fn: str, num_classes: int | None, chance_loss: float | None
+) -> tuple[float | None, str]:
+    """The loss at chance from `diagnose`'s arguments, and how it was found."""
+    if chance_loss is not None:
+        if isinstance(chance_loss, bool) or not (
+            isinstance(chance_loss, (int, float, np.integer, np.floating))
+            and math.isfinite(chance_loss)
+            and chance_loss > 0
+        ):
+            raise ValueError(f"{fn}: `chance_loss` must be a number > 0, got {chance_loss!r}.")
+        return float(chance_loss), "the given loss at chance"
+    if num_classes is None:
+        return None, ""
+    if (
+        isinstance(num_classes, bool)
+        or not isinstance(num_classes, (int, np.integer))
+        or num_classes < 2
+    ):
+        raise ValueError(
+            f"{fn}: `num_classes` must be an int >= 2 (the softmax's loss at chance is "
+            f"log(C)), got {num_classes!r}."
+        )
+    return math.log(num_classes), f"log({int(num_classes)})"
+
+
 def bad_steps(history: History) -> np.ndarray:
     """Which steps went bad: a NaN or infinite loss, or the step's ``finite`` flag off.
 
@@ -136,17 +165,21 @@ def diagnose(
     noise: float = 0.15,
     dead_fraction: float = 0.5,
     ratio_min_steps: int = 200,
+    num_classes: int | None = None,
+    chance_loss: float | None = None,
+    init_factor: float = 3.0,
 ) -> Diagnosis:
     """Read a run's curves as the notes teach and say what is wrong, with evidence and advice.
 
-    Loss curves (per step): NaN or exploding -> rate too high (with the step); a linear or
-    barely decaying loss -> rate too low; a quick drop then a high plateau -> rate too high;
-    a wiggle large next to the curve's scale -> batch too small. Accuracies (per epoch):
-    ``train - val > gap`` -> overfitting; ``train - val`` small and ``train < low_accuracy``
-    -> underfitting. Update ratios (per weight leaf, median over the last epoch but never the
-    run's first half; leaves with fewer than 2 dimensions are skipped when
-    ``history.meta["leaf_shapes"]`` names them) outside ``ratio_band`` around the notes'
-    ``~1e-3``.
+    Loss curves (per step): the first loss above ``init_factor`` times the loss at chance
+    (``log(C)``) -> initial weights too large; NaN or exploding -> rate too high (with the
+    step); a linear or barely decaying loss -> rate too low; a quick drop then a high
+    plateau -> rate too high; a wiggle large next to the curve's scale -> batch too small.
+    Accuracies (per epoch): ``train - val > gap`` -> overfitting; ``train - val`` small and
+    ``train < low_accuracy`` -> underfitting. Update ratios (per weight leaf, median over the
+    last epoch but never the run's first half; leaves with fewer than 2 dimensions are
+    skipped when ``history.meta["leaf_shapes"]`` names them) outside ``ratio_band`` around
+    the notes' ``~1e-3``.
 
     Early in training the ratios run high and fall as the weights grow (an MLP on digits at
     a good rate: 2e-2 on its last layer at first, 1e-2 after 150 steps, 6e-3 after 400), so
@@ -154,6 +187,11 @@ def diagnose(
     summary names such leaves instead of a finding. A ratio above ``10 * high`` is reported
     even so (an update a tenth the size of the weights is too large at any time), and so is
     one below the band (it only gets lower).
+
+    The first loss is judged only when the loss at chance is known: a :class:`~jaxlearn.History`
+    does not record the classes nor the loss. Small random weights give about ``log(C)``
+    (softmax), He-initialized nets 1.1-1.5x that; 3x takes scores spread 4-6 times wider
+    (C from 2 to 1000), as weights 4x too large in one layer or 2x in each of two do.
 
     **Arguments:**
     - `history`: the :class:`~jaxlearn.History` of a run (e.g. ``fit(...).history``).
@@ -166,6 +204,11 @@ def diagnose(
       percent of the loss is not noise, however flat the trend.
     - `dead_fraction`: share of never-active hidden units that is reported.
     - `ratio_min_steps`: runs of fewer steps are too short to judge a ratio above the band.
+    - `num_classes`: the classes of a softmax cross-entropy loss (chance: ``log(C)``), to
+      judge the first loss; None (the default) skips that check.
+    - `chance_loss`: the loss at chance for another loss (the SVM's ``(C - 1) * margin``);
+      it replaces ``log(num_classes)``.
+    - `init_factor`: the first loss above this many times the loss at chance is reported.
 
     **Returns:** a :class:`Diagnosis`, a list of :class:`Finding` (empty when the run looks
     healthy), most severe first; ``print`` it for a report.
@@ -179,6 +222,13 @@ def diagnose(
         >>> d = jaxlearn.diagnose(h)
         >>> d.kinds[0], d[0].step
         ('nonfinite', 31)
+
+        With the number of classes, the first loss is judged against ``log(C)``:
+
+        >>> h = jaxlearn.History.from_arrays({"loss": np.geomspace(60.0, 0.1, 300)})
+        >>> d = jaxlearn.diagnose(h, num_classes=10)
+        >>> d.kinds, d[0].message.split(":")[0]
+        (['init_loss_high'], 'The loss at initialization, 60, is 26.1x the loss at chance')
     """
     if not isinstance(history, History):
         raise ValueError(f"diagnose: `history` must be a History, got {type(history).__name__}.")
@@ -195,6 +245,11 @@ def diagnose(
         raise ValueError(
             f"diagnose: `ratio_band` must be (low, high) with 0 < low < high, got {ratio_band!r}."
         )
+    chance, chance_how = _chance("diagnose", num_classes, chance_loss)
+    if isinstance(init_factor, bool) or not (
+        isinstance(init_factor, (int, float, np.integer, np.floating)) and init_factor > 1
+    ):
+        raise ValueError(f"diagnose: `init_factor` must be a number > 1, got {init_factor!r}.")
     findings: list[Finding] = []
     loss = np.asarray(history.loss, dtype=float)
     n = loss.size
@@ -264,6 +319,31 @@ def diagnose(
             )
         )
         good = loss[:s]
+    # ------------------------------------------------------------------ initialization
+    if chance is not None and good.size and good[0] > init_factor * chance:
+        l0 = float(good[0])
+        l2 = (history.meta.get("hparams") or {}).get("l2")
+        penalty = (
+            f"; the step's loss includes the L2 penalty (l2 = {_fmt(float(l2))})"
+            if isinstance(l2, (int, float)) and l2 > 0
+            else ""
+        )
+        findings.append(
+            Finding(
+                "init_loss_high",
+                "warning",
+                f"The loss at initialization, {_fmt(l0)}, is {l0 / chance:.1f}x the loss at "
+                f"chance: the initial weights are likely too large.",
+                f"the first step's loss {_fmt(l0)} against {_fmt(chance)} = {chance_how} (small "
+                f"random weights give about that, a He init 1.1-1.5x; {init_factor:g}x takes "
+                f"scores spread 4-6 times wider){penalty}.",
+                "Scale the initialization down (std sqrt(2 / fan_in) for ReLU layers, the notes' "
+                "He init) or lower the regularization strength; check the loss is a mean over "
+                "the batch, not a sum (sanity.initial_loss checks it before training).",
+                step=0,
+            )
+        )
+
     if good.size >= 4:
         l0 = float(good[0])  # the loss at initialization
         sm3 = _smooth(good, 3)
