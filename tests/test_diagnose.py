@@ -334,15 +334,26 @@ def test_a_too_large_initialization_is_read_from_the_first_loss(splits, sgd_trai
     def first_loss_and_diagnosis(params):
         h = jaxlearn.fit(sgd_trainer, train, val, params=params, num_epochs=1, progress=False)
         h = h.history
-        return float(h.loss[0]), jaxlearn.diagnose(h, num_classes=10)
+        # fit records what the loss at chance is: no argument needed.
+        assert h.meta["num_classes"] == 10 and h.meta["loss"] == "softmax_cross_entropy"
+        return float(h.loss[0]), jaxlearn.diagnose(h), h
 
-    l0, d = first_loss_and_diagnosis(big)
+    l0, d, h = first_loss_and_diagnosis(big)
     assert l0 > 10 * np.log(10)
     assert d.kinds == ["init_loss_high"] and d[0].severity == "warning" and d[0].step == 0
     assert f"is {l0 / np.log(10):.1f}x the loss at chance" in d[0].message
     assert "initial weights are likely too large" in d[0].message
-    assert "against 2.303 = log(10)" in d[0].evidence and "He init" in d[0].advice
-    l0, d = first_loss_and_diagnosis(he)
+    assert "against 2.303 = log(10), the run's softmax loss at chance" in d[0].evidence
+    assert "He init" in d[0].advice
+    # An argument replaces the record; a loss the library does not know is not judged.
+    assert "= log(10) (small" in jaxlearn.diagnose(h, num_classes=10)[0].evidence
+    h.meta["loss"] = None
+    assert jaxlearn.diagnose(h) == []
+    h.meta.update(loss="multiclass_svm", num_classes=100)  # chance 99
+    assert jaxlearn.diagnose(h) == []
+    h.meta["num_classes"] = 10  # chance 9
+    assert "= C - 1 = 9, the run's SVM loss" in jaxlearn.diagnose(h)[0].evidence
+    l0, d, _ = first_loss_and_diagnosis(he)
     assert l0 < 1.5 * np.log(10) and "init_loss_high" not in d.kinds
 
 

@@ -24,8 +24,8 @@ with the evidence (numbers from the run) and the notes' advice:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from typing import NamedTuple
+from collections.abc import Mapping, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -99,6 +99,18 @@ def _smooth(x: np.ndarray, window: int) -> np.ndarray:
 
 def _fmt(v: float) -> str:
     return f"{v:.4g}"
+
+
+def _chance_of_run(meta: Mapping[str, Any]) -> tuple[float | None, str]:
+    """The loss at chance that a run's History records (``fit`` writes the classes and its
+    loss's name), and how it was found; None when the loss is not the library's own."""
+    c, loss = meta.get("num_classes"), meta.get("loss")
+    if isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 2:
+        if loss == "softmax_cross_entropy":
+            return math.log(c), f"log({int(c)}), the run's softmax loss at chance"
+        if loss == "multiclass_svm":
+            return float(c - 1), f"C - 1 = {int(c) - 1}, the run's SVM loss at chance"
+    return None, ""
 
 
 def _chance(
@@ -188,8 +200,10 @@ def diagnose(
     even so (an update a tenth the size of the weights is too large at any time), and so is
     one below the band (it only gets lower).
 
-    The first loss is judged only when the loss at chance is known: a :class:`~jaxlearn.History`
-    does not record the classes nor the loss. Small random weights give about ``log(C)``
+    The first loss is judged only when the loss at chance is known: from `num_classes` or
+    `chance_loss`, else from what :func:`~jaxlearn.fit` records in ``history.meta``
+    (``"num_classes"`` and ``"loss"``, for the library's softmax cross-entropy and
+    margin-1 SVM). Small random weights give about ``log(C)``
     (softmax), He-initialized nets 1.1-1.5x that; 3x takes scores spread 4-6 times wider
     (C from 2 to 1000), as weights 4x too large in one layer or 2x in each of two do.
 
@@ -205,7 +219,7 @@ def diagnose(
     - `dead_fraction`: share of never-active hidden units that is reported.
     - `ratio_min_steps`: runs of fewer steps are too short to judge a ratio above the band.
     - `num_classes`: the classes of a softmax cross-entropy loss (chance: ``log(C)``), to
-      judge the first loss; None (the default) skips that check.
+      judge the first loss; None (the default): as the History records, else unjudged.
     - `chance_loss`: the loss at chance for another loss (the SVM's ``(C - 1) * margin``);
       it replaces ``log(num_classes)``.
     - `init_factor`: the first loss above this many times the loss at chance is reported.
@@ -246,6 +260,8 @@ def diagnose(
             f"diagnose: `ratio_band` must be (low, high) with 0 < low < high, got {ratio_band!r}."
         )
     chance, chance_how = _chance("diagnose", num_classes, chance_loss)
+    if chance is None:
+        chance, chance_how = _chance_of_run(history.meta)
     if isinstance(init_factor, bool) or not (
         isinstance(init_factor, (int, float, np.integer, np.floating)) and init_factor > 1
     ):

@@ -25,7 +25,7 @@ import optax
 
 from jaxlearn._checks import positive_int
 from jaxlearn.data import check_dataset
-from jaxlearn.losses import softmax_cross_entropy
+from jaxlearn.losses import multiclass_svm, softmax_cross_entropy
 from jaxlearn.schedules import per_epoch
 from jaxlearn.train.checkpoint import Checkpointer
 from jaxlearn.train.core import (
@@ -469,6 +469,17 @@ def optimizer_name(opt: Any) -> str:
     return getattr(opt, "__name__", type(opt).__name__)
 
 
+def loss_name(loss: Any) -> str | None:
+    """How a History names the Trainer's data loss: ``"softmax_cross_entropy"`` or
+    ``"multiclass_svm"`` (margin 1) for the library's own, else None (its loss at chance is
+    not known)."""
+    if loss is softmax_cross_entropy:
+        return "softmax_cross_entropy"
+    if loss is multiclass_svm:
+        return "multiclass_svm"
+    return None
+
+
 def fit(
     model: Any,
     train: tuple[Any, Any],
@@ -701,6 +712,9 @@ def fit(
             "best_value": None,
             "stop_reason": None,
             "first_nonfinite_step": None,
+            # What `diagnose` judges the first loss against (the loss at chance).
+            "num_classes": num_classes,
+            "loss": loss_name(tr.loss),
             "leaf_shapes": dict(
                 zip(
                     leaf_names(state.params),
