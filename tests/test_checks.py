@@ -131,6 +131,10 @@ def test_an_averaged_trainer_is_named_by_its_rule_and_freed_with_its_base():
     # An averaged Trainer passed in is reported by its rule's name (once "make").
     r = ensemble.fit_ensemble(avg, (x, y), num_members=2, num_epochs=0)
     assert r.history.meta["optimizer"] == "adam"
+    # So is one trained by fit (once "_AveragedRule").
+    one = jaxlearn.fit(avg, (x, y), num_epochs=1, progress=False)
+    assert one.history.meta["optimizer"] == "adam"
+    del one
     # The Trainer averaged inside fit_ensemble (and cached under it) is freed with it.
     r = ensemble.fit_ensemble(tr, (x, y), num_members=2, num_epochs=0, average="polyak")
     assert r.history.meta["optimizer"] == "adam"

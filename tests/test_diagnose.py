@@ -370,9 +370,9 @@ def test_the_first_loss_is_judged_against_the_given_chance():
     assert "includes the L2 penalty (l2 = 0.5)" in d[0].evidence
     with pytest.raises(ValueError, match=r"`num_classes` must be an int >= 2 .*, got 1"):
         jaxlearn.diagnose(h, num_classes=1)
-    with pytest.raises(ValueError, match=r"`chance_loss` must be a number > 0, got nan"):
+    with pytest.raises(ValueError, match=r"`chance_loss` must be a finite number > 0, got nan"):
         jaxlearn.diagnose(h, chance_loss=float("nan"))
-    with pytest.raises(ValueError, match=r"`init_factor` must be a number > 1, got 0.5"):
+    with pytest.raises(ValueError, match=r"`init_factor` must be a finite number > 1, got 0.5"):
         jaxlearn.diagnose(h, num_classes=10, init_factor=0.5)
 
 

@@ -156,6 +156,11 @@ class _AveragedRule:
     base: Trainer
     kind: str
 
+    @property
+    def base_rule(self) -> Any:
+        """The rule this one averages (how a History names the optimizer)."""
+        return self.base.optimizer
+
     def __call__(self, hp: Mapping[str, jax.Array]) -> optax.GradientTransformation:
         hp = dict(hp)
         decay = hp.pop("average_decay", None)
@@ -181,7 +186,7 @@ class _AveragedRule:
 def base_optimizer(opt: Any) -> Any:
     """The update rule a Trainer's ``optimizer`` stands for: the rule an
     :func:`averaged_trainer` wraps, or ``opt`` itself."""
-    return opt.base.optimizer if isinstance(opt, _AveragedRule) else opt
+    return opt.base_rule if isinstance(opt, _AveragedRule) else opt
 
 
 # --------------------------------------------------------------------------- strategy
@@ -1020,7 +1025,7 @@ def fit_ensemble(
         "steps_per_epoch": spe,
         "num_train": n_member_train,
         "num_val": int(np.shape(val[0])[0]) if val else 0,
-        "optimizer": optimizer_name(base_optimizer(tr.optimizer)),
+        "optimizer": optimizer_name(tr.optimizer),
         "monitor": monitor,
         "strategy": plan.strategy,
         "chunk_size": plan.chunk_size,

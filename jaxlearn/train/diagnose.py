@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from jaxlearn._checks import check_int, number
 from jaxlearn.train.history import History
 
 __all__ = ["Finding", "Diagnosis", "diagnose", "bad_steps"]
@@ -118,13 +119,9 @@ def _chance(
 ) -> tuple[float | None, str]:
     """The loss at chance from `diagnose`'s arguments, and how it was found."""
     if chance_loss is not None:
-        if isinstance(chance_loss, bool) or not (
-            isinstance(chance_loss, (int, float, np.integer, np.floating))
-            and math.isfinite(chance_loss)
-            and chance_loss > 0
-        ):
-            raise ValueError(f"{fn}: `chance_loss` must be a number > 0, got {chance_loss!r}.")
-        return float(chance_loss), "the given loss at chance"
+        return number(
+            fn, "chance_loss", chance_loss, lo=0, lo_open=True
+        ), "the given loss at chance"
     if num_classes is None:
         return None, ""
     if (
@@ -246,14 +243,7 @@ def diagnose(
     """
     if not isinstance(history, History):
         raise ValueError(f"diagnose: `history` must be a History, got {type(history).__name__}.")
-    if (
-        isinstance(ratio_min_steps, bool)
-        or not isinstance(ratio_min_steps, (int, np.integer))
-        or ratio_min_steps < 0
-    ):
-        raise ValueError(
-            f"diagnose: `ratio_min_steps` must be an int >= 0, got {ratio_min_steps!r}."
-        )
+    ratio_min_steps = check_int("diagnose", "ratio_min_steps", ratio_min_steps, 0)
     lo_band, hi_band = ratio_band
     if not (0 < lo_band < hi_band):
         raise ValueError(
@@ -262,10 +252,7 @@ def diagnose(
     chance, chance_how = _chance("diagnose", num_classes, chance_loss)
     if chance is None:
         chance, chance_how = _chance_of_run(history.meta)
-    if isinstance(init_factor, bool) or not (
-        isinstance(init_factor, (int, float, np.integer, np.floating)) and init_factor > 1
-    ):
-        raise ValueError(f"diagnose: `init_factor` must be a number > 1, got {init_factor!r}.")
+    init_factor = number("diagnose", "init_factor", init_factor, lo=1, lo_open=True)
     findings: list[Finding] = []
     loss = np.asarray(history.loss, dtype=float)
     n = loss.size

@@ -461,7 +461,11 @@ def check_pair(fn: str, name: str, data: Any) -> tuple[Any, Any]:
 
 def optimizer_name(opt: Any) -> str:
     """How a History names the Trainer's optimizer: a rule's name, "optax transform", or the
-    object's name."""
+    object's name; a rule that wraps another (``ensemble.averaged_trainer``'s, which has a
+    ``base_rule``) by the rule it wraps."""
+    base = getattr(opt, "base_rule", None)
+    if base is not None:
+        return optimizer_name(base)
     if isinstance(opt, str):
         return opt
     if isinstance(opt, optax.GradientTransformation):
