@@ -10,7 +10,7 @@ from jaxlearn.train.core import (
     leaf_names,
     trainer,
 )
-from jaxlearn.train.diagnose import Diagnosis, Finding, diagnose
+from jaxlearn.train.diagnose import Diagnosis, Finding, bad_steps, diagnose
 from jaxlearn.train.fit import FitResult, activation_stats, fit
 from jaxlearn.train.history import History
 
@@ -30,6 +30,7 @@ __all__ = [
     "Finding",
     "Diagnosis",
     "diagnose",
+    "bad_steps",
     "FitResult",
     "fit",
     "activation_stats",

@@ -258,7 +258,8 @@ def diagnose(
     n = loss.size
     spe = int(history.meta.get("steps_per_epoch") or 0)
     lr = history.learning_rate
-    summary = f"Diagnosis of {n} steps, {history.num_epochs} epochs"
+    e = history.num_epochs
+    summary = f"Diagnosis of {n} steps, {e} epoch{'' if e == 1 else 's'}"
 
     def epoch_of(step: int) -> str:
         return f" (epoch {step // spe + 1})" if spe else ""
