@@ -9,12 +9,14 @@ rather than a plausible number, and you should check your data once outside ``ji
 
 from __future__ import annotations
 
+import math
 from typing import Any, cast
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn._checks import number, real_number
 from jaxlearn._compat import concrete_or_none, path_str
 
 __all__ = [
@@ -159,6 +161,49 @@ def multiclass_svm(scores: jax.Array, labels: jax.Array, margin: float = 1.0) ->
     # The mean, not sum / n: jnp.mean accumulates float16 in float32 (a float16 sum of
     # 10000 examples at chance, 90000, overflows).
     return jnp.mean(per_example)
+
+
+def loss_at_chance(
+    fn: str, chance: str | float, num_classes: int, margin: float = 1.0
+) -> tuple[float, str]:
+    """The loss of a classifier that scores every class alike, and how it was found.
+
+    ``log(C)`` for the Softmax classifier (``chance="softmax"``), ``(C - 1) * margin`` for
+    the multiclass SVM (``"svm"``), or a given number (the expected loss of another loss).
+
+    **Arguments:**
+    - `fn`: the calling function, for the messages.
+    - `chance`: ``"softmax"``, ``"svm"`` or the expected loss (a finite number > 0).
+    - `num_classes`: C, at least 2.
+    - `margin`: the SVM's margin (a finite number > 0).
+
+    **Returns:** ``(value, how)``: the loss at chance and its formula as text
+    (``"log(10)"``, ``"(10 - 1)"``, ``"given"``).
+
+    Example:
+        >>> from jaxlearn.losses import loss_at_chance
+        >>> loss_at_chance("f", "svm", 10, margin=2.0)
+        (18.0, '(10 - 1) * 2')
+    """
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)):
+        raise ValueError(f"{fn}: `num_classes` must be an int >= 2, got {num_classes!r}.")
+    if num_classes < 2:
+        raise ValueError(
+            f"{fn}: the scores have {num_classes} class; a loss at chance needs C >= 2 classes."
+        )
+    c = int(num_classes)
+    if isinstance(chance, str):
+        if chance == "softmax":
+            return math.log(c), f"log({c})"
+        if chance == "svm":
+            m = number(fn, "margin", margin, lo=0, lo_open=True)
+            return (c - 1) * m, f"({c} - 1)" + (f" * {m:g}" if m != 1 else "")
+    elif real_number(chance) is not None:
+        return number(fn, "chance", chance, lo=0, lo_open=True), "given"
+    raise ValueError(
+        f"{fn}: `chance` must be 'softmax', 'svm' or the expected loss (a number > 0), got "
+        f"{chance!r}."
+    )
 
 
 def _penalized_leaves(

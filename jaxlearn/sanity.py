@@ -31,7 +31,6 @@ import math
 import textwrap
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from numbers import Real
 from typing import Any
 
 import jax
@@ -40,7 +39,7 @@ import numpy as np
 import optax
 
 from jaxlearn.data import _numpy_rng, check_dataset
-from jaxlearn.losses import hits, l2_penalty, softmax_cross_entropy
+from jaxlearn.losses import hits, l2_penalty, loss_at_chance, softmax_cross_entropy
 from jaxlearn.models import Model
 from jaxlearn.optim import adam
 
@@ -217,30 +216,6 @@ def _shapes(fn: str, loss_fn: LossFn, params: Any, x: Any, y: Any) -> int:
     return c
 
 
-def _chance(fn: str, chance: str | float, num_classes: int, margin: float) -> tuple[float, str]:
-    if num_classes < 2:
-        raise ValueError(
-            f"{fn}: the scores have {num_classes} class; a loss at chance needs C >= 2 classes."
-        )
-    if isinstance(chance, str):
-        if chance == "softmax":
-            return math.log(num_classes), f"log({num_classes})"
-        if chance == "svm":
-            if isinstance(margin, bool) or not (
-                isinstance(margin, Real) and math.isfinite(margin) and margin > 0
-            ):
-                raise ValueError(f"{fn}: `margin` must be a number > 0, got {margin!r}.")
-            m = f" * {margin:g}" if margin != 1 else ""
-            return (num_classes - 1) * float(margin), f"({num_classes} - 1){m}"
-    elif isinstance(chance, Real) and not isinstance(chance, bool):
-        if math.isfinite(chance) and chance > 0:
-            return float(chance), "given"
-    raise ValueError(
-        f"{fn}: `chance` must be 'softmax', 'svm' or the expected loss (a number > 0), got "
-        f"{chance!r}."
-    )
-
-
 def _chance_tol(chance: str | float, margin: float, s: float) -> float:
     """The relative tolerance around chance for scores of spread `s` (see
     :func:`initial_loss`): 5% for tiny scores, growing with the spread (relative to the
@@ -312,7 +287,7 @@ def initial_loss(
     """
     fn = "initial_loss"
     c = _shapes(fn, loss_fn, params, x, y)
-    expected, how = _chance(fn, chance, c, margin)
+    expected, how = loss_at_chance(fn, chance, c, margin)
     if rtol is not None and (
         isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 < rtol < 1
     ):

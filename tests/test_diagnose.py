@@ -342,19 +342,36 @@ def test_a_too_large_initialization_is_read_from_the_first_loss(splits, sgd_trai
     assert l0 > 10 * np.log(10)
     assert d.kinds == ["init_loss_high"] and d[0].severity == "warning" and d[0].step == 0
     assert f"is {l0 / np.log(10):.1f}x the loss at chance" in d[0].message
-    assert "initial weights are likely too large" in d[0].message
-    assert "against 2.303 = log(10), the run's softmax loss at chance" in d[0].evidence
+    assert "initial weights (or the inputs) are likely too large" in d[0].message
+    assert "against 2.303 = log(10), the softmax loss at chance" in d[0].evidence
     assert "He init" in d[0].advice
-    # An argument replaces the record; a loss the library does not know is not judged.
-    assert "= log(10) (small" in jaxlearn.diagnose(h, num_classes=10)[0].evidence
+    # A loss the library does not know is judged only with an argument.
     h.meta["loss"] = None
     assert jaxlearn.diagnose(h) == []
+    assert "= log(10), the softmax" in jaxlearn.diagnose(h, num_classes=10)[0].evidence
     h.meta.update(loss="multiclass_svm", num_classes=100)  # chance 99
     assert jaxlearn.diagnose(h) == []
+    assert jaxlearn.diagnose(h, num_classes=100) == []  # the SVM's C - 1, not log(C)
     h.meta["num_classes"] = 10  # chance 9
-    assert "= C - 1 = 9, the run's SVM loss" in jaxlearn.diagnose(h)[0].evidence
+    assert "= (10 - 1), the SVM loss at chance" in jaxlearn.diagnose(h)[0].evidence
     l0, d, _ = first_loss_and_diagnosis(he)
     assert l0 < 1.5 * np.log(10) and "init_loss_high" not in d.kinds
+    # A strong L2 on the He init: the first loss is ~6x log(10), all of it penalty. fit
+    # records the penalty and the data loss is judged (once called "weights too large").
+    r = jaxlearn.fit(
+        sgd_trainer,
+        train,
+        val,
+        params=he,
+        hparams={"learning_rate": 0.1, "l2": 0.1},
+        num_epochs=1,
+        progress=False,
+    )
+    h = r.history
+    penalty = 0.1 * float(jaxlearn.l2_penalty(he))
+    assert h.meta["initial_penalty"] == pytest.approx(penalty, rel=1e-6)
+    assert h.loss[0] > 3 * np.log(10) and h.loss[0] - penalty < 1.5 * np.log(10)
+    assert "init_loss_high" not in jaxlearn.diagnose(h).kinds
 
 
 def test_the_first_loss_is_judged_against_the_given_chance():
@@ -365,10 +382,18 @@ def test_the_first_loss_is_judged_against_the_given_chance():
     assert jaxlearn.diagnose(h, num_classes=10, init_factor=4) == []
     # An SVM over 10 classes starts near (C - 1) * margin = 9.
     assert jaxlearn.diagnose(h, num_classes=10, chance_loss=9.0) == []
-    h.meta["hparams"] = {"learning_rate": 0.1, "l2": 0.5}
+    # A penalty in the first loss: judged on the data loss when recorded, else not at all.
+    h.meta["hparams"] = {"learning_rate": 0.1, "l2": np.float32(0.5)}
+    assert jaxlearn.diagnose(h, num_classes=10) == []
+    h.meta["initial_penalty"] = 1.0  # data loss 7.0 = 3.04x log(10)
     d = jaxlearn.diagnose(h, num_classes=10)
-    assert "includes the L2 penalty (l2 = 0.5)" in d[0].evidence
-    with pytest.raises(ValueError, match=r"`num_classes` must be an int >= 2 .*, got 1"):
+    assert (
+        d.kinds == ["init_loss_high"] and "data loss at initialization, 7, is 3.0x" in d[0].message
+    )
+    assert "its loss 8 less the l2 = 0.5 penalty 1)" in d[0].evidence
+    h.meta["initial_penalty"] = 1.2  # data loss 6.8 < 3 log(10)
+    assert jaxlearn.diagnose(h, num_classes=10) == []
+    with pytest.raises(ValueError, match=r"`num_classes` must be an int >= 2, got 1"):
         jaxlearn.diagnose(h, num_classes=1)
     with pytest.raises(ValueError, match=r"`chance_loss` must be a finite number > 0, got nan"):
         jaxlearn.diagnose(h, chance_loss=float("nan"))

@@ -52,7 +52,13 @@ from jaxlearn.ensemble.history import EPOCH_FIELDS, STEP_METRICS, EnsembleHistor
 from jaxlearn.optim.averaging import averaged_params, param_average
 from jaxlearn.train import core
 from jaxlearn.train.core import StepMetrics, Trainer, TrainState
-from jaxlearn.train.fit import MONITORS, activation_stats, evaluated_epoch, optimizer_name
+from jaxlearn.train.fit import (
+    MONITORS,
+    activation_stats,
+    evaluated_epoch,
+    loss_name,
+    optimizer_name,
+)
 
 __all__ = [
     "EnsembleHistory",
@@ -1018,6 +1024,9 @@ def fit_ensemble(
     avg = averaged_params(states.opt_state, like=states.params) if average is not None else None
     names = [*tr.hparams, *(k for k in hp if k not in tr.hparams)]
     values = [hp.get(k, tr.hparams.get(k)) for k in names]
+    penalized = any(
+        np.any(np.asarray(v) != 0) for k, v in zip(names, values, strict=True) if k in ("l2", "l1")
+    )
     first_bad: list[int | None] = [None] * n_members
     meta = {
         "num_members": n_members,
@@ -1035,6 +1044,11 @@ def fit_ensemble(
         "first_nonfinite_step": first_bad,  # filled in from the records below
         "stop_reason": "completed",
         "leaf_shapes": info.leaf_shapes,
+        # What `diagnose` judges a member's first loss against; the members' penalties at
+        # initialization are not computed (their params are made inside the program).
+        "num_classes": info.num_classes,
+        "loss": loss_name(tr.loss),
+        "initial_penalty": None if penalized else 0.0,
     }
 
     host = to_host([out for _, out in outs])  # one copy of every record (none when copied)

@@ -4,9 +4,10 @@
 with the evidence (numbers from the run) and the notes' advice:
 
 - ``nonfinite``: the loss became NaN or infinite (learning rate too high), with the step;
-- ``init_loss_high``: the first loss is far above the loss at chance, ``log(C)`` for a
-  softmax over C classes (initial weights too large, or too much regularization); only
-  when the chance value is given (``num_classes`` or ``chance_loss``);
+- ``init_loss_high``: the first step's data loss (its loss less the regularization
+  penalty ``fit`` records) is far above the loss at chance, ``log(C)`` for a softmax over
+  C classes, ``C - 1`` for the SVM (initial weights or inputs too large); judged when the
+  loss at chance is known (given, or from the classes and loss ``fit`` records);
 - ``exploding``: the loss grew far above its starting value (learning rate too high);
 - ``lr_too_low``: the loss decays linearly or barely (learning rate too low);
 - ``plateau_high``: the loss dropped at once and then plateaued at a high value
@@ -29,7 +30,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from jaxlearn._checks import check_int, number
+from jaxlearn._checks import check_int, number, real_number
+from jaxlearn.losses import loss_at_chance
 from jaxlearn.train.history import History
 
 __all__ = ["Finding", "Diagnosis", "diagnose", "bad_steps"]
@@ -102,38 +104,30 @@ def _fmt(v: float) -> str:
     return f"{v:.4g}"
 
 
-def _chance_of_run(meta: Mapping[str, Any]) -> tuple[float | None, str]:
-    """The loss at chance that a run's History records (``fit`` writes the classes and its
-    loss's name), and how it was found; None when the loss is not the library's own."""
-    c, loss = meta.get("num_classes"), meta.get("loss")
-    if isinstance(c, (int, np.integer)) and not isinstance(c, bool) and c >= 2:
-        if loss == "softmax_cross_entropy":
-            return math.log(c), f"log({int(c)}), the run's softmax loss at chance"
-        if loss == "multiclass_svm":
-            return float(c - 1), f"C - 1 = {int(c) - 1}, the run's SVM loss at chance"
-    return None, ""
+# The losses `fit` names in ``history.meta["loss"]``, as `loss_at_chance` names them.
+_CHANCE_KINDS = {"softmax_cross_entropy": "softmax", "multiclass_svm": "svm"}
 
 
 def _chance(
-    fn: str, num_classes: int | None, chance_loss: float | None
+    fn: str, meta: Mapping[str, Any], num_classes: int | None, chance_loss: float | None
 ) -> tuple[float | None, str]:
-    """The loss at chance from `diagnose`'s arguments, and how it was found."""
+    """The loss at chance and how it was found: `chance_loss` if given, else from the
+    classes (`num_classes`, else the History's record) and the loss the History names (the
+    softmax when it names none); None when unknown."""
+    if num_classes is not None:
+        check_int(fn, "num_classes", num_classes, 2)
     if chance_loss is not None:
-        return number(
-            fn, "chance_loss", chance_loss, lo=0, lo_open=True
-        ), "the given loss at chance"
-    if num_classes is None:
+        value = number(fn, "chance_loss", chance_loss, lo=0, lo_open=True)
+        return value, "the given loss at chance"
+    c: Any = num_classes if num_classes is not None else meta.get("num_classes")
+    if isinstance(c, bool) or not isinstance(c, (int, np.integer)) or c < 2:
         return None, ""
-    if (
-        isinstance(num_classes, bool)
-        or not isinstance(num_classes, (int, np.integer))
-        or num_classes < 2
-    ):
-        raise ValueError(
-            f"{fn}: `num_classes` must be an int >= 2 (the softmax's loss at chance is "
-            f"log(C)), got {num_classes!r}."
-        )
-    return math.log(num_classes), f"log({int(num_classes)})"
+    named = str(meta.get("loss"))
+    if num_classes is None and named not in _CHANCE_KINDS:
+        return None, ""  # a loss of the user's own: its value at chance is not known
+    kind = _CHANCE_KINDS.get(named, "softmax")
+    value, how = loss_at_chance(fn, kind, int(c))
+    return value, f"{how}, the {'SVM' if kind == 'svm' else 'softmax'} loss at chance"
 
 
 def bad_steps(history: History) -> np.ndarray:
@@ -180,10 +174,11 @@ def diagnose(
 ) -> Diagnosis:
     """Read a run's curves as the notes teach and say what is wrong, with evidence and advice.
 
-    Loss curves (per step): the first loss above ``init_factor`` times the loss at chance
-    (``log(C)``) -> initial weights too large; NaN or exploding -> rate too high (with the
-    step); a linear or barely decaying loss -> rate too low; a quick drop then a high
-    plateau -> rate too high; a wiggle large next to the curve's scale -> batch too small.
+    Loss curves (per step): the first data loss above ``init_factor`` times the loss at
+    chance (``log(C)``) -> initial weights or inputs too large; NaN or exploding -> rate too
+    high (with the step); a linear or barely decaying loss -> rate too low; a quick drop
+    then a high plateau -> rate too high; a wiggle large next to the curve's scale -> batch
+    too small.
     Accuracies (per epoch): ``train - val > gap`` -> overfitting; ``train - val`` small and
     ``train < low_accuracy`` -> underfitting. Update ratios (per weight leaf, median over the
     last epoch but never the run's first half; leaves with fewer than 2 dimensions are
@@ -197,12 +192,16 @@ def diagnose(
     even so (an update a tenth the size of the weights is too large at any time), and so is
     one below the band (it only gets lower).
 
-    The first loss is judged only when the loss at chance is known: from `num_classes` or
-    `chance_loss`, else from what :func:`~jaxlearn.fit` records in ``history.meta``
-    (``"num_classes"`` and ``"loss"``, for the library's softmax cross-entropy and
-    margin-1 SVM). Small random weights give about ``log(C)``
-    (softmax), He-initialized nets 1.1-1.5x that; 3x takes scores spread 4-6 times wider
-    (C from 2 to 1000), as weights 4x too large in one layer or 2x in each of two do.
+    The first loss is judged only when the loss at chance is known: `chance_loss`, else
+    from the classes (`num_classes`, else ``history.meta["num_classes"]``, which
+    :func:`~jaxlearn.fit` records) and the loss the History names (``log(C)`` for the
+    softmax, ``C - 1`` for the margin-1 SVM; a loss of your own is judged only with an
+    argument). What is judged is the data loss: the first loss less the L2/L1 penalty at
+    initialization, which ``fit`` records as ``meta["initial_penalty"]`` (a History with a
+    penalty it does not record is not judged: a strong L2 on a wide net alone can exceed
+    3x). Small random weights give about ``log(C)`` (softmax), He-initialized nets 1.1-1.5x
+    that; 3x takes scores spread 4-6 times wider (C from 2 to 1000), as weights 4x too large
+    in one layer or 2x in each of two do, or inputs left at a scale of 10.
 
     **Arguments:**
     - `history`: the :class:`~jaxlearn.History` of a run (e.g. ``fit(...).history``).
@@ -215,10 +214,10 @@ def diagnose(
       percent of the loss is not noise, however flat the trend.
     - `dead_fraction`: share of never-active hidden units that is reported.
     - `ratio_min_steps`: runs of fewer steps are too short to judge a ratio above the band.
-    - `num_classes`: the classes of a softmax cross-entropy loss (chance: ``log(C)``), to
-      judge the first loss; None (the default): as the History records, else unjudged.
-    - `chance_loss`: the loss at chance for another loss (the SVM's ``(C - 1) * margin``);
-      it replaces ``log(num_classes)``.
+    - `num_classes`: the classes, to judge the first loss (chance: ``log(C)``, or ``C - 1``
+      when the History names the SVM); None (the default): as the History records.
+    - `chance_loss`: the loss at chance itself, for any loss (e.g. an SVM's
+      ``(C - 1) * margin``); it replaces the value from the classes.
     - `init_factor`: the first loss above this many times the loss at chance is reported.
 
     **Returns:** a :class:`Diagnosis`, a list of :class:`Finding` (empty when the run looks
@@ -239,7 +238,7 @@ def diagnose(
         >>> h = jaxlearn.History.from_arrays({"loss": np.geomspace(60.0, 0.1, 300)})
         >>> d = jaxlearn.diagnose(h, num_classes=10)
         >>> d.kinds, d[0].message.split(":")[0]
-        (['init_loss_high'], 'The loss at initialization, 60, is 26.1x the loss at chance')
+        (['init_loss_high'], 'The data loss at initialization, 60, is 26.1x the loss at chance')
     """
     if not isinstance(history, History):
         raise ValueError(f"diagnose: `history` must be a History, got {type(history).__name__}.")
@@ -249,9 +248,7 @@ def diagnose(
         raise ValueError(
             f"diagnose: `ratio_band` must be (low, high) with 0 < low < high, got {ratio_band!r}."
         )
-    chance, chance_how = _chance("diagnose", num_classes, chance_loss)
-    if chance is None:
-        chance, chance_how = _chance_of_run(history.meta)
+    chance, chance_how = _chance("diagnose", history.meta, num_classes, chance_loss)
     init_factor = number("diagnose", "init_factor", init_factor, lo=1, lo_open=True)
     findings: list[Finding] = []
     loss = np.asarray(history.loss, dtype=float)
@@ -324,29 +321,41 @@ def diagnose(
         )
         good = loss[:s]
     # ------------------------------------------------------------------ initialization
-    if chance is not None and good.size and good[0] > init_factor * chance:
+    hp = history.meta.get("hparams") or {}
+    regs = {k: real_number(hp.get(k)) or 0.0 for k in ("l2", "l1")}
+    penalty = history.meta.get("initial_penalty")
+    if penalty is None and not any(regs.values()):
+        penalty = 0.0
+    # With a penalty in the first loss that the History does not record, the data loss at
+    # initialization is unknown: not judged (a strong L2 on a wide net alone can exceed it).
+    if chance is not None and good.size and penalty is not None:
         l0 = float(good[0])
-        l2 = (history.meta.get("hparams") or {}).get("l2")
-        penalty = (
-            f"; the step's loss includes the L2 penalty (l2 = {_fmt(float(l2))})"
-            if isinstance(l2, (int, float)) and l2 > 0
-            else ""
-        )
-        findings.append(
-            Finding(
-                "init_loss_high",
-                "warning",
-                f"The loss at initialization, {_fmt(l0)}, is {l0 / chance:.1f}x the loss at "
-                f"chance: the initial weights are likely too large.",
-                f"the first step's loss {_fmt(l0)} against {_fmt(chance)} = {chance_how} (small "
-                f"random weights give about that, a He init 1.1-1.5x; {init_factor:g}x takes "
-                f"scores spread 4-6 times wider){penalty}.",
-                "Scale the initialization down (std sqrt(2 / fan_in) for ReLU layers, the notes' "
-                "He init) or lower the regularization strength; check the loss is a mean over "
-                "the batch, not a sum (sanity.initial_loss checks it before training).",
-                step=0,
+        data0 = l0 - float(penalty)
+        if data0 > init_factor * chance:
+            reg = ", ".join(f"{k} = {_fmt(v)}" for k, v in regs.items() if v)
+            said = (
+                f"the first step's data loss {_fmt(data0)} (its loss {_fmt(l0)} less the "
+                f"{reg} penalty {_fmt(float(penalty))})"
+                if penalty
+                else f"the first step's loss {_fmt(l0)}"
             )
-        )
+            findings.append(
+                Finding(
+                    "init_loss_high",
+                    "warning",
+                    f"The data loss at initialization, {_fmt(data0)}, is "
+                    f"{data0 / chance:.1f}x the loss at chance: the initial weights (or the "
+                    "inputs) are likely too large.",
+                    f"{said} against {_fmt(chance)} = {chance_how} (small random weights give "
+                    f"about that, a He init a little more; {init_factor:g}x takes scores spread "
+                    "several times wider).",
+                    "Scale the initialization down (std sqrt(2 / fan_in) for ReLU layers, the "
+                    "notes' He init) and the inputs to zero mean and unit scale; check the loss "
+                    "is a mean over the batch, not a sum (sanity.initial_loss checks it before "
+                    "training).",
+                    step=0,
+                )
+            )
 
     if good.size >= 4:
         l0 = float(good[0])  # the loss at initialization

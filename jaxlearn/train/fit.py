@@ -25,7 +25,8 @@ import optax
 
 from jaxlearn._checks import positive_int
 from jaxlearn.data import check_dataset
-from jaxlearn.losses import multiclass_svm, softmax_cross_entropy
+from jaxlearn.losses import l1_penalty, l2_penalty, multiclass_svm, softmax_cross_entropy
+from jaxlearn.optim import Packed
 from jaxlearn.schedules import per_epoch
 from jaxlearn.train.checkpoint import Checkpointer
 from jaxlearn.train.core import (
@@ -484,6 +485,25 @@ def loss_name(loss: Any) -> str | None:
     return None
 
 
+@functools.partial(jax.jit, static_argnames="exclude_biases")
+def _penalty(params: Any, l2: Any, l1: Any, exclude_biases: bool) -> jax.Array:
+    return l2 * l2_penalty(params, exclude_biases=exclude_biases) + l1 * l1_penalty(
+        params, exclude_biases=exclude_biases
+    )
+
+
+def initial_penalty(tr: Trainer, params: Any, hparams: Mapping[str, Any]) -> float | None:
+    """The regularization part of the objective at ``params`` (``l2 * l2_penalty + l1 *
+    l1_penalty``, as the Trainer adds them): 0.0 without ``l2``/``l1``, None for packed
+    parameters. ``diagnose`` subtracts it from the first loss to judge the data loss."""
+    l2, l1 = hparams.get("l2", 0.0), hparams.get("l1", 0.0)
+    if "l2" not in hparams and "l1" not in hparams:
+        return 0.0
+    if isinstance(params, Packed):
+        return None
+    return float(_penalty(params, l2, l1, tr.exclude_biases))
+
+
 def fit(
     model: Any,
     train: tuple[Any, Any],
@@ -719,6 +739,7 @@ def fit(
             # What `diagnose` judges the first loss against (the loss at chance).
             "num_classes": num_classes,
             "loss": loss_name(tr.loss),
+            "initial_penalty": initial_penalty(tr, state.params, state.hparams),
             "leaf_shapes": dict(
                 zip(
                     leaf_names(state.params),
