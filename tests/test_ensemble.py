@@ -910,7 +910,8 @@ def test_snapshots_refuse_a_fixed_optax_transform_that_ignores_the_schedule():
     import optax
 
     x, y = _tiny(64)
-    with pytest.raises(ValueError, match=r"a fixed optax transform keeps its own rate"):
+    match = r"^snapshot_ensemble: a fixed optax transform keeps its own rate and would ignore"
+    with pytest.raises(ValueError, match=match + " the cyclic schedule"):
         ensemble.snapshot_ensemble(
             jaxlearn.linear(4, 2),
             (x, y),

@@ -48,8 +48,10 @@ def test_an_optimizer_function_without_a_learning_rate_refuses_the_schedule():
     assert float(tr.init(jax.random.key(0), {"learning_rate": 0.1}).hparams["learning_rate"]) == (
         pytest.approx(0.1)
     )
-    # snapshot_ensemble sets a cyclic schedule, so the same function needs `learning_rate`.
-    with pytest.raises(ValueError, match=match):
+    # snapshot_ensemble sets a cyclic schedule, so the same function needs `learning_rate`:
+    # said in its own words (its caller passed no schedule to leave out).
+    snap = r"^snapshot_ensemble: the cyclic schedule scales the hyperparameter 'learning_rate'"
+    with pytest.raises(ValueError, match=snap):
         ensemble.snapshot_ensemble(
             jaxlearn.linear(4, 2),
             _tiny(),

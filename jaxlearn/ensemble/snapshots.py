@@ -16,6 +16,7 @@ from typing import Any, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 from jax import lax
 
 from jaxlearn.ensemble._common import as_key, build_trainer, check_int, check_pairs, device_data
@@ -159,11 +160,24 @@ def snapshot_ensemble(
             f"{fn}: `batch_size` ({base.batch_size}) is larger than the training set ({n_train} "
             f"examples); use a batch size of at most {n_train}."
         )
+    # The Trainer refuses both cases below too, in words for a schedule the caller passed;
+    # here the caller passed none: the cyclic one is this function's.
+    if isinstance(base.optimizer, optax.GradientTransformation):
+        raise ValueError(
+            f"{fn}: a fixed optax transform keeps its own rate and would ignore the cyclic "
+            "schedule; pass a rule name ('sgd', 'adam', ...) with `learning_rate`, or a "
+            "function hparams -> transform that uses hparams['learning_rate']."
+        )
+    if not isinstance(base.optimizer, str) and "learning_rate" not in {**base.hparams, **hp}:
+        raise ValueError(
+            f"{fn}: the cyclic schedule scales the hyperparameter 'learning_rate', which the "
+            f"trainer is not given (names {sorted({**base.hparams, **hp})}); pass "
+            "`learning_rate`."
+        )
     steps = n_train // base.batch_size
-    # A fixed optax transform would ignore the cyclic schedule: the Trainer refuses it here.
     tr = _snapshot_trainer(base, e * steps, float(min_fraction))
     init_key, shuffle_key, _ = jax.random.split(key, 3)
-    state = tr.init(init_key, hp or None)  # refuses hparams without a 'learning_rate'
+    state = tr.init(init_key, hp or None)
     num_classes = output_size(tr, state.params, train[0])
     train_d = device_data(train, num_classes, "train")
     val_d = None if val is None else device_data(val, num_classes, "val")
