@@ -55,6 +55,7 @@ from jaxlearn.train.core import StepMetrics, Trainer, TrainState
 from jaxlearn.train.fit import (
     MONITORS,
     activation_stats,
+    base_optimizer,
     evaluated_epoch,
     loss_name,
     optimizer_name,
@@ -187,12 +188,6 @@ class _AveragedRule:
                 )
             return param_average(inner, decay, kind="ema")
         return param_average(inner, kind="polyak")
-
-
-def base_optimizer(opt: Any) -> Any:
-    """The update rule a Trainer's ``optimizer`` stands for: the rule an
-    :func:`averaged_trainer` wraps, or ``opt`` itself."""
-    return opt.base_rule if isinstance(opt, _AveragedRule) else opt
 
 
 # --------------------------------------------------------------------------- strategy

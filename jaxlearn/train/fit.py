@@ -460,13 +460,18 @@ def check_pair(fn: str, name: str, data: Any) -> tuple[Any, Any]:
     return x, y
 
 
+def base_optimizer(opt: Any) -> Any:
+    """The update rule a Trainer's ``optimizer`` stands for: the rule that a wrapping rule
+    (one with a ``base_rule``, as ``ensemble.averaged_trainer``'s) wraps, or ``opt`` itself."""
+    while getattr(opt, "base_rule", None) is not None:
+        opt = opt.base_rule
+    return opt
+
+
 def optimizer_name(opt: Any) -> str:
     """How a History names the Trainer's optimizer: a rule's name, "optax transform", or the
-    object's name; a rule that wraps another (``ensemble.averaged_trainer``'s, which has a
-    ``base_rule``) by the rule it wraps."""
-    base = getattr(opt, "base_rule", None)
-    if base is not None:
-        return optimizer_name(base)
+    object's name; a wrapping rule by the rule it wraps (:func:`base_optimizer`)."""
+    opt = base_optimizer(opt)
     if isinstance(opt, str):
         return opt
     if isinstance(opt, optax.GradientTransformation):
