@@ -58,7 +58,8 @@ def real_number(value: Any) -> float | None:
     """``value`` as a Python float when it is one real number, else None.
 
     A Python int or float, a NumPy integer or floating scalar, or a concrete 0-d array of
-    such a dtype; never a bool (``True`` is an int in Python, not a number a user means).
+    such a dtype; never a bool (``True`` is an int in Python, not a number a user means), nor
+    an int beyond the range of a float.
 
     **Arguments:**
     - `value`: what was passed.
@@ -70,11 +71,16 @@ def real_number(value: Any) -> float | None:
         >>> from jaxlearn._checks import real_number
         >>> real_number(np.float32(0.5)), real_number(2), real_number(True), real_number("1")
         (0.5, 2.0, None, None)
+        >>> real_number(10**400) is None  # beyond float64
+        True
     """
     if isinstance(value, (bool, np.bool_)):
         return None
     if isinstance(value, (int, float, np.integer, np.floating)):
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float64: no real number a float can hold
+            return None
     shape, dtype = getattr(value, "shape", None), getattr(value, "dtype", None)
     if shape != () or dtype is None:
         return None
@@ -135,9 +141,13 @@ def range_error(
     interval: Interval,
     what: str | None = None,
     or_none: bool = False,
+    note: str = "",
 ) -> ValueError:
-    """The error for a `value` of `name` outside `interval` (or not a number at all)."""
+    """The error for a `value` of `name` outside `interval` (or not a number at all), with
+    `note` said in parentheses after what is expected."""
     expected = interval.describe(what) + (" or None" if or_none else "")
+    if note:
+        expected += f" ({note})"
     return ValueError(f"{fn}: `{name}` must be {expected}, got {value!r}.")
 
 
@@ -154,6 +164,7 @@ def number(
     allow_none: Literal[False] = False,
     allow_traced: Literal[False] = False,
     what: str | None = None,
+    note: str = "",
 ) -> float: ...
 
 
@@ -170,6 +181,7 @@ def number(
     allow_none: bool = False,
     allow_traced: bool = False,
     what: str | None = None,
+    note: str = "",
 ) -> float | None: ...
 
 
@@ -185,6 +197,7 @@ def number(
     allow_none: bool = False,
     allow_traced: bool = False,
     what: str | None = None,
+    note: str = "",
 ) -> float | None:
     """``value`` as a finite float between the bounds (or None when allowed), else a
     ValueError naming it.
@@ -201,7 +214,9 @@ def number(
     - `allow_traced`: whether a value traced by ``jit`` or ``vmap`` is accepted unchecked
       (and None returned): an option an ``optax.inject_hyperparams`` state may hold.
     - `what`: the words before the bounds in the message, when not ``"a finite number"``
-      (one bound) or ``"a number"`` (two).
+      (one bound) or ``"a number"`` (two). With one bound, say "finite" in it (``"a finite
+      step"``): the bound alone does not tell that infinities are refused.
+    - `note`: a hint said in parentheses after what is expected (e.g. a usual value).
 
     **Returns:** ``float(value)``, or None.
 
@@ -223,7 +238,7 @@ def number(
     interval = Interval(lo, hi, lo_open, hi_open)
     v = real_number(value)
     if v is None or not interval.contains(v):
-        raise range_error(fn, name, value, interval, what, allow_none)
+        raise range_error(fn, name, value, interval, what, allow_none, note)
     return v
 
 

@@ -13,8 +13,8 @@ import optax
 import pytest
 
 import jaxlearn
-from jaxlearn import ensemble
-from jaxlearn._checks import number
+from jaxlearn import ensemble, search
+from jaxlearn._checks import number, real_number
 from jaxlearn.ensemble import fit as ensemble_fit
 
 
@@ -29,7 +29,11 @@ from jaxlearn.ensemble import fit as ensemble_fit
         ({"lo": 0}, np.ones(2), r"`x` must be a finite number >= 0, got array"),
         ({"lo": 0, "hi": 1, "lo_open": True}, 0.0, r"`x` must be a number in \(0, 1\], got 0\.0"),
         ({"hi": 1, "hi_open": True, "allow_none": True}, 1, r"a finite number < 1 or None, got 1"),
-        ({"lo": 1, "lo_open": True, "what": "a number"}, 1.0, r"`x` must be a number > 1, got"),
+        (
+            {"lo": 0, "lo_open": True, "what": "a finite step", "note": "e.g. 1e-5"},
+            0.0,
+            r"`x` must be a finite step > 0 \(e\.g\. 1e-5\), got 0\.0\.",
+        ),
     ],
 )
 def test_number_refuses_with_one_wording(kwargs, value, match):
@@ -46,6 +50,22 @@ def test_number_returns_a_float_and_passes_none_or_traced_values_only_when_asked
     assert seen == [None]
     with pytest.raises(ValueError, match=r"`x` must be a finite number >= 0, got \w*Tracer"):
         jax.jit(lambda t: number("f", "x", t, lo=0))(1.0)
+
+
+def test_an_int_beyond_float64_is_not_a_number():
+    assert real_number(10**400) is None  # once an OverflowError
+    with pytest.raises(ValueError, match=r"f: `x` must be a finite number >= 0, got 1000"):
+        number("f", "x", 10**400, lo=0)
+    with pytest.raises(ValueError, match=r"uniform: `high` must be a finite number, got 1000"):
+        search.uniform(0, 10**400)
+
+
+def test_a_one_sided_range_says_its_numbers_are_finite():
+    # "a number > 1, got inf" contradicted itself.
+    with pytest.raises(ValueError, match=r"newton: `damping_factor` must be a finite number > 1"):
+        jaxlearn.newton(damping_factor=float("inf"))
+    with pytest.raises(ValueError, match=r"hessian_free: `tol` must be a finite number >= 0, got"):
+        jaxlearn.hessian_free(tol=float("inf"))
 
 
 def test_memory_fraction_is_checked_by_the_shared_wording():

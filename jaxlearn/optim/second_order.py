@@ -101,9 +101,7 @@ def _check_options(
     fn: str, damping: Any, damping_factor: Any, max_tries: Any, saddle_free: Any
 ) -> None:
     check_hyper(fn, "damping", damping, "nonnegative")
-    number(
-        fn, "damping_factor", damping_factor, lo=1, lo_open=True, allow_traced=True, what="a number"
-    )
+    number(fn, "damping_factor", damping_factor, lo=1, lo_open=True, allow_traced=True)
     _check_count(fn, "max_tries", max_tries)
     if not isinstance(saddle_free, bool):
         raise ValueError(f"{fn}: `saddle_free` must be True or False, got {saddle_free!r}.")
@@ -570,7 +568,7 @@ def hessian_free(
         )
     _check_count("hessian_free", "max_iter", max_iter)
     max_iter = int(max_iter)
-    number("hessian_free", "tol", tol, lo=0, allow_traced=True, what="a number")
+    number("hessian_free", "tol", tol, lo=0, allow_traced=True)
 
     def init_fn(params: Any) -> NewtonState:
         return _init(params, damping)
