@@ -68,6 +68,33 @@ def test_a_one_sided_range_says_its_numbers_are_finite():
         jaxlearn.hessian_free(tol=float("inf"))
 
 
+def test_numpy_scalars_are_numbers_in_snapshots_and_stages():
+    x, y = np.zeros((2, 2), np.float32), np.zeros(2, np.int32)
+    # `key` is checked after `min_fraction`: its error shows the NumPy float was taken.
+    with pytest.raises(ValueError, match=r"snapshot_ensemble: `key` must be an int seed"):
+        ensemble.snapshot_ensemble(
+            jaxlearn.linear(2, 2),
+            (x, y),
+            num_cycles=1,
+            epochs_per_cycle=1,
+            min_fraction=np.float32(0.1),
+            key="seed",
+        )
+    with pytest.raises(ValueError, match=r"`min_fraction` must be a number in \[0, 1\], got np"):
+        ensemble.snapshot_ensemble(
+            jaxlearn.linear(2, 2),
+            (x, y),
+            num_cycles=1,
+            epochs_per_cycle=1,
+            min_fraction=np.float32(2.0),
+        )
+    # `settings` is refused after the stages are checked.
+    space = {"lr": search.log_uniform(1e-3, 1e-1)}
+    stage = search.Stage(np.int64(2), margin=np.float32(0.1))
+    with pytest.raises(ValueError, match=r"pass `settings` per stage"):
+        search.coarse_to_fine(None, space, [stage], jax.random.key(0), settings={})
+
+
 def test_memory_fraction_is_checked_by_the_shared_wording():
     with pytest.raises(ValueError, match=r"choose_strategy: `memory_fraction` must be a number in"):
         ensemble.choose_strategy(4, "gpu", memory_fraction=0)

@@ -886,11 +886,11 @@ def test_coarse_to_fine_checks_every_stage_before_running_any():
 
     space = {"x": uniform(-1.0, 1.0)}
     for stage, match in (
-        (Stage(4, keep=0), r"stages\[1\]\.keep must be an int >= 1 or a fraction in \(0, 1\]"),
-        (Stage(4, keep=1.5), r"stages\[1\]\.keep must be"),
-        (Stage(4, margin=-0.1), r"stages\[1\]\.margin must be a finite number >= 0"),
-        (Stage(4, margin=float("inf")), r"stages\[1\]\.margin must be a finite number >= 0"),
-        (Stage(0), r"stages\[1\]\.num_trials must be an int >= 1"),
+        (Stage(4, keep=0), r"`stages\[1\]\.keep` must be an int >= 1 or a fraction in \(0, 1\]"),
+        (Stage(4, keep=1.5), r"`stages\[1\]\.keep` must be"),
+        (Stage(4, margin=-0.1), r"`stages\[1\]\.margin` must be a finite number >= 0"),
+        (Stage(4, margin=float("inf")), r"`stages\[1\]\.margin` must be a finite number >= 0"),
+        (Stage(0), r"`stages\[1\]\.num_trials` must be an int >= 1"),
     ):
         with pytest.raises(ValueError, match=match):
             coarse_to_fine(objective, space, [Stage(4), stage], jax.random.key(0), mode="min")

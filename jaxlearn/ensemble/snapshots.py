@@ -19,6 +19,7 @@ import numpy as np
 import optax
 from jax import lax
 
+from jaxlearn._checks import number
 from jaxlearn.ensemble._common import as_key, build_trainer, check_int, check_pairs, device_data
 from jaxlearn.schedules import cyclic_cosine
 from jaxlearn.train.core import Trainer, TrainState
@@ -139,12 +140,7 @@ def snapshot_ensemble(
     train, val, n_train = check_pairs(fn, train, val)
     m = check_int(fn, "num_cycles", num_cycles, 1)
     e = check_int(fn, "epochs_per_cycle", epochs_per_cycle, 1)
-    if (
-        isinstance(min_fraction, bool)
-        or not isinstance(min_fraction, (int, float))
-        or not (0 <= min_fraction <= 1)
-    ):
-        raise ValueError(f"{fn}: `min_fraction` must be a number in [0, 1], got {min_fraction!r}.")
+    mf = number(fn, "min_fraction", min_fraction, lo=0, hi=1)
     key = as_key(fn, key)
     hp = dict(hparams or {})
     if learning_rate is not None:
@@ -175,7 +171,7 @@ def snapshot_ensemble(
             "`learning_rate`."
         )
     steps = n_train // base.batch_size
-    tr = _snapshot_trainer(base, e * steps, float(min_fraction))
+    tr = _snapshot_trainer(base, e * steps, mf)
     init_key, shuffle_key, _ = jax.random.split(key, 3)
     state = tr.init(init_key, hp or None)
     num_classes = output_size(tr, state.params, train[0])

@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn._checks import check_int, number
 from jaxlearn._compat import default_float
 from jaxlearn._json import from_json_safe, json_safe
 from jaxlearn.population import population_map
@@ -195,32 +196,18 @@ def coarse_to_fine(
             try:
                 st = Stage(**fields)
             except TypeError as e:
-                raise ValueError(f"{fn}: stages[{i}] {fields!r} is not a Stage: {e}.") from e
+                raise ValueError(f"{fn}: `stages[{i}]` {fields!r} is not a Stage: {e}.") from e
         if not isinstance(st, Stage):
-            raise ValueError(f"{fn}: stages[{i}] must be a Stage, got {st!r}.")
+            raise ValueError(f"{fn}: `stages[{i}]` must be a Stage, got {st!r}.")
         # Checked before any stage runs, not when a later stage needs them.
-        if (
-            isinstance(st.num_trials, bool)
-            or not isinstance(st.num_trials, int)
-            or (st.num_trials < 1)
-        ):
-            raise ValueError(
-                f"{fn}: stages[{i}].num_trials must be an int >= 1, got {st.num_trials!r}."
-            )
+        num_trials = check_int(fn, f"stages[{i}].num_trials", st.num_trials, 1)
         if not _valid_keep(st.keep):
             raise ValueError(
-                f"{fn}: stages[{i}].keep must be an int >= 1 or a fraction in "
+                f"{fn}: `stages[{i}].keep` must be an int >= 1 or a fraction in "
                 f"(0, 1], got {st.keep!r}."
             )
-        if (
-            isinstance(st.margin, bool)
-            or not isinstance(st.margin, (int, float))
-            or not (math.isfinite(st.margin) and st.margin >= 0)
-        ):
-            raise ValueError(
-                f"{fn}: stages[{i}].margin must be a finite number >= 0, got {st.margin!r}."
-            )
-        parsed.append(st)
+        margin = number(fn, f"stages[{i}].margin", st.margin, lo=0)
+        parsed.append(st._replace(num_trials=num_trials, margin=margin))
     for name in ("settings",):
         if name in options:
             raise ValueError(f"{fn}: pass `{name}` per stage (Stage(settings=...)).")
