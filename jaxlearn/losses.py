@@ -150,9 +150,7 @@ def multiclass_svm(scores: jax.Array, labels: jax.Array, margin: float = 1.0) ->
         2.9
     """
     scores, labels = _as_labels(scores, labels, "multiclass_svm")
-    m = concrete_or_none(margin)
-    if m is not None and not (np.all(np.isfinite(m)) and np.all(m > 0)):
-        raise ValueError(f"multiclass_svm: `margin` must be a finite number > 0, got {margin!r}.")
+    number("multiclass_svm", "margin", margin, lo=0, lo_open=True, allow_traced=True)
     n, c = scores.shape
     correct = jnp.take_along_axis(scores, labels[:, None].astype(jnp.int32), axis=-1)
     margins = jnp.maximum(0, scores - correct + margin)

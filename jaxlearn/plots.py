@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from jaxlearn._checks import number
 from jaxlearn.train.diagnose import bad_steps
 from jaxlearn.train.history import History
 
@@ -67,15 +68,14 @@ def smooth_ema(values: Any, weight: float = 0.9) -> np.ndarray:
         >>> smooth_ema([1.0, 1.0, 4.0], weight=0.5).round(3).tolist()
         [1.0, 1.0, 2.714]
     """
-    if not (0 <= weight < 1):
-        raise ValueError(f"smooth_ema: `weight` must be in [0, 1), got {weight!r}.")
+    w = number("smooth_ema", "weight", weight, lo=0, hi=1, hi_open=True)
     x = np.asarray(values, dtype=float)
     out = np.full(x.shape, np.nan)
     acc, norm = 0.0, 0.0
     for i, v in enumerate(x):
         if np.isfinite(v):
-            acc = weight * acc + (1 - weight) * v
-            norm = weight * norm + (1 - weight)
+            acc = w * acc + (1 - w) * v
+            norm = w * norm + (1 - w)
         if norm > 0:
             out[i] = acc / norm
     return out

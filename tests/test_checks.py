@@ -16,6 +16,7 @@ import jaxlearn
 from jaxlearn import ensemble, search
 from jaxlearn._checks import number, real_number
 from jaxlearn.ensemble import fit as ensemble_fit
+from jaxlearn.plots import smooth_ema
 
 
 @pytest.mark.parametrize(
@@ -93,6 +94,18 @@ def test_numpy_scalars_are_numbers_in_snapshots_and_stages():
     stage = search.Stage(np.int64(2), margin=np.float32(0.1))
     with pytest.raises(ValueError, match=r"pass `settings` per stage"):
         search.coarse_to_fine(None, space, [stage], jax.random.key(0), settings={})
+
+
+def test_bools_are_not_numbers_where_numbers_were_checked_by_hand():
+    with pytest.raises(ValueError, match=r"smooth_ema: `weight` must be a number in \[0, 1\)"):
+        smooth_ema([1.0, 2.0], weight=False)  # once taken as 0
+    with pytest.raises(ValueError, match=r"multiclass_svm: `margin` must be a finite number > 0"):
+        jaxlearn.multiclass_svm(jnp.zeros((2, 3)), jnp.array([0, 1]), margin=True)
+    f, p = (lambda p: jnp.sum(p**2)), jnp.ones(2)
+    with pytest.raises(ValueError, match=r"`h` must be a finite step > 0 \(the notes use 1e-5\)"):
+        jaxlearn.numerical_grad(f, p, h=True)  # once a step of 1.0
+    with pytest.raises(ValueError, match=r"hyperparameter 'learning_rate' must be a finite number"):
+        jaxlearn.trainer(jaxlearn.linear(2, 2), hparams={"learning_rate": np.bool_(True)})
 
 
 def test_memory_fraction_is_checked_by_the_shared_wording():

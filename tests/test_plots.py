@@ -80,7 +80,7 @@ def test_update_ratio_plot_is_log_scale_per_leaf(history):
 def test_smooth_ema_skips_nonfinite_values():
     out = plots.smooth_ema([1.0, np.nan, 1.0, 3.0], weight=0.5)
     assert out[1] == 1.0 and out[3] == pytest.approx((0.5 * 0.75 + 1.5) / 0.875)
-    with pytest.raises(ValueError, match=r"`weight` must be in \[0, 1\), got 1.0"):
+    with pytest.raises(ValueError, match=r"`weight` must be a number in \[0, 1\), got 1.0"):
         plots.smooth_ema([1.0], weight=1.0)
 
 

@@ -17,7 +17,6 @@ taken, ``(x + h) - (x - h)`` in floating point.
 
 from __future__ import annotations
 
-import math
 import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -28,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from jaxlearn._checks import number
 from jaxlearn._compat import enable_x64, is_tracer, path_str
 from jaxlearn.gradcheck.kinks import KinkPlan, OneHot, evaluate_with_decisions, plan_kinks
 
@@ -163,16 +163,16 @@ def _float64(x: Any) -> Any:
 
 def check_step(fn: str, h: Any, name: str = "h") -> None:
     """Raise a ``ValueError`` unless the (concrete) step ``h`` is a finite number > 0."""
-    if is_tracer(h):
-        return
-    try:
-        v = float(h)
-    except (TypeError, ValueError):
-        raise ValueError(f"{fn}: `{name}` must be a number > 0, got {h!r}.") from None
-    if not (math.isfinite(v) and v > 0):
-        raise ValueError(
-            f"{fn}: `{name}` must be a finite step > 0 (the notes use 1e-5), got {h!r}."
-        )
+    number(
+        fn,
+        name,
+        h,
+        lo=0,
+        lo_open=True,
+        allow_traced=True,
+        what="a finite step",
+        note="the notes use 1e-5",
+    )
 
 
 def prepare(fn: str, f: Any, params: Any, args: tuple, key: Any, validate: bool = True) -> Problem:

@@ -84,12 +84,11 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 from jaxlearn import optim
-from jaxlearn._checks import positive_int
-from jaxlearn._compat import concrete_or_none, default_float, is_tracer
+from jaxlearn._checks import Interval, positive_int, real_number
+from jaxlearn._compat import default_float, is_tracer
 from jaxlearn.data import _check_xy, batch_indices
 from jaxlearn.losses import hits, l1_penalty, l2_penalty, softmax_cross_entropy
 from jaxlearn.optim import Packed, pack, packed_value_and_grad, should_pack, unpack
@@ -362,6 +361,7 @@ class Trainer:
                 "leave `schedule` out."
             )
         out = {}
+        nonnegative = Interval(lo=0)
         for name, value in merged.items():
             if isinstance(value, bool) or callable(value):
                 raise ValueError(
@@ -375,11 +375,14 @@ class Trainer:
                     "To give each member of a population its own value, vmap `init` over "
                     "stacked hparams."
                 )
-            v = concrete_or_none(value)
-            if v is not None and not (np.isfinite(v) and v >= 0):
-                raise ValueError(
-                    f"Trainer: hyperparameter {name!r} must be a finite number >= 0, got {value!r}."
-                )
+            # The shared checks, with the name said as the messages above say it.
+            if not is_tracer(value):
+                v = real_number(value)
+                if v is None or not nonnegative.contains(v):
+                    raise ValueError(
+                        f"Trainer: hyperparameter {name!r} must be {nonnegative.describe()}, "
+                        f"got {value!r}."
+                    )
             out[name] = arr
         return out
 
