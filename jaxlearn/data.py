@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn._checks import check_int, number
 from jaxlearn._compat import is_tracer
 
 __all__ = [
@@ -308,13 +309,7 @@ def _check_xy(fn: str, x: Array, y: Array) -> int:
 
 
 def _check_fraction(fn: str, name: str, v: Any) -> float:
-    if (
-        isinstance(v, (bool, np.bool_))
-        or not isinstance(v, (int, float, np.integer, np.floating))
-        or not (0 <= v < 1)
-    ):
-        raise ValueError(f"{fn}: `{name}` must be a fraction in [0, 1), got {v!r}.")
-    return float(v)
+    return number(fn, name, v, lo=0, hi=1, hi_open=True, what="a fraction")
 
 
 def _numpy_rng(key: jax.Array) -> np.random.Generator:
@@ -462,9 +457,7 @@ def _check_static_int(fn: str, name: str, v: Any, minimum: int) -> int:
             f"{fn}: `{name}` must be a static Python int (it fixes the output shape); under "
             "jit pass it through static_argnums/static_argnames."
         )
-    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < minimum:
-        raise ValueError(f"{fn}: `{name}` must be an int >= {minimum}, got {v!r}.")
-    return int(v)
+    return check_int(fn, name, v, minimum)
 
 
 def batch_indices(key: jax.Array, num_examples: int, batch_size: int) -> jax.Array:

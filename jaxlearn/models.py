@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from numbers import Real
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlearn._checks import positive_int
+from jaxlearn._checks import number, positive_int
 
 __all__ = ["Model", "linear", "mlp"]
 
@@ -72,15 +71,14 @@ def _check_dtype(fn: str, dtype: Any) -> None:
 def _check_scale(fn: str, weight_scale: float | str) -> None:
     if isinstance(weight_scale, str) and weight_scale == "he":
         return
-    if (
-        isinstance(weight_scale, (bool, str))
-        or not isinstance(weight_scale, Real)
-        or not (math.isfinite(weight_scale) and weight_scale >= 0)
-    ):
-        raise ValueError(
-            f"{fn}: `weight_scale` must be 'he' or a number >= 0 (the std of the initial "
-            f"weights), got {weight_scale!r}."
-        )
+    number(
+        fn,
+        "weight_scale",
+        weight_scale,
+        lo=0,
+        what="'he' or a finite number",
+        note="the std of the initial weights",
+    )
 
 
 def _flatten(fn: str, x: jax.Array, input_dim: int) -> jax.Array:
@@ -170,8 +168,7 @@ def mlp(
     for i, h in enumerate(hidden):
         _check_dims("mlp", **{f"hidden[{i}]": h})
     _check_scale("mlp", weight_scale)
-    if isinstance(dropout, bool) or not isinstance(dropout, Real) or not (0 <= dropout < 1):
-        raise ValueError(f"mlp: `dropout` must be a probability in [0, 1), got {dropout!r}.")
+    number("mlp", "dropout", dropout, lo=0, hi=1, hi_open=True, what="a probability")
     dims = (input_dim, *hidden, num_classes)
     n_layers = len(dims) - 1
 

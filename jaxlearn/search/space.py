@@ -22,6 +22,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from jaxlearn._checks import check_int, number
+
 __all__ = [
     "Dimension",
     "log_uniform",
@@ -89,14 +91,7 @@ def _is_number(v: Any) -> bool:
 
 
 def _check_bounds(fn: str, low: Any, high: Any, *, positive: bool) -> tuple[float, float]:
-    for name, v in (("low", low), ("high", high)):
-        try:
-            finite = _is_number(v) and math.isfinite(float(v))
-        except OverflowError:  # an int beyond float64
-            finite = False
-        if not finite:
-            raise ValueError(f"{fn}: `{name}` must be a finite number, got {v!r}.")
-    lo, hi = float(low), float(high)
+    lo, hi = number(fn, "low", low), number(fn, "high", high)
     if positive and lo <= 0:
         raise ValueError(
             f"{fn}: `low` must be > 0 on a log scale, got {low!r}; write the bounds in value "
@@ -426,10 +421,8 @@ def sample(
     """
     space = check_space(space, "sample")
     key = _check_key("sample", key)
-    if isinstance(num, bool) or not isinstance(num, (int, np.integer)) or num < 1:
-        raise ValueError(f"sample: `num` must be an int >= 1, got {num!r}.")
-    if isinstance(start, bool) or not isinstance(start, (int, np.integer)) or start < 0:
-        raise ValueError(f"sample: `start` must be an int >= 0, got {start!r}.")
+    check_int("sample", "num", num, 1)
+    check_int("sample", "start", start, 0)
     if int(start) + int(num) > 2**32:
         raise ValueError(
             f"sample: points are numbered by uint32, so `start` + `num` must be <= 2**32, got "
@@ -461,8 +454,7 @@ def grid_points(space: Mapping[str, Dimension], points: int = 3) -> list[dict[st
          {'lr': 0.01, 'w': 64}, {'lr': 0.1, 'w': 32}, {'lr': 0.1, 'w': 64}]
     """
     space = check_space(space, "grid_points")
-    if isinstance(points, bool) or not isinstance(points, (int, np.integer)) or points < 2:
-        raise ValueError(f"grid_points: `points` must be an int >= 2, got {points!r}.")
+    check_int("grid_points", "points", points, 2)
     axes: list[list[Any]] = []
     for dim in space.values():
         if dim.kind in _RANGES:
@@ -530,10 +522,8 @@ def narrow(
     """
     if not values:
         raise ValueError("narrow: `values` is empty; narrowing needs at least one top trial.")
-    if not _is_number(margin) or not (math.isfinite(margin) and margin >= 0):
-        raise ValueError(f"narrow: `margin` must be a finite number >= 0, got {margin!r}.")
-    if not _is_number(min_width) or not 0 < min_width <= 1:
-        raise ValueError(f"narrow: `min_width` must be in (0, 1], got {min_width!r}.")
+    margin = number("narrow", "margin", margin, lo=0)
+    min_width = number("narrow", "min_width", min_width, lo=0, hi=1, lo_open=True)
     if dim.kind not in _RANGES:
         # A value names the candidate it equals, or for numbers the nearest one (a value
         # recorded after rounding to float32 still names its candidate).
