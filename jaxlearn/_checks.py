@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Literal, overload
 
 import jax.numpy as jnp
@@ -110,6 +111,12 @@ class Interval:
     def contains(self, x: Any) -> bool:
         """Whether every element of ``x`` (a float or a NumPy array) lies in the interval;
         NaN and infinities never do."""
+        if isinstance(x, float):  # one Python float (every `number`): no NumPy round trip
+            return (
+                math.isfinite(x)
+                and (self.lo is None or (x > self.lo if self.lo_open else x >= self.lo))
+                and (self.hi is None or (x < self.hi if self.hi_open else x <= self.hi))
+            )
         x = np.asarray(x)
         ok = np.isfinite(x)
         if self.lo is not None:
