@@ -72,6 +72,35 @@ def _tiny(n=48, d=4, seed=0):
 # --------------------------------------------------------------------------- members
 
 
+def test_members_record_their_penalty_at_initialization_as_fit_does():
+    # diagnose judges a member's first data loss: its loss less this penalty.
+    tr_l2 = jaxlearn.trainer(
+        jaxlearn.linear(4, 3), batch_size=16, hparams={"learning_rate": 0.1, "l2": 0.5}
+    )
+    data = _tiny()
+    r = fit_ensemble(tr_l2, data, num_members=3, num_epochs=2, epochs_per_call=1)
+    penalties = r.history.meta["initial_penalty"]
+    assert len(penalties) == 3 and len(set(penalties)) == 3  # each member's own init
+    for i in range(3):
+        single = jaxlearn.fit(tr_l2, data, num_epochs=1, key=i, progress=False).history
+        assert penalties[i] == pytest.approx(single.meta["initial_penalty"], rel=1e-6)
+        member = r.history.member(i)
+        assert member.meta["initial_penalty"] == penalties[i]
+        assert member.meta["num_classes"] == 3 and member.meta["loss"] == "softmax_cross_entropy"
+    # Without a penalty, nothing to subtract; without an epoch, nothing recorded.
+    tr_plain = jaxlearn.trainer(
+        jaxlearn.linear(4, 3), batch_size=16, hparams={"learning_rate": 0.1}
+    )
+    assert (
+        fit_ensemble(tr_plain, data, num_members=2, num_epochs=1).history.meta["initial_penalty"]
+        == 0.0
+    )
+    assert (
+        fit_ensemble(tr_l2, data, num_members=2, num_epochs=0).history.meta["initial_penalty"]
+        is None
+    )
+
+
 def test_member_i_equals_a_single_fit_run_with_key_i(ens8, tr, digits):
     assert ens8.params["W1"].shape == (8, 64, 32)
     assert ens8.state.step.tolist() == [EPOCHS * (len(digits.train[1]) // 64)] * 8

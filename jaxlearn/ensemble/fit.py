@@ -59,6 +59,7 @@ from jaxlearn.train.fit import (
     evaluated_epoch,
     loss_name,
     optimizer_name,
+    penalty_of,
 )
 
 __all__ = [
@@ -418,6 +419,7 @@ class _Config(NamedTuple):
     step_fields: tuple[str, ...]  # the per-step records, in their packed order
     steps_per_epoch: int
     impl: Any  # the keys' implementation; None for int seeds
+    penalized: bool = False  # l2/l1 among the hparams: the first call records the penalty
 
 
 def _step_columns(sm: StepMetrics, fields: tuple[str, ...]) -> jax.Array:
@@ -444,7 +446,8 @@ def _epochs_program(
     # key among the outputs sends every call through jit's slow Python path), and deriving
     # every key inside the program leaves no work for Python between calls. The records
     # come back as one flat array per member: the (epochs, steps, F) per-step values, then
-    # the (epochs, G) per-epoch values (see `_unpack`).
+    # the (epochs, G) per-epoch values, then (first call, l2/l1 given) the penalty of the
+    # initial params (see `_unpack`).
     impl = cfg.impl
 
     def member_key(const: Mapping[str, jax.Array]) -> jax.Array:
@@ -461,8 +464,11 @@ def _epochs_program(
             carry, const = member
             # As fit: one key for the initialization, one for shuffling, one for the subset.
             init_key, shuffle_key, subset_key = jax.random.split(member_key(const), 3)
+            first: list[jax.Array] = []  # the first call's: the penalty at initialization
             if with_init:  # the first call starts from the keys: one program, not two
                 state = tr.init(init_key, carry or None)
+                if cfg.penalized:
+                    first = [penalty_of(tr, state.params, state.hparams)[None]]
                 # Without a monitored metric there are no best params to carry.
                 best = () if monitor is None else state.params
                 carry = (state, best, jnp.full((), -jnp.inf, jnp.float32))
@@ -519,6 +525,7 @@ def _epochs_program(
             carry = (state._replace(key=jax.random.key_data(state.key)), *carry[1:])
             return carry, jnp.concatenate(
                 [steps.reshape(-1), epochs.reshape(-1).astype(steps.dtype)]
+                + [f.astype(steps.dtype) for f in first]
             )
 
         return run
@@ -528,13 +535,16 @@ def _epochs_program(
 
 def _unpack(
     records: np.ndarray, epochs: int, cfg: _Config, num_epoch_fields: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """One call's flat records (N, L) as per-step (N, E, S, F) and per-epoch (N, E, G)."""
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """One call's flat records (N, L) as per-step (N, E, S, F), per-epoch (N, E, G) and the
+    penalty at initialization (N,), None where the call did not record it."""
     n = records.shape[0]
     cut = epochs * cfg.steps_per_epoch * len(cfg.step_fields)
+    end = cut + epochs * num_epoch_fields
     return (
         records[:, :cut].reshape(n, epochs, cfg.steps_per_epoch, len(cfg.step_fields)),
-        records[:, cut:].reshape(n, epochs, num_epoch_fields),
+        records[:, cut:end].reshape(n, epochs, num_epoch_fields),
+        records[:, end] if records.shape[1] > end else None,
     )
 
 
@@ -927,6 +937,7 @@ def fit_ensemble(
         step_fields,
         spe,
         impl,
+        bool({"l2", "l1"} & {*hp, *tr.hparams}),
     )
 
     carry: Any = hp
@@ -1019,9 +1030,6 @@ def fit_ensemble(
     avg = averaged_params(states.opt_state, like=states.params) if average is not None else None
     names = [*tr.hparams, *(k for k in hp if k not in tr.hparams)]
     values = [hp.get(k, tr.hparams.get(k)) for k in names]
-    penalized = any(
-        np.any(np.asarray(v) != 0) for k, v in zip(names, values, strict=True) if k in ("l2", "l1")
-    )
     first_bad: list[int | None] = [None] * n_members
     meta = {
         "num_members": n_members,
@@ -1039,15 +1047,19 @@ def fit_ensemble(
         "first_nonfinite_step": first_bad,  # filled in from the records below
         "stop_reason": "completed",
         "leaf_shapes": info.leaf_shapes,
-        # What `diagnose` judges a member's first loss against; the members' penalties at
-        # initialization are not computed (their params are made inside the program).
+        # What `diagnose` judges a member's first loss against (the penalty, per member, is
+        # read from the records below; None when no epoch ran).
         "num_classes": info.num_classes,
         "loss": loss_name(tr.loss),
-        "initial_penalty": None if penalized else 0.0,
+        "initial_penalty": None,
     }
 
     host = to_host([out for _, out in outs])  # one copy of every record (none when copied)
     parts = [_unpack(r, k, cfg, len(epoch_fields)) for (k, _), r in zip(outs, host, strict=True)]
+    if not cfg.penalized:
+        meta["initial_penalty"] = 0.0
+    elif parts and parts[0][2] is not None:
+        meta["initial_penalty"] = parts[0][2].astype(np.float64).tolist()
     if parts:
         steps = np.concatenate([p[0] for p in parts], axis=1)
         epochs = np.concatenate([p[1] for p in parts], axis=1)

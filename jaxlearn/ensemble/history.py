@@ -85,7 +85,7 @@ class EnsembleHistory(NamedTuple):
             raise ValueError(f"EnsembleHistory.member: `i` must be an int in [0, {n}), got {i!r}.")
         i = int(i) % n
         meta = dict(self.meta)
-        for name in ("hparams", "first_nonfinite_step"):
+        for name in ("hparams", "first_nonfinite_step", "initial_penalty"):
             if isinstance(meta.get(name), list):
                 meta[name] = meta[name][i]
         best = int(self.best_epoch[i])

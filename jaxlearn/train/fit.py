@@ -490,23 +490,34 @@ def loss_name(loss: Any) -> str | None:
     return None
 
 
-@functools.partial(jax.jit, static_argnames="exclude_biases")
-def _penalty(params: Any, l2: Any, l1: Any, exclude_biases: bool) -> jax.Array:
-    return l2 * l2_penalty(params, exclude_biases=exclude_biases) + l1 * l1_penalty(
-        params, exclude_biases=exclude_biases
-    )
+def penalty_of(tr: Trainer, params: Any, hparams: Mapping[str, Any]) -> jax.Array:
+    """The regularization part of the Trainer's objective at ``params``: ``l2 *
+    l2_penalty + l1 * l1_penalty`` for those of ``l2``/``l1`` in ``hparams``, as the
+    Trainer adds them (traceable)."""
+    return _penalty(params, hparams, tr.exclude_biases)
+
+
+def _penalty(params: Any, hparams: Mapping[str, Any], exclude_biases: bool) -> jax.Array:
+    total = jnp.zeros((), jnp.float32)
+    if "l2" in hparams:
+        total = total + hparams["l2"] * l2_penalty(params, exclude_biases=exclude_biases)
+    if "l1" in hparams:
+        total = total + hparams["l1"] * l1_penalty(params, exclude_biases=exclude_biases)
+    return total
+
+
+# Keyed on the params' shapes and the flag only (not on a Trainer, which it would keep).
+_penalty_program = jax.jit(_penalty, static_argnames="exclude_biases")
 
 
 def initial_penalty(tr: Trainer, params: Any, hparams: Mapping[str, Any]) -> float | None:
-    """The regularization part of the objective at ``params`` (``l2 * l2_penalty + l1 *
-    l1_penalty``, as the Trainer adds them): 0.0 without ``l2``/``l1``, None for packed
-    parameters. ``diagnose`` subtracts it from the first loss to judge the data loss."""
-    l2, l1 = hparams.get("l2", 0.0), hparams.get("l1", 0.0)
+    """:func:`penalty_of` as a float, 0.0 without ``l2``/``l1`` and None for packed
+    parameters: what ``diagnose`` subtracts from the first loss to judge the data loss."""
     if "l2" not in hparams and "l1" not in hparams:
         return 0.0
     if isinstance(params, Packed):
         return None
-    return float(_penalty(params, l2, l1, tr.exclude_biases))
+    return float(_penalty_program(params, hparams, exclude_biases=tr.exclude_biases))
 
 
 def fit(
