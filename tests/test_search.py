@@ -500,6 +500,30 @@ def test_successive_halving_resumes_after_the_last_finished_rung(tmp_path):
         successive_halving(init, step, space, 9, jax.random.key(4), path=path, **kw)
 
 
+def test_successive_halving_takes_numpy_ints_as_ints():
+    def run(num, eta, min_epochs, max_epochs):
+        return successive_halving(
+            lambda hp, k: jnp.zeros(()),
+            lambda hp, s, k: (s + 1.0, {"a": -((hp["x"] - 0.3) ** 2)}),
+            {"x": uniform(0.0, 1.0)},
+            num,
+            jax.random.key(0),
+            metric="a",
+            eta=eta,
+            min_epochs=min_epochs,
+            max_epochs=max_epochs,
+            warn=False,
+        )
+
+    a = run(np.int64(9), np.int32(3), np.int64(1), np.int64(9))
+    b = run(9, 3, 1, 9)
+    assert [t.epochs for t in a.trials] == [t.epochs for t in b.trials]
+    assert a.best.number == b.best.number
+    assert [type(a.info[k]) for k in ("num_trials", "eta", "min_epochs", "max_epochs")] == [int] * 4
+    with pytest.raises(ValueError, match=r"`eta` must be an int >= 2, got 3.0"):
+        run(9, 3.0, 1, None)
+
+
 def test_successive_halving_refuses_static_hyperparameters():
     with pytest.raises(ValueError, match=r"\['width'\] are static"):
         successive_halving(

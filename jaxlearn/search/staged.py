@@ -329,19 +329,21 @@ def successive_halving(
             f"{fn}: every hyperparameter must be traced (one population), but {static} are "
             "static; fix them inside `init`/`step` or run one halving per value."
         )
-    for name, v, lo in (
-        ("num_trials", num_trials, 2),
-        ("min_epochs", min_epochs, 1),
-        ("eta", eta, 2),
-    ):
-        if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-            raise ValueError(f"{fn}: `{name}` must be an int >= {lo}, got {v!r}.")
-    if max_epochs is not None and (
-        isinstance(max_epochs, bool) or not isinstance(max_epochs, int) or max_epochs < min_epochs
-    ):
-        raise ValueError(
-            f"{fn}: `max_epochs` must be an int >= min_epochs ({min_epochs}), got {max_epochs!r}."
-        )
+    # As Python ints from here on (a NumPy int is taken, and recorded in the study as an int).
+    num_trials = check_int(fn, "num_trials", num_trials, 2)
+    min_epochs = check_int(fn, "min_epochs", min_epochs, 1)
+    eta = check_int(fn, "eta", eta, 2)
+    if max_epochs is not None:
+        if (
+            isinstance(max_epochs, bool)
+            or not isinstance(max_epochs, (int, np.integer))
+            or (max_epochs < min_epochs)
+        ):
+            raise ValueError(
+                f"{fn}: `max_epochs` must be an int >= min_epochs ({min_epochs}), got "
+                f"{max_epochs!r}."
+            )
+        max_epochs = int(max_epochs)
     if not isinstance(metric, str):
         raise ValueError(
             f"{fn}: `metric` must be the name of one of step's metrics, got {metric!r}."
