@@ -111,7 +111,7 @@ class Interval:
     def contains(self, x: Any) -> bool:
         """Whether every element of ``x`` (a float or a NumPy array) lies in the interval;
         NaN and infinities never do."""
-        if isinstance(x, float):  # one Python float (every `number`): no NumPy round trip
+        if type(x) is float:  # one Python float (every `number`): no NumPy round trip
             return (
                 math.isfinite(x)
                 and (self.lo is None or (x > self.lo if self.lo_open else x >= self.lo))

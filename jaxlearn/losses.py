@@ -16,7 +16,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxlearn._checks import number, real_number
+from jaxlearn._checks import Interval, number, real_number
 from jaxlearn._compat import concrete_or_none, path_str
 
 __all__ = [
@@ -139,7 +139,8 @@ def multiclass_svm(scores: jax.Array, labels: jax.Array, margin: float = 1.0) ->
     **Arguments:**
     - `scores`: class scores of shape (N, C).
     - `labels`: integer classes of shape (N,), in [0, C).
-    - `margin`: the desired margin (delta), > 0.
+    - `margin`: the desired margin (delta), > 0: one number, or an array broadcast against
+      the scores (e.g. one margin per class).
 
     **Returns:** the mean loss, a scalar.
 
@@ -150,7 +151,15 @@ def multiclass_svm(scores: jax.Array, labels: jax.Array, margin: float = 1.0) ->
         2.9
     """
     scores, labels = _as_labels(scores, labels, "multiclass_svm")
-    number("multiclass_svm", "margin", margin, lo=0, lo_open=True, allow_traced=True)
+    m = concrete_or_none(margin)
+    if m is not None and m.ndim and m.dtype != bool and np.issubdtype(m.dtype, np.number):
+        # Margins per class (broadcast against the scores): every one finite and > 0.
+        if not Interval(0, lo_open=True).contains(m.astype(np.float64)):
+            raise ValueError(
+                f"multiclass_svm: `margin` must be finite numbers > 0, got {margin!r}."
+            )
+    else:
+        number("multiclass_svm", "margin", margin, lo=0, lo_open=True, allow_traced=True)
     n, c = scores.shape
     correct = jnp.take_along_axis(scores, labels[:, None].astype(jnp.int32), axis=-1)
     margins = jnp.maximum(0, scores - correct + margin)

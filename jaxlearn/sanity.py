@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxlearn._checks import number
 from jaxlearn.data import _numpy_rng, check_dataset
 from jaxlearn.losses import hits, l2_penalty, loss_at_chance, softmax_cross_entropy
 from jaxlearn.models import Model
@@ -288,10 +289,7 @@ def initial_loss(
     fn = "initial_loss"
     c = _shapes(fn, loss_fn, params, x, y)
     expected, how = loss_at_chance(fn, chance, c, margin)
-    if rtol is not None and (
-        isinstance(rtol, bool) or not isinstance(rtol, (int, float)) or not 0 < rtol < 1
-    ):
-        raise ValueError(f"{fn}: `rtol` must be None or a number in (0, 1), got {rtol!r}.")
+    rtol = number(fn, "rtol", rtol, lo=0, hi=1, lo_open=True, hi_open=True, allow_none=True)
     loss, scores = jax.jit(loss_fn)(params, jnp.asarray(x), jnp.asarray(y), 0.0)
     obs = float(loss)
     score_std = float(jnp.std(scores))
@@ -517,8 +515,7 @@ def overfit_small(
     for name, v in (("num_examples", num_examples), ("steps", steps)):
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{fn}: `{name}` must be an int >= 1, got {v!r}.")
-    if isinstance(max_loss, bool) or not isinstance(max_loss, (int, float)) or not max_loss >= 0:
-        raise ValueError(f"{fn}: `max_loss` must be a number >= 0, got {max_loss!r}.")
+    max_loss = number(fn, "max_loss", max_loss, lo=0)
     if np.ndim(y) != 1:
         raise ValueError(
             f"{fn}: `y` must have shape (N,) of integer labels, got shape {np.shape(y)}."

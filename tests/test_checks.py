@@ -202,3 +202,54 @@ def test_an_averaged_trainer_is_named_by_its_rule_and_freed_with_its_base():
     del tr, avg, r
     gc.collect()
     assert alive() is None
+
+
+def test_the_last_hand_written_number_checks_take_numpy_scalars_and_refuse_bools():
+    from jaxlearn.gradcheck import step_size_sweep
+    from jaxlearn.search import border_warnings
+    from jaxlearn.search.staged import _valid_keep
+
+    s, y = jnp.array([[3.2, 5.1, -1.7]]), jnp.array([0])
+    # Margins per class stay allowed (concrete or traced); a zero among them is not.
+    per_class = jaxlearn.multiclass_svm(s, y, margin=jnp.array([1.0, 2.0, 3.0]))
+    assert float(per_class) == pytest.approx(3.9)
+    with pytest.raises(ValueError, match=r"`margin` must be finite numbers > 0"):
+        jaxlearn.multiclass_svm(s, y, margin=jnp.array([1.0, 0.0, 3.0]))
+    with pytest.raises(ValueError, match=r"`hs` must be a finite step > 0 .*, got True"):
+        step_size_sweep(lambda p: jnp.sum(p**2), jnp.ones(2), hs=[True, 1e-3])
+    with pytest.raises(ValueError, match=r"hyperparameter 'learning_rate' must be a finite"):
+        jaxlearn.trainer(jaxlearn.linear(4, 2), hparams={"learning_rate": 10**400})
+    assert _valid_keep(np.int64(2)) and _valid_keep(np.float32(0.5))
+    assert not _valid_keep(np.True_) and not _valid_keep(np.int64(0))
+    assert border_warnings([], {}, edge=np.float32(0.1)) == []
+    with pytest.raises(ValueError, match=r"`edge` must be a number in \(0, 0.5\), got True"):
+        border_warnings([], {}, edge=True)
+    x = jax.random.normal(jax.random.key(0), (16, 4))
+    data = (x, (x[:, 0] > 0).astype(jnp.int32))
+    fit = lambda **kw: jaxlearn.fit(jaxlearn.linear(4, 2), data, num_epochs=1, **kw)
+    with pytest.raises(ValueError, match=r"`checkpoint_seconds` must be a finite number >= 0"):
+        fit(checkpoint_seconds=True)
+    with pytest.raises(ValueError, match=r"`min_delta` must be a finite number >= 0, got inf"):
+        fit(min_delta=float("inf"))
+
+
+def test_the_initial_penalty_compiles_once_per_model_and_strengths():
+    import importlib
+
+    train_fit = importlib.import_module("jaxlearn.train.fit")
+
+    x = jax.random.normal(jax.random.key(0), (16, 4))
+    data = (x, (x[:, 0] > 0).astype(jnp.int32))
+    model = jaxlearn.mlp(4, (5,), 2)
+    sizes = []
+    for rule, hp in (
+        ("sgd", {"learning_rate": 0.1, "l2": 0.1}),
+        ("momentum", {"learning_rate": 0.1, "mu": 0.9, "l2": 0.1}),
+        ("adam", {"learning_rate": 0.01, "l2": 0.3}),
+    ):
+        h = jaxlearn.fit(
+            model, data, optimizer=rule, hparams=hp, batch_size=8, num_epochs=1, progress=False
+        )
+        assert h.history.meta["initial_penalty"] > 0
+        sizes.append(train_fit._penalty_program._cache_size())
+    assert sizes[-1] == sizes[0]  # the rule's other hyperparameters do not key it

@@ -72,21 +72,40 @@ def _tiny(n=48, d=4, seed=0):
 # --------------------------------------------------------------------------- members
 
 
-def test_members_record_their_penalty_at_initialization_as_fit_does():
-    # diagnose judges a member's first data loss: its loss less this penalty.
+@pytest.mark.parametrize(
+    "hparams, given, exclude_biases",
+    [({"l2": 0.5}, {}, True), ({"l2": 0.5}, {"l1": 0.1}, False)],
+)
+def test_members_record_their_penalty_at_initialization_as_fit_does(hparams, given, exclude_biases):
+    # diagnose judges a member's first data loss: its loss less this penalty. The biases
+    # start away from 0, so counting them or not changes the value.
+    def init(key):
+        k1, k2 = jax.random.split(key)
+        return {"W": jax.random.normal(k1, (4, 3)), "b": 1.0 + jax.random.normal(k2, (3,))}
+
     tr_l2 = jaxlearn.trainer(
-        jaxlearn.linear(4, 3), batch_size=16, hparams={"learning_rate": 0.1, "l2": 0.5}
+        (init, lambda p, x: x @ p["W"] + p["b"]),
+        batch_size=16,
+        hparams={"learning_rate": 0.1, **hparams},
+        exclude_biases=exclude_biases,
     )
     data = _tiny()
-    r = fit_ensemble(tr_l2, data, num_members=3, num_epochs=2, epochs_per_call=1)
+    kw = {"hparams": given} if given else {}
+    r = fit_ensemble(tr_l2, data, num_members=3, num_epochs=2, epochs_per_call=1, **kw)
     penalties = r.history.meta["initial_penalty"]
     assert len(penalties) == 3 and len(set(penalties)) == 3  # each member's own init
     for i in range(3):
-        single = jaxlearn.fit(tr_l2, data, num_epochs=1, key=i, progress=False).history
+        single = jaxlearn.fit(tr_l2, data, num_epochs=1, key=i, progress=False, **kw).history
         assert penalties[i] == pytest.approx(single.meta["initial_penalty"], rel=1e-6)
+        p0 = jaxlearn.fit(tr_l2, data, num_epochs=0, key=i, progress=False).params  # at init
+        want = 0.5 * float(jaxlearn.l2_penalty(p0, exclude_biases=exclude_biases))
+        want += given.get("l1", 0.0) * float(jaxlearn.l1_penalty(p0, exclude_biases=False))
+        assert penalties[i] == pytest.approx(want, rel=1e-5)
         member = r.history.member(i)
         assert member.meta["initial_penalty"] == penalties[i]
         assert member.meta["num_classes"] == 3 and member.meta["loss"] == "softmax_cross_entropy"
+    if given:
+        return
     # Without a penalty, nothing to subtract; without an epoch, nothing recorded.
     tr_plain = jaxlearn.trainer(
         jaxlearn.linear(4, 3), batch_size=16, hparams={"learning_rate": 0.1}

@@ -301,7 +301,7 @@ def test_bad_loss_fn_and_arguments(digits, mlp):
         sanity.overfit_small("loss", params, x, y)
     with pytest.raises(ValueError, match="`chance` must be 'softmax', 'svm' or the expected"):
         sanity.initial_loss(good, params, x, y, chance="hinge")
-    with pytest.raises(ValueError, match=r"`rtol` must be None or a number in \(0, 1\)"):
+    with pytest.raises(ValueError, match=r"`rtol` must be a number in \(0, 1\) or None"):
         sanity.initial_loss(good, params, x, y, rtol=2.0)
     with pytest.raises(ValueError, match=r"`regs` must be strictly increasing"):
         sanity.regularization_raises_loss(good, params, x, y, regs=(1.0, 0.1))

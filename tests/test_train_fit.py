@@ -485,7 +485,7 @@ def test_min_delta_may_be_a_numpy_float(splits, mlp_trainer):
         min_delta=np.float32(0.01),
     )
     assert r.history.num_epochs == 1
-    with pytest.raises(ValueError, match="`min_delta` must be a number >= 0, got True"):
+    with pytest.raises(ValueError, match="`min_delta` must be a finite number >= 0, got True"):
         jaxlearn.fit(mlp_trainer, splits.train, num_epochs=1, progress=False, min_delta=True)
 
 

@@ -34,7 +34,7 @@ import optax
 from jax import lax
 
 from jaxlearn import population
-from jaxlearn._checks import number, real_number
+from jaxlearn._checks import number
 from jaxlearn._compat import is_tracer
 from jaxlearn.ensemble._common import (
     build_trainer,
@@ -818,9 +818,7 @@ def fit_ensemble(
     activation_size = check_int(fn, "activation_size", activation_size, 0)
     if epochs_per_call is not None:
         epochs_per_call = check_int(fn, "epochs_per_call", epochs_per_call, 1)
-    delta = real_number(min_delta)
-    if delta is None or not delta >= 0:
-        raise ValueError(f"{fn}: `min_delta` must be a number >= 0, got {min_delta!r}.")
+    delta = number(fn, "min_delta", min_delta, lo=0)
     if strategy not in _STRATEGIES:
         raise ValueError(f"{fn}: `strategy` must be one of {_STRATEGIES}, got {strategy!r}.")
     if chunk_size is not None:

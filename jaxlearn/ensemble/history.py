@@ -34,7 +34,9 @@ class EnsembleHistory(NamedTuple):
     ``activations[layer][stat]`` (hidden-unit statistics, :func:`jaxlearn.activation_stats`);
     ``epoch_step`` (``(epochs,)``) is the update count at each epoch's end. ``best_epoch``
     (``(N,)``) is each member's epoch with the best monitored metric (0: none). ``meta``
-    describes the run (``leaf_shapes`` names each parameter's shape, one member's).
+    describes the run (``leaf_shapes`` names each parameter's shape, one member's;
+    ``num_classes`` and ``loss`` as ``fit`` records them; ``initial_penalty`` each member's
+    L2/L1 penalty at initialization, a list, or 0.0 without one, or None when no epoch ran).
     :meth:`member` gives one member's :class:`~jaxlearn.History`, as ``fit`` records it.
     """
 
@@ -61,7 +63,8 @@ class EnsembleHistory(NamedTuple):
         """Member ``i``'s records as a :class:`~jaxlearn.History` (as ``fit`` returns).
 
         Its ``meta`` holds the run's (``leaf_shapes`` included) with the member's own
-        ``hparams``, ``first_nonfinite_step``, ``best_epoch`` and ``best_value``, so
+        ``hparams``, ``first_nonfinite_step``, ``initial_penalty``, ``best_epoch`` and
+        ``best_value``, so
         :func:`jaxlearn.diagnose` reads it as it reads a ``fit`` run.
 
         **Arguments:**

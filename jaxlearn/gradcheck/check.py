@@ -1139,11 +1139,12 @@ def step_size_sweep(
     """
     fn = "step_size_sweep"
     positive_int(fn, "num_checks", num_checks)
+    if hs is not None and np.ndim(hs) == 1:
+        for v in hs:  # each as given (a bool is not a step; as float64 it would be 1.0)
+            nm.check_step(fn, v, "hs")
     hs_arr = np.asarray(10.0 ** -np.arange(1, 13) if hs is None else hs, np.float64)
     if hs_arr.ndim != 1 or not hs_arr.size:
         raise ValueError(f"{fn}: `hs` must be a non-empty list of steps, got {hs!r}.")
-    for v in hs_arr:
-        nm.check_step(fn, float(v), "hs")
     with enable_x64():
         prob = nm.prepare(fn, f, params, args, key)
         sizes = [int(np.prod(jnp.shape(x), dtype=np.int64)) for x in prob.leaves]

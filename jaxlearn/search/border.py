@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from jaxlearn._checks import number
 from jaxlearn.search.space import Dimension
 from jaxlearn.search.study import Trial
 
@@ -74,8 +75,7 @@ def border_warnings(
         [1e-06, 1] (log scale; 1 of the top 3 trials there). The optimum may lie above it:
         widen the range of lr above 1.
     """
-    if not (isinstance(edge, (int, float)) and 0 < edge < 0.5):
-        raise ValueError(f"border_warnings: `edge` must be in (0, 0.5), got {edge!r}.")
+    edge = number("border_warnings", "edge", edge, lo=0, hi=0.5, lo_open=True, hi_open=True)
     ok = [t for t in ranked if t.status != "failed"]
     if not ok:
         return []

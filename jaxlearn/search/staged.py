@@ -70,9 +70,11 @@ class Stage(NamedTuple):
 
 def _valid_keep(keep: Any) -> bool:
     """A stage's `keep`: an int >= 1 (trials) or a fraction in (0, 1] (of the trials)."""
-    if isinstance(keep, bool):
+    if isinstance(keep, (bool, np.bool_)):
         return False
-    return (isinstance(keep, int) and keep >= 1) or (isinstance(keep, float) and 0 < keep <= 1)
+    if isinstance(keep, (int, np.integer)):
+        return bool(keep >= 1)
+    return isinstance(keep, (float, np.floating)) and bool(0 < keep <= 1)
 
 
 def narrow_space(
@@ -112,7 +114,7 @@ def narrow_space(
         raise ValueError(
             f"coarse_to_fine: `keep` must be an int >= 1 or a fraction in (0, 1], got {keep!r}."
         )
-    k = int(keep) if isinstance(keep, int) else max(2, math.ceil(keep * len(ok)))
+    k = int(keep) if isinstance(keep, (int, np.integer)) else max(2, math.ceil(keep * len(ok)))
     top = ok[: max(1, k)]
     within = within or space
     return {

@@ -368,6 +368,11 @@ class Trainer:
                     f"Trainer: hyperparameter {name!r} must be a number, got {value!r}. "
                     "Schedules go in `schedule` (a multiplier of the learning rate)."
                 )
+            if isinstance(value, int) and real_number(value) is None:  # beyond float64
+                raise ValueError(
+                    f"Trainer: hyperparameter {name!r} must be {nonnegative.describe()}, "
+                    f"got {value!r}."
+                )
             arr = jnp.asarray(value, dtype=default_float())
             if arr.ndim != 0:
                 raise ValueError(

@@ -23,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxlearn._checks import positive_int
+from jaxlearn._checks import number, positive_int
 from jaxlearn.data import check_dataset
 from jaxlearn.losses import l1_penalty, l2_penalty, multiclass_svm, softmax_cross_entropy
 from jaxlearn.optim import Packed
@@ -506,7 +506,8 @@ def _penalty(params: Any, hparams: Mapping[str, Any], exclude_biases: bool) -> j
     return total
 
 
-# Keyed on the params' shapes and the flag only (not on a Trainer, which it would keep).
+# Keyed on the params' shapes, the strengths given and the flag (not on a Trainer, which it
+# would keep alive, nor on the rule's other hyperparameters).
 _penalty_program = jax.jit(_penalty, static_argnames="exclude_biases")
 
 
@@ -517,7 +518,8 @@ def initial_penalty(tr: Trainer, params: Any, hparams: Mapping[str, Any]) -> flo
         return 0.0
     if isinstance(params, Packed):
         return None
-    return float(_penalty_program(params, hparams, exclude_biases=tr.exclude_biases))
+    strengths = {k: hparams[k] for k in ("l2", "l1") if k in hparams}
+    return float(_penalty_program(params, strengths, exclude_biases=tr.exclude_biases))
 
 
 def fit(
@@ -636,20 +638,12 @@ def fit(
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
             raise ValueError(f"{fn}: `{name}` must be an int >= {lo}, got {v!r}.")
     checkpoint_every = positive_int(fn, "checkpoint_every", checkpoint_every, allow_none=True)
-    if checkpoint_seconds is not None and not (
-        isinstance(checkpoint_seconds, (int, float)) and checkpoint_seconds >= 0
-    ):
-        raise ValueError(
-            f"{fn}: `checkpoint_seconds` must be a number >= 0 or None, got {checkpoint_seconds!r}."
-        )
+    checkpoint_seconds = number(fn, "checkpoint_seconds", checkpoint_seconds, lo=0, allow_none=True)
     epochs_per_call = positive_int(fn, "epochs_per_call", epochs_per_call, allow_none=True)
     if callback is not None and epochs_per_call not in (None, 1):
         raise ValueError(f"{fn}: a `callback` runs after every epoch: it needs epochs_per_call=1.")
     patience = positive_int(fn, "patience", patience, allow_none=True)
-    if isinstance(min_delta, bool) or not (
-        isinstance(min_delta, (int, float, np.integer, np.floating)) and min_delta >= 0
-    ):
-        raise ValueError(f"{fn}: `min_delta` must be a number >= 0, got {min_delta!r}.")
+    min_delta = number(fn, "min_delta", min_delta, lo=0)
     if schedule_unit not in ("step", "epoch"):
         raise ValueError(f"{fn}: `schedule_unit` must be 'step' or 'epoch', got {schedule_unit!r}.")
     if on_nonfinite not in ("stop", "skip"):
