@@ -76,6 +76,20 @@ def _assert_same_tree(a, b, rtol=0.0):
         )
 
 
+def _on_two_devices(code: str) -> str:
+    """What ``code`` prints, run in a fresh process with two XLA CPU devices."""
+    env = dict(
+        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
+    )
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.strip()
+
+
 def test_pack_then_unpack_gives_back_the_same_tree_leaf_for_leaf():
     tree = _tree()
     packed = jaxlearn.pack(tree)
@@ -405,16 +419,7 @@ def test_leaves_on_different_shardings_go_to_different_buffers():
         print("ok", len(jax.devices()))
         """
     )
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
-    )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "ok 2"
+    assert _on_two_devices(code) == "ok 2"
 
 
 def test_leaves_on_the_default_device_pack_as_traced_leaves_do():
@@ -469,16 +474,7 @@ def test_leaves_on_the_device_set_by_default_device_pack_as_on_device_0():
         print("ok")
         """
     )
-    env = dict(
-        os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu"
-    )
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    env["PYTHONPATH"] = root + os.pathsep + env.get("PYTHONPATH", "")
-    out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.strip() == "ok"
+    assert _on_two_devices(code) == "ok"
 
 
 def test_pack_like_a_state_keeps_the_states_dtypes():
