@@ -97,7 +97,8 @@ def test_members_record_their_penalty_at_initialization_as_fit_does(hparams, giv
     for i in range(3):
         single = jaxlearn.fit(tr_l2, data, num_epochs=1, key=i, progress=False, **kw).history
         assert penalties[i] == pytest.approx(single.meta["initial_penalty"], rel=1e-6)
-        p0 = jaxlearn.fit(tr_l2, data, num_epochs=0, key=i, progress=False).params  # at init
+        # The initial params as fit makes them: its first of three keys (int key i).
+        p0 = tr_l2.init(jax.random.split(jax.random.key(i), 3)[0]).params
         want = 0.5 * float(jaxlearn.l2_penalty(p0, exclude_biases=exclude_biases))
         want += given.get("l1", 0.0) * float(jaxlearn.l1_penalty(p0, exclude_biases=False))
         assert penalties[i] == pytest.approx(want, rel=1e-5)
