@@ -547,3 +547,16 @@ def test_gradients_packed_in_another_layout_are_refused_naming_both_layouts():
         opt.update(grads, state, packed)
     with pytest.raises(ValueError, match=r"where the gradients hold no Packed; pack"):
         opt.update(packed.unpack(), state, packed)
+
+
+def test_auto_packing_follows_the_default_device_not_the_default_backend(monkeypatch):
+    # Leaves of 10,000 float32: above the CPU's threshold (6,250), below an accelerator's.
+    params = {f"w{i}": jnp.zeros(10_000) for i in range(8)}
+    assert not jaxlearn.should_pack(params, platform="cpu")
+    assert jaxlearn.should_pack(params, platform="gpu")
+    # An accelerator machine whose default device is set to the CPU: the CPU's rules.
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    with jax.default_device(jax.devices("cpu")[0]):
+        assert not jaxlearn.should_pack(params)
+        assert not jaxlearn.trainer(lambda p, x: x, hparams={"learning_rate": 0.1}).packs(params)
+        assert len(jaxlearn.pack(params, max_leaf_size="auto").buffers) == 8  # one each

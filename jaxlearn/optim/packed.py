@@ -539,8 +539,14 @@ in all); on an H200 about 12 to 37 microseconds per leaf (2.50 ms for 200 leaves
 """
 
 
+def default_platform() -> str:
+    """The platform new arrays land on (``"cpu"``, ``"gpu"``, ``"tpu"``): the default
+    device's, as ``jax.default_device`` sets it, else the default backend's."""
+    return str(_default_device().platform)
+
+
 def _platform(fn: str, platform: str | None) -> str:
-    platform = platform or jax.default_backend()
+    platform = platform or default_platform()
     if platform not in PACKING_COST:
         raise ValueError(
             f"{fn}: `platform` must be one of {sorted(PACKING_COST)}, got {platform!r}."
@@ -558,7 +564,7 @@ def packing_threshold(platform: str | None = None, dtype: Any = jnp.float32) -> 
     elements on a CPU and about 1.2M on a GPU.
 
     **Arguments:**
-    - `platform`: ``"cpu"``, ``"gpu"`` or ``"tpu"``; default: the default backend.
+    - `platform`: ``"cpu"``, ``"gpu"`` or ``"tpu"``; default: the default device's.
     - `dtype`: the leaves' dtype (its item size sets the bytes moved).
 
     **Returns:** the threshold, an int; use it as ``pack(params, max_leaf_size=...)``.
@@ -594,7 +600,8 @@ def should_pack(params: Any, *, platform: str | None = None) -> bool:
 
     **Arguments:**
     - `params`: the pytree to be trained (arrays or shape/dtype structs).
-    - `platform`: ``"cpu"``, ``"gpu"`` or ``"tpu"``; default: the default backend.
+    - `platform`: ``"cpu"``, ``"gpu"`` or ``"tpu"``; default: the default device's (as
+      ``jax.default_device`` sets it, else the default backend's).
 
     **Returns:** True when packing is expected to be faster.
 

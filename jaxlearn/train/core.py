@@ -92,6 +92,7 @@ from jaxlearn._compat import default_float, is_tracer
 from jaxlearn.data import _check_xy, batch_indices
 from jaxlearn.losses import hits, l1_penalty, l2_penalty, softmax_cross_entropy
 from jaxlearn.optim import Packed, pack, packed_value_and_grad, should_pack, unpack
+from jaxlearn.optim.packed import default_platform
 
 __all__ = [
     "TrainState",
@@ -687,7 +688,7 @@ class Trainer:
         if isinstance(params, Packed) or not jax.tree.leaves(params):
             return False
         if self.pack == "auto":
-            return jax.default_backend() != "cpu" and should_pack(params)
+            return default_platform() != "cpu" and should_pack(params)
         return bool(self.pack)
 
     def _packed_state(self, state: TrainState) -> tuple[TrainState, Callable[..., TrainState]]:
