@@ -154,24 +154,24 @@ def main(argv: list[str] | None = None) -> None:
 
 def program_alone(call: Callable[[], Any]) -> Callable[[], Any]:
     """A function running only the compiled program of ``call()`` (a ``fit_ensemble``
-    call), on the inputs that call prepared: no checks, no records copied to the host."""
+    call), on the inputs that call handed it: no checks, no records copied to the host."""
     seen: dict[str, Any] = {}
-    original = population.PopulationFn.call_with_plan
+    original = population.PopulationFn._program
 
-    def spy(self: Any, members: Any, *shared: Any) -> Any:
-        out = original(self, members, *shared)
-        leaves, treedef = jax.tree.flatten(members)
-        shared_leaves, shared_def = jax.tree.flatten(shared)
-        plan = out[1]
-        prepared, placed, impls = self._prepare(leaves, shared_leaves, shared_def, plan)
-        seen["run"] = (self._program(plan, impls, treedef), prepared, placed)
-        return out
+    def spy(self: Any, *args: Any) -> Any:
+        program = original(self, *args)
 
-    population.PopulationFn.call_with_plan = spy  # type: ignore[method-assign]
+        def run(leaves: Any, placed: Any) -> Any:
+            seen["run"] = (program, leaves, placed)
+            return program(leaves, placed)
+
+        return run
+
+    population.PopulationFn._program = spy  # type: ignore[method-assign]
     try:
         jax.block_until_ready(call())
     finally:
-        population.PopulationFn.call_with_plan = original  # type: ignore[method-assign]
+        population.PopulationFn._program = original  # type: ignore[method-assign]
     program, leaves, placed = seen["run"]
     return lambda: program(leaves, placed)
 

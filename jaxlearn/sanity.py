@@ -38,7 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxlearn._checks import number
+from jaxlearn._checks import check_int, number
 from jaxlearn.data import _numpy_rng, check_dataset
 from jaxlearn.losses import hits, l2_penalty, loss_at_chance, softmax_cross_entropy
 from jaxlearn.models import Model
@@ -513,8 +513,7 @@ def overfit_small(
     """
     fn = "overfit_small"
     for name, v in (("num_examples", num_examples), ("steps", steps)):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
-            raise ValueError(f"{fn}: `{name}` must be an int >= 1, got {v!r}.")
+        check_int(fn, name, v, 1)
     max_loss = number(fn, "max_loss", max_loss, lo=0)
     if np.ndim(y) != 1:
         raise ValueError(

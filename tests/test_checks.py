@@ -3,6 +3,7 @@ function receives it, and one meaning of "a positive int"."""
 
 from __future__ import annotations
 
+import functools
 import gc
 import weakref
 
@@ -71,24 +72,14 @@ def test_a_one_sided_range_says_its_numbers_are_finite():
 
 def test_numpy_scalars_are_numbers_in_snapshots_and_stages():
     x, y = np.zeros((2, 2), np.float32), np.zeros(2, np.int32)
+    snapshots = functools.partial(
+        ensemble.snapshot_ensemble, jaxlearn.linear(2, 2), (x, y), num_cycles=1, epochs_per_cycle=1
+    )
     # `key` is checked after `min_fraction`: its error shows the NumPy float was taken.
     with pytest.raises(ValueError, match=r"snapshot_ensemble: `key` must be an int seed"):
-        ensemble.snapshot_ensemble(
-            jaxlearn.linear(2, 2),
-            (x, y),
-            num_cycles=1,
-            epochs_per_cycle=1,
-            min_fraction=np.float32(0.1),
-            key="seed",
-        )
+        snapshots(min_fraction=np.float32(0.1), key="seed")
     with pytest.raises(ValueError, match=r"`min_fraction` must be a number in \[0, 1\], got np"):
-        ensemble.snapshot_ensemble(
-            jaxlearn.linear(2, 2),
-            (x, y),
-            num_cycles=1,
-            epochs_per_cycle=1,
-            min_fraction=np.float32(2.0),
-        )
+        snapshots(min_fraction=np.float32(2.0))
     # `settings` is refused after the stages are checked.
     space = {"lr": search.log_uniform(1e-3, 1e-1)}
     stage = search.Stage(np.int64(2), margin=np.float32(0.1))

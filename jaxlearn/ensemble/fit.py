@@ -58,6 +58,7 @@ from jaxlearn.train.fit import (
     base_optimizer,
     evaluated_epoch,
     loss_name,
+    lru_get,
     optimizer_name,
     penalty_of,
 )
@@ -351,39 +352,35 @@ def check_member_values(fn: str, tr: Trainer, hp: Mapping[str, Any], n: int) -> 
         return
     names = tuple(sorted(hp))
     arrays = [np.broadcast_to(np.asarray(hp[k]), (n,)) for k in names]
-    seen: collections.OrderedDict[tuple, None] = _CHECKED.setdefault(tr, collections.OrderedDict())
+    seen: collections.OrderedDict = _CHECKED.setdefault(tr, collections.OrderedDict())
+
+    def build(row: tuple) -> bool:
+        tr.make_optimizer(tr.make_hparams(dict(zip(names, row, strict=True))))
+        return True
 
     def check(row: tuple) -> None:
-        key = (names, row)
-        if key in seen:
-            seen.move_to_end(key)
-            return
-        tr.make_optimizer(tr.make_hparams(dict(zip(names, row, strict=True))))
-        seen[key] = None
+        # The rows of this call are kept too: one large population is not rebuilt.
+        lru_get(seen, max(_CHECKED_ROWS, n), (names, row), functools.partial(build, row))
 
-    try:
-        if n > 8 and _checks_by_range(tr):
-            # The rules check ranges, value by value: the columns' least and greatest values
-            # pass only if every member's do (a NaN fails both), so two builds answer for a
-            # population, without a row per member, and only a failure looks for the member.
-            try:
-                check(tuple(a.min().item() for a in arrays))
-                check(tuple(a.max().item() for a in arrays))
-                return
-            except ValueError:
-                pass
-        rows: dict[tuple, int] = {}
-        for i, row in enumerate(zip(*(a.tolist() for a in arrays), strict=True)):
-            rows.setdefault(row, i)
-        for row, i in rows.items():
-            try:
-                check(row)
-            except ValueError as e:
-                values = dict(zip(names, row, strict=True))
-                raise ValueError(f"{fn}: member {i}'s hyperparameters {values}: {e}") from e
-    finally:
-        while len(seen) > max(_CHECKED_ROWS, n):
-            seen.popitem(last=False)
+    if n > 8 and _checks_by_range(tr):
+        # The rules check ranges, value by value: the columns' least and greatest values
+        # pass only if every member's do (a NaN fails both), so two builds answer for a
+        # population, without a row per member, and only a failure looks for the member.
+        try:
+            check(tuple(a.min().item() for a in arrays))
+            check(tuple(a.max().item() for a in arrays))
+            return
+        except ValueError:
+            pass
+    rows: dict[tuple, int] = {}
+    for i, row in enumerate(zip(*(a.tolist() for a in arrays), strict=True)):
+        rows.setdefault(row, i)
+    for row, i in rows.items():
+        try:
+            check(row)
+        except ValueError as e:
+            values = dict(zip(names, row, strict=True))
+            raise ValueError(f"{fn}: member {i}'s hyperparameters {values}: {e}") from e
 
 
 def _checks_by_range(tr: Trainer) -> bool:
@@ -1045,18 +1042,16 @@ def fit_ensemble(
         "first_nonfinite_step": first_bad,  # filled in from the records below
         "stop_reason": "completed",
         "leaf_shapes": info.leaf_shapes,
-        # What `diagnose` judges a member's first loss against (the penalty, per member, is
-        # read from the records below; None when no epoch ran).
+        # What `diagnose` judges a member's first loss against (with l2/l1, the penalty per
+        # member is read from the records below; None when no epoch ran).
         "num_classes": info.num_classes,
         "loss": loss_name(tr.loss),
-        "initial_penalty": None,
+        "initial_penalty": None if cfg.penalized else 0.0,
     }
 
     host = to_host([out for _, out in outs])  # one copy of every record (none when copied)
     parts = [_unpack(r, k, cfg, len(epoch_fields)) for (k, _), r in zip(outs, host, strict=True)]
-    if not cfg.penalized:
-        meta["initial_penalty"] = 0.0
-    elif parts and parts[0][2] is not None:
+    if parts and parts[0][2] is not None:  # recorded by the first call when penalized
         meta["initial_penalty"] = parts[0][2].astype(np.float64).tolist()
     if parts:
         steps = np.concatenate([p[0] for p in parts], axis=1)

@@ -256,6 +256,19 @@ def _scan_rows(
     return carry, out
 
 
+def add_penalty(
+    loss: jax.Array, params: Params, hparams: Mapping[str, jax.Array], exclude_biases: bool
+) -> jax.Array:
+    """``loss`` plus the regularization the hyperparameters switch on: ``l2 * l2_penalty``,
+    then ``l1 * l1_penalty``, for those of ``l2``/``l1`` in ``hparams`` (the objective a
+    Trainer minimizes; from a zero loss, the penalty alone)."""
+    if "l2" in hparams:
+        loss = loss + hparams["l2"] * l2_penalty(params, exclude_biases=exclude_biases)
+    if "l1" in hparams:
+        loss = loss + hparams["l1"] * l1_penalty(params, exclude_biases=exclude_biases)
+    return loss
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Trainer:
     """Static configuration of a training run; its methods are the pure core.
@@ -499,12 +512,7 @@ class Trainer:
         hparams: Mapping[str, jax.Array],
     ) -> tuple[jax.Array, jax.Array]:
         scores = self.apply(params, x, key=key) if self.apply_takes_key else self.apply(params, x)
-        loss = self.loss(scores, y)
-        if "l2" in hparams:
-            loss = loss + hparams["l2"] * l2_penalty(params, exclude_biases=self.exclude_biases)
-        if "l1" in hparams:
-            loss = loss + hparams["l1"] * l1_penalty(params, exclude_biases=self.exclude_biases)
-        return loss, scores
+        return add_penalty(self.loss(scores, y), params, hparams, self.exclude_biases), scores
 
     def _step(
         self, state: TrainState, batch: Batch, guard: bool

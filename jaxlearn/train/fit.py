@@ -23,9 +23,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from jaxlearn._checks import number, positive_int
+from jaxlearn._checks import check_int, number, positive_int
 from jaxlearn.data import check_dataset
-from jaxlearn.losses import l1_penalty, l2_penalty, multiclass_svm, softmax_cross_entropy
+from jaxlearn.losses import multiclass_svm, softmax_cross_entropy
 from jaxlearn.optim import Packed
 from jaxlearn.schedules import per_epoch
 from jaxlearn.train.checkpoint import Checkpointer
@@ -35,6 +35,7 @@ from jaxlearn.train.core import (
     Trainer,
     TrainState,
     _all_finite,
+    add_penalty,
     leaf_names,
     trainer,
 )
@@ -432,8 +433,9 @@ def cached_trainer(
 
 
 def lru_get(cache: collections.OrderedDict, limit: int, key: Any, make: Callable[[], Any]) -> Any:
-    """``cache[key]``, made by ``make()`` the first time; the ``limit`` most recently used
-    entries are kept. An unhashable key is made every time, never stored."""
+    """``cache[key]``, made by ``make()`` the first time (a value that is not None); the
+    ``limit`` most recently used entries are kept. An unhashable key is made every time,
+    never stored."""
     try:
         value = cache.get(key)
     except TypeError:
@@ -442,7 +444,7 @@ def lru_get(cache: collections.OrderedDict, limit: int, key: Any, make: Callable
         cache.move_to_end(key)
         return value
     value = cache[key] = make()
-    if len(cache) > limit:
+    while len(cache) > limit:  # a smaller limit than before trims to it at once
         cache.popitem(last=False)
     return value
 
@@ -491,19 +493,13 @@ def loss_name(loss: Any) -> str | None:
 
 
 def penalty_of(tr: Trainer, params: Any, hparams: Mapping[str, Any]) -> jax.Array:
-    """The regularization part of the Trainer's objective at ``params``: ``l2 *
-    l2_penalty + l1 * l1_penalty`` for those of ``l2``/``l1`` in ``hparams``, as the
-    Trainer adds them (traceable)."""
+    """The regularization part of the Trainer's objective at ``params``
+    (:func:`~jaxlearn.train.core.add_penalty` from a zero loss; traceable)."""
     return _penalty(params, hparams, tr.exclude_biases)
 
 
 def _penalty(params: Any, hparams: Mapping[str, Any], exclude_biases: bool) -> jax.Array:
-    total = jnp.zeros((), jnp.float32)
-    if "l2" in hparams:
-        total = total + hparams["l2"] * l2_penalty(params, exclude_biases=exclude_biases)
-    if "l1" in hparams:
-        total = total + hparams["l1"] * l1_penalty(params, exclude_biases=exclude_biases)
-    return total
+    return add_penalty(jnp.zeros((), jnp.float32), params, hparams, exclude_biases)
 
 
 # Keyed on the params' shapes, the strengths given and the flag (not on a Trainer, which it
@@ -630,13 +626,12 @@ def fit(
     x_tr, y_tr = check_pair(fn, "train", train)
     if val is not None:
         x_va, y_va = check_pair(fn, "val", val)
-    for name, v, lo in (
-        ("num_epochs", num_epochs, 0),
-        ("train_eval_size", train_eval_size, 0),
-        ("activation_size", activation_size, 0),
+    for name, v in (
+        ("num_epochs", num_epochs),
+        ("train_eval_size", train_eval_size),
+        ("activation_size", activation_size),
     ):
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-            raise ValueError(f"{fn}: `{name}` must be an int >= {lo}, got {v!r}.")
+        check_int(fn, name, v, 0)
     checkpoint_every = positive_int(fn, "checkpoint_every", checkpoint_every, allow_none=True)
     checkpoint_seconds = number(fn, "checkpoint_seconds", checkpoint_seconds, lo=0, allow_none=True)
     epochs_per_call = positive_int(fn, "epochs_per_call", epochs_per_call, allow_none=True)
