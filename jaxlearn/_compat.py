@@ -12,7 +12,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["enable_x64", "is_tracer", "concrete_or_none", "path_str", "default_float"]
+__all__ = [
+    "enable_x64",
+    "is_tracer",
+    "concrete_or_none",
+    "path_str",
+    "default_float",
+    "default_device",
+    "default_platform",
+    "default_devices",
+]
 
 
 def enable_x64(new_val: bool = True):
@@ -56,6 +65,33 @@ def path_str(path: tuple) -> str:
 def default_float() -> jnp.dtype:
     """float64 inside ``enable_x64``, float32 otherwise."""
     return jnp.zeros((), dtype=float).dtype
+
+
+def default_device() -> Any:
+    """The device new arrays land on: the one ``jax.default_device`` sets (a context or the
+    ``jax_default_device`` option, a device or a platform name), else the default backend's
+    first local device."""
+    # (Read as an attribute, which follows the context; the Config type does not declare it.)
+    device = jax.config.jax_default_device  # type: ignore[attr-defined]
+    if isinstance(device, str):
+        return jax.local_devices(backend=device)[0]
+    return device if device is not None else jax.local_devices()[0]
+
+
+def default_platform() -> str:
+    """The platform new arrays land on (``"cpu"``, ``"gpu"``, ``"tpu"``): the default
+    device's, as ``jax.default_device`` sets it, else the default backend's."""
+    return str(default_device().platform)
+
+
+def default_devices() -> tuple[Any, ...]:
+    """Every device (of every process) of the default device's platform: what a population
+    or an ensemble spreads over when no devices are given. ``jax.devices()`` where no
+    ``jax.default_device`` is set; under ``jax.default_device(cpu)`` on an accelerator
+    machine, the CPU devices."""
+    if jax.config.jax_default_device is None:  # type: ignore[attr-defined]
+        return tuple(jax.devices())
+    return tuple(jax.devices(backend=default_platform()))
 
 
 def scan_counts(eqn: Any) -> tuple[int, int]:

@@ -57,7 +57,8 @@ Contract (what callers, ensembles and search, rely on)
       largest group that fits (:func:`memory_chunk`); ``run.plan(members, *shared)`` then
       reports it (the decision is kept per shapes of the members and shared arguments).
 - Devices: by default every device of ``jax.devices()`` (all processes' devices after
-  ``jax.distributed.initialize()``). With ``D > 1`` devices the population is padded to a
+  ``jax.distributed.initialize()``), or, under ``jax.default_device``, every device of
+  that device's platform. With ``D > 1`` devices the population is padded to a
   multiple of ``D`` (with copies of member 0) only when ``N`` is not one already, placed
   with ``NamedSharding(Mesh(devices, (axis_name,)), PartitionSpec(axis_name))`` so device
   ``d`` holds members ``d*M .. (d+1)*M - 1`` (``M = padded N / D``), and ``shared`` is
@@ -113,7 +114,7 @@ import numpy as np
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxlearn._compat import path_str
+from jaxlearn._compat import default_devices, default_platform, path_str
 
 __all__ = [
     "STRATEGIES",
@@ -181,7 +182,8 @@ def choose_strategy(
 
     **Arguments:**
     - `population_size`: members per device, an int >= 1.
-    - `backend`: a platform name; None means ``jax.default_backend()``.
+    - `backend`: a platform name; None means the default device's (``jax.default_device``,
+      else ``jax.default_backend()``).
     - `chunk_size`: the largest vmapped group you allow, or None for no bound.
 
     **Returns:** ``(strategy, chunk_size)``, chunk_size None unless ``"chunked"``.
@@ -201,7 +203,7 @@ def choose_strategy(
     chunk = _check_chunk(fn, chunk_size)
     if chunk is not None and chunk < population_size:
         return "chunked", chunk
-    platform = (backend or jax.default_backend()).lower()
+    platform = (backend or default_platform()).lower()
     return ("sequential" if platform == "cpu" else "vmap"), None
 
 
@@ -475,7 +477,7 @@ class PopulationFn:
 
     def devices(self) -> tuple[Any, ...]:
         """The devices the population axis is sharded over."""
-        return self._devices if self._devices is not None else tuple(jax.devices())
+        return self._devices if self._devices is not None else default_devices()
 
     def plan(self, members: Any, *shared: Any) -> Plan:
         """What ``run(members, *shared)`` does: strategy, chunk size, devices and padding.
@@ -684,7 +686,7 @@ def population_map(
     - `chunk_size`: members per vmapped group for ``"chunked"`` (default: all members of
       a device); with ``"auto"``, a bound that makes it choose ``"chunked"``.
     - `devices`: devices to shard the population over; None means all of
-      ``jax.devices()``.
+      ``jax.devices()`` (of the default device's platform under ``jax.default_device``).
     - `axis_name`: the mesh axis name of the population (for ``spmd_axis_name``).
     - `keep_padding`: on several devices, return the results of the padded population
       (leading axis ``plan.padded_size``, sharded member by member) instead of dropping

@@ -156,6 +156,30 @@ def test_choose_strategy_vmaps_on_accelerators_and_runs_members_in_turn_on_cpu()
     assert choose_strategy(4, "gpu", chunk_size=8) == ("vmap", None)
 
 
+def test_defaults_follow_the_default_device_not_the_default_backend(monkeypatch):
+    # An accelerator machine told to work on the CPU: the population spread over the
+    # accelerators and vmapped there, and the gradient check sized its chunks for them.
+    from jaxlearn.ensemble import choose_strategy as ensemble_strategy
+    from jaxlearn.gradcheck import numerical
+
+    cpus = jax.devices("cpu")
+    fake_gpu = object()
+    real_devices = jax.devices
+
+    def devices(backend=None):
+        return [fake_gpu] if backend in (None, "gpu") else real_devices(backend)
+
+    monkeypatch.setattr(jax, "default_backend", lambda: "gpu")
+    monkeypatch.setattr(jax, "devices", devices)
+    with jax.default_device(cpus[0]):
+        assert choose_strategy(32) == ("sequential", None)
+        assert ensemble_strategy(32) == ("sequential", None)
+        assert population_map(_train).devices() == tuple(cpus)
+        assert numerical.auto_batch(1, 10**9) == numerical._CPU_CHUNK_BYTES // 2
+    # Without jax.default_device, all of jax.devices() as before.
+    assert population_map(_train).devices() == (fake_gpu,)
+
+
 def test_bad_input_is_named():
     with pytest.raises(ValueError, match="`strategy` must be one of"):
         population_map(_train, strategy="pmap")

@@ -35,7 +35,7 @@ from jax import lax
 
 from jaxlearn import population
 from jaxlearn._checks import number
-from jaxlearn._compat import is_tracer
+from jaxlearn._compat import default_devices, is_tracer
 from jaxlearn.ensemble._common import (
     build_trainer,
     check_int,
@@ -302,7 +302,7 @@ def choose_strategy(
 
     **Arguments:**
     - `num_members`: members on the device, an int >= 1.
-    - `backend`: ``"cpu"``, ``"gpu"``, ``"tpu"``...; None means ``jax.default_backend()``.
+    - `backend`: ``"cpu"``, ``"gpu"``, ``"tpu"``...; None means the default device's.
     - `member_bytes`: one member's memory (:func:`estimate_member_bytes`), or None.
     - `memory_bytes`: the device's memory, or None (unknown: no bound).
     - `memory_fraction`: the share of `memory_bytes` the members may use, in (0, 1].
@@ -664,7 +664,7 @@ def _resolve(
         return strategy, None
     if strategy == "chunked":
         return "chunked", chunk_size
-    devs = tuple(devices) if devices is not None else tuple(jax.devices())
+    devs = tuple(devices) if devices is not None else default_devices()
     per = -(-n // len(devs))
     backend = devs[0].platform
     mem = None if backend == "cpu" or chunk_size is not None else _device_memory(devs[0])
@@ -952,7 +952,7 @@ def fit_ensemble(
         )
 
     if strategy == "measure" and num_epochs > 0:
-        dev_ids = tuple(d.id for d in (devices or jax.devices()))
+        dev_ids = tuple(d.id for d in (devices or default_devices()))
         strat, chunk = _cached(
             tr,
             ("measured", n_members, dev_ids, cfg._replace(impl=str(impl))),

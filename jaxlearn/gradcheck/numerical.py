@@ -28,7 +28,7 @@ import numpy as np
 from jax import lax
 
 from jaxlearn._checks import number
-from jaxlearn._compat import enable_x64, is_tracer, path_str
+from jaxlearn._compat import default_platform, enable_x64, is_tracer, path_str
 from jaxlearn.gradcheck.kinks import KinkPlan, OneHot, evaluate_with_decisions, plan_kinks
 
 __all__ = ["relative_error", "numerical_grad"]
@@ -346,7 +346,7 @@ def eval_bytes(call: Callable, leaves: Sequence[Any], others: Sequence[Any]) -> 
 
 def auto_batch(per_eval_bytes: int, n: int, evals_per_coordinate: int = 2) -> int:
     """A chunk size (coordinates per vmapped call) whose working set fits the target."""
-    on_cpu = jax.default_backend() == "cpu"
+    on_cpu = default_platform() == "cpu"
     budget = _CPU_CHUNK_BYTES if on_cpu else _ACCEL_CHUNK_BYTES
     return int(max(1, min(n, budget // (evals_per_coordinate * per_eval_bytes))))
 

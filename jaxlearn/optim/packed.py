@@ -60,7 +60,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from jaxlearn._compat import is_tracer, path_str
+from jaxlearn._compat import default_device, default_platform, is_tracer, path_str
 
 __all__ = [
     "Layout",
@@ -226,17 +226,6 @@ class Packed:
 _OWN = "own buffer"
 
 
-def _default_device() -> Any:
-    """The device new arrays land on: the one ``jax.default_device`` sets (a context or the
-    ``jax_default_device`` option, a device or a platform name), else the default backend's
-    first local device."""
-    # (Read as an attribute, which follows the context; the Config type does not declare it.)
-    device = jax.config.jax_default_device  # type: ignore[attr-defined]
-    if isinstance(device, str):
-        return jax.local_devices(backend=device)[0]
-    return device if device is not None else jax.local_devices()[0]
-
-
 def _sharding_key(leaf: Any, default_device: Any) -> Hashable:
     """A leaf's sharding when it spreads over several devices, its device when that is not
     `default_device`, else None (a buffer never mixes placements).
@@ -300,12 +289,12 @@ def _layout_for(
     sizes: list[int] = []
     index: dict[tuple, int] = {}
     leaves: list[_Leaf] = []
-    default_device = _default_device() if group is None and flat else None
+    home = default_device() if group is None and flat else None
     for _, leaf in flat:
         dtype = np.dtype(leaf.dtype)
         shape = tuple(int(d) for d in jnp.shape(leaf)[batch_ndim:])
         size = math.prod(shape)
-        key = group(leaf) if group is not None else _sharding_key(leaf, default_device)
+        key = group(leaf) if group is not None else _sharding_key(leaf, home)
         limit = max_leaf_size(dtype) if callable(max_leaf_size) else max_leaf_size
         if limit is not None and size > limit:
             key = (_OWN, len(leaves), key)  # a buffer of its own: a view with no copy
@@ -537,12 +526,6 @@ microseconds per leaf beyond its streaming time (24.7 ms for 2000 leaves of 1M p
 in all); on an H200 about 12 to 37 microseconds per leaf (2.50 ms for 200 leaves, 75 ms for
 2000). Bandwidths are round figures for the memory the update streams through.
 """
-
-
-def default_platform() -> str:
-    """The platform new arrays land on (``"cpu"``, ``"gpu"``, ``"tpu"``): the default
-    device's, as ``jax.default_device`` sets it, else the default backend's."""
-    return str(_default_device().platform)
 
 
 def _platform(fn: str, platform: str | None) -> str:

@@ -88,11 +88,10 @@ import optax
 
 from jaxlearn import optim
 from jaxlearn._checks import Interval, positive_int, real_number
-from jaxlearn._compat import default_float, is_tracer
+from jaxlearn._compat import default_float, default_platform, is_tracer
 from jaxlearn.data import _check_xy, batch_indices
 from jaxlearn.losses import hits, l1_penalty, l2_penalty, softmax_cross_entropy
 from jaxlearn.optim import Packed, pack, packed_value_and_grad, should_pack, unpack
-from jaxlearn.optim.packed import default_platform
 
 __all__ = [
     "TrainState",
