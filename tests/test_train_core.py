@@ -233,6 +233,12 @@ def test_a_fixed_transform_refuses_a_schedule_it_would_ignore(optimizer):
     fixed = jaxlearn.trainer(jaxlearn.linear(4, 2), optimizer=optimizer)  # no schedule: fine
     with pytest.raises(ValueError, match=match):  # however the Trainer is built
         dataclasses.replace(fixed, schedule=halve)
+    # Wrapped by averaged_trainer: init asked for a 'learning_rate', and one given was
+    # refused as unknown.
+    from jaxlearn.ensemble import averaged_trainer
+
+    with pytest.raises(ValueError, match=match):
+        dataclasses.replace(averaged_trainer(fixed, "polyak"), schedule=halve)
 
 
 def test_named_rules_and_functions_take_the_schedule():

@@ -51,11 +51,10 @@ from jaxlearn.ensemble._common import (
 from jaxlearn.ensemble.history import EPOCH_FIELDS, STEP_METRICS, EnsembleHistory, assemble
 from jaxlearn.optim.averaging import averaged_params, param_average
 from jaxlearn.train import core
-from jaxlearn.train.core import StepMetrics, Trainer, TrainState
+from jaxlearn.train.core import StepMetrics, Trainer, TrainState, base_optimizer
 from jaxlearn.train.fit import (
     MONITORS,
     activation_stats,
-    base_optimizer,
     evaluated_epoch,
     loss_name,
     lru_get,

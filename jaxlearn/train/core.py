@@ -268,6 +268,14 @@ def add_penalty(
     return loss
 
 
+def base_optimizer(opt: Any) -> Any:
+    """The update rule a Trainer's ``optimizer`` stands for: the rule that a wrapping rule
+    (one with a ``base_rule``, as ``ensemble.averaged_trainer``'s) wraps, or ``opt`` itself."""
+    while getattr(opt, "base_rule", None) is not None:
+        opt = opt.base_rule
+    return opt
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Trainer:
     """Static configuration of a training run; its methods are the pure core.
@@ -293,7 +301,9 @@ class Trainer:
     def __post_init__(self) -> None:
         # The schedule multiplies hparams["learning_rate"], which a fixed transform neither
         # takes nor reads: it would train at its own rate and report NaN as the step's rate.
-        if self.schedule is not None and isinstance(self.optimizer, optax.GradientTransformation):
+        # (Seen through a wrapping rule, as averaged_trainer's.)
+        fixed = isinstance(base_optimizer(self.optimizer), optax.GradientTransformation)
+        if self.schedule is not None and fixed:
             raise ValueError(
                 "Trainer: a fixed optax transform keeps its own rate and would ignore the "
                 "`schedule` (a multiplier of hparams['learning_rate'], which a fixed transform "

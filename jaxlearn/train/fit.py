@@ -36,6 +36,7 @@ from jaxlearn.train.core import (
     TrainState,
     _all_finite,
     add_penalty,
+    base_optimizer,
     leaf_names,
     trainer,
 )
@@ -460,14 +461,6 @@ def check_pair(fn: str, name: str, data: Any) -> tuple[Any, Any]:
     # with the data.
     x, y = (np.asarray(v) if isinstance(v, list) else v for v in data)
     return x, y
-
-
-def base_optimizer(opt: Any) -> Any:
-    """The update rule a Trainer's ``optimizer`` stands for: the rule that a wrapping rule
-    (one with a ``base_rule``, as ``ensemble.averaged_trainer``'s) wraps, or ``opt`` itself."""
-    while getattr(opt, "base_rule", None) is not None:
-        opt = opt.base_rule
-    return opt
 
 
 def optimizer_name(opt: Any) -> str:
