@@ -614,16 +614,17 @@ def test_a_numpy_batch_size_keeps_an_epoch_schedule_per_epoch(tiny_data):
 def test_the_callback_sees_the_epoch_a_stop_fires_on(tiny_data):
     x, y = tiny_data
     seen = []
-    r = jaxlearn.fit(
-        jaxlearn.linear(x.shape[1], 2),
-        (x, y),
-        (x, y),
-        learning_rate=1e38,
-        batch_size=16,
-        num_epochs=5,
-        on_nonfinite="stop",
-        progress=False,
-        callback=lambda epoch, history, state: seen.append(epoch),
-    )
+    with pytest.warns(RuntimeWarning, match="became non-finite at step 0 .epoch 1.; training st"):
+        r = jaxlearn.fit(
+            jaxlearn.linear(x.shape[1], 2),
+            (x, y),
+            (x, y),
+            learning_rate=1e38,
+            batch_size=16,
+            num_epochs=5,
+            on_nonfinite="stop",
+            progress=False,
+            callback=lambda epoch, history, state: seen.append(epoch),
+        )
     assert r.history.meta["stop_reason"] == "nonfinite"
     assert seen == list(range(1, r.history.num_epochs + 1)) and seen
