@@ -216,6 +216,22 @@ def test_a_tiny_drop_is_no_high_plateau_and_dead_units_are_no_size_problem():
     assert "dead_units" in d.kinds and "underfitting" not in d.kinds
 
 
+def test_a_run_stopped_while_its_loss_still_fell_is_told_to_train_longer_first():
+    # 14% of the decrease in the last quarter: a bigger model was advised for a run that had
+    # not settled. The settled curve of the test above keeps the capacity advice.
+    loss = 0.2 + 2.3 * np.exp(-STEPS / 500) + 0.01 * RNG.standard_normal(1000)
+    d = jaxlearn.diagnose(_synthetic(loss, train_acc=0.62, val_acc=0.60))
+    assert d.kinds == ["underfitting"]
+    assert d[0].advice.startswith("Train longer first (the loss has not settled)")
+    assert "the loss was still falling: 14% of its decrease came in the last quarter" in (
+        d[0].evidence
+    )
+    d = jaxlearn.diagnose(_synthetic(loss, train_acc=0.62, val_acc=0.60), late_fraction=0.2)
+    assert d[0].advice.startswith("Use a bigger model")
+    with pytest.raises(ValueError, match=r"`late_fraction` must be a number in \[0, 1\], got 2"):
+        jaxlearn.diagnose(_synthetic(loss), late_fraction=2)
+
+
 def test_underfitting_is_named_without_validation_data():
     loss = 1.5 + 0.8 * np.exp(-STEPS / 200) + 0.01 * RNG.standard_normal(1000)
     d = jaxlearn.diagnose(_synthetic(loss, train_acc=0.62, val_acc=np.nan))

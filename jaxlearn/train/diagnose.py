@@ -171,6 +171,7 @@ def diagnose(
     num_classes: int | None = None,
     chance_loss: float | None = None,
     init_factor: float = 3.0,
+    late_fraction: float = 0.1,
 ) -> Diagnosis:
     """Read a run's curves as the notes teach and say what is wrong, with evidence and advice.
 
@@ -180,7 +181,9 @@ def diagnose(
     then a high plateau -> rate too high; a wiggle large next to the curve's scale -> batch
     too small.
     Accuracies (per epoch): ``train - val > gap`` -> overfitting; ``train - val`` small and
-    ``train < low_accuracy`` -> underfitting. Update ratios (per weight leaf, median over the
+    ``train < low_accuracy`` -> underfitting, or a run too short to judge it when the loss
+    still fell at the end (more than ``late_fraction`` of its decrease in the last quarter
+    of the steps: train longer first). Update ratios (per weight leaf, median over the
     last epoch but never the run's first half; leaves with fewer than 2 dimensions are
     skipped when ``history.meta["leaf_shapes"]`` names them) outside ``ratio_band`` around
     the notes' ``~1e-3``.
@@ -219,6 +222,8 @@ def diagnose(
     - `chance_loss`: the loss at chance itself, for any loss (e.g. an SVM's
       ``(C - 1) * margin``); it replaces the value from the classes.
     - `init_factor`: the first loss above this many times the loss at chance is reported.
+    - `late_fraction`: the share of the loss's decrease made in the last quarter of the steps
+      above which a low accuracy is "train longer first" rather than "a bigger model".
 
     **Returns:** a :class:`Diagnosis`, a list of :class:`Finding` (empty when the run looks
     healthy), most severe first; ``print`` it for a report.
@@ -250,6 +255,7 @@ def diagnose(
         )
     chance, chance_how = _chance("diagnose", history.meta, num_classes, chance_loss)
     init_factor = number("diagnose", "init_factor", init_factor, lo=1, lo_open=True)
+    late_fraction = number("diagnose", "late_fraction", late_fraction, lo=0, hi=1)
     findings: list[Finding] = []
     loss = np.asarray(history.loss, dtype=float)
     n = loss.size
@@ -386,6 +392,8 @@ def diagnose(
 
     # ------------------------------------------------------------------ shape of the curve
     curve_explains = False
+    # The share of the loss's decrease made in the run's last quarter (None: not measured).
+    late_share: float | None = None
     if not diverged and good.size >= 20:
         m = good.size
         w = max(3, m // 25)
@@ -397,6 +405,7 @@ def diagnose(
         drop = l0 - tail
         rel = drop / abs(l0) if l0 != 0 else 0.0
         d_first, d_last = q1 - q2, q3 - q4
+        late_share = d_last / drop if drop > 0 else None
         e = max(w, m // 10)
         early = float(np.median(good[max(0, e - w) : e]))
         early_drop = l0 - early
@@ -502,6 +511,8 @@ def diagnose(
             t, v = float(tr_acc[i]), float(va_acc[i])
             has_val = math.isfinite(v)
             best = int(np.nanargmax(va_acc)) if np.isfinite(va_acc).any() else i
+            # A run stopped while its loss still fell is too short to judge the model's size.
+            still_learning = late_share is not None and late_share > late_fraction
             if has_val and t - v > gap:
                 findings.append(
                     Finding(
@@ -533,9 +544,18 @@ def diagnose(
                         else "Training accuracy is low: the model underfits.",
                         f"after epoch {i + 1}: train {t:.3f}"
                         + (f", validation {v:.3f}" if has_val else " (no validation data)")
-                        + f" (< {low_accuracy}).",
-                        "Use a bigger model (more or wider layers), less regularization, or train "
-                        "longer with a well-tuned learning rate.",
+                        + f" (< {low_accuracy})"
+                        + (
+                            f"; the loss was still falling: {100 * late_share:.0f}% of its "
+                            "decrease came in the last quarter of the steps."
+                            if still_learning
+                            else "."
+                        ),
+                        "Train longer first (the loss has not settled); if the accuracy stays "
+                        "low, use a bigger model (more or wider layers) or less regularization."
+                        if still_learning
+                        else "Use a bigger model (more or wider layers), less regularization, or "
+                        "train longer with a well-tuned learning rate.",
                     )
                 )
 
