@@ -703,18 +703,42 @@ def _retry_truncation(
         before.append(err[todo[-1]])
     if not any(t.size for t in todo):
         return 0
+
+    def passes_better(i: int, again: dict[str, Any], t: np.ndarray) -> np.ndarray:
+        analytic = np.asarray(raw[i]["analytic"], np.float64)[t]
+        _, err, _, status = _judge(again, analytic, threshold, plan.leaf_eps[i], noise_factor)
+        with np.errstate(invalid="ignore"):
+            return (status == GOOD) & (err * 10 < before[i])
+
+    return _measure_again(
+        plan, prob, raw, coords, todo, retried, timings, seed, step / 10, passes_better
+    )
+
+
+def _measure_again(
+    plan: _Plan,
+    prob: nm.Problem,
+    raw: list[dict[str, Any]],
+    coords: list[np.ndarray],
+    todo: list[np.ndarray],
+    retried: list[np.ndarray],
+    timings: dict[str, float],
+    seed: int,
+    step: float,
+    accept: Callable[[int, dict[str, Any], np.ndarray], np.ndarray],
+) -> int:
+    """Coordinates ``coords[i][todo[i]]`` of each leaf measured again at ``step``, in one
+    call; where ``accept(i, again, todo[i])`` is True they take the new measurement (marked
+    in ``retried``). Returns how many did."""
     sub = [c[t] for c, t in zip(coords, todo, strict=True)]
-    again = _run(plan, prob.leaves, prob.others, sub, "coordinates", "none", seed, step / 10)
+    again = _run(plan, prob.leaves, prob.others, sub, "coordinates", "none", seed, step)
     for k, v in again["timings"].items():
         timings[k] += v
     count = 0
-    for i, (r, t, a, was) in enumerate(zip(raw, todo, again["leaves"], before, strict=True)):
+    for i, (r, t, a) in enumerate(zip(raw, todo, again["leaves"], strict=True)):
         if not t.size:
             continue
-        analytic = np.asarray(r["analytic"], np.float64)[t]
-        _, err, _, status = _judge(a, analytic, threshold, plan.leaf_eps[i], noise_factor)
-        with np.errstate(invalid="ignore"):
-            fixed = (status == GOOD) & (err * 10 < was)
+        fixed = accept(i, a, t)
         for k in ("vals", "steps", "crossed", "x"):
             r[k] = np.array(r[k])
             r[k][t[fixed]] = a[k][fixed]
@@ -779,18 +803,19 @@ def _check_one(
         if not any(t.size for t in todo):
             break
         step = step / 10
-        sub = [c[t] for c, t in zip(coords, todo, strict=True)]
-        again = _run(plan, prob.leaves, prob.others, sub, mode, "none", seed, step)
-        for k, v in again["timings"].items():
-            timings[k] += v
-        for r, t, a, rt in zip(raw, todo, again["leaves"], retried, strict=True):
-            if not t.size:
-                continue
-            fixed = ~a["crossed"].any(axis=1)
-            for k in ("vals", "steps", "crossed", "x"):
-                r[k] = np.array(r[k])
-                r[k][t[fixed]] = a[k][fixed]
-            rt[t[fixed]] = True
+        # Those that cross no kink at the smaller step are measured there.
+        _measure_again(
+            plan,
+            prob,
+            raw,
+            coords,
+            todo,
+            retried,
+            timings,
+            seed,
+            step,
+            lambda i, again, t: ~again["crossed"].any(axis=1),
+        )
     rows = []
     site_counts: dict[str, int] = {}
     # The gradient's size over every leaf: the absolute scale of its rounding, for the

@@ -546,7 +546,7 @@ def diagnose(
                         + (f", validation {v:.3f}" if has_val else " (no validation data)")
                         + f" (< {low_accuracy})"
                         + (
-                            f"; the loss was still falling: {100 * late_share:.0f}% of its "
+                            f"; the loss was still falling: {100 * (late_share or 0.0):.0f}% of its "
                             "decrease came in the last quarter of the steps."
                             if still_learning
                             else "."
