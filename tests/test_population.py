@@ -160,6 +160,7 @@ def test_defaults_follow_the_default_device_not_the_default_backend(monkeypatch)
     # An accelerator machine told to work on the CPU: the population spread over the
     # accelerators and vmapped there, and the gradient check sized its chunks for them.
     from jaxlearn.ensemble import choose_strategy as ensemble_strategy
+    from jaxlearn.ensemble import fit as ensemble_fit
     from jaxlearn.gradcheck import numerical
 
     cpus = jax.devices("cpu")
@@ -175,6 +176,11 @@ def test_defaults_follow_the_default_device_not_the_default_backend(monkeypatch)
         assert choose_strategy(32) == ("sequential", None)
         assert ensemble_strategy(32) == ("sequential", None)
         assert population_map(_train).devices() == tuple(cpus)
+        # fit_ensemble's "auto" (with no devices given) reads the same devices.
+        assert ensemble_fit._resolve("auto", None, 32, None, lambda: 1, 0.9) == (
+            "sequential",
+            None,
+        )
         assert numerical.auto_batch(1, 10**9) == numerical._CPU_CHUNK_BYTES // 2
     # Without jax.default_device, all of jax.devices() as before.
     assert population_map(_train).devices() == (fake_gpu,)

@@ -6,7 +6,8 @@
   :mod:`jaxlearn.population`: vmapped, in vmapped chunks, or one after another inside the
   program (:func:`choose_strategy` picks per backend and size; force one with
   ``strategy=``), the member axis sharded over every device (``NamedSharding`` on a
-  ``Mesh``, ``vmap(..., spmd_axis_name=...)``), every process after
+  ``Mesh``, ``vmap(..., spmd_axis_name=...)``; under ``jax.default_device``, every device
+  of its platform), every process after
   ``jax.distributed.initialize()`` (``examples/distributed_ensemble.py``). Member ``i``
   equals ``jaxlearn.fit(..., key=keys[i])``.
 - **Top models of a search** (:func:`top_k_ensemble`): the k best trials' params stacked.

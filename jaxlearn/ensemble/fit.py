@@ -782,7 +782,8 @@ def fit_ensemble(
     - `chunk_size`: members per vmapped group (``"chunked"``; with ``"auto"`` an upper
       bound that makes it chunk).
     - `devices`: devices to shard the member axis over (None: every device, every process
-      after ``jax.distributed.initialize()``).
+      after ``jax.distributed.initialize()``; under ``jax.default_device``, every device of
+      that device's platform).
     - `memory_fraction`: share of an accelerator's memory the members may use, by
       :func:`estimate_member_bytes`, before ``"auto"`` chunks them; where that estimate
       lets them all vmap, the compiled program's own memory analysis is still checked
@@ -951,7 +952,7 @@ def fit_ensemble(
         )
 
     if strategy == "measure" and num_epochs > 0:
-        dev_ids = tuple(d.id for d in (devices or default_devices()))
+        dev_ids = tuple((d.platform, d.id) for d in (devices or default_devices()))
         strat, chunk = _cached(
             tr,
             ("measured", n_members, dev_ids, cfg._replace(impl=str(impl))),

@@ -182,8 +182,9 @@ def diagnose(
     too small.
     Accuracies (per epoch): ``train - val > gap`` -> overfitting; ``train - val`` small and
     ``train < low_accuracy`` -> underfitting, or a run too short to judge it when the loss
-    still fell at the end (more than ``late_fraction`` of its decrease in the last quarter
-    of the steps: train longer first). Update ratios (per weight leaf, median over the
+    still fell at the end (by more than ``late_fraction`` of its whole decrease from the
+    third quarter of the steps to the last, the whole decrease being at least 10% of the
+    first loss: train longer first). Update ratios (per weight leaf, median over the
     last epoch but never the run's first half; leaves with fewer than 2 dimensions are
     skipped when ``history.meta["leaf_shapes"]`` names them) outside ``ratio_band`` around
     the notes' ``~1e-3``.
@@ -222,8 +223,10 @@ def diagnose(
     - `chance_loss`: the loss at chance itself, for any loss (e.g. an SVM's
       ``(C - 1) * margin``); it replaces the value from the classes.
     - `init_factor`: the first loss above this many times the loss at chance is reported.
-    - `late_fraction`: the share of the loss's decrease made in the last quarter of the steps
-      above which a low accuracy is "train longer first" rather than "a bigger model".
+    - `late_fraction`: how much of the loss's whole decrease (first loss to the median of
+      the last quarter of the steps) may still come between the medians of the third and
+      the last quarter before a low accuracy is "train longer first" rather than "a bigger
+      model".
 
     **Returns:** a :class:`Diagnosis`, a list of :class:`Finding` (empty when the run looks
     healthy), most severe first; ``print`` it for a report.
@@ -405,7 +408,9 @@ def diagnose(
         drop = l0 - tail
         rel = drop / abs(l0) if l0 != 0 else 0.0
         d_first, d_last = q1 - q2, q3 - q4
-        late_share = d_last / drop if drop > 0 else None
+        # Only a real decrease (a tenth of the first loss) says a run is still learning: on a
+        # flat loss the quarters' medians differ by noise, of a "decrease" that is noise too.
+        late_share = d_last / drop if rel >= 0.1 else None
         e = max(w, m // 10)
         early = float(np.median(good[max(0, e - w) : e]))
         early_drop = l0 - early
@@ -546,8 +551,9 @@ def diagnose(
                         + (f", validation {v:.3f}" if has_val else " (no validation data)")
                         + f" (< {low_accuracy})"
                         + (
-                            f"; the loss was still falling: {100 * (late_share or 0.0):.0f}% of its "
-                            "decrease came in the last quarter of the steps."
+                            "; the loss was still falling: it fell by "
+                            f"{100 * (late_share or 0.0):.0f}% of its whole decrease from the "
+                            "third quarter of the steps to the last."
                             if still_learning
                             else "."
                         ),
