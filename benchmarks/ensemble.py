@@ -30,7 +30,12 @@ seq``, ``lax.map``), whose cost is linear in N too.
 
 Each strategy is compiled and run once first (compile time reported separately), then
 timed as the median of ``--repeats`` runs with ``block_until_ready``, the strategies
-interleaved round-robin so that a busy machine slows them alike. ``--clock cpu`` times
+interleaved round-robin so that a busy machine slows them alike. With ``--warm K`` each
+timed run follows K untimed runs of the same strategy: a repeated call of one program (as a
+loop or a search makes it) rather than a call right after another program, which on a
+small run costs every contender its cold start (measured on an H100 at N = 1: ``jaxlearn``
+and ``jaxlearn vmap``, the same program, 17,400 and 21,000 member-steps/s, the second timed
+right after the first). ``--clock cpu`` times
 with the process's CPU time instead of the wall clock: on a machine shared with other
 work it measures the work done, not the waiting for a core (use the wall clock on GPUs).
 The last columns are jaxlearn (auto) over the best hand-written strategy for that N
@@ -145,9 +150,18 @@ def python_loop(
 
 
 def measure(
-    cases: dict[str, Callable[[], Any]], repeats: int, clock: Callable[[], float]
+    cases: dict[str, Callable[[], Any]],
+    repeats: int,
+    clock: Callable[[], float],
+    warm: int = 0,
 ) -> dict[str, tuple[float, float]]:
-    """Compile+first run of each case, then `repeats` round-robin timed runs: (first, median)."""
+    """Compile+first run of each case, then `repeats` round-robin timed runs: (first, median).
+
+    With ``warm`` > 0, each timed run comes right after ``warm`` untimed runs of the same
+    case: every case is timed as a repeated call of itself (as a loop or a search calls it),
+    not just after another program evicted its host and device state. The order still
+    alternates, so a machine that slows down slows every case alike.
+    """
     first: dict[str, float] = {}
     for name, fn in cases.items():
         t0 = clock()
@@ -156,6 +170,8 @@ def measure(
     times: dict[str, list[float]] = {name: [] for name in cases}
     for _ in range(repeats):
         for name, fn in cases.items():
+            for _ in range(warm):
+                jax.block_until_ready(fn())
             t0 = clock()
             jax.block_until_ready(fn())
             times[name].append(clock() - t0)
@@ -174,6 +190,13 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     p.add_argument("--repeats", type=int, default=None)
     p.add_argument("--sizes", default=None, help="comma-separated N, overriding the defaults")
     p.add_argument("--clock", choices=("wall", "cpu"), default="wall")
+    p.add_argument(
+        "--warm",
+        type=int,
+        default=0,
+        help="untimed runs of a case right before each of its timed runs (default 0: each "
+        "timed run follows another case's)",
+    )
     p.add_argument(
         "--loop-members",
         type=int,
@@ -273,7 +296,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             "jit(vmap(scan))": lambda k=keys: vmapped(k),
             "lax.map": lambda k=keys[: members["lax.map"]]: mapped(k),
         }
-        res = measure(cases, repeats, clock)
+        res = measure(cases, repeats, clock, args.warm)
         plan = last["auto"].plan
         rate = {name: members[name] * steps / t for name, (_, t) in res.items()}
         best = max(rate[k] for k in ("python loop", "jit(vmap(scan))", "lax.map"))
@@ -319,6 +342,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
             },
             max(20, 10 * repeats),
             clock,
+            args.warm,
         ).items()
     }
     print(

@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--short", type=int, default=None, help="epochs of the short run (5)")
     p.add_argument("--long", type=int, default=None, help="epochs of the long run (25)")
     p.add_argument("--repeats", type=int, default=None, help="runs per median (5)")
+    p.add_argument(
+        "--warm", type=int, default=0, help="untimed runs of a case before each timed one"
+    )
     p.add_argument("--hlo", action="store_true")
     p.add_argument("--profile", action="store_true", help="trace three calls of each and compare")
     p.add_argument(
@@ -130,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
                 )
                 if args.program:
                     cases[(f"{who} program", e)] = program_alone(cases[(who, e)])
-        res = E.measure(cases, args.repeats, time.perf_counter)
+        res = E.measure(cases, args.repeats, time.perf_counter, args.warm)
         programs = [f"{who} program" for who in trainers] if args.program else []
         for who in ("hand", *trainers, *programs):
             a, b = res[(who, args.short)][1], res[(who, args.long)][1]
