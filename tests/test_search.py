@@ -826,6 +826,34 @@ def test_optuna_search_resumes_a_study_with_a_float_choice(tmp_path):
     assert len(more.optuna.trials) == 8
 
 
+def test_optuna_draws_tuple_choices_by_index_and_resumes_them(tmp_path):
+    # Optuna's categorical choices are None, bool, int, float and str: a choice of layer
+    # widths warned on every batch ("should be a tuple of None, bool, int, float and str
+    # for persistent storage") and was handed to the sampler as objects it cannot store.
+    optuna = pytest.importorskip("optuna", reason="Optuna is the optional `search` extra")
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    widths = [(64,), (100, 50), (32, 32, 32)]
+
+    def objective(hp, key):  # best: the widest first layer, lr = 1e-3
+        return {"loss": (jnp.log10(hp["lr"]) + 3.0) ** 2 + 1.0 / hp["hidden"][0]}
+
+    space = {"lr": log_uniform(1e-5, 1e-1), "hidden": choice(widths)}
+    kw = dict(batch_size=4, mode="min", warn=False, path=tmp_path / "o.json")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no warning from Optuna's distributions
+        first = search.optuna_search(objective, space, 8, jax.random.key(0), **kw)
+        more = search.optuna_search(objective, space, 12, jax.random.key(0), **kw)
+    def by_number(study):
+        return sorted(study.trials, key=lambda t: t.number)
+
+    assert {t.hparams["hidden"] for t in more.trials} == set(widths)
+    assert [t.hparams for t in by_number(more)[:8]] == [t.hparams for t in by_number(first)]
+    # The sampler sees each trial's index into the candidates.
+    assert [t.params["hidden"] for t in more.optuna.trials] == [
+        widths.index(t.hparams["hidden"]) for t in by_number(more)
+    ]
+
+
 def test_tuple_and_string_choices_survive_a_saved_study_and_its_resume(tmp_path):
     def objective(hp, key):
         return {"loss": jnp.float32(len(hp["hidden"])) + hp["lr"]}

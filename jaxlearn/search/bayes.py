@@ -22,7 +22,7 @@ from jaxlearn.search.engine import (
     _open_study,
     _start,
 )
-from jaxlearn.search.space import Dimension, _bounds, _bucket
+from jaxlearn.search.space import Dimension, _bounds, _bucket, _is_number
 from jaxlearn.search.study import Study
 
 __all__ = ["optuna_search"]
@@ -47,9 +47,35 @@ def _in_range(dim: Any, v: Any) -> Any:
     return min(max(v, dim.low), dim.high)
 
 
+# The candidate types Optuna's CategoricalDistribution takes as they are.
+_OPTUNA_CHOICES = (type(None), bool, int, float, str)
+
+
+def _by_index(dim: Dimension) -> bool:
+    """Whether Optuna draws ``dim``'s candidates by their index: candidates of other types
+    (tuples of layer widths, say) are not Optuna choices. Numbers are drawn as numbers
+    (a traced choice's recorded value is the candidate rounded, not one of them)."""
+    return bool(dim.values) and not all(
+        isinstance(v, _OPTUNA_CHOICES) or _is_number(v) for v in dim.values
+    )
+
+
+def _to_optuna(dim: Dimension, v: Any) -> Any:
+    """A recorded value of ``dim`` as Optuna's distribution holds it."""
+    return dim.values.index(v) if _by_index(dim) else _in_range(dim, v)
+
+
+def _from_optuna(dim: Dimension, v: Any) -> Any:
+    """The value of ``dim`` an Optuna parameter stands for."""
+    return dim.values[v] if _by_index(dim) else v
+
+
 def _distribution(optuna: Any, dim: Dimension) -> Any:
-    """The Optuna distribution ``dim`` is drawn from."""
+    """The Optuna distribution ``dim`` is drawn from (candidates that are not Optuna choices:
+    their indices)."""
     d = optuna.distributions
+    if _by_index(dim):
+        return d.CategoricalDistribution(list(range(len(dim.values))))
     if dim.kind in ("log_uniform", "uniform"):
         low, high = _bounds(dim)
         return d.FloatDistribution(low, high, log=dim.log)
@@ -84,6 +110,10 @@ def optuna_search(
       learns from them) and only the missing trials run. The sampler's random state is
       not saved, so the trials proposed after a resume differ from an uninterrupted
       run's.
+
+    A ``choice`` whose candidates are not all numbers, strings, bools or None (tuples of
+    layer widths, say) is handed to Optuna as the candidates' indices, which is what its
+    trials hold (``study.optuna.trials[i].params``); jaxlearn's trials hold the candidates.
 
     **Returns:** a :class:`jaxlearn.search.Study`; ``study.optuna`` is the
     ``optuna.Study`` that drove it.
@@ -127,7 +157,7 @@ def optuna_search(
         ok = t.status != "failed" and t.value is not None and np.isfinite(t.value)
         ostudy.add_trial(
             optuna.trial.create_trial(
-                params={n: _in_range(d, t.hparams[n]) for n, d in space.items()},
+                params={n: _to_optuna(d, t.hparams[n]) for n, d in space.items()},
                 distributions=dists,
                 value=float(t.value) if ok else None,
                 state=optuna.trial.TrialState.COMPLETE if ok else optuna.trial.TrialState.FAIL,
@@ -147,7 +177,7 @@ def optuna_search(
         b = min(batch_size, num_trials - done)
         asked = [ostudy.ask(dists) for _ in range(b)]
         numbers = list(range(done, done + b))
-        cols = {n: [t.params[n] for t in asked] for n in space}
+        cols = {n: [_from_optuna(d, t.params[n]) for t in asked] for n, d in space.items()}
         new = _evaluate(
             objective, cols, key_rows[done : done + b], impl, numbers, space, study, opts
         )
