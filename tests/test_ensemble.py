@@ -615,6 +615,31 @@ def test_top_k_of_a_search_study_becomes_an_ensemble():
     np.testing.assert_allclose(no_params.hparams["x"], top.hparams["x"][:2], rtol=1e-6)
 
 
+def test_top_k_of_a_resumed_study_names_the_trials_without_params(tmp_path):
+    # keep_params holds params in memory: a resumed search has them for its own trials
+    # only. The message named positions in the top-k list as "trials" and said a search
+    # keeps the params of all its trials or of none.
+    from jaxlearn import search
+
+    def objective(hp, key):
+        return {"loss": hp["x"] ** 2, "params": {"x": hp["x"]}}
+
+    kw = dict(mode="min", keep_params=True, warn=False, path=tmp_path / "s.json")
+    space = {"x": search.uniform(-1.0, 1.0)}
+    search.random_search(objective, space, 4, jax.random.key(0), **kw)
+    study = search.random_search(objective, space, 8, jax.random.key(0), **kw)
+    assert sorted(study.params) == [4, 5, 6, 7]
+    earlier = sorted(t.number for t in study.top_k(8) if t.number < 4)
+    with pytest.raises(ValueError) as e:
+        top_k_ensemble(study, k=8)
+    assert str(e.value).startswith(
+        f"top_k_ensemble: trials {earlier} of the top 8 have no params while the others do. "
+        "A search resumed from its saved study keeps in memory"
+    )
+    with pytest.raises(ValueError, match=r"trials \[1\] \(positions in the list\) have no"):
+        top_k_ensemble([({"x": 0.1}, {"x": 0.1}), ({"x": 0.2}, None)])
+
+
 def test_top_k_of_a_list_of_trials():
     trials = [
         ({"learning_rate": 1e-3, "optimizer": "adam"}, {"w": jnp.zeros(2)}),

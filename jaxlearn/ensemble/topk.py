@@ -134,9 +134,20 @@ def top_k_ensemble(source: Any, k: int | None = None, *, like: Any = None) -> To
     parsed = [_parse(i, t, study, like) for i, t in enumerate(trials)]
     missing = [i for i, (_, p, _) in enumerate(parsed) if p is None]
     if missing and len(missing) < len(parsed):
+        if study is not None:  # named by their trial numbers
+            numbers = sorted(trials[i].number for i in missing)
+            raise ValueError(
+                f"{fn}: trials {numbers} of the top {len(parsed)} "
+                "have no params while the others do. A search resumed from its saved study "
+                "keeps in memory (keep_params=True) only the params of the trials it ran "
+                "itself; run it with checkpoint_dir=... to keep every trial's params on disk, "
+                "or retrain the top hyperparameters as one program with "
+                "fit_ensemble(..., hparams=...)."
+            )
         raise ValueError(
-            f"{fn}: trials {missing} have no params while others do; a search keeps the "
-            "params of all its trials or of none."
+            f"{fn}: trials {missing} (positions in the list) have no params while the others "
+            "do; give params for all of them or for none (then retrain their "
+            "hyperparameters as one program with fit_ensemble(..., hparams=...))."
         )
     params = None if missing else stack_members([p for _, p, _ in parsed])
     names = set.intersection(
