@@ -514,7 +514,10 @@ def _evaluate(
                     if checkpoint_dir is not None:
                         trial.checkpoint = _save_params(checkpoint_dir, trial, metric, one)
             done = {t.number for t in new}
-            study.trials = [t for t in study.trials if t.number not in done] + new
+            # In trial-number order, as a saved study is read back (groups of static
+            # values run in another order).
+            kept = [t for t in study.trials if t.number not in done]
+            study.trials = sorted(kept + new, key=lambda t: t.number)
             results.update(zip(batch, new, strict=True))
             study.save()
             if callback is not None:

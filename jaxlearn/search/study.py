@@ -163,7 +163,7 @@ class Study:
       objective returning a single scalar).
     - `mode`: ``"max"`` or ``"min"``.
     - `space`: the search space (dict name -> :class:`Dimension`), for plots and warnings.
-    - `trials`: the trials so far.
+    - `trials`: the trials so far, in trial-number order.
     - `path`: where :meth:`save` writes (and a search saves as it goes), or None.
 
     Example:
