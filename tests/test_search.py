@@ -457,9 +457,13 @@ def test_successive_halving_fails_a_trial_whose_metric_was_ever_non_finite():
 
 
 def test_successive_halving_resumes_after_the_last_finished_rung(tmp_path):
-    calls = {"step": 0}
+    calls = {"step": 0, "init": 0}
 
     def init(hp, key):
+        # Counts the trials initialized (one call per trial, or one for a batch of them).
+        jax.debug.callback(
+            lambda lr: calls.__setitem__("init", calls["init"] + np.size(lr)), hp["lr"]
+        )
         return {"w": jnp.zeros(()), "n": jnp.zeros((), jnp.int32)}
 
     def step(hp, s, key):
@@ -483,19 +487,20 @@ def test_successive_halving_resumes_after_the_last_finished_rung(tmp_path):
     with pytest.raises(Crash):
         successive_halving(*args, path=path, callback=crash_after_rung_1, **kw)
     assert (tmp_path / "halving.rungs.npz").exists()
-    calls["step"] = 0
+    calls["step"] = calls["init"] = 0
     resumed = successive_halving(*args, path=path, **kw)
     # Rungs 0 and 1 (1 and 3 epochs) are not trained again: only the last survivor's
-    # epochs 3..8, one vmapped call per epoch.
-    assert calls["step"] == 6
+    # epochs 3..8, one vmapped call per epoch; only it is initialized (as the template of
+    # its saved state; all 9 trials were).
+    assert calls["step"] == 6 and calls["init"] == 1
     assert [(t.number, t.status, t.epochs, t.value) for t in resumed.trials] == [
         (t.number, t.status, t.epochs, t.value) for t in whole.trials
     ]
     assert resumed.best.history == whole.best.history
-    # A finished study resumes to itself, training nothing.
-    calls["step"] = 0
+    # A finished study resumes to itself, training and initializing nothing.
+    calls["step"] = calls["init"] = 0
     again = successive_halving(*args, path=path, **kw)
-    assert calls["step"] == 0 and again.best.number == whole.best.number
+    assert calls["step"] == 0 and calls["init"] == 0 and again.best.number == whole.best.number
     with pytest.raises(ValueError, match="cannot be resumed"):
         successive_halving(init, step, space, 9, jax.random.key(4), path=path, **kw)
 

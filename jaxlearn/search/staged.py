@@ -372,7 +372,7 @@ def successive_halving(
         "max_epochs": max_epochs,
     }
     study = _open_study(path, metric, mode, space, info)
-    states = run_init({"hparams": hp_all, "key": keys_all})
+    members = {"hparams": hp_all, "key": keys_all}
     alive: np.ndarray = np.arange(num_trials)
     history: dict[int, dict[str, list[float]]] = {i: {} for i in range(num_trials)}
     epochs_done = 0
@@ -384,13 +384,18 @@ def successive_halving(
         and os.path.exists(path)
         and os.path.exists(rungs_path)
     ):
-        saved = _resume_rungs(fn, rungs_path, study, points, space, states)
+        # (Only the saved rung's survivors are initialized, as the template of their
+        # states; a finished study initializes nothing.)
+        saved = _resume_rungs(
+            fn, rungs_path, study, points, space, lambda alive: run_init(take(members, alive))
+        )
         if saved is None:  # the study is finished
             study.trials.sort(key=lambda t: t.number)
             return _finish(study, warn, "successive halving")
         states, alive, history, epochs_done, rung = saved
     else:
         study.trials = []  # nothing to resume from: start over
+        states = run_init(members)
     while True:
         budget = min_epochs * eta**rung
         if max_epochs is not None:
@@ -506,9 +511,10 @@ def _resume_rungs(
     study: Study,
     points: list[dict[str, Any]],
     space: Mapping[str, Dimension],
-    states: Any,
+    init_alive: Callable[[np.ndarray], Any],
 ) -> tuple[Any, np.ndarray, dict[int, dict[str, list[float]]], int, int] | None:
-    """The saved rung's state, or None when the saved search is finished."""
+    """The saved rung's state, or None when the saved search is finished. ``init_alive``
+    initializes the given trials: the template the saved states are read into."""
     meta = load_checkpoint(rungs_path).metadata
     study.trials = [Trial.from_dict(d) for d in meta["trials"]]
     fdt = default_float()
@@ -517,7 +523,7 @@ def _resume_rungs(
     if meta["finished"]:
         return None
     alive = np.asarray(meta["alive"], dtype=np.int64)
-    like = {"states": take(states, alive)}
+    like = {"states": init_alive(alive)}
     saved = load_checkpoint(rungs_path, like=like).tree["states"]
     history: dict[int, dict[str, list[float]]] = {
         int(n): {k: [float(v) for v in vs] for k, vs in h.items()}
