@@ -529,6 +529,35 @@ def test_successive_halving_takes_numpy_ints_as_ints():
         run(9, 3.0, 1, None)
 
 
+def test_successive_halving_trains_its_last_survivors_to_max_epochs():
+    # With min_epochs 1, eta 3 and max_epochs 5 the survivors stopped at 3 epochs (the next
+    # rung, 9, passed 5): max_epochs was never reached.
+    def run(num, eta, max_epochs):
+        return successive_halving(
+            lambda hp, k: jnp.zeros(()),
+            lambda hp, s, k: (s + 1.0, {"a": -((hp["x"] - 0.3) ** 2) + 0.0 * s}),
+            {"x": uniform(0.0, 1.0)},
+            num,
+            jax.random.key(0),
+            metric="a",
+            eta=eta,
+            min_epochs=1,
+            max_epochs=max_epochs,
+            warn=False,
+        )
+
+    def rungs(study):
+        return sorted((t.epochs, t.status) for t in study.trials)
+
+    assert rungs(run(9, 3, 5)) == [(1, "pruned")] * 6 + [(3, "pruned")] * 2 + [(5, "complete")]
+    # eta 2, max 4: rungs of 1, 2 and 4 epochs; the last rung's two survivors complete.
+    assert rungs(run(8, 2, 4)) == (
+        [(1, "pruned")] * 4 + [(2, "pruned")] * 2 + [(4, "complete")] * 2
+    )
+    # A budget that lands on max_epochs: unchanged (1, 3, 9).
+    assert max(t.epochs for t in run(9, 3, 9).trials) == 9
+
+
 def test_successive_halving_refuses_static_hyperparameters():
     with pytest.raises(ValueError, match=r"\['width'\] are static"):
         successive_halving(

@@ -277,8 +277,10 @@ def successive_halving(
     population; rung ``i`` trains the survivors until they have ``min_epochs * eta**i``
     epochs, ranks them by `metric` after their last epoch, keeps the best
     ``ceil(n / eta)`` (their states are rows of the stacked state, so nothing is
-    re-run) and marks the others ``pruned``. It ends when one trial is left or the next
-    rung would pass `max_epochs`. Epoch ``e`` of trial ``n`` gets the key
+    re-run) and marks the others ``pruned``. It ends when one trial is left or after the
+    rung of `max_epochs` epochs: a rung whose budget would pass `max_epochs` trains to
+    `max_epochs` and is the last (``min(min_epochs * eta**i, max_epochs)``, as Hyperband's
+    brackets: rungs of 1, 3 and 5 epochs for ``min_epochs=1, eta=3, max_epochs=5``). Epoch ``e`` of trial ``n`` gets the key
     ``fold_in(fold_in(k, n), e)`` (``k`` from `key`), so results do not depend on the
     rung a trial is pruned at.
 
@@ -293,8 +295,8 @@ def successive_halving(
     - `metric`, `mode`: the metric (a key of `step`'s metrics) and ``"max"``/``"min"``.
     - `min_epochs`: epochs of the first rung (``r``), an int >= 1.
     - `eta`: the reduction factor, an int >= 2.
-    - `max_epochs`: the largest number of epochs a trial may train (default: unbounded,
-      stop when one trial is left).
+    - `max_epochs`: the epochs of the last rung's survivors (default: unbounded, stop when
+      one trial is left).
     - `strategy`, `chunk_size`, `devices`: as :func:`jaxlearn.population.population_map`.
     - `path`: save the study there after every rung, and the survivors' training states
       beside it (``<path stem>.rungs.npz``); a rerun with the same `path` and arguments
@@ -429,11 +431,9 @@ def successive_halving(
         finite = [int(n) for n in alive if not bad_of[int(n)]]
         sign = -1.0 if mode == "max" else 1.0
         finite.sort(key=lambda n: (sign * last[n][metric], n))
-        is_last = (
-            len(finite) <= 1
-            or (max_epochs is not None and min_epochs * eta ** (rung + 1) > max_epochs)
-            or budget == max_epochs
-        )
+        # A rung whose budget `max_epochs` cut is the last: it trains its survivors to
+        # max_epochs (rungs of 1, 3, 5 epochs for min_epochs 1, eta 3, max_epochs 5).
+        is_last = len(finite) <= 1 or budget == max_epochs
         keep = finite if is_last else finite[: max(1, math.ceil(len(alive) / eta))]
         decided = []
         for n in (int(n) for n in alive):
