@@ -280,9 +280,9 @@ def successive_halving(
     re-run) and marks the others ``pruned``. It ends when one trial is left or after the
     rung of `max_epochs` epochs: a rung whose budget would pass `max_epochs` trains to
     `max_epochs` and is the last (``min(min_epochs * eta**i, max_epochs)``, as Hyperband's
-    brackets: rungs of 1, 3 and 5 epochs for ``min_epochs=1, eta=3, max_epochs=5``). Epoch ``e`` of trial ``n`` gets the key
-    ``fold_in(fold_in(k, n), e)`` (``k`` from `key`), so results do not depend on the
-    rung a trial is pruned at.
+    brackets: rungs of 1, 3 and 5 epochs for ``min_epochs=1, eta=3, max_epochs=5``).
+    Epoch ``e`` of trial ``n`` gets the key ``fold_in(fold_in(k, n), e)`` (``k`` from
+    `key`), so results do not depend on the rung a trial is pruned at.
 
     Every hyperparameter must be traced (static ones would split the population); the
     survivors of the last rung are ``complete`` and ranked first.
