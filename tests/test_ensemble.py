@@ -634,7 +634,7 @@ def test_top_k_of_a_resumed_study_names_the_trials_without_params(tmp_path):
         top_k_ensemble(study, k=8)
     assert str(e.value).startswith(
         f"top_k_ensemble: trials {earlier} of the top 8 have no params while the others do. "
-        "A search resumed from its saved study keeps in memory"
+        "keep_params=True keeps in memory only the params of the trials a run trained itself"
     )
     with pytest.raises(ValueError, match=r"trials \[1\] \(positions in the list\) have no"):
         top_k_ensemble([({"x": 0.1}, {"x": 0.1}), ({"x": 0.2}, None)])

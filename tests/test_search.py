@@ -726,6 +726,10 @@ def test_optuna_search_resumes_from_its_saved_study(tmp_path):
     assert [t.number for t in more.trials] == list(range(12))
     assert [t.hparams for t in more.trials[:8]] == [t.hparams for t in first.trials]
     assert len(more.optuna.trials) == 12  # the sampler saw the 8 earlier trials
+    # The resumed sampler is seeded anew: with the first run's seed TPE's random start-up
+    # proposed the saved trials' points again.
+    earlier = {t.hparams["lr"] for t in first.trials}
+    assert not earlier & {t.hparams["lr"] for t in more.trials[8:]}
     with pytest.raises(ValueError, match="cannot be resumed"):
         search.optuna_search(objective, space, 12, jax.random.key(1), **kw)
     with pytest.raises(ValueError, match="cannot be resumed"):  # other fixed settings

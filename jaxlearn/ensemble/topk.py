@@ -135,14 +135,14 @@ def top_k_ensemble(source: Any, k: int | None = None, *, like: Any = None) -> To
     missing = [i for i, (_, p, _) in enumerate(parsed) if p is None]
     if missing and len(missing) < len(parsed):
         if study is not None:  # named by their trial numbers
-            numbers = sorted(trials[i].number for i in missing)
+            numbers = sorted(getattr(trials[i], "number", i) for i in missing)
             raise ValueError(
                 f"{fn}: trials {numbers} of the top {len(parsed)} "
-                "have no params while the others do. A search resumed from its saved study "
-                "keeps in memory (keep_params=True) only the params of the trials it ran "
-                "itself; run it with checkpoint_dir=... to keep every trial's params on disk, "
-                "or retrain the top hyperparameters as one program with "
-                "fit_ensemble(..., hparams=...)."
+                "have no params while the others do. keep_params=True keeps in memory only "
+                "the params of the trials a run trained itself (a search resumed from its "
+                "saved study lacks the earlier ones); run it with checkpoint_dir=... to keep "
+                "every trial's params on disk, or retrain the top hyperparameters as one "
+                "program with fit_ensemble(..., hparams=...)."
             )
         raise ValueError(
             f"{fn}: trials {missing} (positions in the list) have no params while the others "

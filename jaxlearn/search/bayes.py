@@ -61,8 +61,12 @@ def _by_index(dim: Dimension) -> bool:
 
 
 def _to_optuna(dim: Dimension, v: Any) -> Any:
-    """A recorded value of ``dim`` as Optuna's distribution holds it."""
-    return dim.values.index(v) if _by_index(dim) else _in_range(dim, v)
+    """A recorded value of ``dim`` as Optuna's distribution holds it (by index: the
+    candidate of the same type that equals it, so that True is not taken for 1)."""
+    if not _by_index(dim):
+        return _in_range(dim, v)
+    same = [i for i, c in enumerate(dim.values) if type(c) is type(v) and c == v]
+    return same[0] if same else dim.values.index(v)
 
 
 def _from_optuna(dim: Dimension, v: Any) -> Any:
@@ -108,7 +112,9 @@ def optuna_search(
     - `path`: save the study there after every batch. A rerun with the same `path` and
       arguments resumes: the saved trials are told to a new Optuna study (so the sampler
       learns from them) and only the missing trials run. The sampler's random state is
-      not saved, so the trials proposed after a resume differ from an uninterrupted
+      not saved: the default sampler of a resumed search is seeded from `key` and the
+      number of saved trials (the first run's seed would propose the saved trials'
+      points again), so the trials proposed after a resume differ from an uninterrupted
       run's.
 
     A ``choice`` whose candidates are not all numbers, strings, bools or None (tuples of
@@ -134,12 +140,6 @@ def optuna_search(
         if isinstance(v, bool) or not isinstance(v, int) or v < 1:
             raise ValueError(f"{fn}: `{name}` must be an int >= 1, got {v!r}.")
     k_seed, k_trials = jax.random.split(key)
-    if sampler is None:
-        seed = int(np.asarray(jax.random.randint(k_seed, (), 0, 2**31 - 1)))
-        sampler = optuna.samplers.TPESampler(seed=seed)
-    ostudy = optuna.create_study(
-        direction="maximize" if opts["mode"] == "max" else "minimize", sampler=sampler
-    )
     study = _open_study(
         opts["path"],
         opts["metric"],
@@ -148,9 +148,19 @@ def optuna_search(
         {
             "search": "optuna",
             "key": _key_data(key),
-            "sampler": type(sampler).__name__,
+            "sampler": "TPESampler" if sampler is None else type(sampler).__name__,
             "settings": dict(opts["settings"] or {}),
         },
+    )
+    if sampler is None:
+        # A resumed search seeds the sampler anew: the first run's seed would propose again,
+        # in TPE's random start-up phase, the very points the saved trials tried.
+        if study.trials:
+            k_seed = jax.random.fold_in(k_seed, len(study.trials))
+        seed = int(np.asarray(jax.random.randint(k_seed, (), 0, 2**31 - 1)))
+        sampler = optuna.samplers.TPESampler(seed=seed)
+    ostudy = optuna.create_study(
+        direction="maximize" if opts["mode"] == "max" else "minimize", sampler=sampler
     )
     dists = {n: _distribution(optuna, d) for n, d in space.items()}
     for t in sorted(study.trials, key=lambda t: t.number):  # a resumed search

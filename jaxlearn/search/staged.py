@@ -295,8 +295,9 @@ def successive_halving(
     - `metric`, `mode`: the metric (a key of `step`'s metrics) and ``"max"``/``"min"``.
     - `min_epochs`: epochs of the first rung (``r``), an int >= 1.
     - `eta`: the reduction factor, an int >= 2.
-    - `max_epochs`: the epochs of the last rung's survivors (default: unbounded, stop when
-      one trial is left).
+    - `max_epochs`: the most epochs a trial trains (default: unbounded, stop when one
+      trial is left): the survivors of the last rung train to it, unless the rungs leave a
+      single trial earlier (it then stops at that rung).
     - `strategy`, `chunk_size`, `devices`: as :func:`jaxlearn.population.population_map`.
     - `path`: save the study there after every rung, and the survivors' training states
       beside it (``<path stem>.rungs.npz``); a rerun with the same `path` and arguments
