@@ -350,6 +350,25 @@ def _blobs(rng, centers, n):
     return x, y
 
 
+def test_digits_left_at_0_to_16_are_named_as_unnormalized_inputs(splits, sgd_trainer):
+    # The digits' raw pixel values (0..16) under a He init: the first loss is ~8x log(10),
+    # which was blamed on "the initial weights (or the inputs)" with the weights first.
+    raw = [(x * 16.0, y) for x, y in (splits.train, splits.val)]
+    h = _run(sgd_trainer, *raw, 0.01, 1)
+    m, sd = h.meta["inputs"]["mean"], h.meta["inputs"]["std"]
+    assert 4.5 < m < 5.5 and 5.5 < sd < 6.5 and h.meta["inputs"]["examples"] == 1024
+    d = jaxlearn.diagnose(h)
+    assert d[0].kind == "init_loss_high"
+    assert d[0].message.endswith(
+        "the inputs are not normalized (or the initial weights are too large)."
+    )
+    assert f"the training inputs have mean {m:.4g} and standard deviation {sd:.4g}" in d[0].evidence
+    assert d[0].advice.startswith("Zero-center the inputs and scale them to unit standard")
+    # The same digits at 0..1 (mean 0.3, std 0.4) start near log(10): nothing to report.
+    h = _run(sgd_trainer, splits.train, splits.val, 0.01, 1)
+    assert "init_loss_high" not in jaxlearn.diagnose(h).kinds
+
+
 def test_a_too_large_initialization_is_read_from_the_first_loss(splits, sgd_trainer):
     # Ten classes of blobs shaped as digits (the trainer's program is reused), an MLP whose
     # weights start 10x the He init's: the first loss is ~46x log(10) where the He init's

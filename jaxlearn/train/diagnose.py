@@ -348,20 +348,43 @@ def diagnose(
                 if penalty
                 else f"the first step's loss {_fmt(l0)}"
             )
+            # The inputs' values, as fit records them: far from zero mean and unit scale,
+            # they are the first thing to fix (the notes' preprocessing).
+            inputs = history.meta.get("inputs") or {}
+            m, sd = real_number(inputs.get("mean")), real_number(inputs.get("std"))
+            raw = m is not None and sd is not None and (abs(m) > max(sd, 1.0) or sd > 3.0)
             findings.append(
                 Finding(
                     "init_loss_high",
                     "warning",
                     f"The data loss at initialization, {_fmt(data0)}, is "
-                    f"{data0 / chance:.1f}x the loss at chance: the initial weights (or the "
-                    "inputs) are likely too large.",
+                    f"{data0 / chance:.1f}x the loss at chance: "
+                    + (
+                        "the inputs are not normalized (or the initial weights are too large)."
+                        if raw
+                        else "the initial weights (or the inputs) are likely too large."
+                    ),
                     f"{said} against {_fmt(chance)} = {chance_how} (small random weights give "
                     f"about that, a He init a little more; {init_factor:g}x takes scores spread "
-                    "several times wider).",
-                    "Scale the initialization down (std sqrt(2 / fan_in) for ReLU layers, the "
-                    "notes' He init) and the inputs to zero mean and unit scale; check the loss "
-                    "is a mean over the batch, not a sum (sanity.initial_loss checks it before "
-                    "training).",
+                    "several times wider)"
+                    + (
+                        f"; the training inputs have mean {_fmt(m or 0.0)} and standard "
+                        f"deviation {_fmt(sd or 0.0)} (first {inputs.get('examples', '?')} "
+                        "examples)."
+                        if raw
+                        else "."
+                    ),
+                    (
+                        "Zero-center the inputs and scale them to unit standard deviation (the "
+                        "training set's mean and std, applied to every split), then check the "
+                        "first loss again; if it stays high, scale the initialization down (std "
+                        "sqrt(2 / fan_in) for ReLU layers, the notes' He init)."
+                        if raw
+                        else "Scale the initialization down (std sqrt(2 / fan_in) for ReLU "
+                        "layers, the notes' He init) and the inputs to zero mean and unit "
+                        "scale; check the loss is a mean over the batch, not a sum "
+                        "(sanity.initial_loss checks it before training)."
+                    ),
                     step=0,
                 )
             )

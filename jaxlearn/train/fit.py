@@ -500,6 +500,35 @@ def _penalty(params: Any, hparams: Mapping[str, Any], exclude_biases: bool) -> j
 _penalty_program = jax.jit(_penalty, static_argnames="exclude_biases")
 
 
+INPUT_SAMPLE = 1024
+
+
+def input_stats(x: Any) -> dict[str, float] | None:
+    """The mean and standard deviation of the inputs' values over the first
+    :data:`INPUT_SAMPLE` examples (what ``diagnose`` reads to tell unnormalized inputs from
+    a too large initialization), or None for inputs that are not real numbers.
+
+    Example:
+        >>> import numpy as np
+        >>> from jaxlearn.train.fit import input_stats
+        >>> input_stats(np.arange(12.0).reshape(4, 3))
+        {'mean': 5.5, 'std': 3.452052529534663, 'examples': 4}
+    """
+    if np.ndim(x) < 1:
+        return None
+    dtype = np.dtype(getattr(x, "dtype", np.asarray(x[:1]).dtype))
+    if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
+        return None
+    sample = np.asarray(jax.device_get(x[:INPUT_SAMPLE]), dtype=np.float64)
+    if not sample.size or not np.isfinite(sample).all():
+        return None
+    return {
+        "mean": float(sample.mean()),
+        "std": float(sample.std()),
+        "examples": int(sample.shape[0]),
+    }
+
+
 def initial_penalty(tr: Trainer, params: Any, hparams: Mapping[str, Any]) -> float | None:
     """:func:`penalty_of` as a float, 0.0 without ``l2``/``l1`` and None for packed
     parameters: what ``diagnose`` subtracts from the first loss to judge the data loss."""
@@ -738,6 +767,7 @@ def fit(
             "num_classes": num_classes,
             "loss": loss_name(tr.loss),
             "initial_penalty": initial_penalty(tr, state.params, state.hparams),
+            "inputs": input_stats(x_tr),
             "leaf_shapes": dict(
                 zip(
                     leaf_names(state.params),
