@@ -205,7 +205,10 @@ def diagnose(
     penalty it does not record is not judged: a strong L2 on a wide net alone can exceed
     3x). Small random weights give about ``log(C)`` (softmax), He-initialized nets 1.1-1.5x
     that; 3x takes scores spread 4-6 times wider (C from 2 to 1000), as weights 4x too large
-    in one layer or 2x in each of two do, or inputs left at a scale of 10.
+    in one layer or 2x in each of two do, or inputs left at a scale of 10. Where ``fit``
+    recorded the inputs' mean and standard deviation (``meta["inputs"]``) and they are far
+    from zero mean and unit scale (``|mean| > max(std, 1)`` or ``std > 3``), the finding
+    names the inputs first.
 
     **Arguments:**
     - `history`: the :class:`~jaxlearn.History` of a run (e.g. ``fit(...).history``).
