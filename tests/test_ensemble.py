@@ -383,6 +383,26 @@ def test_member_indices_give_each_member_its_own_training_subset(counted):
     np.testing.assert_array_equal(split.state.step, [12, 12])
 
 
+def test_member_histories_record_the_inputs_scale_read_once_per_array(digits, monkeypatch):
+    # Digits at 0..16 (mean 4.9, std 6): a member's History named "the initial weights (or
+    # the inputs)" for the high first loss, as fit's now names the inputs.
+    from jaxlearn.ensemble import _common
+
+    x = jnp.asarray((digits.train[0] - digits.train[0].min()) * 16.0)
+    train = (x, jnp.asarray(digits.train[1]))
+    tr = jaxlearn.trainer(jaxlearn.mlp(64, (100,), 10), batch_size=25)
+    r = fit_ensemble(tr, train, num_members=2, num_epochs=1, learning_rate=0.01)
+    h = r.history.member(1)
+    assert h.meta["inputs"] == _common.input_stats(x)
+    d = jaxlearn.diagnose(h)
+    assert d[0].kind == "init_loss_high" and "the inputs are not normalized" in d[0].message
+    # The same array again: read from the cache, not from the device.
+    reads = []
+    monkeypatch.setattr(_common, "input_stats", lambda v: reads.append(v))
+    again = fit_ensemble(tr, train, num_members=2, num_epochs=1, learning_rate=0.01)
+    assert reads == [] and again.history.meta["inputs"] == h.meta["inputs"]
+
+
 def test_member_history_feeds_diagnose_dead_units_and_bias_ratios():
     # Biases start at zero: their update ratios are huge, which diagnose must skip by the
     # leaf shapes; a ReLU layer whose biases are pushed far below zero is dead.

@@ -14,7 +14,7 @@ import numpy as np
 from jaxlearn._checks import check_int
 from jaxlearn._compat import is_tracer
 from jaxlearn.data import check_dataset
-from jaxlearn.train.fit import cached_trainer, check_pair, read_key
+from jaxlearn.train.fit import cached_trainer, check_pair, input_stats, read_key
 
 
 def is_key_array(x: Any) -> bool:
@@ -268,6 +268,36 @@ build_trainer = cached_trainer
 _CHECKED: dict[tuple[int, int], tuple[Any, Any, int]] = {}
 
 
+def _remember(cache: dict[Any, tuple[Any, ...]], key: Any, value: tuple[Any, ...]) -> None:
+    """``cache[key] = value`` in a cache of at most 64 entries whose values start with weak
+    references: entries whose arrays are gone are dropped first, then all of them."""
+    if len(cache) >= 64:
+        for k in [
+            k for k, v in cache.items() if any(r() is None for r in v if isinstance(r, weakref.ref))
+        ]:
+            del cache[k]
+        if len(cache) >= 64:
+            cache.clear()
+    cache[key] = value
+
+
+_INPUTS: dict[int, tuple[Any, dict[str, float] | None]] = {}
+
+
+def inputs_of(x: Any) -> dict[str, float] | None:
+    """:func:`jaxlearn.train.fit.input_stats` of ``x`` (what ``diagnose`` reads), read once
+    per jax array: passing the same array again costs no host read (NumPy arrays, which may
+    change in place, are read each call)."""
+    if not isinstance(x, jax.Array):
+        return input_stats(x)
+    hit = _INPUTS.get(id(x))
+    if hit is not None and hit[0]() is x:
+        return hit[1]
+    stats = input_stats(x)
+    _remember(_INPUTS, id(x), (weakref.ref(x), stats))
+    return stats
+
+
 def _already_checked(x: Any, y: Any, num_classes: int) -> bool:
     hit = _CHECKED.get((id(x), id(y)))
     return hit is not None and hit[0]() is x and hit[1]() is y and hit[2] == num_classes
@@ -284,12 +314,7 @@ def device_data(data: tuple[Any, Any], num_classes: int, name: str) -> tuple[jax
         if _already_checked(x, y, num_classes):
             return x, y
         check_dataset(x, y, num_classes, name=name)
-        if len(_CHECKED) >= 64:
-            for k in [k for k, v in _CHECKED.items() if v[0]() is None or v[1]() is None]:
-                del _CHECKED[k]
-            if len(_CHECKED) >= 64:
-                _CHECKED.clear()
-        _CHECKED[(id(x), id(y))] = (weakref.ref(x), weakref.ref(y), num_classes)
+        _remember(_CHECKED, (id(x), id(y)), (weakref.ref(x), weakref.ref(y), num_classes))
         return x, y
     check_dataset(x, y, num_classes, name=name)
     return jnp.asarray(x), jnp.asarray(y)

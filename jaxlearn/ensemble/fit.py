@@ -42,6 +42,7 @@ from jaxlearn.ensemble._common import (
     check_pair,
     check_pairs,
     device_data,
+    inputs_of,
     member_ids,
     member_keys,
     stack_hparams,
@@ -1047,6 +1048,7 @@ def fit_ensemble(
         "num_classes": info.num_classes,
         "loss": loss_name(tr.loss),
         "initial_penalty": None if cfg.penalized else 0.0,
+        "inputs": inputs_of(x_tr),  # the training inputs' scale, as fit records it
     }
 
     host = to_host([out for _, out in outs])  # one copy of every record (none when copied)
