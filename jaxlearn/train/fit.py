@@ -516,10 +516,18 @@ def input_stats(x: Any) -> dict[str, float] | None:
     """
     if np.ndim(x) < 1:
         return None
-    dtype = np.dtype(getattr(x, "dtype", np.asarray(x[:1]).dtype))
+    dtype = np.dtype(x.dtype) if hasattr(x, "dtype") else np.asarray(x[:1]).dtype
     if not (np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.integer)):
         return None
-    sample = np.asarray(jax.device_get(x[:INPUT_SAMPLE]), dtype=np.float64)
+    if isinstance(x, jax.Array):
+        if not x.is_fully_addressable:
+            return None  # spread over processes: not read here
+        # A CPU array reads as NumPy without a copy, and a small one is copied whole: an
+        # eager slice compiles a program per shape (55-150 ms) and dispatches it each call.
+        on_cpu = all(d.platform == "cpu" for d in x.devices())
+        head = np.asarray(x) if on_cpu or x.nbytes <= 2**24 else x[:INPUT_SAMPLE]
+        x = np.asarray(head)
+    sample = np.asarray(x[:INPUT_SAMPLE], dtype=np.float64)
     if not sample.size or not np.isfinite(sample).all():
         return None
     return {
