@@ -675,21 +675,12 @@ def _make_plan(
     )
 
 
-def _retry_truncation(
-    plan: _Plan,
-    prob: nm.Problem,
-    raw: list[dict[str, Any]],
-    coords: list[np.ndarray],
-    retried: list[np.ndarray],
-    timings: dict[str, float],
-    seed: int,
-    step: float,
-    threshold: float,
-    noise_factor: float,
-) -> int:
-    """Failed coordinates measured again at ``step / 10``; those that pass there with an
-    error more than ten times smaller (a truncation error shrinks as h**2, a wrong gradient's
-    does not shrink) take the new values. Returns how many did."""
+def _truncation_failures(
+    plan: _Plan, raw: list[dict[str, Any]], threshold: float, noise_factor: float
+) -> tuple[list[np.ndarray], Callable[[int, dict[str, Any], np.ndarray], np.ndarray]]:
+    """The failed coordinates of each leaf, to measure again at a tenth of the step, and the
+    test a new measurement passes to replace the old: it passes with an error more than ten
+    times smaller (a truncation error shrinks as h**2, a wrong gradient's does not)."""
     todo, before = [], []
     for i, r in enumerate(raw):
         if not np.size(r["vals"]):
@@ -701,8 +692,6 @@ def _retry_truncation(
         )
         todo.append(np.flatnonzero(status == FAIL))
         before.append(err[todo[-1]])
-    if not any(t.size for t in todo):
-        return 0
 
     def passes_better(i: int, again: dict[str, Any], t: np.ndarray) -> np.ndarray:
         analytic = np.asarray(raw[i]["analytic"], np.float64)[t]
@@ -710,9 +699,7 @@ def _retry_truncation(
         with np.errstate(invalid="ignore"):
             return (status == GOOD) & (err * 10 < before[i])
 
-    return _measure_again(
-        plan, prob, raw, coords, todo, retried, timings, seed, step / 10, passes_better
-    )
+    return todo, passes_better
 
 
 def _measure_again(
@@ -825,9 +812,11 @@ def _check_one(
     # Only with kink detection on: without it a kink crossed at h and not at h / 10 would
     # pass as "truncation".
     if mode == "coordinates" and kinks:
-        truncated = _retry_truncation(
-            plan, prob, raw, coords, retried, timings, seed, h, threshold, noise_factor
-        )
+        todo, passes_better = _truncation_failures(plan, raw, threshold, noise_factor)
+        if any(t.size for t in todo):
+            truncated = _measure_again(
+                plan, prob, raw, coords, todo, retried, timings, seed, h / 10, passes_better
+            )
     if truncated:
         notes.append(
             f"{truncated} coordinate(s) failed at h = {h:g} from the difference quotient's "

@@ -22,7 +22,7 @@ from jaxlearn.search.engine import (
     _open_study,
     _start,
 )
-from jaxlearn.search.space import Dimension, _bounds, _bucket, _is_number
+from jaxlearn.search.space import Dimension, _bounds, _bucket, _candidate, _is_number
 from jaxlearn.search.study import Study
 
 __all__ = ["optuna_search"]
@@ -62,11 +62,11 @@ def _by_index(dim: Dimension) -> bool:
 
 def _to_optuna(dim: Dimension, v: Any) -> Any:
     """A recorded value of ``dim`` as Optuna's distribution holds it (by index: the
-    candidate of the same type that equals it, so that True is not taken for 1)."""
+    candidate it stands for, as narrowing reads it, so that True is not taken for 1)."""
     if not _by_index(dim):
         return _in_range(dim, v)
-    same = [i for i, c in enumerate(dim.values) if type(c) is type(v) and c == v]
-    return same[0] if same else dim.values.index(v)
+    i = _candidate(dim.values, v)
+    return dim.values.index(v) if i is None else i
 
 
 def _from_optuna(dim: Dimension, v: Any) -> Any:
